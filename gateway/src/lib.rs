@@ -1,0 +1,10 @@
+//! Portcullis gateway: the data plane.
+//!
+//! A Pingora service that authenticates clients by proxy key, parses the
+//! inbound format into canonical types, routes to a provider adapter,
+//! translates the answer back (streams too) and counts tokens.
+
+pub mod error;
+pub mod inbound;
+pub mod providers;
+pub mod sse;

@@ -1,0 +1,248 @@
+//! Outbound provider adapters.
+//!
+//! Each provider module translates the canonical request into the
+//! provider's wire format, and the provider's response and stream back
+//! into canonical types. The gateway core never looks at a provider's
+//! format itself: N providers need N adapters, whatever the inbound format.
+
+pub mod anthropic;
+pub mod bedrock;
+pub mod gemini;
+pub mod openai;
+pub mod sigv4;
+
+use bytes::Bytes;
+use portcullis_types::{ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
+
+use crate::error::GatewayError;
+
+/// The kinds of provider the gateway speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Openai,
+    AzureOpenai,
+    Anthropic,
+    Gemini,
+    Bedrock,
+    Mistral,
+    OpenaiCompatible,
+}
+
+impl ProviderKind {
+    /// The label used in metrics, logs and `x-portcullis-provider`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::AzureOpenai => "azure-openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Mistral => "mistral",
+            ProviderKind::OpenaiCompatible => "openai-compatible",
+        }
+    }
+
+    /// The public base URL used when a provider's config gives none.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Openai => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
+            ProviderKind::Mistral => Some("https://api.mistral.ai/v1"),
+            // Azure needs the resource name, Bedrock the region (derived in
+            // config), OpenAI-compatible servers are wherever they run.
+            ProviderKind::AzureOpenai | ProviderKind::Bedrock | ProviderKind::OpenaiCompatible => {
+                None
+            }
+        }
+    }
+}
+
+/// AWS credentials for SigV4 signing (Bedrock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+    pub region: String,
+}
+
+/// Load-time settings of one configured provider, handed to its adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSettings {
+    /// The path prefix of the base URL, without a trailing slash (e.g. `/v1`
+    /// for OpenAI, `` for Anthropic).
+    pub base_path: String,
+    /// `host[:port]` of the base URL: the Host header, and what SigV4 signs.
+    pub host: String,
+    /// Azure OpenAI `api-version` query parameter.
+    pub api_version: Option<String>,
+    /// Anthropic `anthropic-version` header.
+    pub anthropic_version: Option<String>,
+    /// Output token limit sent to providers that require one (Anthropic)
+    /// when the client gave none.
+    pub default_max_tokens: u32,
+    /// Bedrock signing credentials.
+    pub aws: Option<AwsCredentials>,
+}
+
+impl Default for ProviderSettings {
+    fn default() -> Self {
+        ProviderSettings {
+            base_path: String::new(),
+            host: "localhost".into(),
+            api_version: None,
+            anthropic_version: None,
+            default_max_tokens: 4096,
+            aws: None,
+        }
+    }
+}
+
+/// What one call needs besides the canonical request.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamCall<'a> {
+    /// The model (or deployment / model id) the provider should see, after
+    /// the route's target-model override.
+    pub model: &'a str,
+    /// The key for this call: the route's static key, or one taken from the
+    /// client's request (dynamic key). Unused by Bedrock, which signs.
+    pub api_key: Option<&'a str>,
+    /// Whether the response is streamed.
+    pub stream: bool,
+}
+
+/// An HTTP request to send to the provider. The core adds `host`,
+/// `content-length`, `accept-encoding: identity` and `user-agent`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamRequest {
+    pub method: http::Method,
+    /// Path and query, including the base URL's path prefix.
+    pub path: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl UpstreamRequest {
+    /// A JSON POST.
+    pub fn post_json(path: String, body: Vec<u8>) -> Self {
+        UpstreamRequest {
+            method: http::Method::POST,
+            path,
+            headers: vec![("content-type", "application/json".to_owned())],
+            body: Bytes::from(body),
+        }
+    }
+}
+
+/// What a stream decoder yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// A canonical chunk. Usage travels in `chunk.usage` (possibly on a
+    /// chunk with no choices), cumulative or final; the core merges it with
+    /// `Usage::merge_max`.
+    Chunk(ChatChunk),
+    /// The provider reported an error inside the stream.
+    Error(GatewayError),
+}
+
+/// Turns a provider's streamed response body into canonical chunks.
+pub trait StreamDecoder: Send {
+    /// Feeds raw bytes as they arrive; appends decoded events to `out`.
+    fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>);
+    /// The upstream body ended; appends whatever was still buffered.
+    fn finish(&mut self, out: &mut Vec<StreamEvent>);
+    /// Whether the provider signalled a proper end of stream (`[DONE]`,
+    /// `message_stop`, a finish reason, ...). A stream that ends without it
+    /// was cut, and the client gets an error event.
+    fn is_complete(&self) -> bool;
+}
+
+/// One provider adapter, built once at config load.
+pub trait Provider: Send + Sync {
+    /// Which kind of provider this is.
+    fn kind(&self) -> ProviderKind;
+
+    /// Builds the upstream chat request.
+    fn chat_request(
+        &self,
+        req: &ChatRequest,
+        call: &UpstreamCall<'_>,
+    ) -> Result<UpstreamRequest, GatewayError>;
+
+    /// Parses a successful (2xx) non-streamed chat response.
+    fn chat_response(&self, body: &[u8], call: &UpstreamCall<'_>)
+    -> Result<ChatResponse, GatewayError>;
+
+    /// A decoder for a successful (2xx) streamed chat response.
+    fn stream_decoder(&self, call: &UpstreamCall<'_>) -> Box<dyn StreamDecoder>;
+
+    /// Builds the upstream embeddings request.
+    fn embeddings_request(
+        &self,
+        _req: &EmbeddingsRequest,
+        _call: &UpstreamCall<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        Err(GatewayError::invalid_request(format!(
+            "Provider type `{}` does not offer embeddings through this gateway.",
+            self.kind().label()
+        )))
+    }
+
+    /// Parses a successful embeddings response.
+    fn embeddings_response(
+        &self,
+        _body: &[u8],
+        _call: &UpstreamCall<'_>,
+    ) -> Result<EmbeddingsResponse, GatewayError> {
+        Err(GatewayError::internal("embeddings are not supported by this provider"))
+    }
+
+    /// Turns a non-2xx answer into an error, keeping the provider's message.
+    fn error_response(&self, status: u16, body: &[u8]) -> GatewayError {
+        GatewayError::upstream_status(status, upstream_error_message(self.kind(), status, body))
+    }
+}
+
+/// The human-readable message of a provider's error body, whatever its
+/// shape: `{"error":{"message"}}` (OpenAI, Anthropic, Gemini), `{"message"}`
+/// (Bedrock), `{"error":"..."}` (several OpenAI-compatible servers).
+pub fn upstream_error_message(kind: ProviderKind, status: u16, body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let msg = parsed.as_ref().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("error"))
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+    });
+    match msg {
+        Some(m) => format!("{} returned {status}: {m}", kind.label()),
+        None => format!("{} returned {status}", kind.label()),
+    }
+}
+
+/// Parses a provider JSON body, naming the field that did not fit.
+pub fn parse_upstream_json<T: serde::de::DeserializeOwned>(
+    kind: ProviderKind,
+    body: &[u8],
+) -> Result<T, GatewayError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        GatewayError::upstream_protocol(format!(
+            "{} sent a response the gateway could not read at `{}`: {}",
+            kind.label(),
+            e.path(),
+            e.inner()
+        ))
+    })
+}
+
+/// Seconds since the Unix epoch, for `created` fields.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

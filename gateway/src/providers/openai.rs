@@ -1,0 +1,391 @@
+//! OpenAI and the providers that speak its format: Azure OpenAI, Mistral
+//! and any OpenAI-compatible server (vLLM, Ollama, LM Studio, ...).
+//!
+//! The canonical types are the OpenAI shape, so the request is serialised
+//! from borrowed fields (no copy of the messages) with a few per-provider
+//! differences:
+//! - Azure puts the deployment in the URL, takes an `api-version` query
+//!   parameter, and authenticates with an `api-key` header.
+//! - Mistral rejects `stream_options` (its streams always end with usage),
+//!   calls the seed `random_seed`, and has no `max_completion_tokens`.
+//! - OpenAI-style streams only report usage when asked, so the gateway
+//!   always asks (`stream_options.include_usage`) and decides later whether
+//!   the client sees it.
+
+use portcullis_types::{
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, ErrorEnvelope,
+    Message, ResponseFormat, Stop, StreamOptions, Tool, ToolChoice,
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{
+    parse_upstream_json, Provider, ProviderKind, ProviderSettings, StreamDecoder, StreamEvent,
+    UpstreamCall, UpstreamRequest,
+};
+use crate::error::GatewayError;
+use crate::sse::{SseEvent, SseParser};
+
+/// Adapter for OpenAI-format providers.
+pub struct OpenAiProvider {
+    kind: ProviderKind,
+    settings: ProviderSettings,
+}
+
+impl OpenAiProvider {
+    /// An adapter for one of the OpenAI-format kinds.
+    pub fn new(kind: ProviderKind, settings: ProviderSettings) -> Self {
+        OpenAiProvider { kind, settings }
+    }
+
+    fn path(&self, resource: &str, model: &str) -> String {
+        match self.kind {
+            ProviderKind::AzureOpenai => format!(
+                "{}/openai/deployments/{}/{resource}?api-version={}",
+                self.settings.base_path,
+                model,
+                self.settings.api_version.as_deref().unwrap_or(AZURE_DEFAULT_API_VERSION)
+            ),
+            _ => format!("{}/{resource}", self.settings.base_path),
+        }
+    }
+
+    fn auth_headers(&self, call: &UpstreamCall<'_>, headers: &mut Vec<(&'static str, String)>) {
+        if let Some(key) = call.api_key {
+            match self.kind {
+                ProviderKind::AzureOpenai => headers.push(("api-key", key.to_owned())),
+                _ => headers.push(("authorization", format!("Bearer {key}"))),
+            }
+        }
+    }
+}
+
+/// The Azure OpenAI API version used when the provider config sets none.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// The request body, borrowing from the canonical request.
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a Stop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    random_seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [Tool]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a ResponseFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
+}
+
+impl Provider for OpenAiProvider {
+    fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    fn chat_request(
+        &self,
+        req: &ChatRequest,
+        call: &UpstreamCall<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let mistral = self.kind == ProviderKind::Mistral;
+        let stream_options = if call.stream && !mistral {
+            // Always ask for usage: token accounting needs it even when the
+            // client did not ask to see it.
+            let mut o = req.stream_options.clone().unwrap_or_default();
+            o.include_usage = Some(true);
+            Some(o)
+        } else {
+            None
+        };
+        let body = Body {
+            model: call.model,
+            messages: &req.messages,
+            stream: call.stream,
+            stream_options,
+            max_tokens: if mistral { req.max_output_tokens() } else { req.max_tokens },
+            max_completion_tokens: if mistral { None } else { req.max_completion_tokens },
+            temperature: req.temperature,
+            top_p: req.top_p,
+            n: req.n,
+            stop: req.stop.as_ref(),
+            seed: if mistral { None } else { req.seed },
+            random_seed: if mistral { req.seed } else { None },
+            presence_penalty: req.presence_penalty,
+            frequency_penalty: req.frequency_penalty,
+            tools: req.tools.as_deref(),
+            tool_choice: req.tool_choice.as_ref(),
+            parallel_tool_calls: req.parallel_tool_calls,
+            response_format: req.response_format.as_ref(),
+            user: if mistral { None } else { req.user.as_deref() },
+            extra: &req.extra,
+        };
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
+        let mut up = UpstreamRequest::post_json(self.path("chat/completions", call.model), bytes);
+        if call.stream {
+            up.headers.push(("accept", "text/event-stream".to_owned()));
+        }
+        self.auth_headers(call, &mut up.headers);
+        Ok(up)
+    }
+
+    fn chat_response(
+        &self,
+        body: &[u8],
+        _call: &UpstreamCall<'_>,
+    ) -> Result<ChatResponse, GatewayError> {
+        parse_upstream_json(self.kind, body)
+    }
+
+    fn stream_decoder(&self, _call: &UpstreamCall<'_>) -> Box<dyn StreamDecoder> {
+        Box::new(OpenAiStreamDecoder {
+            kind: self.kind,
+            sse: SseParser::default(),
+            events: Vec::new(),
+            done: false,
+            finished: false,
+        })
+    }
+
+    fn embeddings_request(
+        &self,
+        req: &EmbeddingsRequest,
+        call: &UpstreamCall<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        #[derive(Serialize)]
+        struct EmbBody<'a> {
+            model: &'a str,
+            #[serde(flatten)]
+            rest: &'a EmbeddingsRequest,
+        }
+        // `rest` carries its own `model`; serialise through a map so the
+        // routed model wins without cloning the input.
+        let mut v = serde_json::to_value(EmbBody { model: call.model, rest: req })
+            .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
+        v["model"] = Value::String(call.model.to_owned());
+        let bytes = serde_json::to_vec(&v)
+            .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
+        let mut up = UpstreamRequest::post_json(self.path("embeddings", call.model), bytes);
+        self.auth_headers(call, &mut up.headers);
+        Ok(up)
+    }
+
+    fn embeddings_response(
+        &self,
+        body: &[u8],
+        _call: &UpstreamCall<'_>,
+    ) -> Result<EmbeddingsResponse, GatewayError> {
+        parse_upstream_json(self.kind, body)
+    }
+}
+
+/// Decodes an OpenAI-style SSE stream of `chat.completion.chunk` objects.
+struct OpenAiStreamDecoder {
+    kind: ProviderKind,
+    sse: SseParser,
+    events: Vec<SseEvent>,
+    /// `data: [DONE]` seen.
+    done: bool,
+    /// A finish_reason seen (Mistral and some compatible servers omit
+    /// `[DONE]`, but always send a finish reason).
+    finished: bool,
+}
+
+impl OpenAiStreamDecoder {
+    fn decode(&mut self, out: &mut Vec<StreamEvent>) {
+        for ev in self.events.drain(..) {
+            let data = ev.data.trim();
+            if data == "[DONE]" {
+                self.done = true;
+                continue;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<ChatChunk>(data) {
+                Ok(chunk) => {
+                    if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
+                        self.finished = true;
+                    }
+                    out.push(StreamEvent::Chunk(chunk));
+                }
+                Err(parse_err) => {
+                    // Errors mid-stream come as `data: {"error": {...}}`.
+                    let err = match serde_json::from_str::<ErrorEnvelope>(data) {
+                        Ok(env) => GatewayError::upstream_status(
+                            500,
+                            format!("{} stream error: {}", self.kind.label(), env.error.message),
+                        ),
+                        Err(_) => GatewayError::upstream_protocol(format!(
+                            "{} sent an unreadable stream chunk: {parse_err}",
+                            self.kind.label()
+                        )),
+                    };
+                    out.push(StreamEvent::Error(err));
+                }
+            }
+        }
+    }
+}
+
+impl StreamDecoder for OpenAiStreamDecoder {
+    fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) {
+        self.sse.feed(data, &mut self.events);
+        self.decode(out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+        self.sse.finish(&mut self.events);
+        self.decode(out);
+    }
+
+    fn is_complete(&self) -> bool {
+        self.done || (self.finished && self.kind == ProviderKind::Mistral)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_types::FinishReason;
+
+    fn req(json: &str) -> ChatRequest {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn call(stream: bool) -> UpstreamCall<'static> {
+        UpstreamCall { model: "gpt-5-mini", api_key: Some("sk-test"), stream }
+    }
+
+    fn settings(base_path: &str) -> ProviderSettings {
+        ProviderSettings { base_path: base_path.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn openai_request_overrides_model_and_asks_for_usage() {
+        let p = OpenAiProvider::new(ProviderKind::Openai, settings("/v1"));
+        let r = req(r#"{"model":"llmtest:gpt","messages":[{"role":"user","content":"hi"}],"stream":true,"seed":3,"logprobs":true}"#);
+        let up = p.chat_request(&r, &call(true)).unwrap();
+        assert_eq!(up.path, "/v1/chat/completions");
+        assert!(up.headers.contains(&("authorization", "Bearer sk-test".into())));
+        let body: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(body["model"], "gpt-5-mini");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!(body["seed"], 3);
+        assert_eq!(body["logprobs"], true);
+        assert_eq!(body["messages"][0]["content"], "hi");
+    }
+
+    #[test]
+    fn azure_uses_deployment_url_and_api_key_header() {
+        let mut s = settings("");
+        s.api_version = Some("2024-06-01".into());
+        let p = OpenAiProvider::new(ProviderKind::AzureOpenai, s);
+        let up = p
+            .chat_request(&req(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#), &call(false))
+            .unwrap();
+        assert_eq!(up.path, "/openai/deployments/gpt-5-mini/chat/completions?api-version=2024-06-01");
+        assert!(up.headers.contains(&("api-key", "sk-test".into())));
+    }
+
+    #[test]
+    fn mistral_gets_its_own_parameter_names() {
+        let p = OpenAiProvider::new(ProviderKind::Mistral, settings("/v1"));
+        let r = req(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"seed":9,"max_completion_tokens":50,"user":"u1"}"#);
+        let body: Value = serde_json::from_slice(&p.chat_request(&r, &call(true)).unwrap().body).unwrap();
+        assert_eq!(body["random_seed"], 9);
+        assert_eq!(body["max_tokens"], 50);
+        assert!(body.get("seed").is_none());
+        assert!(body.get("stream_options").is_none());
+        assert!(body.get("user").is_none());
+        assert!(body.get("max_completion_tokens").is_none());
+    }
+
+    const STREAM: &str = concat!(
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-5-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-5-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-5-mini\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\"\"}}]},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-5-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}],\"usage\":null}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-5-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}\n\n",
+        "data: [DONE]\n\n"
+    );
+
+    fn decode_in_pieces(piece: usize) -> (Vec<StreamEvent>, bool) {
+        let p = OpenAiProvider::new(ProviderKind::Openai, settings("/v1"));
+        let mut d = p.stream_decoder(&call(true));
+        let mut out = Vec::new();
+        for c in STREAM.as_bytes().chunks(piece) {
+            d.feed(c, &mut out);
+        }
+        d.finish(&mut out);
+        (out, d.is_complete())
+    }
+
+    #[test]
+    fn stream_decodes_the_same_in_any_piece_size() {
+        let (whole, complete) = decode_in_pieces(STREAM.len());
+        assert!(complete);
+        assert_eq!(whole.len(), 5);
+        let StreamEvent::Chunk(last) = &whole[4] else { panic!() };
+        assert_eq!(last.usage.as_ref().unwrap().total_tokens, 13);
+        let StreamEvent::Chunk(fin) = &whole[3] else { panic!() };
+        assert_eq!(fin.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+        for n in [1, 2, 7, 64] {
+            assert_eq!(decode_in_pieces(n).0, whole);
+        }
+    }
+
+    #[test]
+    fn cut_stream_is_not_complete_and_errors_are_events() {
+        let p = OpenAiProvider::new(ProviderKind::Openai, settings("/v1"));
+        let mut d = p.stream_decoder(&call(true));
+        let mut out = Vec::new();
+        let cut = STREAM.match_indices("data: ").nth(2).unwrap().0;
+        d.feed(STREAM[..cut].as_bytes(), &mut out);
+        d.feed(b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n", &mut out);
+        d.finish(&mut out);
+        assert!(!d.is_complete());
+        assert!(matches!(out.last(), Some(StreamEvent::Error(e)) if e.message.contains("overloaded")));
+    }
+
+    #[test]
+    fn embeddings_request_routes_model() {
+        let p = OpenAiProvider::new(ProviderKind::Openai, settings("/v1"));
+        let r: EmbeddingsRequest = serde_json::from_str(r#"{"model":"llmtest:emb","input":["a","b"],"dimensions":8}"#).unwrap();
+        let up = p.embeddings_request(&r, &UpstreamCall { model: "text-embedding-3-small", api_key: Some("k"), stream: false }).unwrap();
+        assert_eq!(up.path, "/v1/embeddings");
+        let body: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(body["model"], "text-embedding-3-small");
+        assert_eq!(body["input"][1], "b");
+        assert_eq!(body["dimensions"], 8);
+    }
+}

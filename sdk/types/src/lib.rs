@@ -1,0 +1,21 @@
+//! Wire types shared by every Portcullis service and the policy SDK.
+//!
+//! The gateway's canonical request, response, stream chunk and usage types
+//! live here. They follow the OpenAI Chat Completions shape (the de-facto
+//! lingua franca of LLM clients), with typed fields for everything the
+//! gateway reads or translates and an `extra` map that carries any other
+//! parameter through untouched, so a new OpenAI parameter never needs a
+//! gateway release to pass.
+
+pub mod chat;
+pub mod embeddings;
+pub mod error;
+pub mod models;
+pub mod usage;
+
+pub use chat::*;
+pub use embeddings::*;
+pub use error::{ErrorBody, ErrorEnvelope};
+pub use models::{ModelEntry, ModelList};
+pub use usage::Usage;
+pub mod eventstream;
