@@ -1,1 +1,214 @@
-fn main() {}
+//! `portcullis`: the one binary of the Portcullis LLM gateway.
+
+mod bench;
+mod demo;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Portcullis: an open-source LLM gateway"
+)]
+struct Cli {
+    /// Log format: `text` or `json`.
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything on one machine. With --demo, also a mock LLM and a demo proxy.
+    Up {
+        /// Start the mock LLM and serve demo proxies with a generated key.
+        #[arg(long)]
+        demo: bool,
+        /// Gateway traffic port.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Gateway operations port (/metrics, /healthz, /readyz).
+        #[arg(long, default_value_t = 8081)]
+        ops_port: u16,
+        /// Mock LLM port (with --demo).
+        #[arg(long, default_value_t = 8099)]
+        mock_port: u16,
+        /// Where state is kept.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Run a gateway from a declarative configuration file.
+    Gateway {
+        /// The configuration file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Check the file and exit without starting.
+        #[arg(long)]
+        validate: bool,
+        /// Worker threads (default: number of CPUs).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Run the mock LLM provider (OpenAI, Azure, Anthropic, Gemini, Bedrock, Mistral formats).
+    MockLlm {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 8099)]
+        port: u16,
+    },
+    /// Load-test a chat completions endpoint (closed loop, fixed concurrency).
+    Bench {
+        /// Full URL of the chat completions endpoint.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "bench-key")]
+        key: String,
+        #[arg(long, default_value = "gpt-5-mini")]
+        model: String,
+        #[arg(long)]
+        stream: bool,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Warm-up seconds (not measured).
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Approximate request body size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// Proxy API keys: generate one, or print the hash a config file stores.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Generate a new random key and print it with its SHA-256.
+    Generate,
+    /// Print the SHA-256 of a key (for `keys[].sha256` in a gateway config).
+    Hash { key: String },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,pingora=warn,pingora_core=warn,pingora_proxy=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match cli.command {
+        Command::Gateway {
+            config,
+            validate,
+            threads,
+        } => {
+            let runtime = match portcullis_gateway::config::load_file(&config) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("{}: invalid configuration: {e}", config.display());
+                    std::process::exit(2);
+                }
+            };
+            if validate {
+                let routes: usize = runtime.proxies.values().map(|p| p.routes.len()).sum();
+                println!(
+                    "{}: ok ({} proxies, {} routes)",
+                    config.display(),
+                    runtime.proxies.len(),
+                    routes
+                );
+                return Ok(());
+            }
+            let mut opts = portcullis_gateway::run::RunOptions::default();
+            if let Some(t) = threads {
+                opts.threads = t;
+            }
+            portcullis_gateway::run::run(runtime, opts)
+        }
+        Command::MockLlm { host, port } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
+                eprintln!("mock LLM listening on http://{}", listener.local_addr()?);
+                portcullis_mock_llm::serve(listener).await
+            })
+        }
+        Command::Up {
+            demo,
+            port,
+            ops_port,
+            mock_port,
+            data_dir,
+        } => demo::up(demo::UpOptions {
+            demo,
+            port,
+            ops_port,
+            mock_port,
+            data_dir,
+        }),
+        Command::Bench {
+            url,
+            key,
+            model,
+            stream,
+            concurrency,
+            seconds,
+            warmup,
+            body_bytes,
+        } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(bench::run(bench::BenchOptions {
+                url,
+                key,
+                model,
+                stream,
+                concurrency,
+                duration: std::time::Duration::from_secs(seconds),
+                warmup: std::time::Duration::from_secs(warmup),
+                body_bytes,
+            }))
+        }
+        Command::Key { command } => {
+            match command {
+                KeyCommand::Generate => {
+                    let key = demo::generate_key();
+                    println!("key:    {key}");
+                    println!("sha256: {}", hex_sha256(&key));
+                }
+                KeyCommand::Hash { key } => println!("{}", hex_sha256(&key)),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn hex_sha256(key: &str) -> String {
+    portcullis_gateway::config::hash_key(key)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -70,7 +70,13 @@ pub struct GatewayError {
 
 impl std::fmt::Display for GatewayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.status, self.kind.label(), self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.status,
+            self.kind.label(),
+            self.message
+        )
     }
 }
 

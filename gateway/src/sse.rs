@@ -38,7 +38,11 @@ impl SseParser {
                     break;
                 }
                 let line_end = i;
-                i += if b == b'\r' && self.buf[i + 1] == b'\n' { 2 } else { 1 };
+                i += if b == b'\r' && self.buf[i + 1] == b'\n' {
+                    2
+                } else {
+                    1
+                };
                 let line = String::from_utf8_lossy(&self.buf[start..line_end]).into_owned();
                 start = i;
                 self.line(&line, out);
@@ -130,9 +134,18 @@ mod tests {
         assert_eq!(
             whole,
             vec![
-                SseEvent { event: Some("message_start".into()), data: "{\"a\":1}".into() },
-                SseEvent { event: None, data: "{\"b\":2}".into() },
-                SseEvent { event: None, data: "[DONE]".into() },
+                SseEvent {
+                    event: Some("message_start".into()),
+                    data: "{\"a\":1}".into()
+                },
+                SseEvent {
+                    event: None,
+                    data: "{\"b\":2}".into()
+                },
+                SseEvent {
+                    event: None,
+                    data: "[DONE]".into()
+                },
             ]
         );
         for n in 1..input.len() {

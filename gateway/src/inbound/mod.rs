@@ -21,7 +21,12 @@ pub trait StreamEncoder: Send {
     fn chunk(&mut self, chunk: &ChatChunk, out: &mut BytesMut);
     /// Appends the end of a stream that completed: `usage` is the request's
     /// total (if tracked), `finish_reason` the last one seen.
-    fn finish(&mut self, usage: Option<&Usage>, finish_reason: Option<FinishReason>, out: &mut BytesMut);
+    fn finish(
+        &mut self,
+        usage: Option<&Usage>,
+        finish_reason: Option<FinishReason>,
+        out: &mut BytesMut,
+    );
     /// Appends an error event for a failure after the stream started.
     fn error(&mut self, err: &GatewayError, out: &mut BytesMut);
 }

@@ -21,7 +21,10 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Gate
         } else if path == "." {
             GatewayError::invalid_request(format!("Invalid request body: {inner}"))
         } else {
-            GatewayError::invalid_param(path.clone(), format!("Invalid value for '{path}': {inner}"))
+            GatewayError::invalid_param(
+                path.clone(),
+                format!("Invalid value for '{path}': {inner}"),
+            )
         }
     })
 }
@@ -55,7 +58,10 @@ pub struct OpenAiStreamEncoder {
 impl OpenAiStreamEncoder {
     /// `show_usage`: whether the client asked for the usage chunk.
     pub fn new(show_usage: bool) -> Self {
-        OpenAiStreamEncoder { show_usage, last: None }
+        OpenAiStreamEncoder {
+            show_usage,
+            last: None,
+        }
     }
 }
 
@@ -97,7 +103,8 @@ mod tests {
 
     #[test]
     fn bad_field_is_named() {
-        let e = parse_chat(br#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#).unwrap_err();
+        let e = parse_chat(br#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#)
+            .unwrap_err();
         assert_eq!(e.status, 400);
         assert_eq!(e.param.as_deref(), Some("messages[0].role"));
         let e = parse_chat(br#"{"model":"m","messages":[]}"#).unwrap_err();

@@ -12,7 +12,9 @@ pub mod openai;
 pub mod sigv4;
 
 use bytes::Bytes;
-use portcullis_types::{ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
+use portcullis_types::{
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse,
+};
 
 use crate::error::GatewayError;
 
@@ -172,8 +174,11 @@ pub trait Provider: Send + Sync {
     ) -> Result<UpstreamRequest, GatewayError>;
 
     /// Parses a successful (2xx) non-streamed chat response.
-    fn chat_response(&self, body: &[u8], call: &UpstreamCall<'_>)
-    -> Result<ChatResponse, GatewayError>;
+    fn chat_response(
+        &self,
+        body: &[u8],
+        call: &UpstreamCall<'_>,
+    ) -> Result<ChatResponse, GatewayError>;
 
     /// A decoder for a successful (2xx) streamed chat response.
     fn stream_decoder(&self, call: &UpstreamCall<'_>) -> Box<dyn StreamDecoder>;
@@ -196,7 +201,9 @@ pub trait Provider: Send + Sync {
         _body: &[u8],
         _call: &UpstreamCall<'_>,
     ) -> Result<EmbeddingsResponse, GatewayError> {
-        Err(GatewayError::internal("embeddings are not supported by this provider"))
+        Err(GatewayError::internal(
+            "embeddings are not supported by this provider",
+        ))
     }
 
     /// Turns a non-2xx answer into an error, keeping the provider's message.
@@ -237,6 +244,20 @@ pub fn parse_upstream_json<T: serde::de::DeserializeOwned>(
             e.inner()
         ))
     })
+}
+
+/// Builds the adapter for a configured provider.
+pub fn build(kind: ProviderKind, settings: ProviderSettings) -> std::sync::Arc<dyn Provider> {
+    use std::sync::Arc;
+    match kind {
+        ProviderKind::Openai
+        | ProviderKind::AzureOpenai
+        | ProviderKind::Mistral
+        | ProviderKind::OpenaiCompatible => Arc::new(openai::OpenAiProvider::new(kind, settings)),
+        ProviderKind::Bedrock => Arc::new(bedrock::BedrockProvider::new(settings)),
+        ProviderKind::Anthropic => Arc::new(anthropic::AnthropicProvider::new(settings)),
+        ProviderKind::Gemini => Arc::new(gemini::GeminiProvider::new(settings)),
+    }
 }
 
 /// Seconds since the Unix epoch, for `created` fields.

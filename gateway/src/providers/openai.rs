@@ -20,8 +20,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    parse_upstream_json, Provider, ProviderKind, ProviderSettings, StreamDecoder, StreamEvent,
-    UpstreamCall, UpstreamRequest,
+    Provider, ProviderKind, ProviderSettings, StreamDecoder, StreamEvent, UpstreamCall,
+    UpstreamRequest, parse_upstream_json,
 };
 use crate::error::GatewayError;
 use crate::sse::{SseEvent, SseParser};
@@ -44,7 +44,10 @@ impl OpenAiProvider {
                 "{}/openai/deployments/{}/{resource}?api-version={}",
                 self.settings.base_path,
                 model,
-                self.settings.api_version.as_deref().unwrap_or(AZURE_DEFAULT_API_VERSION)
+                self.settings
+                    .api_version
+                    .as_deref()
+                    .unwrap_or(AZURE_DEFAULT_API_VERSION)
             ),
             _ => format!("{}/{resource}", self.settings.base_path),
         }
@@ -131,8 +134,16 @@ impl Provider for OpenAiProvider {
             messages: &req.messages,
             stream: call.stream,
             stream_options,
-            max_tokens: if mistral { req.max_output_tokens() } else { req.max_tokens },
-            max_completion_tokens: if mistral { None } else { req.max_completion_tokens },
+            max_tokens: if mistral {
+                req.max_output_tokens()
+            } else {
+                req.max_tokens
+            },
+            max_completion_tokens: if mistral {
+                None
+            } else {
+                req.max_completion_tokens
+            },
             temperature: req.temperature,
             top_p: req.top_p,
             n: req.n,
@@ -189,8 +200,11 @@ impl Provider for OpenAiProvider {
         }
         // `rest` carries its own `model`; serialise through a map so the
         // routed model wins without cloning the input.
-        let mut v = serde_json::to_value(EmbBody { model: call.model, rest: req })
-            .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
+        let mut v = serde_json::to_value(EmbBody {
+            model: call.model,
+            rest: req,
+        })
+        .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
         v["model"] = Value::String(call.model.to_owned());
         let bytes = serde_json::to_vec(&v)
             .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
@@ -283,20 +297,32 @@ mod tests {
     }
 
     fn call(stream: bool) -> UpstreamCall<'static> {
-        UpstreamCall { model: "gpt-5-mini", api_key: Some("sk-test"), stream }
+        UpstreamCall {
+            model: "gpt-5-mini",
+            api_key: Some("sk-test"),
+            stream,
+        }
     }
 
     fn settings(base_path: &str) -> ProviderSettings {
-        ProviderSettings { base_path: base_path.into(), ..Default::default() }
+        ProviderSettings {
+            base_path: base_path.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn openai_request_overrides_model_and_asks_for_usage() {
         let p = OpenAiProvider::new(ProviderKind::Openai, settings("/v1"));
-        let r = req(r#"{"model":"llmtest:gpt","messages":[{"role":"user","content":"hi"}],"stream":true,"seed":3,"logprobs":true}"#);
+        let r = req(
+            r#"{"model":"llmtest:gpt","messages":[{"role":"user","content":"hi"}],"stream":true,"seed":3,"logprobs":true}"#,
+        );
         let up = p.chat_request(&r, &call(true)).unwrap();
         assert_eq!(up.path, "/v1/chat/completions");
-        assert!(up.headers.contains(&("authorization", "Bearer sk-test".into())));
+        assert!(
+            up.headers
+                .contains(&("authorization", "Bearer sk-test".into()))
+        );
         let body: Value = serde_json::from_slice(&up.body).unwrap();
         assert_eq!(body["model"], "gpt-5-mini");
         assert_eq!(body["stream_options"]["include_usage"], true);
@@ -311,17 +337,26 @@ mod tests {
         s.api_version = Some("2024-06-01".into());
         let p = OpenAiProvider::new(ProviderKind::AzureOpenai, s);
         let up = p
-            .chat_request(&req(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#), &call(false))
+            .chat_request(
+                &req(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#),
+                &call(false),
+            )
             .unwrap();
-        assert_eq!(up.path, "/openai/deployments/gpt-5-mini/chat/completions?api-version=2024-06-01");
+        assert_eq!(
+            up.path,
+            "/openai/deployments/gpt-5-mini/chat/completions?api-version=2024-06-01"
+        );
         assert!(up.headers.contains(&("api-key", "sk-test".into())));
     }
 
     #[test]
     fn mistral_gets_its_own_parameter_names() {
         let p = OpenAiProvider::new(ProviderKind::Mistral, settings("/v1"));
-        let r = req(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"seed":9,"max_completion_tokens":50,"user":"u1"}"#);
-        let body: Value = serde_json::from_slice(&p.chat_request(&r, &call(true)).unwrap().body).unwrap();
+        let r = req(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"seed":9,"max_completion_tokens":50,"user":"u1"}"#,
+        );
+        let body: Value =
+            serde_json::from_slice(&p.chat_request(&r, &call(true)).unwrap().body).unwrap();
         assert_eq!(body["random_seed"], 9);
         assert_eq!(body["max_tokens"], 50);
         assert!(body.get("seed").is_none());
@@ -355,9 +390,13 @@ mod tests {
         let (whole, complete) = decode_in_pieces(STREAM.len());
         assert!(complete);
         assert_eq!(whole.len(), 5);
-        let StreamEvent::Chunk(last) = &whole[4] else { panic!() };
+        let StreamEvent::Chunk(last) = &whole[4] else {
+            panic!()
+        };
         assert_eq!(last.usage.as_ref().unwrap().total_tokens, 13);
-        let StreamEvent::Chunk(fin) = &whole[3] else { panic!() };
+        let StreamEvent::Chunk(fin) = &whole[3] else {
+            panic!()
+        };
         assert_eq!(fin.choices[0].finish_reason, Some(FinishReason::ToolCalls));
         for n in [1, 2, 7, 64] {
             assert_eq!(decode_in_pieces(n).0, whole);
@@ -374,14 +413,27 @@ mod tests {
         d.feed(b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n", &mut out);
         d.finish(&mut out);
         assert!(!d.is_complete());
-        assert!(matches!(out.last(), Some(StreamEvent::Error(e)) if e.message.contains("overloaded")));
+        assert!(
+            matches!(out.last(), Some(StreamEvent::Error(e)) if e.message.contains("overloaded"))
+        );
     }
 
     #[test]
     fn embeddings_request_routes_model() {
         let p = OpenAiProvider::new(ProviderKind::Openai, settings("/v1"));
-        let r: EmbeddingsRequest = serde_json::from_str(r#"{"model":"llmtest:emb","input":["a","b"],"dimensions":8}"#).unwrap();
-        let up = p.embeddings_request(&r, &UpstreamCall { model: "text-embedding-3-small", api_key: Some("k"), stream: false }).unwrap();
+        let r: EmbeddingsRequest =
+            serde_json::from_str(r#"{"model":"llmtest:emb","input":["a","b"],"dimensions":8}"#)
+                .unwrap();
+        let up = p
+            .embeddings_request(
+                &r,
+                &UpstreamCall {
+                    model: "text-embedding-3-small",
+                    api_key: Some("k"),
+                    stream: false,
+                },
+            )
+            .unwrap();
         assert_eq!(up.path, "/v1/embeddings");
         let body: Value = serde_json::from_slice(&up.body).unwrap();
         assert_eq!(body["model"], "text-embedding-3-small");

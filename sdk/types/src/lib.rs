@@ -17,5 +17,5 @@ pub use chat::*;
 pub use embeddings::*;
 pub use error::{ErrorBody, ErrorEnvelope};
 pub use models::{ModelEntry, ModelList};
-pub use usage::Usage;
+pub use usage::{CompletionTokensDetails, PromptTokensDetails, Usage};
 pub mod eventstream;

@@ -51,7 +51,9 @@ impl Behaviour {
     pub(crate) fn validate(&self) -> Result<(), String> {
         if let Some(status) = self.status {
             if !(200..=599).contains(&status) {
-                return Err(format!("status: {status} is not an HTTP status in 200..=599"));
+                return Err(format!(
+                    "status: {status} is not an HTTP status in 200..=599"
+                ));
             }
         }
         if self.times == Some(0) {
@@ -162,9 +164,21 @@ mod tests {
                 .len(),
             2
         );
-        assert!(parse_request(br#"{"stauts":503}"#).unwrap_err().contains("stauts"));
-        assert!(parse_request(br#"{"status":99}"#).unwrap_err().starts_with("status"));
-        assert!(parse_request(br#"{"times":0}"#).unwrap_err().starts_with("times"));
+        assert!(
+            parse_request(br#"{"stauts":503}"#)
+                .unwrap_err()
+                .contains("stauts")
+        );
+        assert!(
+            parse_request(br#"{"status":99}"#)
+                .unwrap_err()
+                .starts_with("status")
+        );
+        assert!(
+            parse_request(br#"{"times":0}"#)
+                .unwrap_err()
+                .starts_with("times")
+        );
         assert!(parse_request(b"{").unwrap_err().starts_with("invalid JSON"));
     }
 }

@@ -326,10 +326,16 @@ mod tests {
         let mut conversation = user("one two three");
         conversation.max_tokens = Some(4);
         let reply = conversation.reply(Provider::Anthropic, "claude");
-        assert_eq!(reply.content, Content::Text("Mock reply from anthropic".into()));
+        assert_eq!(
+            reply.content,
+            Content::Text("Mock reply from anthropic".into())
+        );
         assert_eq!(reply.finish, Finish::Length);
         assert_eq!(reply.output_tokens, 4);
-        assert_eq!(reply.stream_pieces(), ["Mock ", "reply ", "from ", "anthropic"]);
+        assert_eq!(
+            reply.stream_pieces(),
+            ["Mock ", "reply ", "from ", "anthropic"]
+        );
     }
 
     #[test]
@@ -360,7 +366,10 @@ mod tests {
         assert_eq!(reply.finish, Finish::ToolCall);
         assert_eq!(reply.output_tokens, 3);
         assert_eq!(reply.arguments_json(), json!({"input": "weather in Paris"}));
-        assert_eq!(reply.stream_pieces().concat(), r#"{"input":"weather in Paris"}"#);
+        assert_eq!(
+            reply.stream_pieces().concat(),
+            r#"{"input":"weather in Paris"}"#
+        );
     }
 
     #[test]

@@ -1,0 +1,74 @@
+//! Starting a gateway: Pingora server, traffic listeners (plain and TLS)
+//! and the operations listener.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+use pingora::services::listening::Service;
+
+use crate::config::Runtime;
+use crate::metrics::Metrics;
+use crate::ops::OpsApp;
+use crate::server::Gateway;
+
+/// Options of a gateway process that are not part of its configuration.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Worker threads for the traffic service (default: the number of CPUs).
+    pub threads: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+/// Runs the gateway until the process is stopped. Never returns.
+pub fn run(runtime: Runtime, opts: RunOptions) -> anyhow::Result<()> {
+    let conf = ServerConf {
+        threads: opts.threads.max(1),
+        // Streams can last minutes; on shutdown give them time to finish.
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(30),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listen = runtime.listen.clone();
+    let ops_listen = runtime.ops_listen.clone();
+    let tls = runtime.tls.clone();
+    let gateway = Gateway::new(runtime, metrics.clone());
+
+    let mut traffic = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "portcullis-gateway",
+    );
+    traffic.add_tcp(&listen);
+    if let Some(tls) = &tls {
+        crate::tls::add_tls_listener(&mut traffic, tls)?;
+    }
+    let mut ops = Service::new(
+        "portcullis-ops".to_owned(),
+        OpsApp {
+            metrics,
+            ready: ready.clone(),
+        },
+    );
+    ops.add_tcp(&ops_listen);
+    server.add_service(traffic);
+    server.add_service(ops);
+    ready.store(true, Ordering::Release);
+    tracing::info!(%listen, %ops_listen, tls = tls.as_ref().map(|t| t.listen.as_str()).unwrap_or("off"), "gateway listening");
+    server.run_forever()
+}

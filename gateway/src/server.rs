@@ -1,0 +1,886 @@
+//! The Pingora service: one `ProxyHttp` implementation that serves every
+//! proxy of the configuration.
+//!
+//! LLM traffic is not byte-for-byte proxying: the whole request body is
+//! needed before a route can be picked (the model is in it), bodies are
+//! translated both ways, and streams are re-encoded chunk by chunk while
+//! tokens are counted. So the service does the whole exchange in
+//! `request_filter`: it reads the body under its own size limit, calls the
+//! provider over Pingora's pooled connector, and writes the response
+//! itself, streaming each chunk to the client as soon as it is decoded.
+//! Pingora still owns the listeners, TLS, HTTP/1.1 and HTTP/2 framing,
+//! keep-alive and the upstream connection pool. (Pingora's own body replay
+//! after `request_filter` goes through a retry buffer capped at 64 KiB,
+//! too small for requests carrying images.)
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use portcullis_types::{ChatRequest, ModelEntry, ModelList, Usage};
+
+use crate::config::{InboundKind, KeySource, Proxy, Resource, Route, Runtime, hash_key};
+use crate::error::{ErrorKind, GatewayError};
+use crate::inbound::{self, StreamEncoder};
+use crate::metrics::{Metrics, status_class};
+use crate::providers::{StreamEvent, UpstreamCall};
+use crate::upstream::{self, MAX_UPSTREAM_BODY};
+
+/// The gateway service, shared by all requests.
+pub struct Gateway {
+    runtime: RwLock<Arc<Runtime>>,
+    connector: Connector,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Per-request state, kept for the access log and metrics.
+pub struct RequestCtx {
+    pub request_id: String,
+    pub started: Instant,
+    pub proxy_id: Option<String>,
+    pub key_name: Option<Arc<str>>,
+    pub route: Option<String>,
+    pub provider: &'static str,
+    pub model: Option<String>,
+    /// The model label: the model if the proxy serves it, else `other`.
+    pub model_label: String,
+    pub stream: bool,
+    pub status: u16,
+    pub error: Option<ErrorKind>,
+    pub usage: Option<Usage>,
+    pub upstream_time: Option<Duration>,
+    pub first_token: Option<Duration>,
+    inflight: bool,
+}
+
+/// What the client asked for, after the base path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    Chat(InboundKind),
+    /// Gemini puts the model and the streaming switch in the path.
+    GeminiChat {
+        model: String,
+        stream: bool,
+    },
+    Embeddings,
+    Models,
+    Model(String),
+}
+
+impl Gateway {
+    /// A gateway serving `runtime`.
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
+        Gateway {
+            runtime: RwLock::new(Arc::new(runtime)),
+            connector: Connector::new(None),
+            metrics,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Swaps in a new configuration; requests in flight finish on the old one.
+    pub fn replace_runtime(&self, runtime: Runtime) {
+        let new = Arc::new(runtime);
+        match self.runtime.write() {
+            Ok(mut g) => *g = new,
+            Err(p) => *p.into_inner() = new,
+        }
+    }
+
+    async fn handle(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        format: &mut InboundKind,
+    ) -> Result<(), GatewayError> {
+        let rt = self.runtime();
+        let (path, query) = {
+            let uri = &session.req_header().uri;
+            (uri.path().to_owned(), uri.query().map(str::to_owned))
+        };
+        let Some((proxy, rest)) = find_proxy(&rt, &path) else {
+            return Err(GatewayError::not_found(format!(
+                "No proxy serves the path `{path}`."
+            )));
+        };
+        let proxy = proxy.clone();
+        ctx.proxy_id = Some(proxy.id.clone());
+        let method = session.req_header().method.clone();
+        let endpoint = match_endpoint(&proxy, &method, rest)?;
+        if let Endpoint::Chat(k) = endpoint {
+            *format = k;
+        }
+        if let Endpoint::GeminiChat { .. } = endpoint {
+            *format = InboundKind::Gemini;
+        }
+        let key_name = authenticate(session, &proxy, query.as_deref())?;
+        ctx.key_name = Some(key_name);
+
+        match endpoint {
+            Endpoint::Models => {
+                let list = model_list(&proxy);
+                let body =
+                    serde_json::to_vec(&list).map_err(|e| GatewayError::internal(e.to_string()))?;
+                ctx.status = 200;
+                write_json(session, ctx, 200, body, &[]).await;
+                Ok(())
+            }
+            Endpoint::Model(id) => {
+                let bare = strip_proxy_prefix(&proxy, &id);
+                let list = model_list(&proxy);
+                let entry = list
+                    .data
+                    .into_iter()
+                    .find(|m| strip_proxy_prefix(&proxy, &m.id) == bare)
+                    .ok_or_else(|| GatewayError::model_not_found(&id))?;
+                let body = serde_json::to_vec(&entry)
+                    .map_err(|e| GatewayError::internal(e.to_string()))?;
+                ctx.status = 200;
+                write_json(session, ctx, 200, body, &[]).await;
+                Ok(())
+            }
+            Endpoint::Embeddings => {
+                let body = read_body(session, &rt).await?;
+                let req = inbound::openai::parse_embeddings(&body)?;
+                self.embeddings(session, ctx, &rt, &proxy, req).await
+            }
+            Endpoint::Chat(kind) => {
+                let body = read_body(session, &rt).await?;
+                let req = match kind {
+                    InboundKind::Openai => inbound::openai::parse_chat(&body)?,
+                    InboundKind::Anthropic => inbound::anthropic::parse_request(&body)?,
+                    InboundKind::Gemini => unreachable_gemini(),
+                };
+                self.chat(session, ctx, &rt, &proxy, kind, req).await
+            }
+            Endpoint::GeminiChat { model, stream } => {
+                let body = read_body(session, &rt).await?;
+                let mut req = inbound::gemini::parse_request(&body, &model, stream)?;
+                req.stream = stream;
+                self.chat(session, ctx, &rt, &proxy, InboundKind::Gemini, req)
+                    .await
+            }
+        }
+    }
+
+    async fn chat(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+        proxy: &Proxy,
+        format: InboundKind,
+        req: ChatRequest,
+    ) -> Result<(), GatewayError> {
+        let (route, upstream_model) = select_route(proxy, &req.model)?;
+        ctx.stream = req.stream;
+        self.note_route(ctx, proxy, route, &req.model, &upstream_model);
+        let api_key = provider_key(session, route)?;
+        let call = UpstreamCall {
+            model: &upstream_model,
+            api_key: api_key.as_deref(),
+            stream: req.stream,
+        };
+        let up_req = route.provider.chat_request(&req, &call)?;
+        let upstream_started = Instant::now();
+        let peer = rt.peer(route).await?;
+        let ex =
+            upstream::send(&self.connector, &peer, &route.upstream.host_header, &up_req).await?;
+        let route_headers = [("x-portcullis-route", route.name.as_str())];
+
+        if !(200..300).contains(&ex.status) {
+            let status = ex.status;
+            let retry_after = ex.retry_after.clone();
+            let body = upstream::read_body(&self.connector, &peer, ex, 1024 * 1024).await?;
+            ctx.upstream_time = Some(upstream_started.elapsed());
+            let mut err = route.provider.error_response(status, &body);
+            if let Some(ra) = retry_after {
+                err = err.with_header("retry-after", ra);
+            }
+            return Err(err);
+        }
+
+        if !req.stream {
+            let body = upstream::read_body(&self.connector, &peer, ex, MAX_UPSTREAM_BODY).await?;
+            ctx.upstream_time = Some(upstream_started.elapsed());
+            let resp = route.provider.chat_response(&body, &call)?;
+            ctx.usage = resp.usage.clone();
+            let out = match format {
+                InboundKind::Openai => {
+                    serde_json::to_vec(&resp).map_err(|e| GatewayError::internal(e.to_string()))?
+                }
+                InboundKind::Anthropic => inbound::anthropic::render_response(&resp),
+                InboundKind::Gemini => inbound::gemini::render_response(&resp),
+            };
+            ctx.status = 200;
+            write_json(session, ctx, 200, out, &route_headers).await;
+            return Ok(());
+        }
+
+        // Streaming: decode provider events, re-encode for the client, and
+        // write each piece as soon as it is ready.
+        let mut encoder: Box<dyn StreamEncoder> = match format {
+            InboundKind::Openai => Box::new(inbound::openai::OpenAiStreamEncoder::new(
+                req.wants_stream_usage(),
+            )),
+            InboundKind::Anthropic => {
+                Box::new(inbound::anthropic::AnthropicStreamEncoder::new(&req.model))
+            }
+            InboundKind::Gemini => Box::new(inbound::gemini::GeminiStreamEncoder::new(&req.model)),
+        };
+        let mut decoder = route.provider.stream_decoder(&call);
+        let mut header = response_header(200, ctx, &route_headers);
+        let _ = header.insert_header("content-type", "text/event-stream");
+        let _ = header.insert_header("cache-control", "no-cache");
+        let _ = header.insert_header("transfer-encoding", "chunked");
+        ctx.status = 200;
+        if session
+            .write_response_header(Box::new(header), false)
+            .await
+            .is_err()
+        {
+            return Ok(()); // the client went away
+        }
+        let track = proxy.track_stream_tokens;
+        let mut usage: Option<Usage> = None;
+        let mut finish_reason = None;
+        let mut events = Vec::new();
+        let mut out = BytesMut::new();
+        let mut ex = ex;
+        let mut failed: Option<GatewayError> = None;
+        loop {
+            let read = ex.session.read_response_body().await;
+            let ended = match read {
+                Ok(Some(bytes)) => {
+                    decoder.feed(&bytes, &mut events);
+                    false
+                }
+                Ok(None) => {
+                    decoder.finish(&mut events);
+                    true
+                }
+                Err(e) => {
+                    decoder.finish(&mut events);
+                    failed = Some(upstream::exchange_error(&peer, &e));
+                    true
+                }
+            };
+            for ev in events.drain(..) {
+                match ev {
+                    StreamEvent::Chunk(mut chunk) => {
+                        if let Some(u) = chunk.usage.take() {
+                            if track {
+                                usage.get_or_insert_with(Usage::default).merge_max(&u);
+                            }
+                        }
+                        if let Some(fr) = chunk.choices.iter().find_map(|c| c.finish_reason) {
+                            finish_reason = Some(fr);
+                        }
+                        if !chunk.choices.is_empty() {
+                            if ctx.first_token.is_none() {
+                                ctx.first_token = Some(ctx.started.elapsed());
+                            }
+                            encoder.chunk(&chunk, &mut out);
+                        }
+                    }
+                    StreamEvent::Error(e) => {
+                        if failed.is_none() {
+                            failed = Some(e);
+                        }
+                    }
+                }
+            }
+            if failed.is_some() {
+                break;
+            }
+            if !out.is_empty() {
+                let piece = out.split().freeze();
+                if session
+                    .write_response_body(Some(piece), false)
+                    .await
+                    .is_err()
+                {
+                    ctx.error = Some(ErrorKind::Internal);
+                    ctx.status = 499;
+                    return Ok(()); // client disconnected; dropping the upstream session cancels it
+                }
+            }
+            if ended {
+                break;
+            }
+        }
+        ctx.upstream_time = Some(upstream_started.elapsed());
+        if failed.is_none() && !decoder.is_complete() {
+            failed = Some(GatewayError::upstream_protocol(
+                "the provider closed the stream before it was complete",
+            ));
+        }
+        match &failed {
+            Some(e) => {
+                ctx.error = Some(e.kind);
+                encoder.error(e, &mut out);
+            }
+            None => encoder.finish(usage.as_ref(), finish_reason, &mut out),
+        }
+        ctx.usage = usage;
+        let _ = session.write_response_body(Some(out.freeze()), true).await;
+        Ok(())
+    }
+
+    async fn embeddings(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+        proxy: &Proxy,
+        req: portcullis_types::EmbeddingsRequest,
+    ) -> Result<(), GatewayError> {
+        let (route, upstream_model) = select_route(proxy, &req.model)?;
+        self.note_route(ctx, proxy, route, &req.model, &upstream_model);
+        let api_key = provider_key(session, route)?;
+        let call = UpstreamCall {
+            model: &upstream_model,
+            api_key: api_key.as_deref(),
+            stream: false,
+        };
+        let up_req = route.provider.embeddings_request(&req, &call)?;
+        let started = Instant::now();
+        let peer = rt.peer(route).await?;
+        let ex =
+            upstream::send(&self.connector, &peer, &route.upstream.host_header, &up_req).await?;
+        let status = ex.status;
+        let retry_after = ex.retry_after.clone();
+        let body = upstream::read_body(&self.connector, &peer, ex, MAX_UPSTREAM_BODY).await?;
+        ctx.upstream_time = Some(started.elapsed());
+        if !(200..300).contains(&status) {
+            let mut err = route.provider.error_response(status, &body);
+            if let Some(ra) = retry_after {
+                err = err.with_header("retry-after", ra);
+            }
+            return Err(err);
+        }
+        let resp = route.provider.embeddings_response(&body, &call)?;
+        ctx.usage = Some(Usage::new(resp.usage.prompt_tokens, 0));
+        let out = serde_json::to_vec(&resp).map_err(|e| GatewayError::internal(e.to_string()))?;
+        ctx.status = 200;
+        write_json(
+            session,
+            ctx,
+            200,
+            out,
+            &[("x-portcullis-route", route.name.as_str())],
+        )
+        .await;
+        Ok(())
+    }
+
+    fn note_route(
+        &self,
+        ctx: &mut RequestCtx,
+        proxy: &Proxy,
+        route: &Route,
+        requested: &str,
+        upstream_model: &str,
+    ) {
+        ctx.route = Some(route.name.clone());
+        ctx.provider = route.kind.label();
+        let bare = strip_proxy_prefix(proxy, requested);
+        ctx.model = Some(upstream_model.to_owned());
+        ctx.model_label = if proxy
+            .models
+            .iter()
+            .any(|m| m == bare || m == upstream_model)
+        {
+            upstream_model.to_owned()
+        } else {
+            "other".to_owned()
+        };
+    }
+
+    fn record(&self, ctx: &RequestCtx) {
+        let proxy = ctx.proxy_id.as_deref().unwrap_or("none");
+        let model = if ctx.model_label.is_empty() {
+            "none"
+        } else {
+            ctx.model_label.as_str()
+        };
+        let error = ctx.error.map(ErrorKind::label).unwrap_or("none");
+        self.metrics
+            .requests
+            .with_label_values(&[proxy, ctx.provider, model, status_class(ctx.status), error])
+            .inc();
+        let total = ctx.started.elapsed();
+        self.metrics
+            .request_duration
+            .with_label_values(&[proxy, ctx.provider])
+            .observe(total.as_secs_f64());
+        if let Some(up) = ctx.upstream_time {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[proxy, ctx.provider])
+                .observe(up.as_secs_f64());
+        }
+        if let Some(t) = ctx.first_token {
+            self.metrics
+                .time_to_first_token
+                .with_label_values(&[proxy, ctx.provider])
+                .observe(t.as_secs_f64());
+        }
+        if let Some(u) = &ctx.usage {
+            self.metrics.record_usage(proxy, ctx.provider, model, u);
+        }
+        let (input, output) = ctx
+            .usage
+            .as_ref()
+            .map(|u| (u.prompt_tokens, u.completion_tokens))
+            .unwrap_or((0, 0));
+        tracing::info!(
+            target: "portcullis::access",
+            request_id = %ctx.request_id,
+            proxy,
+            key = ctx.key_name.as_deref().unwrap_or("-"),
+            route = ctx.route.as_deref().unwrap_or("-"),
+            provider = ctx.provider,
+            model = ctx.model.as_deref().unwrap_or("-"),
+            stream = ctx.stream,
+            status = ctx.status,
+            error = error,
+            input_tokens = input,
+            output_tokens = output,
+            duration_ms = total.as_millis() as u64,
+            upstream_ms = ctx.upstream_time.map(|d| d.as_millis() as u64).unwrap_or(0),
+            "request"
+        );
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            request_id: String::new(),
+            started: Instant::now(),
+            proxy_id: None,
+            key_name: None,
+            route: None,
+            provider: "none",
+            model: None,
+            model_label: String::new(),
+            stream: false,
+            status: 0,
+            error: None,
+            usage: None,
+            upstream_time: None,
+            first_token: None,
+            inflight: false,
+        }
+    }
+
+    /// Runs when the request header has arrived. The gateway answers every
+    /// request here (see the module doc), so it always returns `Ok(true)`:
+    /// the response has been written and Pingora's proxy phases are skipped.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.started = Instant::now();
+        ctx.request_id = session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        self.metrics.inflight.inc();
+        ctx.inflight = true;
+        let mut format = InboundKind::Openai;
+        if let Err(e) = self.handle(session, ctx, &mut format).await {
+            if e.status >= 500 {
+                tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
+            }
+            ctx.status = e.status;
+            ctx.error = Some(e.kind);
+            let body = match format {
+                InboundKind::Openai => e.to_openai_json(),
+                InboundKind::Anthropic => inbound::anthropic::render_error(&e),
+                InboundKind::Gemini => inbound::gemini::render_error(&e),
+            };
+            let extra: Vec<(&str, &str)> = e
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            write_json(session, ctx, e.status, body, &extra).await;
+        }
+        Ok(true)
+    }
+
+    /// Never reached: `request_filter` answers every request.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        Error::e_explain(
+            ErrorType::InternalError,
+            "the gateway answers in request_filter",
+        )
+    }
+
+    /// Runs when the exchange ends, successfully or not: metrics and the
+    /// access log line.
+    async fn logging(
+        &self,
+        _session: &mut Session,
+        _e: Option<&pingora::Error>,
+        ctx: &mut RequestCtx,
+    ) {
+        if ctx.inflight {
+            self.metrics.inflight.dec();
+            ctx.inflight = false;
+        }
+        if ctx.status != 0 {
+            self.record(ctx);
+        }
+    }
+
+    /// Errors Pingora itself raises (malformed HTTP, a failed write) are
+    /// answered with the OpenAI envelope instead of Pingora's HTML page.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.esource() {
+            pingora::ErrorSource::Downstream => match e.etype() {
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            _ => 500,
+        };
+        if code > 0 {
+            let err = if code == 400 {
+                GatewayError::invalid_request(format!("Malformed request: {}", e.etype().as_str()))
+            } else {
+                GatewayError::internal("internal gateway error")
+            };
+            ctx.status = code;
+            write_json(session, ctx, code, err.to_openai_json(), &[]).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+fn unreachable_gemini() -> ChatRequest {
+    // Gemini requests are matched as `Endpoint::GeminiChat`, which carries
+    // the model from the path; `Endpoint::Chat(Gemini)` is never built.
+    ChatRequest {
+        model: String::new(),
+        messages: Vec::new(),
+        stream: false,
+        stream_options: None,
+        max_tokens: None,
+        max_completion_tokens: None,
+        temperature: None,
+        top_p: None,
+        n: None,
+        stop: None,
+        seed: None,
+        presence_penalty: None,
+        frequency_penalty: None,
+        tools: None,
+        tool_choice: None,
+        parallel_tool_calls: None,
+        response_format: None,
+        user: None,
+        extra: Default::default(),
+    }
+}
+
+/// The proxy whose base path is the longest prefix of `path`, and the rest
+/// of the path after it. Looks up each `/`-boundary prefix from the longest,
+/// so the cost is the path's depth, not the number of proxies.
+fn find_proxy<'a>(rt: &'a Runtime, path: &'a str) -> Option<(&'a Arc<Proxy>, &'a str)> {
+    let mut end = path.len();
+    loop {
+        let prefix = &path[..end];
+        let key = if prefix.is_empty() { "/" } else { prefix };
+        if let Some(p) = rt.proxies.get(key) {
+            return Some((p, &path[end..]));
+        }
+        if end == 0 {
+            return None;
+        }
+        end = path[..end].rfind('/')?;
+    }
+}
+
+fn match_endpoint(
+    proxy: &Proxy,
+    method: &http::Method,
+    rest: &str,
+) -> Result<Endpoint, GatewayError> {
+    let rest = rest.trim_end_matches('/');
+    // SDKs differ in whether the base URL includes the API version: accept
+    // both `{base}/chat/completions` and `{base}/v1/chat/completions`.
+    let rest = rest
+        .strip_prefix("/v1beta")
+        .or_else(|| rest.strip_prefix("/v1"))
+        .unwrap_or(rest);
+    let post = |e: Endpoint, resource: Resource| -> Result<Endpoint, GatewayError> {
+        if !proxy.resources.contains(&resource) {
+            return Err(GatewayError::not_found(format!(
+                "This proxy does not offer `{rest}`."
+            )));
+        }
+        if method != http::Method::POST {
+            return Err(GatewayError::method_not_allowed(format!(
+                "Use POST for `{rest}`."
+            )));
+        }
+        Ok(e)
+    };
+    let enabled = |k: InboundKind| proxy.inbound.contains(&k);
+    match rest {
+        "/chat/completions" if enabled(InboundKind::Openai) => post(
+            Endpoint::Chat(InboundKind::Openai),
+            Resource::ChatCompletions,
+        ),
+        "/messages" if enabled(InboundKind::Anthropic) => post(
+            Endpoint::Chat(InboundKind::Anthropic),
+            Resource::ChatCompletions,
+        ),
+        "/embeddings" if enabled(InboundKind::Openai) => {
+            post(Endpoint::Embeddings, Resource::Embeddings)
+        }
+        "/models" => {
+            if !proxy.resources.contains(&Resource::Models) {
+                return Err(GatewayError::not_found(
+                    "This proxy does not offer `/models`.",
+                ));
+            }
+            if method != http::Method::GET {
+                return Err(GatewayError::method_not_allowed("Use GET for `/models`."));
+            }
+            Ok(Endpoint::Models)
+        }
+        _ => {
+            if let Some(tail) = rest.strip_prefix("/models/") {
+                if let Some((model, action)) = tail.rsplit_once(':') {
+                    if enabled(InboundKind::Gemini)
+                        && (action == "generateContent" || action == "streamGenerateContent")
+                    {
+                        return post(
+                            Endpoint::GeminiChat {
+                                model: model.to_owned(),
+                                stream: action == "streamGenerateContent",
+                            },
+                            Resource::ChatCompletions,
+                        );
+                    }
+                }
+                if method == http::Method::GET && proxy.resources.contains(&Resource::Models) {
+                    return Ok(Endpoint::Model(tail.to_owned()));
+                }
+            }
+            Err(GatewayError::not_found(format!(
+                "Unknown resource `{rest}` on proxy `{}`.",
+                proxy.id
+            )))
+        }
+    }
+}
+
+/// Finds the caller's key in the proxy's key set. Accepts the headers the
+/// OpenAI, Azure, Anthropic and Gemini SDKs send.
+fn authenticate(
+    session: &Session,
+    proxy: &Proxy,
+    query: Option<&str>,
+) -> Result<Arc<str>, GatewayError> {
+    let headers = &session.req_header().headers;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let key = header("authorization")
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .or_else(|| header("api-key"))
+        .or_else(|| header("x-api-key"))
+        .or_else(|| header("x-goog-api-key"))
+        .map(str::to_owned)
+        .or_else(|| {
+            query.and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("key=").map(str::to_owned))
+            })
+        });
+    let Some(key) = key.filter(|k| !k.is_empty()) else {
+        return Err(GatewayError::unauthorized(
+            "You didn't provide an API key. Send it in the Authorization header as `Bearer <key>`, or in `api-key` or `x-api-key`.",
+        ));
+    };
+    proxy
+        .keys
+        .get(&hash_key(&key))
+        .cloned()
+        .ok_or_else(|| GatewayError::unauthorized("Incorrect API key provided."))
+}
+
+fn strip_proxy_prefix<'a>(proxy: &Proxy, model: &'a str) -> &'a str {
+    model
+        .strip_prefix(proxy.id.as_str())
+        .and_then(|m| m.strip_prefix(':'))
+        .unwrap_or(model)
+}
+
+fn model_list(proxy: &Proxy) -> ModelList {
+    ModelList {
+        object: "list".into(),
+        data: proxy
+            .models
+            .iter()
+            .map(|m| ModelEntry {
+                id: format!("{}:{m}", proxy.id),
+                object: "model".into(),
+                created: 0,
+                owned_by: proxy.id.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Picks the route and the model the provider will see.
+fn select_route<'p>(
+    proxy: &'p Proxy,
+    requested: &str,
+) -> Result<(&'p Route, String), GatewayError> {
+    let bare = strip_proxy_prefix(proxy, requested);
+    let route = &proxy.routes[0];
+    if let Some(target) = &route.target_model {
+        return Ok((route, target.clone()));
+    }
+    if bare.is_empty() {
+        return Err(GatewayError::invalid_param(
+            "model",
+            "You must provide a model parameter.",
+        ));
+    }
+    if !route.models.is_empty() && !route.models.iter().any(|m| m == bare) {
+        return Err(GatewayError::model_not_found(requested));
+    }
+    Ok((route, bare.to_owned()))
+}
+
+/// The provider key for this call: static, or taken from the client's request.
+fn provider_key(session: &Session, route: &Route) -> Result<Option<String>, GatewayError> {
+    match &route.key {
+        KeySource::None => Ok(None),
+        KeySource::Static(k) => Ok(Some(k.clone())),
+        KeySource::Header(name) => {
+            let v = session
+                .req_header()
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned())
+                .filter(|v| !v.is_empty());
+            v.map(Some).ok_or_else(|| {
+                GatewayError::unauthorized(format!(
+                    "This proxy takes the provider API key from the `{name}` header, which is missing."
+                ))
+            })
+        }
+    }
+}
+
+/// Reads the whole request body under the configured limit.
+async fn read_body(session: &mut Session, rt: &Runtime) -> Result<Bytes, GatewayError> {
+    let limit = rt.max_body_bytes;
+    if let Some(len) = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(GatewayError::payload_too_large(limit));
+        }
+    }
+    let mut buf = BytesMut::new();
+    loop {
+        let next = tokio::time::timeout(rt.client_body_timeout, session.read_request_body())
+            .await
+            .map_err(|_| GatewayError::invalid_request("Timed out reading the request body."))?
+            .map_err(|e| {
+                GatewayError::invalid_request(format!(
+                    "Could not read the request body: {}",
+                    e.etype().as_str()
+                ))
+            })?;
+        match next {
+            Some(chunk) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(GatewayError::payload_too_large(limit));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            None => break,
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn response_header(status: u16, ctx: &RequestCtx, extra: &[(&str, &str)]) -> ResponseHeader {
+    let mut h = ResponseHeader::build(status, Some(6 + extra.len()))
+        .unwrap_or_else(|_| ResponseHeader::build(500, None).expect("500 is a valid status"));
+    let _ = h.insert_header("x-request-id", ctx.request_id.as_str());
+    for (k, v) in extra {
+        let _ = h.insert_header(k.to_string(), *v);
+    }
+    h
+}
+
+async fn write_json(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    body: Vec<u8>,
+    extra: &[(&str, &str)],
+) {
+    let mut h = response_header(status, ctx, extra);
+    let _ = h.insert_header("content-type", "application/json");
+    let _ = h.insert_header("content-length", body.len().to_string());
+    if session
+        .write_response_header(Box::new(h), false)
+        .await
+        .is_ok()
+    {
+        let _ = session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await;
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Gateway overhead benchmark: the same load sent straight to the mock LLM
+# and through the gateway, streamed and not, at concurrency 1 and 64.
+# Prints a markdown table (paste it into docs/benchmarks.md).
+#
+#   scripts/bench.sh [seconds-per-run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+cargo build --release -q
+BIN=$PWD/target/release/portcullis
+DIR=$(mktemp -d)
+MOCK_PORT=18099; GW_PORT=18080; OPS_PORT=18081
+cleanup() { kill "$MOCK" "$GW" 2>/dev/null || true; rm -rf "$DIR"; }
+trap cleanup EXIT
+
+"$BIN" mock-llm --port $MOCK_PORT 2>/dev/null & MOCK=$!
+cat > "$DIR/gw.yaml" <<YAML
+listen: 127.0.0.1:$GW_PORT
+ops_listen: 127.0.0.1:$OPS_PORT
+providers:
+  - { name: mock, type: openai, base_url: "http://127.0.0.1:$MOCK_PORT/v1", api_key: sk-mock, models: [gpt-5-mini] }
+proxies:
+  - { name: bench, routes: [{ provider: mock }], keys: [{ name: bench, env: BENCH_KEY }] }
+YAML
+BENCH_KEY=bench-key "$BIN" gateway --config "$DIR/gw.yaml" 2>/dev/null & GW=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null && break; sleep 0.1; done
+
+run() { "$BIN" bench --url "$1" --concurrency "$2" --seconds "$SECS" $3; }
+field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d[sys.argv[2]])" "$1" "$2"; }
+
+echo "| mode | concurrency | path | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for mode in "" "--stream"; do
+  for c in 1 64; do
+    d=$(run "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" $c "$mode")
+    g=$(run "http://127.0.0.1:$GW_PORT/bench/chat/completions" $c "$mode")
+    name=${mode:+stream}; name=${name:-non-stream}
+    ap50=$(python3 -c "print(round($(field "$g" p50_ms)-$(field "$d" p50_ms),3))")
+    ap99=$(python3 -c "print(round($(field "$g" p99_ms)-$(field "$d" p99_ms),3))")
+    for pair in "direct:$d" "gateway:$g"; do
+      label=${pair%%:*}; j=${pair#*:}
+      if [ "$label" = gateway ]; then extra="| $ap50 | $ap99 |"; else extra="| | |"; fi
+      printf "| %s | %s | %s | %s | %.3f | %.3f | %.3f %s\n" "$name" "$c" "$label" "$(field "$j" rps)" \
+        "$(field "$j" p50_ms)" "$(field "$j" p90_ms)" "$(field "$j" p99_ms)" "$extra"
+    done
+  done
+done

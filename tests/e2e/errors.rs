@@ -1,0 +1,244 @@
+//! Every failure a client can meet is an OpenAI error envelope with the
+//! right status.
+
+use serde_json::{Value, json};
+
+use crate::harness::sse_events;
+use crate::{KEY, client, setup};
+
+async fn envelope(r: reqwest::Response) -> Value {
+    let v: Value = r.json().await.expect("JSON error body");
+    let e = &v["error"];
+    assert!(e["message"].is_string(), "{v}");
+    assert!(e["type"].is_string(), "{v}");
+    assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
+    v
+}
+
+fn hello(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+#[tokio::test]
+async fn client_errors_are_openai_envelopes() {
+    let (_mock, gw) = setup("limits: { max_body_bytes: 4096 }").await;
+    let url = format!("{}/openai/chat/completions", gw.url);
+
+    // Unknown proxy.
+    let r = client()
+        .post(format!("{}/nope/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .json(&hello("gpt-5-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    envelope(r).await;
+    // Unknown resource on a known proxy.
+    let r = client()
+        .post(format!("{}/openai/completions", gw.url))
+        .bearer_auth(KEY)
+        .json(&hello("gpt-5-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    envelope(r).await;
+    // Wrong method.
+    let r = client().get(&url).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    envelope(r).await;
+    // No key, wrong key.
+    let r = client()
+        .post(&url)
+        .json(&hello("gpt-5-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(envelope(r).await["error"]["type"], "authentication_error");
+    let r = client()
+        .post(&url)
+        .bearer_auth("pk-wrong")
+        .json(&hello("gpt-5-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(envelope(r).await["error"]["code"], "invalid_api_key");
+    // The key is also accepted in api-key and x-api-key.
+    for h in ["api-key", "x-api-key"] {
+        let r = client()
+            .post(&url)
+            .header(h, KEY)
+            .json(&hello("gpt-5-mini"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{h}");
+    }
+    // Malformed JSON, and a bad field named by its path.
+    let r = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body("{\"model\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(envelope(r).await["error"]["type"], "invalid_request_error");
+    let r = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-5-mini", "messages": [{"role": "wizard", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(envelope(r).await["error"]["param"], "messages[0].role");
+    // Body over the limit.
+    let big =
+        json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "x".repeat(8000)}]});
+    let r = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(envelope(r).await["error"]["code"], "request_too_large");
+    // A model the proxy does not serve.
+    let r = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .json(&hello("gpt-1-imaginary"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v = envelope(r).await;
+    assert_eq!(v["error"]["code"], "model_not_found");
+    assert_eq!(v["error"]["param"], "model");
+}
+
+#[tokio::test]
+async fn provider_errors_are_passed_on_with_their_status() {
+    let (mock, gw) = setup("timeouts: { read_ms: 700 }").await;
+    let url = format!("{}/openai/chat/completions", gw.url);
+
+    mock.behave(json!({"status": 500, "times": 1})).await;
+    let r = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .json(&hello("gpt-5-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let v = envelope(r).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("openai returned 500"),
+        "{v}"
+    );
+
+    mock.behave(json!({"status": 429, "retry_after": 7, "times": 1}))
+        .await;
+    let r = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .json(&hello("gpt-5-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "7");
+    envelope(r).await;
+
+    // Same for a provider with another error shape.
+    mock.behave(json!({"status": 503, "times": 1})).await;
+    let r = client()
+        .post(format!("{}/anthropic/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .json(&hello("claude-sonnet-4-5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    envelope(r).await;
+
+    // A provider slower than the read timeout.
+    mock.behave(json!({"delay_ms": 3000, "times": 1})).await;
+    let r = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .json(&hello("gpt-5-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(envelope(r).await["error"]["code"], "upstream_timeout");
+
+    // A provider that cannot be reached.
+    let r = client()
+        .post(format!("{}/nowhere/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .json(&hello("gpt-5-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(envelope(r).await["error"]["code"], "upstream_unavailable");
+
+    // After all that, the gateway still serves.
+    let r = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .json(&hello("gpt-5-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_stream_cut_by_the_provider_ends_with_an_error_event() {
+    let (mock, gw) = setup("").await;
+    for (proxy, model) in [
+        ("openai", "gpt-5-mini"),
+        ("anthropic", "claude-sonnet-4-5"),
+        ("bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
+    ] {
+        mock.behave(json!({"cut_after_chunks": 2, "times": 1}))
+            .await;
+        let r = client()
+            .post(format!("{}/{proxy}/chat/completions", gw.url))
+            .bearer_auth(KEY)
+            .json(&json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "a long answer please"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{proxy}");
+        let body = r.text().await.unwrap();
+        let events = sse_events(&body);
+        let (_, last) = events.last().unwrap();
+        assert_ne!(last, "[DONE]", "{proxy}: {body}");
+        let v: Value = serde_json::from_str(last).unwrap();
+        assert!(v["error"]["message"].is_string(), "{proxy}: {body}");
+    }
+    // A provider error before the first byte is a plain HTTP error.
+    mock.behave(json!({"status": 500, "times": 1})).await;
+    let r = client()
+        .post(format!("{}/openai/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-5-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    envelope(r).await;
+}

@@ -1,0 +1,225 @@
+//! Starting real `portcullis` processes on free loopback ports.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A child process killed when dropped.
+pub struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+/// Waits until `url` answers 200; false after 30 s.
+pub async fn wait_ready(url: &str) -> bool {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return true;
+            }
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A running mock LLM.
+pub struct Mock {
+    _proc: Proc,
+    pub port: u16,
+    pub url: String,
+}
+
+impl Mock {
+    pub async fn start() -> Mock {
+        let port = free_port();
+        let child = Command::new(bin())
+            .args(["mock-llm", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mock");
+        let url = format!("http://127.0.0.1:{port}");
+        let m = Mock {
+            _proc: Proc { child },
+            port,
+            url,
+        };
+        assert!(
+            wait_ready(&format!("{}/_mock/health", m.url)).await,
+            "the mock LLM did not start"
+        );
+        m
+    }
+
+    /// The requests the mock received.
+    pub async fn journal(&self) -> Vec<Value> {
+        let v: Value = reqwest::get(format!("{}/_mock/requests", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Queues a behaviour (error status, delay, cut stream).
+    pub async fn behave(&self, b: Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/_mock/behaviour", self.url))
+            .json(&b)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "behaviour rejected: {}",
+            r.text().await.unwrap()
+        );
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    _proc: Proc,
+    pub url: String,
+    pub ops_url: String,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let p = std::env::temp_dir().join(format!("portcullis-e2e-{}", uuid_like()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Gateway {
+    /// Starts a gateway with `config` (YAML without the listen lines; they are added).
+    pub async fn start(config: &str) -> Gateway {
+        Self::start_with_env(config, &[]).await
+    }
+
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
+        let port = free_port();
+        let ops = free_port();
+        let dir = TempDir::new();
+        let path = dir.0.join("gateway.yaml");
+        let mut f = std::fs::File::create(&path).unwrap();
+        writeln!(
+            f,
+            "listen: 127.0.0.1:{port}\nops_listen: 127.0.0.1:{ops}\n{config}"
+        )
+        .unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.args(["gateway", "--threads", "1", "--config"])
+            .arg(&path);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let log = std::fs::File::create(dir.0.join("gateway.log")).unwrap();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start gateway");
+        let g = Gateway {
+            _proc: Proc { child },
+            url: format!("http://127.0.0.1:{port}"),
+            ops_url: format!("http://127.0.0.1:{ops}"),
+            _dir: dir,
+        };
+        if !wait_ready(&format!("{}/readyz", g.ops_url)).await {
+            let log = std::fs::read_to_string(g._dir.0.join("gateway.log")).unwrap_or_default();
+            panic!("the gateway did not start:\n{log}");
+        }
+        g
+    }
+}
+
+/// Runs `portcullis` with arguments and returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    run_cli_env(args, &[])
+}
+
+/// `run_cli` with extra environment variables.
+pub fn run_cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Splits an SSE body into (event, data) pairs.
+pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    for block in body.replace("\r\n", "\n").split("\n\n") {
+        let mut event = None;
+        let mut data = Vec::new();
+        for line in block.lines() {
+            if let Some(e) = line.strip_prefix("event:") {
+                event = Some(e.trim().to_owned());
+            } else if let Some(d) = line.strip_prefix("data:") {
+                data.push(d.strip_prefix(' ').unwrap_or(d).to_owned());
+            }
+        }
+        if !data.is_empty() {
+            out.push((event, data.join("\n")));
+        }
+    }
+    out
+}

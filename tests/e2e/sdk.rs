@@ -1,0 +1,41 @@
+//! Compatibility proven with the official OpenAI Python client.
+//! `.ci/run` installs it (`pip install -r tests/python/requirements.txt`).
+
+use serde_json::Value;
+
+use crate::{KEY, setup};
+
+#[tokio::test]
+async fn official_openai_python_client_works_through_the_gateway() {
+    let (_mock, gw) = setup("").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_client.py");
+    let base = format!("{}/openai", gw.url);
+    let out = tokio::process::Command::new("python3")
+        .args([script, &base, KEY, "gpt-5-mini"])
+        .output()
+        .await
+        .expect("python3 must be installed");
+    assert!(
+        out.status.success(),
+        "the OpenAI Python client failed (is it installed? pip install -r tests/python/requirements.txt):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected = "Mock reply from openai model gpt-5-mini: Hello from Python";
+    assert_eq!(v["plain"], expected);
+    assert_eq!(v["streamed"], expected);
+    assert_eq!(v["plain_total"], v["stream_total"]);
+    assert!(v["plain_total"].as_u64().unwrap() > 0);
+    assert_eq!(v["tool_name"], "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(v["tool_args"].as_str().unwrap()).unwrap()["input"],
+        "Weather in Rome"
+    );
+    assert_eq!(
+        v["models"],
+        serde_json::json!(["openai:gpt-5-mini", "openai:gpt-4o-mini"])
+    );
+    assert_eq!(v["auth_error"]["status"], 401);
+    assert_eq!(v["auth_error"]["code"], "invalid_api_key");
+    assert!(v["embedding_len"].as_u64().unwrap() > 0);
+}

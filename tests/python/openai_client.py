@@ -1,0 +1,56 @@
+"""Drives a Portcullis proxy with the official OpenAI Python client.
+
+Usage: python3 openai_client.py BASE_URL API_KEY MODEL
+Prints one JSON object with what the client saw.
+"""
+import json
+import sys
+
+import openai
+
+base_url, api_key, model = sys.argv[1], sys.argv[2], sys.argv[3]
+client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+
+plain = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "Hello from Python"}]
+)
+streamed = ""
+usage = None
+for chunk in client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "Hello from Python"}],
+    stream=True,
+    stream_options={"include_usage": True},
+):
+    if chunk.choices and chunk.choices[0].delta.content:
+        streamed += chunk.choices[0].delta.content
+    if chunk.usage:
+        usage = chunk.usage.total_tokens
+
+tool = client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "Weather in Rome"}],
+    tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+)
+models = [m.id for m in client.models.list()]
+emb = client.embeddings.create(model=model, input="hello world")
+
+error = None
+try:
+    openai.OpenAI(base_url=base_url, api_key="wrong", max_retries=0).chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "x"}]
+    )
+except openai.AuthenticationError as e:
+    error = {"status": e.status_code, "code": e.code}
+
+print(json.dumps({
+    "plain": plain.choices[0].message.content,
+    "plain_total": plain.usage.total_tokens,
+    "streamed": streamed,
+    "stream_total": usage,
+    "tool_name": tool.choices[0].message.tool_calls[0].function.name,
+    "tool_args": tool.choices[0].message.tool_calls[0].function.arguments,
+    "models": models,
+    "embedding_len": len(emb.data[0].embedding),
+    "auth_error": error,
+}))
