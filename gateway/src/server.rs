@@ -192,6 +192,7 @@ impl Gateway {
             model: &upstream_model,
             api_key: api_key.as_deref(),
             stream: req.stream,
+            track_usage: !req.stream || proxy.track_stream_tokens,
         };
         let up_req = route.provider.chat_request(&req, &call)?;
         let upstream_started = Instant::now();
@@ -281,9 +282,7 @@ impl Gateway {
                 match ev {
                     StreamEvent::Chunk(mut chunk) => {
                         if let Some(u) = chunk.usage.take() {
-                            if track {
-                                usage.get_or_insert_with(Usage::default).merge_max(&u);
-                            }
+                            usage.get_or_insert_with(Usage::default).merge_max(&u);
                         }
                         if let Some(fr) = chunk.choices.iter().find_map(|c| c.finish_reason) {
                             finish_reason = Some(fr);
@@ -334,7 +333,8 @@ impl Gateway {
             }
             None => encoder.finish(usage.as_ref(), finish_reason, &mut out),
         }
-        ctx.usage = usage;
+        // Untracked proxies show usage a client asked for, but do not count it.
+        ctx.usage = if track { usage } else { None };
         let _ = session.write_response_body(Some(out.freeze()), true).await;
         Ok(())
     }
@@ -354,6 +354,7 @@ impl Gateway {
             model: &upstream_model,
             api_key: api_key.as_deref(),
             stream: false,
+            track_usage: true,
         };
         let up_req = route.provider.embeddings_request(&req, &call)?;
         let started = Instant::now();

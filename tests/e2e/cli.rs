@@ -47,3 +47,63 @@ fn key_hash_is_sha256_hex() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+/// `portcullis up --demo` prints a key and a curl line; the line works.
+#[tokio::test]
+async fn up_demo_prints_a_curl_line_that_works() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    use crate::harness::free_port;
+
+    let dir = TempDir::new();
+    let (port, ops, mock) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "up",
+            "--demo",
+            "--port",
+            &port.to_string(),
+            "--ops-port",
+            &ops.to_string(),
+        ])
+        .args(["--mock-port", &mock.to_string(), "--data-dir"])
+        .arg(&dir.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.trim_start().starts_with("curl ");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    let curl_line = lines.last().cloned().unwrap_or_default();
+    assert!(curl_line.trim_start().starts_with("curl "), "{lines:?}");
+    assert!(crate::harness::wait_ready(&format!("http://127.0.0.1:{ops}/readyz")).await);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} -s", curl_line.trim()))
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Mock reply from openai model gpt-5-mini: Hello Portcullis"
+    );
+    // The written config is a valid gateway config.
+    assert!(dir.0.join("demo-gateway.yaml").exists());
+}

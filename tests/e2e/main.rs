@@ -7,6 +7,7 @@ mod formats;
 mod harness;
 mod providers;
 mod sdk;
+mod tls;
 
 use harness::{Gateway, Mock};
 
@@ -35,6 +36,7 @@ proxies:
   - {{ name: bedrock, inbound: [openai, anthropic, gemini], routes: [{{ provider: bedrock }}], keys: [{{ name: tester, env: PC_KEY }}] }}
   - {{ name: mistral, routes: [{{ provider: mistral }}], keys: [{{ name: tester, env: PC_KEY }}] }}
   - {{ name: local, routes: [{{ provider: local, api_key: {{ header: x-upstream-key }} }}], keys: [{{ name: tester, env: PC_KEY }}] }}
+  - {{ name: untracked, track_stream_tokens: false, routes: [{{ provider: openai }}], keys: [{{ name: tester, env: PC_KEY }}] }}
   - {{ name: nowhere, routes: [{{ provider: nowhere }}], keys: [{{ name: tester, env: PC_KEY }}] }}
 "#
     )

@@ -394,3 +394,55 @@ async fn dynamic_key_is_taken_from_the_request_and_params_pass_through() {
             .contains("x-upstream-key")
     );
 }
+
+#[tokio::test]
+async fn stream_token_tracking_can_be_turned_off_per_proxy() {
+    let (mock, gw) = setup("").await;
+    let body = json!({"model": "gpt-5-mini", "stream": true, "messages": [{"role": "user", "content": "do not count me"}]});
+    let text = client()
+        .post(format!("{}/untracked/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(sse_events(&text).last().unwrap().1, "[DONE]");
+    let journal = mock.journal().await;
+    assert!(
+        journal.last().unwrap()["body"]
+            .get("stream_options")
+            .is_none(),
+        "usage was asked for"
+    );
+    // A client that asks for usage still gets it: it is the client's request.
+    let mut asked = body.clone();
+    asked["stream_options"] = json!({"include_usage": true});
+    let text = client()
+        .post(format!("{}/untracked/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .json(&asked)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("\"usage\""), "{text}");
+    let metrics = reqwest::get(format!("{}/metrics", gw.ops_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("portcullis_requests_total{") && metrics.contains("proxy=\"untracked\""),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.lines().any(|l| l.starts_with("portcullis_tokens_total{") && l.contains("proxy=\"untracked\"")),
+        "tokens counted for an untracked proxy:\n{metrics}"
+    );
+}

@@ -927,6 +927,7 @@ mod tests {
             model: "claude-sonnet-4-5",
             api_key: Some("k"),
             stream: true,
+            track_usage: true,
         };
         let up = p.chat_request(&req, &call).unwrap();
         let body: Value = serde_json::from_slice(&up.body).unwrap();
@@ -1306,6 +1307,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
             model: "claude-sonnet-4-5",
             api_key: None,
             stream: true,
+            track_usage: true,
         };
         let mut dec = p.stream_decoder(&call);
         let mut evs = Vec::new();

@@ -1301,6 +1301,7 @@ mod tests {
             model: &canonical.model,
             api_key: Some("k"),
             stream: canonical.stream,
+            track_usage: true,
         };
         let up = provider.chat_request(&canonical, &call).unwrap();
         assert_eq!(

@@ -1094,6 +1094,7 @@ mod tests {
             model: "claude-sonnet-4-5",
             api_key: Some("sk-ant-test"),
             stream,
+            track_usage: true,
         }
     }
 
@@ -1143,6 +1144,7 @@ mod tests {
             model: "m",
             api_key: None,
             stream: true,
+            track_usage: true,
         };
         let up = p.chat_request(&req, &c).unwrap();
         assert_eq!(up.path, "/v1/messages");

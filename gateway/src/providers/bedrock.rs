@@ -1028,6 +1028,7 @@ mod tests {
             model: MODEL,
             api_key: None,
             stream,
+            track_usage: true,
         }
     }
 
@@ -1137,6 +1138,7 @@ mod tests {
                     model: "us.anthropic.claude-3-7-sonnet-20250219-v1:0",
                     api_key: None,
                     stream: true,
+                    track_usage: true,
                 },
             )
             .unwrap();

@@ -1361,6 +1361,7 @@ mod tests {
             model: "gemini-2.5-flash",
             api_key: Some("AIza-test"),
             stream,
+            track_usage: true,
         }
     }
 
@@ -1520,6 +1521,7 @@ mod tests {
             model: "models/gemini-2.0-flash",
             api_key: None,
             stream: false,
+            track_usage: true,
         };
         let up = p.chat_request(&req, &c).unwrap();
         assert_eq!(
@@ -1868,6 +1870,7 @@ data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"\"}],\"role\": \
             model: "gemini-embedding-001",
             api_key: Some("k"),
             stream: false,
+            track_usage: true,
         };
         let up = provider().embeddings_request(&req, &c).unwrap();
         assert_eq!(

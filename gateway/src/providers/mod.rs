@@ -113,6 +113,10 @@ pub struct UpstreamCall<'a> {
     pub api_key: Option<&'a str>,
     /// Whether the response is streamed.
     pub stream: bool,
+    /// Whether the gateway counts this request's tokens. When a proxy turns
+    /// stream token tracking off, adapters must not ask the provider for
+    /// usage the client did not ask for (OpenAI's `include_usage`).
+    pub track_usage: bool,
 }
 
 /// An HTTP request to send to the provider. The core adds `host`,

@@ -120,12 +120,14 @@ impl Provider for OpenAiProvider {
         call: &UpstreamCall<'_>,
     ) -> Result<UpstreamRequest, GatewayError> {
         let mistral = self.kind == ProviderKind::Mistral;
-        let stream_options = if call.stream && !mistral {
-            // Always ask for usage: token accounting needs it even when the
-            // client did not ask to see it.
+        let stream_options = if call.stream && !mistral && call.track_usage {
+            // Ask for usage: token accounting needs it even when the client
+            // did not ask to see it.
             let mut o = req.stream_options.clone().unwrap_or_default();
             o.include_usage = Some(true);
             Some(o)
+        } else if call.stream && !mistral {
+            req.stream_options.clone()
         } else {
             None
         };
@@ -301,6 +303,7 @@ mod tests {
             model: "gpt-5-mini",
             api_key: Some("sk-test"),
             stream,
+            track_usage: true,
         }
     }
 
@@ -329,6 +332,25 @@ mod tests {
         assert_eq!(body["seed"], 3);
         assert_eq!(body["logprobs"], true);
         assert_eq!(body["messages"][0]["content"], "hi");
+    }
+
+    #[test]
+    fn untracked_streams_only_carry_the_clients_own_stream_options() {
+        let p = OpenAiProvider::new(ProviderKind::Openai, settings("/v1"));
+        let untracked = UpstreamCall {
+            track_usage: false,
+            ..call(true)
+        };
+        let r = req(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#);
+        let body: Value =
+            serde_json::from_slice(&p.chat_request(&r, &untracked).unwrap().body).unwrap();
+        assert!(body.get("stream_options").is_none());
+        let r = req(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#,
+        );
+        let body: Value =
+            serde_json::from_slice(&p.chat_request(&r, &untracked).unwrap().body).unwrap();
+        assert_eq!(body["stream_options"]["include_usage"], true);
     }
 
     #[test]
@@ -431,6 +453,7 @@ mod tests {
                     model: "text-embedding-3-small",
                     api_key: Some("k"),
                     stream: false,
+                    track_usage: true,
                 },
             )
             .unwrap();
