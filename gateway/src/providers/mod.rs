@@ -18,48 +18,7 @@ use portcullis_types::{
 
 use crate::error::GatewayError;
 
-/// The kinds of provider the gateway speaks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProviderKind {
-    Openai,
-    AzureOpenai,
-    Anthropic,
-    Gemini,
-    Bedrock,
-    Mistral,
-    OpenaiCompatible,
-}
-
-impl ProviderKind {
-    /// The label used in metrics, logs and `x-portcullis-provider`.
-    pub fn label(self) -> &'static str {
-        match self {
-            ProviderKind::Openai => "openai",
-            ProviderKind::AzureOpenai => "azure-openai",
-            ProviderKind::Anthropic => "anthropic",
-            ProviderKind::Gemini => "gemini",
-            ProviderKind::Bedrock => "bedrock",
-            ProviderKind::Mistral => "mistral",
-            ProviderKind::OpenaiCompatible => "openai-compatible",
-        }
-    }
-
-    /// The public base URL used when a provider's config gives none.
-    pub fn default_base_url(self) -> Option<&'static str> {
-        match self {
-            ProviderKind::Openai => Some("https://api.openai.com/v1"),
-            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
-            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
-            ProviderKind::Mistral => Some("https://api.mistral.ai/v1"),
-            // Azure needs the resource name, Bedrock the region (derived in
-            // config), OpenAI-compatible servers are wherever they run.
-            ProviderKind::AzureOpenai | ProviderKind::Bedrock | ProviderKind::OpenaiCompatible => {
-                None
-            }
-        }
-    }
-}
+pub use portcullis_types::gateway_config::ProviderKind;
 
 /// AWS credentials for SigV4 signing (Bedrock).
 #[derive(Debug, Clone, PartialEq, Eq)]

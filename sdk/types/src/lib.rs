@@ -10,6 +10,7 @@
 pub mod chat;
 pub mod embeddings;
 pub mod error;
+pub mod gateway_config;
 pub mod models;
 pub mod usage;
 
