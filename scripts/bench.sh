@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
-cargo build --release -q
-BIN=$PWD/target/release/portcullis
+cargo build --release -q -p portcullis
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/portcullis
+
 DIR=$(mktemp -d)
 MOCK_PORT=18099; GW_PORT=18080; OPS_PORT=18081
 cleanup() { kill "$MOCK" "$GW" 2>/dev/null || true; rm -rf "$DIR"; }

@@ -48,6 +48,26 @@ pub struct Runtime {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub client_body_timeout: Duration,
+    pub telemetry: Telemetry,
+}
+
+/// Validated telemetry settings.
+#[derive(Debug, Clone, Default)]
+pub struct Telemetry {
+    pub key_label: bool,
+    /// Where spans go: the collector's `/v1/traces` URL, parsed.
+    pub otlp: Option<OtlpTarget>,
+    pub service_name: String,
+}
+
+/// An OTLP/HTTP collector endpoint.
+#[derive(Debug, Clone)]
+pub struct OtlpTarget {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// Path of the traces endpoint, e.g. `/v1/traces`.
+    pub path: String,
 }
 
 /// A validated proxy.
@@ -367,6 +387,7 @@ pub fn build_runtime(
         connect_timeout: ms(file.timeouts.connect_ms, 5_000),
         read_timeout: ms(file.timeouts.read_ms, 120_000),
         client_body_timeout: ms(file.timeouts.client_body_ms, 30_000),
+        telemetry: build_telemetry(&file.telemetry)?,
     })
 }
 
@@ -499,6 +520,46 @@ fn build_route(
         target_model: rf.model.clone(),
         key,
         models: prov.models.clone(),
+    })
+}
+
+fn build_telemetry(t: &TelemetryFile) -> Result<Telemetry, ConfigError> {
+    let otlp = match &t.otlp_endpoint {
+        None => None,
+        Some(url) => {
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|e| cfg_err("telemetry.otlp_endpoint", format!("not a URL: {e}")))?;
+            let tls = match uri.scheme_str() {
+                Some("https") => true,
+                Some("http") => false,
+                _ => {
+                    return Err(cfg_err(
+                        "telemetry.otlp_endpoint",
+                        "must start with http:// or https://",
+                    ));
+                }
+            };
+            let host = uri
+                .host()
+                .ok_or_else(|| cfg_err("telemetry.otlp_endpoint", "has no host"))?
+                .trim_matches(['[', ']'])
+                .to_owned();
+            Some(OtlpTarget {
+                port: uri.port_u16().unwrap_or(if tls { 443 } else { 4318 }),
+                host,
+                tls,
+                path: format!("{}/v1/traces", uri.path().trim_end_matches('/')),
+            })
+        }
+    };
+    Ok(Telemetry {
+        key_label: t.key_label.unwrap_or(false),
+        otlp,
+        service_name: t
+            .service_name
+            .clone()
+            .unwrap_or_else(|| "portcullis-gateway".into()),
     })
 }
 

@@ -9,6 +9,7 @@ pub mod error;
 pub mod inbound;
 pub mod metrics;
 pub mod ops;
+pub mod otlp;
 pub mod providers;
 pub mod run;
 pub mod server;

@@ -1,121 +1,258 @@
 //! Prometheus metrics of the data path.
 //!
-//! Label values are bounded: a model name that is not configured on the
-//! proxy is recorded as `other`, so clients cannot create label sets at
-//! will.
+//! Names and labels are listed in docs/observability.md. Label values are
+//! bounded: a request model that is not configured on the proxy is
+//! recorded as `other`, response models are kept up to a fixed number of
+//! distinct values, and the API key label is opt-in
+//! (`telemetry.key_label`), so clients cannot create label sets at will.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use portcullis_types::Usage;
 
+/// The value recorded for a label whose real value is not allowed.
+pub const OTHER: &str = "other";
+
+/// Distinct response-model values kept before collapsing to `other`.
+const MAX_RESPONSE_MODELS: usize = 200;
+
 /// The gateway's metrics, registered in their own registry.
 pub struct Metrics {
     pub registry: Registry,
+    key_label: bool,
     pub requests: IntCounterVec,
     pub tokens: IntCounterVec,
     pub token_usage: HistogramVec,
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
     pub time_to_first_token: HistogramVec,
+    pub time_per_output_token: HistogramVec,
+    pub gateway_overhead: HistogramVec,
     pub inflight: IntGauge,
+    pub policy_executions: IntCounterVec,
+    pub policy_duration: HistogramVec,
+    pub rate_limit_rejections: IntCounterVec,
+    pub cache_lookups: IntCounterVec,
+    pub spans_dropped: IntCounter,
+    response_models: Mutex<HashSet<String>>,
+}
+
+/// The labels of one finished request.
+pub struct RequestLabels<'a> {
+    pub proxy: &'a str,
+    pub route: &'a str,
+    pub provider: &'a str,
+    pub request_model: &'a str,
+    pub response_model: &'a str,
+    pub key: &'a str,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
 ];
-// The OpenTelemetry GenAI semantic conventions' advised token buckets.
+// Per-token latencies are small: the OpenTelemetry GenAI conventions'
+// advised buckets for time per output token.
+const TOKEN_LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+// Gateway overhead is sub-millisecond when healthy.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+// The OpenTelemetry GenAI conventions' advised token-count buckets.
 const TOKEN_BUCKETS: &[f64] = &[
     1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
     16777216.0, 67108864.0,
 ];
 
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric")
+}
+
 impl Metrics {
-    /// Creates and registers every metric.
-    pub fn new() -> Self {
+    /// Creates and registers every metric. `key_label` adds the API key
+    /// name as a label of the token and request counters (cardinality grows
+    /// with the number of keys, so it is off by default).
+    pub fn new(key_label: bool) -> Self {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "portcullis_requests_total",
-                "Requests by proxy, provider, model, status class and error type.",
-            ),
-            &["proxy", "provider", "model", "status_class", "error_type"],
-        )
-        .expect("valid metric");
-        let tokens = IntCounterVec::new(
-            Opts::new("portcullis_tokens_total", "Tokens by proxy, provider, model and type (input, output, cached_input, reasoning)."),
-            &["proxy", "provider", "model", "type"],
-        )
-        .expect("valid metric");
-        let token_usage = HistogramVec::new(
-            HistogramOpts::new(
-                "gen_ai_client_token_usage",
-                "Tokens per request (OpenTelemetry GenAI conventions).",
-            )
-            .buckets(TOKEN_BUCKETS.to_vec()),
-            &[
-                "proxy",
-                "gen_ai_provider_name",
-                "gen_ai_request_model",
-                "gen_ai_token_type",
-            ],
-        )
-        .expect("valid metric");
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "portcullis_request_duration_seconds",
-                "Time from request to the last byte of the response.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["proxy", "provider"],
-        )
-        .expect("valid metric");
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "portcullis_upstream_duration_seconds",
-                "Time spent waiting on the provider.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["proxy", "provider"],
-        )
-        .expect("valid metric");
-        let time_to_first_token = HistogramVec::new(
-            HistogramOpts::new(
-                "portcullis_time_to_first_token_seconds",
-                "Time from request to the first streamed chunk.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["proxy", "provider"],
-        )
-        .expect("valid metric");
-        let inflight = IntGauge::new("portcullis_inflight_requests", "Requests being processed.")
-            .expect("valid metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(tokens.clone()),
-            Box::new(token_usage.clone()),
-            Box::new(request_duration.clone()),
-            Box::new(upstream_duration.clone()),
-            Box::new(time_to_first_token.clone()),
-            Box::new(inflight.clone()),
-        ] {
-            registry.register(c).expect("metric registered once");
+        let mut req_labels = vec![
+            "proxy",
+            "route",
+            "provider",
+            "model",
+            "status_class",
+            "error_type",
+        ];
+        let mut tok_labels = vec![
+            "proxy",
+            "route",
+            "provider",
+            "request_model",
+            "response_model",
+            "type",
+        ];
+        if key_label {
+            req_labels.push("key");
+            tok_labels.push("key");
         }
-        Metrics {
+        let m = Metrics {
+            key_label,
+            requests: counter(
+                "portcullis_requests_total",
+                "Requests by proxy, route, provider, model, status class and error type.",
+                &req_labels,
+            ),
+            tokens: counter(
+                "portcullis_tokens_total",
+                "Tokens by proxy, route, provider, request and response model, and type (input, output, cached_input, reasoning).",
+                &tok_labels,
+            ),
+            token_usage: histogram(
+                "gen_ai_client_token_usage",
+                "Tokens per request, following the OpenTelemetry GenAI semantic conventions.",
+                TOKEN_BUCKETS,
+                &[
+                    "proxy",
+                    "gen_ai_operation_name",
+                    "gen_ai_provider_name",
+                    "gen_ai_request_model",
+                    "gen_ai_response_model",
+                    "gen_ai_token_type",
+                ],
+            ),
+            request_duration: histogram(
+                "portcullis_request_duration_seconds",
+                "Time from the request's arrival to the last byte of the response.",
+                LATENCY_BUCKETS,
+                &["proxy", "provider", "status_class"],
+            ),
+            upstream_duration: histogram(
+                "portcullis_upstream_duration_seconds",
+                "Time from sending to the provider to its last byte.",
+                LATENCY_BUCKETS,
+                &["proxy", "provider"],
+            ),
+            time_to_first_token: histogram(
+                "portcullis_time_to_first_token_seconds",
+                "Time from the request's arrival to the first streamed content chunk.",
+                LATENCY_BUCKETS,
+                &["proxy", "provider"],
+            ),
+            time_per_output_token: histogram(
+                "portcullis_time_per_output_token_seconds",
+                "Streams: time after the first chunk divided by the remaining output tokens.",
+                TOKEN_LATENCY_BUCKETS,
+                &["proxy", "provider"],
+            ),
+            gateway_overhead: histogram(
+                "portcullis_gateway_overhead_seconds",
+                "Time spent in the gateway itself: total duration minus time waiting on the provider.",
+                OVERHEAD_BUCKETS,
+                &["proxy"],
+            ),
+            inflight: IntGauge::new("portcullis_inflight_requests", "Requests being processed.")
+                .expect("valid metric"),
+            policy_executions: counter(
+                "portcullis_policy_executions_total",
+                "Policy runs by policy, version, phase and outcome (continue, modified, rejected, responded, error, timeout).",
+                &["policy", "version", "phase", "outcome"],
+            ),
+            policy_duration: histogram(
+                "portcullis_policy_duration_seconds",
+                "Time a policy took per phase.",
+                OVERHEAD_BUCKETS,
+                &["policy", "version", "phase"],
+            ),
+            rate_limit_rejections: counter(
+                "portcullis_rate_limit_rejections_total",
+                "Requests rejected by a rate limit.",
+                &["proxy", "policy"],
+            ),
+            cache_lookups: counter(
+                "portcullis_cache_lookups_total",
+                "Response cache lookups by result (hit, miss).",
+                &["proxy", "result"],
+            ),
+            spans_dropped: IntCounter::new(
+                "portcullis_trace_spans_dropped_total",
+                "Trace spans dropped because the exporter could not keep up or failed.",
+            )
+            .expect("valid metric"),
+            response_models: Mutex::new(HashSet::new()),
             registry,
-            requests,
-            tokens,
-            token_usage,
-            request_duration,
-            upstream_duration,
-            time_to_first_token,
-            inflight,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.requests.clone()),
+            Box::new(m.tokens.clone()),
+            Box::new(m.token_usage.clone()),
+            Box::new(m.request_duration.clone()),
+            Box::new(m.upstream_duration.clone()),
+            Box::new(m.time_to_first_token.clone()),
+            Box::new(m.time_per_output_token.clone()),
+            Box::new(m.gateway_overhead.clone()),
+            Box::new(m.inflight.clone()),
+            Box::new(m.policy_executions.clone()),
+            Box::new(m.policy_duration.clone()),
+            Box::new(m.rate_limit_rejections.clone()),
+            Box::new(m.cache_lookups.clone()),
+            Box::new(m.spans_dropped.clone()),
+        ];
+        for c in collectors {
+            m.registry.register(c).expect("metric registered once");
+        }
+        m
+    }
+
+    /// The response model as a label value: kept as reported while fewer
+    /// than `MAX_RESPONSE_MODELS` distinct values have been seen.
+    pub fn response_model_label(&self, model: &str) -> String {
+        if model.is_empty() {
+            return "none".into();
+        }
+        let Ok(mut seen) = self.response_models.lock() else {
+            return OTHER.into();
+        };
+        if seen.contains(model) || (seen.len() < MAX_RESPONSE_MODELS && model.len() <= 128) {
+            seen.insert(model.to_owned());
+            model.to_owned()
+        } else {
+            OTHER.into()
         }
     }
 
+    /// Records one finished request.
+    pub fn record_request(&self, l: &RequestLabels<'_>, status_class: &str, error_type: &str) {
+        let mut values = vec![
+            l.proxy,
+            l.route,
+            l.provider,
+            l.request_model,
+            status_class,
+            error_type,
+        ];
+        if self.key_label {
+            values.push(l.key);
+        }
+        self.requests.with_label_values(&values).inc();
+    }
+
     /// Records the tokens of one request.
-    pub fn record_usage(&self, proxy: &str, provider: &str, model: &str, usage: &Usage) {
+    pub fn record_usage(&self, l: &RequestLabels<'_>, operation: &str, usage: &Usage) {
         let types = [
             ("input", usage.prompt_tokens),
             ("output", usage.completion_tokens),
@@ -123,18 +260,38 @@ impl Metrics {
             ("reasoning", usage.reasoning_tokens()),
         ];
         for (kind, n) in types {
+            // Input and output always appear, so a rate over them is never
+            // absent; the breakdowns appear once a provider reports them.
             if n > 0 || kind == "input" || kind == "output" {
-                self.tokens
-                    .with_label_values(&[proxy, provider, model, kind])
-                    .inc_by(n);
+                let mut values = vec![
+                    l.proxy,
+                    l.route,
+                    l.provider,
+                    l.request_model,
+                    l.response_model,
+                    kind,
+                ];
+                if self.key_label {
+                    values.push(l.key);
+                }
+                self.tokens.with_label_values(&values).inc_by(n);
             }
         }
-        self.token_usage
-            .with_label_values(&[proxy, provider, model, "input"])
-            .observe(usage.prompt_tokens as f64);
-        self.token_usage
-            .with_label_values(&[proxy, provider, model, "output"])
-            .observe(usage.completion_tokens as f64);
+        for (kind, n) in [
+            ("input", usage.prompt_tokens),
+            ("output", usage.completion_tokens),
+        ] {
+            self.token_usage
+                .with_label_values(&[
+                    l.proxy,
+                    operation,
+                    l.provider,
+                    l.request_model,
+                    l.response_model,
+                    kind,
+                ])
+                .observe(n as f64);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -147,7 +304,7 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(false)
     }
 }
 
@@ -159,5 +316,41 @@ pub fn status_class(status: u16) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_models_are_bounded() {
+        let m = Metrics::default();
+        for i in 0..MAX_RESPONSE_MODELS {
+            assert_eq!(m.response_model_label(&format!("m{i}")), format!("m{i}"));
+        }
+        assert_eq!(m.response_model_label("one-too-many"), OTHER);
+        assert_eq!(m.response_model_label("m7"), "m7");
+    }
+
+    #[test]
+    fn key_label_is_opt_in() {
+        let l = RequestLabels {
+            proxy: "p",
+            route: "r",
+            provider: "openai",
+            request_model: "m",
+            response_model: "m",
+            key: "app",
+        };
+        let without = Metrics::new(false);
+        without.record_request(&l, "2xx", "none");
+        let text = String::from_utf8(without.render()).unwrap();
+        assert!(text.contains("portcullis_requests_total{error_type=\"none\",model=\"m\",provider=\"openai\",proxy=\"p\",route=\"r\",status_class=\"2xx\"} 1"), "{text}");
+        let with = Metrics::new(true);
+        with.record_usage(&l, "chat", &Usage::new(3, 4));
+        let text = String::from_utf8(with.render()).unwrap();
+        assert!(text.contains("key=\"app\""), "{text}");
+        assert!(text.contains("type=\"output\"} 4"), "{text}");
     }
 }

@@ -42,7 +42,7 @@ pub fn run(runtime: Runtime, opts: RunOptions) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(runtime.telemetry.key_label));
     let ready = Arc::new(AtomicBool::new(false));
     let listen = runtime.listen.clone();
     let ops_listen = runtime.ops_listen.clone();

@@ -14,7 +14,7 @@
 //! too small for requests carrying images.)
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -28,6 +28,7 @@ use crate::config::{InboundKind, KeySource, Proxy, Resource, Route, Runtime, has
 use crate::error::{ErrorKind, GatewayError};
 use crate::inbound::{self, StreamEncoder};
 use crate::metrics::{Metrics, status_class};
+use crate::otlp::{Attr, Span, TraceIds, Tracer};
 use crate::providers::{StreamEvent, UpstreamCall};
 use crate::upstream::{self, MAX_UPSTREAM_BODY};
 
@@ -36,6 +37,7 @@ pub struct Gateway {
     runtime: RwLock<Arc<Runtime>>,
     connector: Connector,
     pub metrics: Arc<Metrics>,
+    tracer: Tracer,
 }
 
 /// Per-request state, kept for the access log and metrics.
@@ -47,14 +49,26 @@ pub struct RequestCtx {
     pub route: Option<String>,
     pub provider: &'static str,
     pub model: Option<String>,
-    /// The model label: the model if the proxy serves it, else `other`.
+    /// The request-model label: the model if the proxy serves it, else `other`.
     pub model_label: String,
+    /// The model the provider says answered.
+    pub response_model: Option<String>,
+    /// `chat` or `embeddings` (the GenAI `gen_ai.operation.name`).
+    pub operation: &'static str,
     pub stream: bool,
     pub status: u16,
     pub error: Option<ErrorKind>,
     pub usage: Option<Usage>,
     pub upstream_time: Option<Duration>,
     pub first_token: Option<Duration>,
+    /// When the provider call started, relative to `started`.
+    pub upstream_offset: Option<Duration>,
+    /// Trace identity, when spans are exported.
+    pub trace: Option<TraceIds>,
+    /// Wall-clock start, for span timestamps.
+    pub started_wall: SystemTime,
+    /// `METHOD /path`, the SERVER span's name.
+    pub span_name: String,
     inflight: bool,
 }
 
@@ -75,10 +89,20 @@ enum Endpoint {
 impl Gateway {
     /// A gateway serving `runtime`.
     pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
+        let dropped = metrics.spans_dropped.clone();
+        let tracer = match &runtime.telemetry.otlp {
+            Some(target) => Tracer::start(
+                target.clone(),
+                runtime.telemetry.service_name.clone(),
+                dropped,
+            ),
+            None => Tracer::disabled(dropped),
+        };
         Gateway {
             runtime: RwLock::new(Arc::new(runtime)),
             connector: Connector::new(None),
             metrics,
+            tracer,
         }
     }
 
@@ -194,7 +218,13 @@ impl Gateway {
             stream: req.stream,
             track_usage: !req.stream || proxy.track_stream_tokens,
         };
-        let up_req = route.provider.chat_request(&req, &call)?;
+        let mut up_req = route.provider.chat_request(&req, &call)?;
+        if let Some(ids) = &ctx.trace {
+            up_req
+                .headers
+                .push(("traceparent", ids.upstream_traceparent()));
+        }
+        ctx.upstream_offset = Some(ctx.started.elapsed());
         let upstream_started = Instant::now();
         let peer = rt.peer(route).await?;
         let ex =
@@ -218,6 +248,7 @@ impl Gateway {
             ctx.upstream_time = Some(upstream_started.elapsed());
             let resp = route.provider.chat_response(&body, &call)?;
             ctx.usage = resp.usage.clone();
+            ctx.response_model = Some(resp.model.clone());
             let out = match format {
                 InboundKind::Openai => {
                     serde_json::to_vec(&resp).map_err(|e| GatewayError::internal(e.to_string()))?
@@ -287,6 +318,9 @@ impl Gateway {
                         if let Some(fr) = chunk.choices.iter().find_map(|c| c.finish_reason) {
                             finish_reason = Some(fr);
                         }
+                        if ctx.response_model.is_none() && !chunk.model.is_empty() {
+                            ctx.response_model = Some(chunk.model.clone());
+                        }
                         if !chunk.choices.is_empty() {
                             if ctx.first_token.is_none() {
                                 ctx.first_token = Some(ctx.started.elapsed());
@@ -347,6 +381,7 @@ impl Gateway {
         proxy: &Proxy,
         req: portcullis_types::EmbeddingsRequest,
     ) -> Result<(), GatewayError> {
+        ctx.operation = "embeddings";
         let (route, upstream_model) = select_route(proxy, &req.model)?;
         self.note_route(ctx, proxy, route, &req.model, &upstream_model);
         let api_key = provider_key(session, route)?;
@@ -356,7 +391,13 @@ impl Gateway {
             stream: false,
             track_usage: true,
         };
-        let up_req = route.provider.embeddings_request(&req, &call)?;
+        let mut up_req = route.provider.embeddings_request(&req, &call)?;
+        if let Some(ids) = &ctx.trace {
+            up_req
+                .headers
+                .push(("traceparent", ids.upstream_traceparent()));
+        }
+        ctx.upstream_offset = Some(ctx.started.elapsed());
         let started = Instant::now();
         let peer = rt.peer(route).await?;
         let ex =
@@ -374,6 +415,7 @@ impl Gateway {
         }
         let resp = route.provider.embeddings_response(&body, &call)?;
         ctx.usage = Some(Usage::new(resp.usage.prompt_tokens, 0));
+        ctx.response_model = Some(resp.model.clone());
         let out = serde_json::to_vec(&resp).map_err(|e| GatewayError::internal(e.to_string()))?;
         ctx.status = 200;
         write_json(
@@ -399,48 +441,138 @@ impl Gateway {
         ctx.provider = route.kind.label();
         let bare = strip_proxy_prefix(proxy, requested);
         ctx.model = Some(upstream_model.to_owned());
-        ctx.model_label = if proxy
-            .models
-            .iter()
-            .any(|m| m == bare || m == upstream_model)
-        {
-            upstream_model.to_owned()
+        // Only configured names become label values: a client sending
+        // random model names must not create new series.
+        ctx.model_label = if proxy.models.iter().any(|m| m == bare) {
+            bare.to_owned()
         } else {
-            "other".to_owned()
+            crate::metrics::OTHER.to_owned()
         };
     }
 
+    /// Builds the request's SERVER span and the provider call's CLIENT span
+    /// (named and attributed by the OpenTelemetry GenAI conventions).
+    fn export_spans(&self, ctx: &RequestCtx, ids: TraceIds) {
+        let end = ctx.started_wall + ctx.started.elapsed();
+        let error = ctx.status >= 500 || ctx.error.is_some();
+        let mut server_attrs = vec![
+            (
+                "http.response.status_code",
+                Attr::Int(i64::from(ctx.status)),
+            ),
+            ("portcullis.request_id", Attr::Str(ctx.request_id.clone())),
+            (
+                "portcullis.proxy",
+                Attr::Str(ctx.proxy_id.clone().unwrap_or_default()),
+            ),
+        ];
+        if let Some(kind) = ctx.error {
+            server_attrs.push(("error.type", Attr::Str(kind.label().to_owned())));
+        }
+        if let Some(route) = &ctx.route {
+            server_attrs.push(("portcullis.route", Attr::Str(route.clone())));
+        }
+        self.tracer.export(Span {
+            trace_id: ids.trace_id,
+            span_id: ids.server_span,
+            parent: ids.parent,
+            name: ctx.span_name.clone(),
+            kind: 2,
+            start: ctx.started_wall,
+            end,
+            attributes: server_attrs,
+            error,
+        });
+        let (Some(offset), Some(model)) = (ctx.upstream_offset, ctx.model.as_ref()) else {
+            return;
+        };
+        let upstream_end = ctx.started_wall + offset + ctx.upstream_time.unwrap_or_default();
+        let mut attrs = vec![
+            ("gen_ai.operation.name", Attr::Str(ctx.operation.to_owned())),
+            ("gen_ai.provider.name", Attr::Str(ctx.provider.to_owned())),
+            ("gen_ai.request.model", Attr::Str(model.clone())),
+            ("portcullis.stream", Attr::Bool(ctx.stream)),
+        ];
+        if let Some(rm) = &ctx.response_model {
+            attrs.push(("gen_ai.response.model", Attr::Str(rm.clone())));
+        }
+        if let Some(u) = &ctx.usage {
+            attrs.push((
+                "gen_ai.usage.input_tokens",
+                Attr::Int(u.prompt_tokens as i64),
+            ));
+            attrs.push((
+                "gen_ai.usage.output_tokens",
+                Attr::Int(u.completion_tokens as i64),
+            ));
+        }
+        self.tracer.export(Span {
+            trace_id: ids.trace_id,
+            span_id: ids.client_span,
+            parent: Some(ids.server_span),
+            name: format!("{} {}", ctx.operation, model),
+            kind: 3,
+            start: ctx.started_wall + offset,
+            end: upstream_end.min(end),
+            attributes: attrs,
+            error,
+        });
+    }
+
     fn record(&self, ctx: &RequestCtx) {
+        let m = &self.metrics;
         let proxy = ctx.proxy_id.as_deref().unwrap_or("none");
         let model = if ctx.model_label.is_empty() {
             "none"
         } else {
             ctx.model_label.as_str()
         };
+        // OpenAI-compatible servers often echo the requested model, so when
+        // the request model is not a configured one the response model is
+        // client-controlled too and collapses with it.
+        let response_model = if model == crate::metrics::OTHER {
+            crate::metrics::OTHER.to_owned()
+        } else {
+            m.response_model_label(ctx.response_model.as_deref().unwrap_or(""))
+        };
         let error = ctx.error.map(ErrorKind::label).unwrap_or("none");
-        self.metrics
-            .requests
-            .with_label_values(&[proxy, ctx.provider, model, status_class(ctx.status), error])
-            .inc();
+        let labels = crate::metrics::RequestLabels {
+            proxy,
+            route: ctx.route.as_deref().unwrap_or("none"),
+            provider: ctx.provider,
+            request_model: model,
+            response_model: &response_model,
+            key: ctx.key_name.as_deref().unwrap_or("none"),
+        };
+        let class = status_class(ctx.status);
+        m.record_request(&labels, class, error);
         let total = ctx.started.elapsed();
-        self.metrics
-            .request_duration
-            .with_label_values(&[proxy, ctx.provider])
+        m.request_duration
+            .with_label_values(&[proxy, ctx.provider, class])
             .observe(total.as_secs_f64());
-        if let Some(up) = ctx.upstream_time {
-            self.metrics
-                .upstream_duration
+        let upstream = ctx.upstream_time.unwrap_or_default();
+        if ctx.upstream_time.is_some() {
+            m.upstream_duration
                 .with_label_values(&[proxy, ctx.provider])
-                .observe(up.as_secs_f64());
+                .observe(upstream.as_secs_f64());
         }
+        m.gateway_overhead
+            .with_label_values(&[proxy])
+            .observe(total.saturating_sub(upstream).as_secs_f64());
         if let Some(t) = ctx.first_token {
-            self.metrics
-                .time_to_first_token
+            m.time_to_first_token
                 .with_label_values(&[proxy, ctx.provider])
                 .observe(t.as_secs_f64());
+            let output = ctx.usage.as_ref().map(|u| u.completion_tokens).unwrap_or(0);
+            if output > 1 {
+                let per_token = total.saturating_sub(t).as_secs_f64() / (output - 1) as f64;
+                m.time_per_output_token
+                    .with_label_values(&[proxy, ctx.provider])
+                    .observe(per_token);
+            }
         }
         if let Some(u) = &ctx.usage {
-            self.metrics.record_usage(proxy, ctx.provider, model, u);
+            m.record_usage(&labels, ctx.operation, u);
         }
         let (input, output) = ctx
             .usage
@@ -455,13 +587,15 @@ impl Gateway {
             route = ctx.route.as_deref().unwrap_or("-"),
             provider = ctx.provider,
             model = ctx.model.as_deref().unwrap_or("-"),
+            response_model = ctx.response_model.as_deref().unwrap_or("-"),
             stream = ctx.stream,
             status = ctx.status,
             error = error,
             input_tokens = input,
             output_tokens = output,
-            duration_ms = total.as_millis() as u64,
-            upstream_ms = ctx.upstream_time.map(|d| d.as_millis() as u64).unwrap_or(0),
+            duration_ms = total.as_secs_f64() * 1000.0,
+            upstream_ms = upstream.as_secs_f64() * 1000.0,
+            ttft_ms = ctx.first_token.map(|t| t.as_secs_f64() * 1000.0).unwrap_or(0.0),
             "request"
         );
     }
@@ -481,12 +615,18 @@ impl ProxyHttp for Gateway {
             provider: "none",
             model: None,
             model_label: String::new(),
+            response_model: None,
+            operation: "chat",
             stream: false,
             status: 0,
             error: None,
             usage: None,
             upstream_time: None,
             first_token: None,
+            upstream_offset: None,
+            trace: None,
+            started_wall: SystemTime::UNIX_EPOCH,
+            span_name: String::new(),
             inflight: false,
         }
     }
@@ -506,6 +646,17 @@ impl ProxyHttp for Gateway {
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         self.metrics.inflight.inc();
         ctx.inflight = true;
+        if self.tracer.enabled() {
+            let header = session.req_header();
+            ctx.trace = Some(TraceIds::from_traceparent(
+                header
+                    .headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok()),
+            ));
+            ctx.started_wall = SystemTime::now();
+            ctx.span_name = format!("{} {}", header.method, header.uri.path());
+        }
         let mut format = InboundKind::Openai;
         if let Err(e) = self.handle(session, ctx, &mut format).await {
             if e.status >= 500 {
@@ -554,6 +705,9 @@ impl ProxyHttp for Gateway {
         }
         if ctx.status != 0 {
             self.record(ctx);
+            if let Some(ids) = ctx.trace {
+                self.export_spans(ctx, ids);
+            }
         }
     }
 

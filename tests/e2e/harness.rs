@@ -142,6 +142,11 @@ fn uuid_like() -> String {
 }
 
 impl Gateway {
+    /// What the gateway wrote to stderr so far (its logs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.0.join("gateway.log")).unwrap_or_default()
+    }
+
     /// Starts a gateway with `config` (YAML without the listen lines; they are added).
     pub async fn start(config: &str) -> Gateway {
         Self::start_with_env(config, &[]).await

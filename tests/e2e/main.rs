@@ -5,6 +5,7 @@ mod cli;
 mod errors;
 mod formats;
 mod harness;
+mod observability;
 mod providers;
 mod sdk;
 mod tls;
@@ -44,16 +45,19 @@ proxies:
 
 /// A mock and a gateway serving `all_providers_config`.
 pub async fn setup(extra: &str) -> (Mock, Gateway) {
+    setup_with_env(extra, &[]).await
+}
+
+/// `setup` with extra environment variables for the gateway.
+pub async fn setup_with_env(extra: &str, env: &[(&str, &str)]) -> (Mock, Gateway) {
     let mock = Mock::start().await;
-    let gw = Gateway::start_with_env(
-        &all_providers_config(&mock, extra),
-        &[
-            ("PC_KEY", KEY),
-            ("AWS_ACCESS_KEY_ID", "AKIDE2ETEST"),
-            ("AWS_SECRET_ACCESS_KEY", "e2e-secret"),
-        ],
-    )
-    .await;
+    let mut all = vec![
+        ("PC_KEY", KEY),
+        ("AWS_ACCESS_KEY_ID", "AKIDE2ETEST"),
+        ("AWS_SECRET_ACCESS_KEY", "e2e-secret"),
+    ];
+    all.extend_from_slice(env);
+    let gw = Gateway::start_with_env(&all_providers_config(&mock, extra), &all).await;
     (mock, gw)
 }
 

@@ -64,6 +64,9 @@ pub struct FileConfig {
     pub limits: LimitsFile,
     #[serde(default)]
     pub timeouts: TimeoutsFile,
+    /// Metrics and trace export.
+    #[serde(default)]
+    pub telemetry: TelemetryFile,
     #[serde(default)]
     pub providers: Vec<ProviderFile>,
     #[serde(default)]
@@ -94,6 +97,23 @@ pub struct LimitsFile {
     /// Largest accepted request body (default 10 MiB, room for images).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<usize>,
+}
+
+/// Metrics and trace export.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryFile {
+    /// Add the API key's name as a label of the request and token
+    /// counters (default false: cardinality grows with the number of keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_label: Option<bool>,
+    /// OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`);
+    /// spans are posted to `{otlp_endpoint}/v1/traces`. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans (default `portcullis-gateway`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
 }
 
 /// Upstream timeouts.

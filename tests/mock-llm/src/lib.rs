@@ -126,6 +126,13 @@ impl MockLlm {
     /// Serves this mock on an already-bound listener until the future is
     /// dropped; use it to keep a handle on the journal while serving.
     pub async fn serve(&self, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+        // Streams are many small writes: without TCP_NODELAY, Nagle's
+        // algorithm and the client's delayed ACK stall each ~40 ms, which
+        // real providers do not do.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, self.router()).await?;
         Ok(())
     }
