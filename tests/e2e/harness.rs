@@ -142,6 +142,27 @@ fn uuid_like() -> String {
 }
 
 impl Gateway {
+    /// Scrapes `/metrics` once at least `requests` requests have been
+    /// recorded: metrics are recorded just after each response is sent, so
+    /// a scrape right after the last response could miss it.
+    pub async fn metrics_after(&self, requests: f64) -> String {
+        let url = format!("{}/metrics", self.ops_url);
+        let mut text = String::new();
+        for _ in 0..200 {
+            text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            let recorded: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("portcullis_requests_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            if recorded >= requests {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("fewer than {requests} requests recorded:\n{text}")
+    }
+
     /// What the gateway wrote to stderr so far (its logs).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.0.join("gateway.log")).unwrap_or_default()

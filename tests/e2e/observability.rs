@@ -51,15 +51,6 @@ fn series(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
     out
 }
 
-async fn scrape(gw: &Gateway) -> String {
-    reqwest::get(format!("{}/metrics", gw.ops_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn journal_usage(journal: &[Value], provider: &str) -> (f64, f64) {
     journal
         .iter()
@@ -110,7 +101,7 @@ async fn metrics_count_exactly_what_happened() {
     );
 
     let journal = mock.journal().await;
-    let m = scrape(&gw).await;
+    let m = gw.metrics_after(5.0).await;
     let ok = [
         ("proxy", "openai"),
         ("route", "openai"),
@@ -298,7 +289,7 @@ async fn bogus_model_names_do_not_create_label_sets() {
     for t in tasks {
         t.await.unwrap();
     }
-    let m = scrape(&gw).await;
+    let m = gw.metrics_after(1000.0).await;
     let requests: Vec<_> = series(&m, "portcullis_requests_total")
         .into_iter()
         .filter(|(l, _)| l["proxy"] == "local")
@@ -546,4 +537,76 @@ async fn traces_are_exported_over_otlp_with_genai_attributes() {
         s_start <= start && start <= end,
         "client span inside the server span"
     );
+}
+
+/// The shipped alert rules and dashboard stay valid and only use metrics
+/// the gateway exports.
+#[tokio::test]
+async fn alert_rules_and_dashboard_use_real_metrics() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let rules = format!("{root}/docs/prometheus/alerts.yml");
+    match std::process::Command::new("promtool")
+        .args(["check", "rules", &rules])
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) => assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool must be installed in CI"
+        ),
+    }
+    let (_mock, gw) = setup("").await;
+    let r = client()
+        .post(format!("{}/openai/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-5-mini", "stream": true, "messages": [{"role": "user", "content": "a b c"}]}))
+        .send()
+        .await
+        .unwrap();
+    r.text().await.unwrap();
+    let exported = gw.metrics_after(1.0).await;
+    // Labelled families appear with their first series; these only once a
+    // policy runs (see docs/observability.md).
+    let policy_families = [
+        "portcullis_policy_executions_total",
+        "portcullis_policy_duration_seconds",
+        "portcullis_rate_limit_rejections_total",
+        "portcullis_cache_lookups_total",
+    ];
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/docs/grafana/portcullis-gateway.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    exprs.push(std::fs::read_to_string(&rules).unwrap());
+    for text in exprs {
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("portcullis_") {
+                let family = word
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count");
+                assert!(
+                    exported.contains(&format!("# TYPE {family} "))
+                        || policy_families.contains(&family),
+                    "{word} is not exported"
+                );
+            }
+        }
+    }
 }

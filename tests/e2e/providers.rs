@@ -171,12 +171,7 @@ async fn usage_chunk_is_hidden_unless_asked_but_still_counted() {
         }
     }
     // ... and the tokens were counted in the metrics.
-    let metrics = reqwest::get(format!("{}/metrics", gw.ops_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics_after(2.0).await;
     let line = metrics
         .lines()
         .find(|l| {
@@ -431,12 +426,7 @@ async fn stream_token_tracking_can_be_turned_off_per_proxy() {
         .await
         .unwrap();
     assert!(text.contains("\"usage\""), "{text}");
-    let metrics = reqwest::get(format!("{}/metrics", gw.ops_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics_after(2.0).await;
     assert!(
         metrics.contains("portcullis_requests_total{") && metrics.contains("proxy=\"untracked\""),
         "{metrics}"
