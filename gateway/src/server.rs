@@ -29,7 +29,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::inbound::{self, StreamEncoder};
 use crate::metrics::{Metrics, status_class};
 use crate::otlp::{Attr, Span, TraceIds, Tracer};
-use crate::providers::{StreamEvent, UpstreamCall};
+use crate::providers::{StreamEvent, UpstreamCall, parse_upstream_json};
 use crate::upstream::{self, MAX_UPSTREAM_BODY};
 
 /// The gateway service, shared by all requests.
@@ -246,6 +246,18 @@ impl Gateway {
         if !req.stream {
             let body = upstream::read_body(&self.connector, &peer, ex, MAX_UPSTREAM_BODY).await?;
             ctx.upstream_time = Some(upstream_started.elapsed());
+            if format == InboundKind::Openai && speaks_openai(route.kind) {
+                // The provider already answered in the client's format:
+                // read only what accounting needs and forward the body as
+                // it came (faster, and keeps fields the gateway does not
+                // model, such as Azure's content-filter results).
+                let summary: ResponseSummary = parse_upstream_json(route.kind, &body)?;
+                ctx.usage = summary.usage;
+                ctx.response_model = Some(summary.model);
+                ctx.status = 200;
+                write_json(session, ctx, 200, body, &route_headers).await;
+                return Ok(());
+            }
             let resp = route.provider.chat_response(&body, &call)?;
             ctx.usage = resp.usage.clone();
             ctx.response_model = Some(resp.model.clone());
@@ -768,6 +780,25 @@ fn unreachable_gemini() -> ChatRequest {
     }
 }
 
+/// Whether the provider answers in the OpenAI Chat Completions format (the
+/// canonical one), so its responses reach OpenAI clients untranslated.
+fn speaks_openai(kind: crate::providers::ProviderKind) -> bool {
+    use crate::providers::ProviderKind as K;
+    matches!(
+        kind,
+        K::Openai | K::AzureOpenai | K::Mistral | K::OpenaiCompatible
+    )
+}
+
+/// What accounting reads from an OpenAI-format response forwarded as is.
+#[derive(serde::Deserialize)]
+struct ResponseSummary {
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
 /// The proxy whose base path is the longest prefix of `path`, and the rest
 /// of the path after it. Looks up each `/`-boundary prefix from the longest,
 /// so the cost is the path's depth, not the number of proxies.
@@ -1023,9 +1054,10 @@ async fn write_json(
     session: &mut Session,
     ctx: &RequestCtx,
     status: u16,
-    body: Vec<u8>,
+    body: impl Into<Bytes>,
     extra: &[(&str, &str)],
 ) {
+    let body: Bytes = body.into();
     let mut h = response_header(status, ctx, extra);
     let _ = h.insert_header("content-type", "application/json");
     let _ = h.insert_header("content-length", body.len().to_string());
@@ -1034,8 +1066,6 @@ async fn write_json(
         .await
         .is_ok()
     {
-        let _ = session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await;
+        let _ = session.write_response_body(Some(body), true).await;
     }
 }
