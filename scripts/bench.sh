@@ -28,22 +28,20 @@ BENCH_KEY=bench-key "$BIN" gateway --config "$DIR/gw.yaml" 2>/dev/null & GW=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null && break; sleep 0.1; done
 
 run() { "$BIN" bench --url "$1" --concurrency "$2" --seconds "$SECS" $3; }
-field() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d[sys.argv[2]])" "$1" "$2"; }
 
-echo "| mode | concurrency | path | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p99 ms |"
+echo "| mode | concurrency | direct req/s | gateway req/s | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | added p99 ms | added TTFB p50 ms |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for mode in "" "--stream"; do
-  for c in 1 64; do
+  for c in 1 8 64; do
     d=$(run "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" $c "$mode")
     g=$(run "http://127.0.0.1:$GW_PORT/bench/chat/completions" $c "$mode")
     name=${mode:+stream}; name=${name:-non-stream}
-    ap50=$(python3 -c "print(round($(field "$g" p50_ms)-$(field "$d" p50_ms),3))")
-    ap99=$(python3 -c "print(round($(field "$g" p99_ms)-$(field "$d" p99_ms),3))")
-    for pair in "direct:$d" "gateway:$g"; do
-      label=${pair%%:*}; j=${pair#*:}
-      if [ "$label" = gateway ]; then extra="| $ap50 | $ap99 |"; else extra="| | |"; fi
-      printf "| %s | %s | %s | %s | %.3f | %.3f | %.3f %s\n" "$name" "$c" "$label" "$(field "$j" rps)" \
-        "$(field "$j" p50_ms)" "$(field "$j" p90_ms)" "$(field "$j" p99_ms)" "$extra"
-    done
+    python3 - "$name" "$c" "$d" "$g" <<'PY'
+import json, sys
+name, c, d, g = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+r = lambda x: f"{x:.3f}"
+print(f"| {name} | {c} | {d['rps']:.0f} | {g['rps']:.0f} | {r(d['p50_ms'])} / {r(d['p99_ms'])} | {r(g['p50_ms'])} / {r(g['p99_ms'])} "
+      f"| {r(g['p50_ms'] - d['p50_ms'])} | {r(g['p99_ms'] - d['p99_ms'])} | {r(g['ttfb_p50_ms'] - d['ttfb_p50_ms'])} |")
+PY
   done
 done

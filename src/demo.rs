@@ -1,13 +1,10 @@
-//! `portcullis up`: everything on one machine.
-//!
-//! Today this is the gateway, plus (with `--demo`) the mock LLM and demo
-//! proxies in front of it, one per provider format, so every translation
-//! path can be tried with curl or any SDK. The admin service and policy hub
-//! join here as they are built.
+//! `portcullis up`: everything on one machine (see `up.rs`), and the demo's
+//! pieces: the mock LLM, one demo proxy per provider format (so every
+//! translation path can be tried with curl or any SDK), and a standalone
+//! gateway config equivalent to the demo.
 
 use std::path::PathBuf;
 
-use portcullis_gateway::config::{build_runtime, parse_file};
 
 /// Options of `portcullis up`.
 pub struct UpOptions {
@@ -15,6 +12,9 @@ pub struct UpOptions {
     pub port: u16,
     pub ops_port: u16,
     pub mock_port: u16,
+    pub admin_port: u16,
+    /// The policy hub admin validates attachments against.
+    pub hub_url: Option<String>,
     pub data_dir: PathBuf,
 }
 
@@ -28,7 +28,7 @@ pub fn generate_key() -> String {
 }
 
 /// The demo configuration: the mock LLM behind one proxy per provider format.
-fn demo_config(o: &UpOptions, key_hash: &str) -> String {
+pub fn demo_config(o: &UpOptions, key_hash: &str) -> String {
     let mock = format!("http://127.0.0.1:{}", o.mock_port);
     format!(
         r#"# Written by `portcullis up --demo`; a gateway config you can start from.
@@ -92,24 +92,12 @@ proxies:
 
 /// Runs `portcullis up`.
 pub fn up(o: UpOptions) -> anyhow::Result<()> {
-    if !o.demo {
-        anyhow::bail!(
-            "`portcullis up` without --demo needs the admin service, which is not built yet; \
-             run `portcullis up --demo`, or `portcullis gateway --config FILE`"
-        );
-    }
-    std::fs::create_dir_all(&o.data_dir)?;
-    let key = generate_key();
-    let hash: String = portcullis_gateway::config::hash_key(&key)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let text = demo_config(&o, &hash);
-    let config_path = o.data_dir.join("demo-gateway.yaml");
-    std::fs::write(&config_path, &text)?;
+    crate::up::run(o)
+}
 
+/// Starts the mock LLM on its own threads; returns once it listens.
+pub fn start_mock(mock_port: u16) -> anyhow::Result<()> {
     // The mock LLM runs on its own threads beside the gateway.
-    let mock_port = o.mock_port;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("mock-llm".into())
@@ -142,31 +130,5 @@ pub fn up(o: UpOptions) -> anyhow::Result<()> {
             });
         })?;
     rx.recv()??;
-
-    let env = |name: &str| match name {
-        // The mock checks the SigV4 header's shape, not these values.
-        "PORTCULLIS_DEMO_AWS_KEY" => Some("AKIDPORTCULLISDEMO".to_owned()),
-        "PORTCULLIS_DEMO_AWS_SECRET" => Some("portcullis-demo-secret".to_owned()),
-        other => std::env::var(other).ok(),
-    };
-    let runtime = build_runtime(&parse_file(&text)?, &env)?;
-    println!("Portcullis is up (demo).");
-    println!(
-        "  gateway   http://127.0.0.1:{}   (metrics: http://127.0.0.1:{}/metrics)",
-        o.port, o.ops_port
-    );
-    println!("  mock LLM  http://127.0.0.1:{}", o.mock_port);
-    println!("  config    {}", config_path.display());
-    println!(
-        "  proxies   /demo (OpenAI), /demo-anthropic, /demo-gemini, /demo-bedrock, /demo-mistral"
-    );
-    println!("  API key   {key}   (shown once)");
-    println!();
-    println!("Try it:");
-    println!(
-        "  curl http://127.0.0.1:{}/demo/chat/completions -H 'Authorization: Bearer {key}' -H 'content-type: application/json' -d '{{\"model\":\"gpt-5-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello Portcullis\"}}]}}'",
-        o.port
-    );
-    println!();
-    portcullis_gateway::run::run(runtime, portcullis_gateway::run::RunOptions::default())
+    Ok(())
 }

@@ -1,7 +1,11 @@
 //! `portcullis`: the one binary of the Portcullis LLM gateway.
 
+mod admin_cli;
 mod bench;
 mod demo;
+mod up;
+mod hub_cli;
+mod policy_cli;
 
 use std::path::PathBuf;
 
@@ -42,6 +46,12 @@ enum Command {
         /// Mock LLM port (with --demo).
         #[arg(long, default_value_t = 8099)]
         mock_port: u16,
+        /// Admin API port.
+        #[arg(long, default_value_t = 8090)]
+        admin_port: u16,
+        /// The policy hub admin validates policy settings against.
+        #[arg(long, env = "PORTCULLIS_HUB_URL")]
+        hub_url: Option<String>,
         /// Where state is kept.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
@@ -49,15 +59,32 @@ enum Command {
     /// Run a gateway from a declarative configuration file.
     Gateway {
         /// The configuration file (YAML).
-        #[arg(long)]
-        config: PathBuf,
+        #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
+        config: Option<PathBuf>,
         /// Check the file and exit without starting.
         #[arg(long)]
         validate: bool,
         /// Worker threads (default: number of CPUs).
         #[arg(long)]
         threads: Option<usize>,
+        /// Managed mode: the admin service to take the configuration from.
+        #[arg(long, env = "PORTCULLIS_ADMIN_URL")]
+        admin: Option<String>,
+        /// Managed mode: the gateway token admin gave at registration.
+        #[arg(long, env = "PORTCULLIS_GATEWAY_TOKEN", hide_env_values = true, requires = "admin")]
+        token: Option<String>,
+        /// Managed mode: traffic listener.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: String,
+        /// Managed mode: operations listener (/metrics, /healthz, /readyz).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        ops_listen: String,
+        /// Managed mode: where the last good configuration is kept.
+        #[arg(long, default_value = "./data/gateway")]
+        data_dir: PathBuf,
     },
+    /// Run the admin service, or call it (`portcullis admin proxies list`).
+    Admin(admin_cli::AdminArgs),
     /// Run the mock LLM provider (OpenAI, Azure, Anthropic, Gemini, Bedrock, Mistral formats).
     MockLlm {
         #[arg(long, default_value = "127.0.0.1")]
@@ -88,11 +115,30 @@ enum Command {
         #[arg(long, default_value_t = 1024)]
         body_bytes: usize,
     },
+    /// Run the policy hub: publish, discover and serve policies.
+    Hub(hub_cli::HubArgs),
+    /// The policy author's workflow.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Proxy API keys: generate one, or print the hash a config file stores.
     Key {
         #[command(subcommand)]
         command: KeyCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Scaffold a policy crate.
+    New(policy_cli::NewArgs),
+    /// Build a policy crate to a wasm32-wasip2 component and its artifact.
+    Build(policy_cli::DirArgs),
+    /// Run a policy's unit tests with the local test host.
+    Test(policy_cli::DirArgs),
+    /// Publish a built policy (`manifest.json` + `policy.wasm`) to a hub.
+    Publish(hub_cli::PublishArgs),
 }
 
 #[derive(Subcommand)]
@@ -125,7 +171,31 @@ fn main() -> anyhow::Result<()> {
             config,
             validate,
             threads,
+            admin,
+            token,
+            listen,
+            ops_listen,
+            data_dir,
         } => {
+            let mut opts = portcullis_gateway::run::RunOptions::default();
+            if let Some(t) = threads {
+                opts.threads = t;
+            }
+            let Some(config) = config else {
+                let (Some(admin_url), Some(token)) = (admin, token) else {
+                    anyhow::bail!("managed mode needs --admin URL and --token T");
+                };
+                return portcullis_gateway::managed::run(portcullis_gateway::managed::ManagedOptions {
+                    admin_url,
+                    token,
+                    data_dir,
+                    listen,
+                    ops_listen,
+                    run: opts,
+                    poll_wait: 25,
+                    heartbeat_every: std::time::Duration::from_secs(5),
+                });
+            };
             let runtime = match portcullis_gateway::config::load_file(&config) {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -143,10 +213,6 @@ fn main() -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let mut opts = portcullis_gateway::run::RunOptions::default();
-            if let Some(t) = threads {
-                opts.threads = t;
-            }
             portcullis_gateway::run::run(runtime, opts)
         }
         Command::MockLlm { host, port } => {
@@ -162,12 +228,16 @@ fn main() -> anyhow::Result<()> {
             port,
             ops_port,
             mock_port,
+            admin_port,
+            hub_url,
             data_dir,
         } => demo::up(demo::UpOptions {
             demo,
             port,
             ops_port,
             mock_port,
+            admin_port,
+            hub_url,
             data_dir,
         }),
         Command::Bench {
@@ -192,6 +262,14 @@ fn main() -> anyhow::Result<()> {
                 body_bytes,
             }))
         }
+        Command::Hub(args) => hub_cli::run_hub(args),
+        Command::Admin(args) => admin_cli::run(args),
+        Command::Policy { command } => match command {
+            PolicyCommand::Publish(args) => hub_cli::run_publish(args),
+            PolicyCommand::New(args) => policy_cli::new(args),
+            PolicyCommand::Build(args) => policy_cli::build(args),
+            PolicyCommand::Test(args) => policy_cli::test(args),
+        },
         Command::Key { command } => {
             match command {
                 KeyCommand::Generate => {

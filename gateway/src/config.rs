@@ -83,6 +83,10 @@ pub struct Proxy {
     pub routes: Vec<Route>,
     /// Model ids listed by `GET /models`, without the proxy prefix.
     pub models: Vec<String>,
+    /// How requests pick a route, route health and the retry budget.
+    pub routing: crate::routing::RoutingTable,
+    /// The proxy's policy chain, if it attaches policies.
+    pub policies: Option<Arc<crate::policy::Chain>>,
 }
 
 /// A validated route.
@@ -236,7 +240,8 @@ pub fn parse_file(text: &str) -> Result<FileConfig, ConfigError> {
 pub fn load_file(path: &Path) -> Result<Runtime, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| cfg_err(path.display().to_string(), format!("cannot read: {e}")))?;
-    let file = parse_file(&text)?;
+    let mut file = parse_file(&text)?;
+    crate::routing::rebase_files(&mut file, path);
     build_runtime(&file, &|name| std::env::var(name).ok())
 }
 
@@ -263,6 +268,8 @@ pub fn build_runtime(
     }
 
     let mut proxies = HashMap::new();
+    // Created when the first proxy attaches a policy, shared by all.
+    let mut policy_engine = None;
     let mut ids = HashSet::new();
     for (pi, pf) in file.proxies.iter().enumerate() {
         let at = |field: &str| format!("proxies[{pi}].{field}");
@@ -305,6 +312,7 @@ pub fn build_runtime(
             };
             routes.push(build_route(rf, prov, prov_i, &rat, env)?);
         }
+        let routing = crate::routing::build(pi, pf, &routes, &file.providers, env)?;
         let mut keys = HashMap::new();
         for (ki, kf) in pf.keys.iter().enumerate() {
             let kat = format!("proxies[{pi}].keys[{ki}]");
@@ -339,6 +347,7 @@ pub fn build_runtime(
             }
         }
         let mut seen = HashSet::new();
+        models.extend(routing.listed_aliases().cloned());
         models.retain(|m| seen.insert(m.clone()));
         let inbound = pf
             .inbound
@@ -370,6 +379,8 @@ pub fn build_runtime(
                 keys,
                 routes,
                 models,
+                routing,
+                policies: crate::policy::chain_for_proxy(&mut policy_engine, file, pi, pf, env)?,
             }),
         );
     }
@@ -391,7 +402,7 @@ pub fn build_runtime(
     })
 }
 
-fn build_route(
+pub(crate) fn build_route(
     rf: &RouteFile,
     prov: &ProviderFile,
     prov_i: usize,
@@ -509,9 +520,10 @@ fn build_route(
         aws,
     };
     Ok(Route {
-        name: match &rf.model {
-            Some(m) => format!("{}/{m}", prov.name),
-            None => prov.name.clone(),
+        name: match (&rf.name, &rf.model) {
+            (Some(n), _) => n.clone(),
+            (None, Some(m)) => format!("{}/{m}", prov.name),
+            (None, None) => prov.name.clone(),
         },
         provider_name: prov.name.clone(),
         provider: providers::build(prov.kind, settings),
@@ -519,7 +531,7 @@ fn build_route(
         upstream,
         target_model: rf.model.clone(),
         key,
-        models: prov.models.clone(),
+        models: rf.models.clone().unwrap_or_else(|| prov.models.clone()),
     })
 }
 

@@ -6,12 +6,19 @@
 
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod inbound;
+pub mod managed;
 pub mod metrics;
 pub mod ops;
 pub mod otlp;
+pub mod policy;
+pub mod policy_fetch;
+pub mod prompt_guard;
 pub mod providers;
+pub mod routing;
 pub mod run;
+pub mod semantic;
 pub mod server;
 
 pub mod sse;

@@ -19,6 +19,9 @@ use portcullis_types::Usage;
 /// The value recorded for a label whose real value is not allowed.
 pub const OTHER: &str = "other";
 
+/// Distinct (policy, name) custom metrics kept.
+const MAX_POLICY_METRICS: usize = 256;
+
 /// Distinct response-model values kept before collapsing to `other`.
 const MAX_RESPONSE_MODELS: usize = 200;
 
@@ -40,6 +43,10 @@ pub struct Metrics {
     pub rate_limit_rejections: IntCounterVec,
     pub cache_lookups: IntCounterVec,
     pub spans_dropped: IntCounter,
+    /// Custom metrics of policies (the `metrics` capability).
+    pub policy_custom: IntCounterVec,
+    pub policy_custom_value: HistogramVec,
+    policy_custom_names: Mutex<HashSet<String>>,
     response_models: Mutex<HashSet<String>>,
 }
 
@@ -169,7 +176,7 @@ impl Metrics {
                 .expect("valid metric"),
             policy_executions: counter(
                 "portcullis_policy_executions_total",
-                "Policy runs by policy, version, phase and outcome (continue, modified, rejected, responded, error, timeout).",
+                "Policy runs by policy, version, phase and outcome (continue, modified, rejected, responded, error, timeout, memory).",
                 &["policy", "version", "phase", "outcome"],
             ),
             policy_duration: histogram(
@@ -193,6 +200,18 @@ impl Metrics {
                 "Trace spans dropped because the exporter could not keep up or failed.",
             )
             .expect("valid metric"),
+            policy_custom: counter(
+                "portcullis_policy_custom_total",
+                "Counters that policies define, by policy and name.",
+                &["policy", "name"],
+            ),
+            policy_custom_value: histogram(
+                "portcullis_policy_custom_value",
+                "Observations that policies record, by policy and name.",
+                TOKEN_BUCKETS,
+                &["policy", "name"],
+            ),
+            policy_custom_names: Mutex::new(HashSet::new()),
             response_models: Mutex::new(HashSet::new()),
             registry,
         };
@@ -211,11 +230,44 @@ impl Metrics {
             Box::new(m.rate_limit_rejections.clone()),
             Box::new(m.cache_lookups.clone()),
             Box::new(m.spans_dropped.clone()),
+            Box::new(m.policy_custom.clone()),
+            Box::new(m.policy_custom_value.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric registered once");
         }
         m
+    }
+
+    /// Whether a policy's custom metric name may be recorded: names are
+    /// `[a-z0-9_]{1,64}` and at most `MAX_POLICY_METRICS` distinct
+    /// (policy, name) pairs exist, so policies cannot explode cardinality.
+    fn policy_metric_allowed(&self, policy: &str, name: &str) -> bool {
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return false;
+        }
+        let Ok(mut seen) = self.policy_custom_names.lock() else {
+            return false;
+        };
+        let key = format!("{policy}/{name}");
+        seen.contains(&key) || (seen.len() < MAX_POLICY_METRICS && seen.insert(key))
+    }
+
+    /// Adds to a policy's custom counter.
+    pub fn policy_custom_add(&self, policy: &str, name: &str, value: u64) {
+        if self.policy_metric_allowed(policy, name) {
+            self.policy_custom.with_label_values(&[policy, name]).inc_by(value);
+        }
+    }
+
+    /// Records an observation of a policy's custom histogram.
+    pub fn policy_custom_observe(&self, policy: &str, name: &str, value: f64) {
+        if self.policy_metric_allowed(policy, name) && value.is_finite() {
+            self.policy_custom_value.with_label_values(&[policy, name]).observe(value);
+        }
     }
 
     /// The response model as a label value: kept as reported while fewer

@@ -32,6 +32,16 @@ impl Default for RunOptions {
 
 /// Runs the gateway until the process is stopped. Never returns.
 pub fn run(runtime: Runtime, opts: RunOptions) -> anyhow::Result<()> {
+    run_with(runtime, opts, |_| Ok(()))
+}
+
+/// Like `run`, first handing `on_start` a handle that swaps the
+/// configuration while the gateway serves (managed mode).
+pub fn run_with(
+    runtime: Runtime,
+    opts: RunOptions,
+    on_start: impl FnOnce(crate::managed::RuntimeHandle) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: opts.threads.max(1),
         // Streams can last minutes; on shutdown give them time to finish.
@@ -48,6 +58,7 @@ pub fn run(runtime: Runtime, opts: RunOptions) -> anyhow::Result<()> {
     let ops_listen = runtime.ops_listen.clone();
     let tls = runtime.tls.clone();
     let gateway = Gateway::new(runtime, metrics.clone());
+    on_start(gateway.runtime_handle())?;
 
     let mut traffic = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

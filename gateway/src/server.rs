@@ -30,14 +30,18 @@ use crate::inbound::{self, StreamEncoder};
 use crate::metrics::{Metrics, status_class};
 use crate::otlp::{Attr, Span, TraceIds, Tracer};
 use crate::providers::{StreamEvent, UpstreamCall, parse_upstream_json};
+use crate::routing::{RoutingEnv, RoutingMetrics};
 use crate::upstream::{self, MAX_UPSTREAM_BODY};
 
 /// The gateway service, shared by all requests.
 pub struct Gateway {
-    runtime: RwLock<Arc<Runtime>>,
+    /// Shared with the managed-mode agent, which swaps it (`runtime_handle`).
+    runtime: Arc<RwLock<Arc<Runtime>>>,
     connector: Connector,
     pub metrics: Arc<Metrics>,
     tracer: Tracer,
+    /// Route health, failover and semantic routing metrics.
+    routing_metrics: RoutingMetrics,
 }
 
 /// Per-request state, kept for the access log and metrics.
@@ -99,8 +103,9 @@ impl Gateway {
             None => Tracer::disabled(dropped),
         };
         Gateway {
-            runtime: RwLock::new(Arc::new(runtime)),
+            runtime: Arc::new(RwLock::new(Arc::new(runtime))),
             connector: Connector::new(None),
+            routing_metrics: RoutingMetrics::new(&metrics.registry),
             metrics,
             tracer,
         }
@@ -112,6 +117,12 @@ impl Gateway {
             .read()
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// A handle that swaps this gateway's configuration from outside the
+    /// service (the managed-mode agent), like `replace_runtime`.
+    pub fn runtime_handle(&self) -> crate::managed::RuntimeHandle {
+        crate::managed::RuntimeHandle::new(self.runtime.clone())
     }
 
     /// Swaps in a new configuration; requests in flight finish on the old one.
@@ -199,6 +210,8 @@ impl Gateway {
         }
     }
 
+    /// Routes a chat request (prompt guard, strategy, fallback) and tries
+    /// its candidate routes in turn until one answers; see `routing`.
     async fn chat(
         &self,
         session: &mut Session,
@@ -206,19 +219,87 @@ impl Gateway {
         rt: &Runtime,
         proxy: &Proxy,
         format: InboundKind,
-        req: ChatRequest,
+        mut req: ChatRequest,
     ) -> Result<(), GatewayError> {
-        let (route, upstream_model) = select_route(proxy, &req.model)?;
         ctx.stream = req.stream;
-        self.note_route(ctx, proxy, route, &req.model, &upstream_model);
+        // The proxy's policy chain sees the request before routing; it may
+        // change it, reject it, or answer it (cache hit).
+        let mut policies = None;
+        if let Some(chain) = &proxy.policies {
+            let mut run = chain.start(Some(self.metrics.clone())).await?;
+            let meta = crate::policy::RequestMeta {
+                request_id: &ctx.request_id,
+                proxy_id: &proxy.id,
+                key_id: ctx.key_name.as_deref().unwrap_or(""),
+                format,
+                headers: &session.req_header().headers,
+            };
+            match run.on_request(&mut req, &meta)? {
+                crate::policy::RequestOutcome::Continue => policies = Some(run),
+                crate::policy::RequestOutcome::Respond { status, response } => {
+                    return self
+                        .respond_direct(session, ctx, format, &req, status, response, run)
+                        .await;
+                }
+            }
+        }
+        let env = RoutingEnv {
+            connector: &self.connector,
+            runtime: rt,
+            metrics: &self.routing_metrics,
+        };
+        let mut attempts =
+            crate::routing::plan(&env, proxy, &req.model, Some(&req), &ctx.request_id).await?;
+        let mut clock = AttemptClock::default();
+        loop {
+            let route = attempts.route();
+            self.note_route(ctx, proxy, route, &req.model, attempts.model());
+            let result = self
+                .chat_once(session, ctx, rt, proxy, format, &req, route, attempts.model(), &mut policies)
+                .await;
+            match result {
+                Ok(()) => {
+                    clock.settle(ctx);
+                    attempts.finished(ctx.error);
+                    return Ok(());
+                }
+                Err(e) => {
+                    clock.failed(ctx);
+                    if let Err(e) = attempts.failed(e, &ctx.request_id) {
+                        clock.settle(ctx);
+                        return Err(e);
+                    }
+                }
+            }
+            // What a failed attempt saw must not leak into the next one.
+            ctx.first_token = None;
+            ctx.response_model = None;
+        }
+    }
+
+    /// One attempt on one route. Returns `Err` only when nothing has been
+    /// written to the client, so the caller may still try another route.
+    #[allow(clippy::too_many_arguments)]
+    async fn chat_once(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+        proxy: &Proxy,
+        format: InboundKind,
+        req: &ChatRequest,
+        route: &Route,
+        upstream_model: &str,
+        policies: &mut Option<crate::policy::ChainRun>,
+    ) -> Result<(), GatewayError> {
         let api_key = provider_key(session, route)?;
         let call = UpstreamCall {
-            model: &upstream_model,
+            model: upstream_model,
             api_key: api_key.as_deref(),
             stream: req.stream,
             track_usage: !req.stream || proxy.track_stream_tokens,
         };
-        let mut up_req = route.provider.chat_request(&req, &call)?;
+        let mut up_req = route.provider.chat_request(req, &call)?;
         if let Some(ids) = &ctx.trace {
             up_req
                 .headers
@@ -229,7 +310,13 @@ impl Gateway {
         let peer = rt.peer(route).await?;
         let ex =
             upstream::send(&self.connector, &peer, &route.upstream.host_header, &up_req).await?;
-        let route_headers = [("x-portcullis-route", route.name.as_str())];
+        // Headers the request-phase policies added (e.g. x-ratelimit-*).
+        let policy_headers: Vec<(String, String)> = policies
+            .as_ref()
+            .map(|r| r.response_headers().to_vec())
+            .unwrap_or_default();
+        let mut route_headers = vec![("x-portcullis-route", route.name.as_str())];
+        route_headers.extend(policy_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
 
         if !(200..300).contains(&ex.status) {
             let status = ex.status;
@@ -246,7 +333,7 @@ impl Gateway {
         if !req.stream {
             let body = upstream::read_body(&self.connector, &peer, ex, MAX_UPSTREAM_BODY).await?;
             ctx.upstream_time = Some(upstream_started.elapsed());
-            if format == InboundKind::Openai && speaks_openai(route.kind) {
+            if format == InboundKind::Openai && speaks_openai(route.kind) && policies.is_none() {
                 // The provider already answered in the client's format:
                 // read only what accounting needs and forward the body as
                 // it came (faster, and keeps fields the gateway does not
@@ -258,9 +345,16 @@ impl Gateway {
                 write_json(session, ctx, 200, body, &route_headers).await;
                 return Ok(());
             }
-            let resp = route.provider.chat_response(&body, &call)?;
+            let mut resp = route.provider.chat_response(&body, &call)?;
             ctx.usage = resp.usage.clone();
             ctx.response_model = Some(resp.model.clone());
+            let mut policy_headers = Vec::new();
+            if let Some(run) = policies.as_mut() {
+                run.on_response(&mut resp, false)?;
+                policy_headers = run.response_headers().to_vec();
+            }
+            let mut route_headers = route_headers.clone();
+            route_headers.extend(policy_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             let out = match format {
                 InboundKind::Openai => {
                     serde_json::to_vec(&resp).map_err(|e| GatewayError::internal(e.to_string()))?
@@ -270,6 +364,9 @@ impl Gateway {
             };
             ctx.status = 200;
             write_json(session, ctx, 200, out, &route_headers).await;
+            if let Some(run) = policies.as_mut() {
+                run.complete(200, Some(&resp), false, resp.usage.as_ref(), &resp.model);
+            }
             return Ok(());
         }
 
@@ -289,14 +386,10 @@ impl Gateway {
         let _ = header.insert_header("content-type", "text/event-stream");
         let _ = header.insert_header("cache-control", "no-cache");
         let _ = header.insert_header("transfer-encoding", "chunked");
-        ctx.status = 200;
-        if session
-            .write_response_header(Box::new(header), false)
-            .await
-            .is_err()
-        {
-            return Ok(()); // the client went away
-        }
+        // The header goes out with the first piece of the answer, not
+        // before: until then a failed stream is a plain HTTP error and
+        // another route may still take the request.
+        let mut header = Some(header);
         let track = proxy.track_stream_tokens;
         let mut usage: Option<Usage> = None;
         let mut finish_reason = None;
@@ -337,7 +430,18 @@ impl Gateway {
                             if ctx.first_token.is_none() {
                                 ctx.first_token = Some(ctx.started.elapsed());
                             }
-                            encoder.chunk(&chunk, &mut out);
+                            // Policies may rewrite the chunk's text, or
+                            // hold the whole stream back (output guardrails).
+                            let send = match policies.as_mut() {
+                                None => true,
+                                Some(run) => run.on_chunk(&mut chunk).unwrap_or_else(|e| {
+                                    failed.get_or_insert(e);
+                                    false
+                                }),
+                            };
+                            if send {
+                                encoder.chunk(&chunk, &mut out);
+                            }
                         }
                     }
                     StreamEvent::Error(e) => {
@@ -352,6 +456,16 @@ impl Gateway {
             }
             if !out.is_empty() {
                 let piece = out.split().freeze();
+                if let Some(h) = header.take() {
+                    ctx.status = 200;
+                    if session
+                        .write_response_header(Box::new(h), false)
+                        .await
+                        .is_err()
+                    {
+                        return Ok(()); // the client went away
+                    }
+                }
                 if session
                     .write_response_body(Some(piece), false)
                     .await
@@ -372,6 +486,24 @@ impl Gateway {
                 "the provider closed the stream before it was complete",
             ));
         }
+        if let (None, Some(run)) = (&failed, policies.as_mut()) {
+            match run.finish_stream(usage.as_ref(), finish_reason) {
+                Ok(extra) => {
+                    for c in &extra {
+                        encoder.chunk(c, &mut out);
+                    }
+                    if let Some(h) = header.as_mut() {
+                        for (k, v) in run.response_headers() {
+                            let _ = h.insert_header(k.clone(), v.as_str());
+                        }
+                    }
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let (Some(e), Some(_)) = (&failed, &header) {
+            return Err(e.clone()); // nothing reached the client
+        }
         match &failed {
             Some(e) => {
                 ctx.error = Some(e.kind);
@@ -379,9 +511,59 @@ impl Gateway {
             }
             None => encoder.finish(usage.as_ref(), finish_reason, &mut out),
         }
+        if let Some(run) = policies.as_mut() {
+            let status = failed.as_ref().map(|e| e.status).unwrap_or(200);
+            let model = ctx.response_model.clone().unwrap_or_default();
+            run.complete(status, None, true, usage.as_ref(), &model);
+        }
         // Untracked proxies show usage a client asked for, but do not count it.
         ctx.usage = if track { usage } else { None };
+        if let Some(h) = header.take() {
+            ctx.status = 200;
+            if session
+                .write_response_header(Box::new(h), false)
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
         let _ = session.write_response_body(Some(out.freeze()), true).await;
+        Ok(())
+    }
+
+    /// Answers with a policy's direct response (a cache hit): in the
+    /// client's format, streamed when it asked for a stream. No provider
+    /// is called and no provider tokens are counted.
+    #[allow(clippy::too_many_arguments)]
+    async fn respond_direct(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        format: InboundKind,
+        req: &ChatRequest,
+        status: u16,
+        resp: portcullis_types::ChatResponse,
+        mut run: crate::policy::ChainRun,
+    ) -> Result<(), GatewayError> {
+        ctx.response_model = Some(resp.model.clone());
+        ctx.route = Some("policy".into());
+        ctx.status = status;
+        let headers = run.response_headers().to_vec();
+        let extra: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if req.stream {
+            let mut h = response_header(status, ctx, &extra);
+            let _ = h.insert_header("content-type", "text/event-stream");
+            let _ = h.insert_header("cache-control", "no-cache");
+            let body = crate::policy::render::stream_body(format, req, &resp);
+            if session.write_response_header(Box::new(h), false).await.is_ok() {
+                let _ = session.write_response_body(Some(Bytes::from(body)), true).await;
+            }
+        } else {
+            let body = crate::policy::render::json_body(format, &resp);
+            write_json(session, ctx, status, body, &extra).await;
+        }
+        run.complete(status, Some(&resp), req.stream, resp.usage.as_ref(), &resp.model);
         Ok(())
     }
 
@@ -394,16 +576,56 @@ impl Gateway {
         req: portcullis_types::EmbeddingsRequest,
     ) -> Result<(), GatewayError> {
         ctx.operation = "embeddings";
-        let (route, upstream_model) = select_route(proxy, &req.model)?;
-        self.note_route(ctx, proxy, route, &req.model, &upstream_model);
+        let env = RoutingEnv {
+            connector: &self.connector,
+            runtime: rt,
+            metrics: &self.routing_metrics,
+        };
+        let mut attempts =
+            crate::routing::plan(&env, proxy, &req.model, None, &ctx.request_id).await?;
+        let mut clock = AttemptClock::default();
+        loop {
+            let route = attempts.route();
+            self.note_route(ctx, proxy, route, &req.model, attempts.model());
+            let result = self
+                .embeddings_once(session, ctx, rt, &req, route, attempts.model())
+                .await;
+            match result {
+                Ok(()) => {
+                    clock.settle(ctx);
+                    attempts.finished(ctx.error);
+                    return Ok(());
+                }
+                Err(e) => {
+                    clock.failed(ctx);
+                    if let Err(e) = attempts.failed(e, &ctx.request_id) {
+                        clock.settle(ctx);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One embeddings attempt on one route; `Err` means nothing was sent
+    /// to the client.
+    async fn embeddings_once(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+        req: &portcullis_types::EmbeddingsRequest,
+        route: &Route,
+        upstream_model: &str,
+    ) -> Result<(), GatewayError> {
         let api_key = provider_key(session, route)?;
         let call = UpstreamCall {
-            model: &upstream_model,
+            model: upstream_model,
             api_key: api_key.as_deref(),
             stream: false,
             track_usage: true,
         };
-        let mut up_req = route.provider.embeddings_request(&req, &call)?;
+        let mut up_req = route.provider.embeddings_request(req, &call)?;
         if let Some(ids) = &ctx.trace {
             up_req
                 .headers
@@ -958,28 +1180,6 @@ fn model_list(proxy: &Proxy) -> ModelList {
     }
 }
 
-/// Picks the route and the model the provider will see.
-fn select_route<'p>(
-    proxy: &'p Proxy,
-    requested: &str,
-) -> Result<(&'p Route, String), GatewayError> {
-    let bare = strip_proxy_prefix(proxy, requested);
-    let route = &proxy.routes[0];
-    if let Some(target) = &route.target_model {
-        return Ok((route, target.clone()));
-    }
-    if bare.is_empty() {
-        return Err(GatewayError::invalid_param(
-            "model",
-            "You must provide a model parameter.",
-        ));
-    }
-    if !route.models.is_empty() && !route.models.iter().any(|m| m == bare) {
-        return Err(GatewayError::model_not_found(requested));
-    }
-    Ok((route, bare.to_owned()))
-}
-
 /// The provider key for this call: static, or taken from the client's request.
 fn provider_key(session: &Session, route: &Route) -> Result<Option<String>, GatewayError> {
     match &route.key {
@@ -999,6 +1199,30 @@ fn provider_key(session: &Session, route: &Route) -> Result<Option<String>, Gate
                 ))
             })
         }
+    }
+}
+
+/// Provider time across a request's attempts: every attempt's wait counts
+/// as upstream time, so failovers are not reported as gateway overhead, and
+/// the provider span starts with the first attempt.
+#[derive(Default)]
+struct AttemptClock {
+    first_offset: Option<Duration>,
+    waited: Duration,
+}
+
+impl AttemptClock {
+    fn failed(&mut self, ctx: &mut RequestCtx) {
+        self.first_offset = self.first_offset.or(ctx.upstream_offset);
+        self.waited += ctx.upstream_time.take().unwrap_or_default();
+    }
+
+    fn settle(&self, ctx: &mut RequestCtx) {
+        if self.first_offset.is_none() {
+            return;
+        }
+        ctx.upstream_offset = self.first_offset;
+        ctx.upstream_time = Some(self.waited + ctx.upstream_time.unwrap_or_default());
     }
 }
 

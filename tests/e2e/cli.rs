@@ -5,7 +5,11 @@ use crate::harness::{TempDir, run_cli, run_cli_env};
 #[test]
 fn validate_accepts_examples_and_names_the_bad_field() {
     let root = env!("CARGO_MANIFEST_DIR");
-    for ex in ["examples/gateway.yaml", "examples/multi-provider.yaml"] {
+    for ex in [
+        "examples/gateway.yaml",
+        "examples/multi-provider.yaml",
+        "examples/routing.yaml",
+    ] {
         let env = [("OPENAI_API_KEY", "sk-x"), ("APP_KEY", "pk-x")];
         let (code, out, err) = run_cli_env(
             &["gateway", "--validate", "--config", &format!("{root}/{ex}")],
@@ -67,7 +71,8 @@ async fn up_demo_prints_a_curl_line_that_works() {
             "--ops-port",
             &ops.to_string(),
         ])
-        .args(["--mock-port", &mock.to_string(), "--data-dir"])
+        .args(["--mock-port", &mock.to_string()])
+        .args(["--admin-port", &free_port().to_string(), "--data-dir"])
         .arg(&dir.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -13,6 +13,13 @@ pub struct Proc {
     child: Child,
 }
 
+impl Proc {
+    /// Owns `child`: it is killed when the `Proc` is dropped.
+    pub fn new(child: Child) -> Proc {
+        Proc { child }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();

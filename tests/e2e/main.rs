@@ -1,12 +1,16 @@
 //! End-to-end tests: the real `portcullis` binary (gateway and mock LLM)
 //! on loopback, driven over HTTP as a client would.
 
+mod admin;
 mod cli;
 mod errors;
 mod formats;
 mod harness;
+mod hub;
 mod observability;
+mod policies;
 mod providers;
+mod routing;
 mod sdk;
 mod tls;
 

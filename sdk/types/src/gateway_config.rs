@@ -31,7 +31,7 @@ impl ProviderKind {
         }
     }
 
-    /// The public base URL used when a provider's config gives none.
+        /// The public base URL used when a provider's config gives none.
     pub fn default_base_url(self) -> Option<&'static str> {
         match self {
             ProviderKind::Openai => Some("https://api.openai.com/v1"),
@@ -71,6 +71,9 @@ pub struct FileConfig {
     pub providers: Vec<ProviderFile>,
     #[serde(default)]
     pub proxies: Vec<ProxyFile>,
+    /// The wasm policy engine (used when a proxy attaches policies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_engine: Option<PolicyEngineFile>,
 }
 
 /// The HTTPS listener.
@@ -198,8 +201,21 @@ pub struct ProxyFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_stream_tokens: Option<bool>,
     pub routes: Vec<RouteFile>,
+    /// How requests are spread over `routes` (see docs/routing.md). Optional
+    /// with one route; required with several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingFile>,
+    /// The embeddings endpoint behind semantic routing and the prompt guard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic_service: Option<SemanticServiceFile>,
+    /// Rejects prompts close to denied topics before any provider is called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_guard: Option<PromptGuardFile>,
     #[serde(default)]
     pub keys: Vec<KeyFile>,
+    /// Policies run on every request, in this order (docs/policies.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyAttachmentFile>,
 }
 
 /// An inbound format.
@@ -237,6 +253,171 @@ pub struct RouteFile {
     /// Where this route's provider key comes from (default: the provider's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<KeySourceFile>,
+    /// Route name, shown in `x-portcullis-route`, logs and metrics, and
+    /// referenced by `routing.fallback.route` (default `provider` or
+    /// `provider/model`). Unique within the proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Models this route serves (default: the provider's `models`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// Share of traffic under the weighted strategy (default 1; 0 = standby).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Order under the failover strategy: lower first (default: list order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// Semantic strategy: the prompt topics this route takes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<TopicFile>,
+}
+
+/// How a proxy picks a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoutingStrategy {
+    /// One route takes everything.
+    Single,
+    /// The request's model picks the route.
+    ModelBased,
+    /// Random by route weight.
+    Weighted,
+    /// An ordered list, tried in turn.
+    Failover,
+    /// The prompt's meaning picks the route (topics and utterances).
+    Semantic,
+}
+
+/// Routing settings of a proxy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingFile {
+    /// Default `single` with one route; required with several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<RoutingStrategy>,
+    /// Takes requests no route matches, and requests whose route failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackFile>,
+    /// Model aliases: `alias: model`, resolved before routing.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub aliases: std::collections::BTreeMap<String, String>,
+    /// Semantic strategy: the lowest similarity (0 to 1) at which a topic
+    /// matches (default 0.75; a topic may set its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    /// Moving on to the next route when one fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryFile>,
+    /// Passive health: ejecting routes that keep failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthFile>,
+}
+
+/// The fallback route and the model it is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackFile {
+    /// Name of one of the proxy's routes.
+    pub route: String,
+    /// Model sent to the fallback route (default: the route's target model,
+    /// else the requested model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Retries across routes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    /// Most routes tried per request, the first included (default: every
+    /// candidate once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Provider statuses that move on to the next route (default 429 and
+    /// every 5xx). Connect errors and timeouts always do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_status: Option<Vec<u16>>,
+    /// Longest `retry-after` honoured: a route that answered 429 with it
+    /// gets no traffic for that long, capped here (default 60000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retry_after_ms: Option<u64>,
+    /// Retries in flight may be at most this percent of the proxy's
+    /// requests in flight (default 20) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_percent: Option<u32>,
+    /// ... but this many are always allowed (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_retry_concurrency: Option<u32>,
+}
+
+/// Passive health checking of routes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// Consecutive failures that eject a route (default 3; 0 = never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+    /// How long an ejected route gets no traffic before one request probes
+    /// it (default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_ms: Option<u64>,
+}
+
+/// An OpenAI-compatible embeddings endpoint, reached through a provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticServiceFile {
+    /// Name of a provider in `providers` (openai, azure-openai, mistral,
+    /// gemini or openai-compatible).
+    pub provider: String,
+    /// Embedding model (Azure: the deployment).
+    pub model: String,
+    /// Asks for vectors of this size, where the model supports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+    /// Longest wait for the embeddings (default 2000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A prompt topic: example utterances, inline or from a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicFile {
+    /// Unique within the proxy; shown in logs, metrics and guard errors.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub utterances: Vec<String>,
+    /// A plain-text file, one utterance per line (blank lines and lines
+    /// starting with `#` are skipped); relative to the configuration file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utterances_file: Option<String>,
+    /// This topic's similarity threshold (default: the enclosing one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+}
+
+/// The semantic prompt guard: a deny list of topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptGuardFile {
+    /// Lowest similarity (0 to 1) at which a prompt counts as on a denied
+    /// topic (default 0.8; a topic may set its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    pub deny: Vec<TopicFile>,
+    /// When the semantic service fails: `reject` (default, fail closed) or
+    /// `allow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<GuardOnError>,
+}
+
+/// What the prompt guard does when it cannot embed the prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardOnError {
+    Reject,
+    Allow,
 }
 
 /// A static key from the environment (`{env: VAR}`) or a dynamic one from
@@ -266,6 +447,100 @@ pub struct KeyFile {
     pub env: Option<String>,
 }
 
+/// A policy attached to a proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyAttachmentFile {
+    /// The policy's name (its manifest's `name`).
+    pub name: String,
+    /// Exact version; default: the highest one found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// A policy artifact directory (`policy.wasm` + `manifest.json`) or its
+    /// `.wasm` file; default: looked up in `policy_engine.dirs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// Settings, merged over the manifest's defaults and validated
+    /// against its JSON Schema.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub settings: serde_json::Value,
+    /// What a failing policy (trap, timeout, memory) does to its request.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// What a failing policy does to its request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// The request fails with a 500 `policy_failed` (the default: a
+    /// guardrail that cannot run must not let traffic through).
+    #[default]
+    Closed,
+    /// The policy is skipped for that request.
+    Open,
+}
+
+/// Policy engine settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyEngineFile {
+    /// Directories of policy artifacts (`<dir>/<name>/<version>/` or
+    /// `<dir>/<name>/`), searched in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<String>,
+    /// Longest a single policy call may run (default 100 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Memory limit of one policy instance (default 32 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_mb: Option<usize>,
+    /// Policy instances alive at once (default 1000); requests wait beyond.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    /// Keep counters and cache in Redis (`redis://host:6379/0`), so limits
+    /// hold across gateway replicas. Default: in this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// Memory bound of the in-process cache store (default 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_max_bytes: Option<usize>,
+    /// Endpoint of the `embeddings` capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embeddings: Option<PolicyEmbeddingsFile>,
+    /// A policy hub to fetch attached policies from (after `dirs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<PolicyHubFile>,
+}
+
+/// Where a gateway fetches policies: a hub, and the disk cache that keeps
+/// the gateway serving when the hub is down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyHubFile {
+    /// The hub's base URL, e.g. `http://hub:8091`.
+    pub url: String,
+    /// Modules by digest and manifests by `name@version` (default
+    /// `./data/policy-cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<String>,
+    /// Longest wait for the hub per request (default 10000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// An OpenAI-compatible embeddings endpoint for policies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyEmbeddingsFile {
+    /// Full URL of the `/embeddings` endpoint.
+    pub url: String,
+    pub model: String,
+    /// Environment variable holding the bearer key, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +564,33 @@ mod tests {
             v["proxies"][0].get("context").is_none(),
             "unset options are left out"
         );
+    }
+
+    #[test]
+    fn routing_sections_round_trip_and_reject_unknown_fields() {
+        let text = r#"{"providers":[],"proxies":[{"name":"a",
+            "routes":[{"provider":"p","name":"code","weight":3,"priority":1,"models":["m"],
+                       "topics":[{"name":"coding","utterances":["write code"],"threshold":0.7}]},
+                      {"provider":"q"}],
+            "routing":{"strategy":"model-based","fallback":{"route":"q","model":"small"},
+                       "aliases":{"smart":"m"},"retry":{"on_status":[429,503],"max_attempts":2},
+                       "health":{"failures":5,"cooldown_ms":1000}},
+            "semantic_service":{"provider":"e","model":"emb","dimensions":256},
+            "prompt_guard":{"deny":[{"name":"x","utterances_file":"x.txt"}],"on_error":"allow"}}]}"#;
+        let cfg: FileConfig = serde_json::from_str(text).unwrap();
+        let p = &cfg.proxies[0];
+        let routing = p.routing.as_ref().unwrap();
+        assert_eq!(routing.strategy, Some(RoutingStrategy::ModelBased));
+        assert_eq!(routing.retry.as_ref().unwrap().on_status, Some(vec![429, 503]));
+        assert_eq!(p.routes[0].topics[0].threshold, Some(0.7));
+        assert_eq!(p.prompt_guard.as_ref().unwrap().on_error, Some(GuardOnError::Allow));
+        let back: FileConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        // A route without the new fields serialises without them.
+        let v = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(v["proxies"][0]["routes"][1], serde_json::json!({"provider": "q"}));
+        let bad = text.replace("\"cooldown_ms\"", "\"cooldown\"");
+        let e = serde_json::from_str::<FileConfig>(&bad).unwrap_err();
+        assert!(e.to_string().contains("cooldown"), "{e}");
     }
 }

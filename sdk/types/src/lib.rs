@@ -11,7 +11,9 @@ pub mod chat;
 pub mod embeddings;
 pub mod error;
 pub mod gateway_config;
+pub mod managed;
 pub mod models;
+pub mod policy;
 pub mod usage;
 
 pub use chat::*;

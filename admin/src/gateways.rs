@@ -1,0 +1,453 @@
+//! `/gateways`: registering the gateways proxies are deployed to, their
+//! status from heartbeats, and the two endpoints a managed gateway calls
+//! with its gateway token: its configuration (long-poll) and heartbeats.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use portcullis_types::gateway_config::{
+    FileConfig, KeyFile, PolicyEngineFile, PolicyHubFile, ProxyFile,
+};
+use portcullis_types::managed::{DeployedProxy, Heartbeat, ManagedConfig};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::{AnyPool, Row};
+
+use crate::AppState;
+use crate::auth::{Caller, GatewayCaller};
+use crate::crypto::{new_secret, sha256_hex};
+use crate::db::{self, audit, bump, now_ms, rfc3339};
+use crate::error::{ApiError, ApiResult, Body, Query};
+use crate::proxies::{ProxySpec, invoke_base};
+use crate::slug::{slugify, valid_url};
+
+/// Body of `POST /gateways`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterInput {
+    pub name: String,
+    /// The base URL clients use to reach the gateway (`https://gw.example.com`).
+    pub url: String,
+}
+
+async fn gateway_json(st: &AppState, r: &sqlx::any::AnyRow) -> ApiResult<Value> {
+    let id: String = r.try_get("id")?;
+    let url: String = r.try_get("url")?;
+    let last_seen: Option<i64> = r.try_get("last_seen_at")?;
+    let active = last_seen.is_some_and(|t| now_ms() - t <= st.heartbeat_window.as_millis() as i64);
+    let last_error: Option<String> = r.try_get("last_error")?;
+    let rows = sqlx::query(
+        "SELECT d.id, d.proxy_id, d.revision, d.context, d.deployed_at, p.name FROM deployments d \
+         JOIN proxies p ON p.id = d.proxy_id WHERE d.gateway_id = $1 AND d.status = 'Active' ORDER BY d.context",
+    )
+    .bind(id.clone())
+    .fetch_all(&st.pool)
+    .await?;
+    let deployments = rows
+        .iter()
+        .map(|d| {
+            let context: String = d.try_get("context")?;
+            Ok(json!({
+                "deployment_id": d.try_get::<String, _>("id")?,
+                "proxy_id": d.try_get::<String, _>("proxy_id")?,
+                "proxy": d.try_get::<String, _>("name")?,
+                "revision": d.try_get::<i64, _>("revision")?,
+                "deployed_at": rfc3339(d.try_get("deployed_at")?),
+                "invoke_url": format!("{}/chat/completions", invoke_base(&url, &context)),
+            }))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(json!({
+        "id": id,
+        "name": r.try_get::<String, _>("name")?,
+        "url": url,
+        "status": if active { "Active" } else { "Not Active" },
+        "last_seen_at": last_seen.map(rfc3339),
+        "config_version": r.try_get::<Option<String>, _>("config_version")?,
+        "proxies_served": r.try_get::<i64, _>("proxies_served")?,
+        "last_error": last_error.and_then(|e| serde_json::from_str::<Value>(&e).ok()),
+        "created_at": rfc3339(r.try_get("created_at")?),
+        "deployments": deployments,
+    }))
+}
+
+/// `POST /gateways`: the gateway token is in the answer only.
+pub async fn register(
+    State(st): State<AppState>,
+    caller: Caller,
+    Body(input): Body<RegisterInput>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require_admin("registering gateways")?;
+    let name = input.name.trim().to_owned();
+    let id = slugify(&name);
+    if id.is_empty() {
+        return Err(ApiError::invalid("name", "must contain a letter or digit"));
+    }
+    let url = input.url.trim().trim_end_matches('/').to_owned();
+    if !valid_url(&url) {
+        return Err(ApiError::invalid(
+            "url",
+            "must be an http:// or https:// URL",
+        ));
+    }
+    let mut tx = st.pool.begin().await?;
+    let clash = sqlx::query("SELECT id FROM gateways WHERE id = $1 OR name = $2")
+        .bind(id.clone())
+        .bind(name.clone())
+        .fetch_optional(&mut *tx)
+        .await?;
+    if clash.is_some() {
+        return Err(ApiError::conflict(
+            "name",
+            format!("a gateway named `{name}` (id `{id}`) exists"),
+        ));
+    }
+    let token = new_secret("gwt-");
+    let seq = bump(&mut tx).await?;
+    sqlx::query("INSERT INTO gateways (id, name, url, token_sha256, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id.clone())
+        .bind(name.clone())
+        .bind(url.clone())
+        .bind(sha256_hex(&token))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+    audit(
+        &mut tx,
+        seq,
+        &caller.actor(),
+        "gateway.register",
+        &format!("gateways/{id}"),
+        Some(json!({"name": name, "url": url})),
+    )
+    .await?;
+    let row = sqlx::query("SELECT * FROM gateways WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let mut out = gateway_json(&st, &row).await?;
+    out["token"] = json!(token);
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// Registers `name` if needed and gives it a fresh token (`portcullis up`
+/// runs its own gateway and so needs its token on every start).
+pub async fn ensure_gateway(pool: &AnyPool, name: &str, url: &str) -> anyhow::Result<String> {
+    let id = slugify(name);
+    let token = new_secret("gwt-");
+    let mut tx = pool.begin().await?;
+    let seq = sqlx::query("UPDATE meta SET v = v + 1 WHERE k = 'generation' RETURNING v")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get::<i64, _>(0)?;
+    let exists = sqlx::query("SELECT id FROM gateways WHERE id = $1")
+        .bind(id.clone())
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_some() {
+        sqlx::query("UPDATE gateways SET token_sha256 = $1, url = $2 WHERE id = $3")
+            .bind(sha256_hex(&token))
+            .bind(url.to_owned())
+            .bind(id.clone())
+            .execute(&mut *tx)
+            .await?;
+    } else {
+        sqlx::query("INSERT INTO gateways (id, name, url, token_sha256, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id.clone())
+            .bind(name.to_owned())
+            .bind(url.to_owned())
+            .bind(sha256_hex(&token))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+    }
+    audit(
+        &mut tx,
+        seq,
+        "portcullis up",
+        "gateway.ensure",
+        &format!("gateways/{id}"),
+        Some(json!({"url": url})),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tx.commit().await?;
+    Ok(token)
+}
+
+/// `GET /gateways`.
+pub async fn list(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
+    let rows = sqlx::query("SELECT * FROM gateways ORDER BY name")
+        .fetch_all(&st.pool)
+        .await?;
+    let mut items = Vec::new();
+    for r in &rows {
+        items.push(gateway_json(&st, r).await?);
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+/// `GET /gateways/{id}`: also whether the gateway serves the newest config.
+pub async fn get(
+    State(st): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let row = sqlx::query("SELECT * FROM gateways WHERE id = $1")
+        .bind(id.clone())
+        .fetch_optional(&st.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found("gateway", &id))?;
+    let mut out = gateway_json(&st, &row).await?;
+    let (cfg, _) = build_config(&st, &id).await?;
+    out["in_sync"] = json!(out["config_version"] == json!(cfg.version));
+    out["current_version"] = json!(cfg.version);
+    Ok(Json(out))
+}
+
+/// `DELETE /gateways/{id}`: refused while proxies are deployed on it.
+pub async fn delete(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin("removing gateways")?;
+    let mut tx = st.pool.begin().await?;
+    if sqlx::query("SELECT id FROM gateways WHERE id = $1")
+        .bind(id.clone())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found("gateway", &id));
+    }
+    let active =
+        sqlx::query("SELECT proxy_id FROM deployments WHERE gateway_id = $1 AND status = 'Active'")
+            .bind(id.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(r) = active {
+        let p: String = r.try_get("proxy_id")?;
+        return Err(ApiError::conflict(
+            "id",
+            format!("proxy `{p}` is deployed on this gateway; stop it first"),
+        ));
+    }
+    let seq = bump(&mut tx).await?;
+    sqlx::query("DELETE FROM deployments WHERE gateway_id = $1")
+        .bind(id.clone())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM gateways WHERE id = $1")
+        .bind(id.clone())
+        .execute(&mut *tx)
+        .await?;
+    audit(
+        &mut tx,
+        seq,
+        &caller.actor(),
+        "gateway.delete",
+        &format!("gateways/{id}"),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    st.changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------ managed gateways
+
+/// The configuration of gateway `id`, and when the next of its keys
+/// expires (the config changes then without any write).
+pub async fn build_config(
+    st: &AppState,
+    gateway_id: &str,
+) -> ApiResult<(ManagedConfig, Option<i64>)> {
+    let now = now_ms();
+    let deps = sqlx::query(
+        "SELECT d.id, d.proxy_id, d.revision, r.spec FROM deployments d \
+         JOIN proxy_revisions r ON r.proxy_id = d.proxy_id AND r.revision = d.revision \
+         WHERE d.gateway_id = $1 AND d.status = 'Active' ORDER BY d.proxy_id",
+    )
+    .bind(gateway_id.to_owned())
+    .fetch_all(&st.pool)
+    .await?;
+    let key_rows = sqlx::query(
+        "SELECT k.proxy_id, k.name, k.key_sha256, k.expires_at FROM api_keys k \
+         JOIN deployments d ON d.proxy_id = k.proxy_id AND d.gateway_id = $1 AND d.status = 'Active' \
+         WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2) ORDER BY k.proxy_id, k.created_at, k.id",
+    )
+    .bind(gateway_id.to_owned())
+    .bind(now)
+    .fetch_all(&st.pool)
+    .await?;
+    let mut keys: BTreeMap<String, Vec<KeyFile>> = BTreeMap::new();
+    let mut next_expiry: Option<i64> = None;
+    for k in &key_rows {
+        if let Some(e) = k.try_get::<Option<i64>, _>("expires_at")? {
+            next_expiry = Some(next_expiry.map_or(e, |n| n.min(e)));
+        }
+        let entry: KeyFile = serde_json::from_value(json!({
+            "name": k.try_get::<String, _>("name")?,
+            "sha256": k.try_get::<String, _>("key_sha256")?,
+        }))
+        .map_err(ApiError::internal)?;
+        keys.entry(k.try_get("proxy_id")?).or_default().push(entry);
+    }
+    let providers = crate::providers::load_all(st, &st.pool).await?;
+    let mut secrets = BTreeMap::new();
+    let mut used = HashSet::new();
+    let mut proxies = Vec::new();
+    let mut deployments = Vec::new();
+    for d in &deps {
+        let proxy_id: String = d.try_get("proxy_id")?;
+        let spec: ProxySpec =
+            serde_json::from_str(&d.try_get::<String, _>("spec")?).map_err(ApiError::internal)?;
+        used.extend(spec.provider_ids().map(str::to_owned));
+        proxies.push(spec.to_file(&proxy_id, keys.remove(&proxy_id).unwrap_or_default())?);
+        deployments.push(DeployedProxy {
+            deployment_id: d.try_get("id")?,
+            revision: d.try_get("revision")?,
+            proxy_id,
+        });
+    }
+    // A provider deleted under a deployed revision cannot happen (delete
+    // refuses); if the row is gone anyway the gateway reports the dangling
+    // route and keeps its previous config.
+    let provider_files = providers
+        .values()
+        .filter(|p| used.contains(&p.id))
+        .map(|p| p.to_file(&mut secrets))
+        .collect();
+    let config: FileConfig = serde_json::from_value(json!({})).map_err(ApiError::internal)?;
+        // Gateways fetch attached policies from the same hub admin validated
+    // their settings against.
+    let policy_engine = match st.hub.base_url() {
+        Some(url) if proxies.iter().any(|p: &ProxyFile| !p.policies.is_empty()) => Some(PolicyEngineFile {
+            hub: Some(PolicyHubFile { url: url.to_owned(), cache_dir: None, timeout_ms: None }),
+            ..PolicyEngineFile::default()
+        }),
+        _ => None,
+    };
+    let config = FileConfig {
+        providers: provider_files,
+        proxies,
+        policy_engine,
+        ..config
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(serde_json::to_vec(&config).map_err(ApiError::internal)?);
+    hasher.update(serde_json::to_vec(&secrets).map_err(ApiError::internal)?);
+    let version = hex::encode(&hasher.finalize()[..12]);
+    Ok((
+        ManagedConfig {
+            version,
+            config,
+            secrets,
+            deployments,
+        },
+        next_expiry,
+    ))
+}
+
+/// Query of `GET /gateway/config`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigQuery {
+    /// Seconds to wait for a change when `If-None-Match` matches (0 to 60).
+    pub wait: Option<u64>,
+}
+
+/// `GET /gateway/config`: the calling gateway's configuration. With
+/// `If-None-Match: <version>` and `?wait=N`, answers as soon as the
+/// configuration differs from that version, or 304 after N seconds.
+pub async fn config(
+    State(st): State<AppState>,
+    gw: GatewayCaller,
+    headers: HeaderMap,
+    Query(q): Query<ConfigQuery>,
+) -> ApiResult<Response> {
+    let wait = q.wait.unwrap_or(0);
+    if wait > 60 {
+        return Err(ApiError::invalid("wait", "at most 60 seconds"));
+    }
+    let known = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().trim_matches('"').to_owned());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    // Subscribe before reading, so a change between the read and the wait
+    // is not missed.
+    let mut changes = st.changes.subscribe();
+    loop {
+        let generation = db::generation(&st.pool).await?;
+        let (cfg, next_expiry) = build_config(&st, &gw.id).await?;
+        if known.as_deref() != Some(cfg.version.as_str()) {
+            let etag = format!("\"{}\"", cfg.version);
+            return Ok(([(header::ETAG, etag)], Json(cfg)).into_response());
+        }
+        // Wait for a change made here (notified at once), one made by
+        // another admin replica (the generation, polled every second), a
+        // key expiring, or the deadline.
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(StatusCode::NOT_MODIFIED.into_response());
+            }
+            let mut nap = (deadline - now).min(Duration::from_secs(1));
+            if let Some(e) = next_expiry {
+                let until = Duration::from_millis((e - now_ms()).max(0) as u64);
+                nap = nap.min(until);
+            }
+            tokio::select! {
+                _ = changes.changed() => break,
+                _ = tokio::time::sleep(nap) => {
+                    if next_expiry.is_some_and(|e| e <= now_ms()) {
+                        break;
+                    }
+                    if db::generation(&st.pool).await? != generation {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `POST /gateway/heartbeat`: the calling gateway is alive, serves
+/// `version`, and maybe failed to load a newer one.
+pub async fn heartbeat(
+    State(st): State<AppState>,
+    gw: GatewayCaller,
+    Body(hb): Body<Heartbeat>,
+) -> ApiResult<StatusCode> {
+    let now = now_ms();
+    let error = match &hb.error {
+        Some(e) => Some(serde_json::to_string(e).map_err(ApiError::internal)?),
+        None => None,
+    };
+    // Heartbeats are not audited (machine traffic, every few seconds) and
+    // do not bump the generation: they change no gateway's configuration.
+    sqlx::query(
+        "UPDATE gateways SET last_seen_at = $1, config_version = $2, proxies_served = $3, last_error = $4, \
+         last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE $1 END WHERE id = $5",
+    )
+    .bind(now)
+    .bind(hb.version.clone())
+    .bind(hb.proxies as i64)
+    .bind(error)
+    .bind(gw.id.clone())
+    .execute(&st.pool)
+    .await?;
+    if let Some(e) = &hb.error {
+        tracing::warn!(gateway = %gw.name, version = %e.version, field = %e.field, message = %e.message, "gateway rejected a configuration");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

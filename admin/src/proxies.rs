@@ -1,0 +1,667 @@
+//! `/proxies`: a proxy is a base path on the gateways it is deployed to,
+//! with its routes to providers, inbound formats, enabled resources and
+//! attached policies. Every change stores a new immutable revision;
+//! deployments pin a revision, so editing a proxy never changes what a
+//! gateway serves until the new revision is deployed.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use portcullis_types::gateway_config::{
+    InboundKind, KeyFile, PromptGuardFile, ProxyFile, Resource, RouteFile, RoutingFile,
+    SemanticServiceFile,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::{Any, Row, Transaction};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::db::{audit, bump, now_ms, rfc3339};
+use crate::error::{ApiError, ApiResult, Body};
+use crate::policies::Attachment;
+use crate::slug::{normalise_context, slugify, valid_context, valid_url};
+
+/// What a revision holds: the whole proxy as it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxySpec {
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub context: String,
+    /// The provider of the default route (used when `routes` is empty).
+    pub provider: String,
+    pub inbound: Vec<InboundKind>,
+    pub resources: Vec<Resource>,
+    /// Routes; `provider` names a provider id. Empty: one route to `provider`.
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic_service: Option<SemanticServiceFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_guard: Option<PromptGuardFile>,
+    pub track_stream_tokens: bool,
+    /// Attached policies, in chain order.
+    #[serde(default)]
+    pub policies: Vec<Attachment>,
+}
+
+impl ProxySpec {
+    /// Every provider id the proxy reaches.
+    pub fn provider_ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.provider.as_str())
+            .chain(self.routes.iter().map(|r| r.provider.as_str()))
+            .chain(self.semantic_service.iter().map(|s| s.provider.as_str()))
+    }
+
+    /// The routes the gateway gets.
+    fn effective_routes(&self) -> Vec<RouteFile> {
+        if !self.routes.is_empty() {
+            return self.routes.clone();
+        }
+        match serde_json::from_value(json!({ "provider": self.provider })) {
+            Ok(r) => vec![r],
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The gateway's form of this proxy, with `keys`.
+    pub fn to_file(&self, id: &str, keys: Vec<KeyFile>) -> ApiResult<ProxyFile> {
+        // Built through JSON so fields the shared schema gains later (all
+        // optional) need no change here.
+        let mut v = json!({
+            "name": self.name,
+            "id": id,
+            "context": self.context,
+            "inbound": self.inbound,
+            "resources": self.resources,
+            "track_stream_tokens": self.track_stream_tokens,
+            "routes": self.effective_routes(),
+            "keys": keys,
+        });
+        if let Some(r) = &self.routing {
+            v["routing"] = serde_json::to_value(r).map_err(ApiError::internal)?;
+        }
+        if let Some(s) = &self.semantic_service {
+            v["semantic_service"] = serde_json::to_value(s).map_err(ApiError::internal)?;
+        }
+        if let Some(g) = &self.prompt_guard {
+            v["prompt_guard"] = serde_json::to_value(g).map_err(ApiError::internal)?;
+        }
+        let plain: ProxyFile = serde_json::from_value(v.clone()).map_err(ApiError::internal)?;
+        if self.policies.is_empty() {
+            return Ok(plain);
+        }
+        crate::policies::add_to_proxy_file(&mut v, &self.policies)?;
+        match serde_json::from_value(v) {
+            Ok(with_policies) => Ok(with_policies),
+            Err(e) => {
+                // The gateway schema has no policy chain yet (or a different
+                // shape): serve the proxy without it rather than not at all,
+                // and say so.
+                tracing::warn!(proxy = id, error = %e, "policy attachments not representable in the gateway config; omitted");
+                Ok(plain)
+            }
+        }
+    }
+}
+
+/// Body of `POST /proxies` (`name` required) and `PATCH /proxies/{id}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyInput {
+    pub name: Option<String>,
+    pub provider: Option<String>,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    pub context: Option<String>,
+    pub inbound: Option<Vec<InboundKind>>,
+    pub resources: Option<Vec<Resource>>,
+    pub routes: Option<Vec<RouteFile>>,
+    pub routing: Option<RoutingFile>,
+    pub semantic_service: Option<SemanticServiceFile>,
+    pub prompt_guard: Option<PromptGuardFile>,
+    pub track_stream_tokens: Option<bool>,
+}
+
+/// A proxy row with its current revision.
+pub struct Proxy {
+    pub id: String,
+    pub revision: i64,
+    pub spec: ProxySpec,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Loads a proxy and its current spec.
+pub async fn load<'e, E>(exec: E, id: &str) -> ApiResult<Option<Proxy>>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let row = sqlx::query(
+        "SELECT p.id, p.current_revision, p.created_at, p.updated_at, r.spec FROM proxies p \
+         JOIN proxy_revisions r ON r.proxy_id = p.id AND r.revision = p.current_revision WHERE p.id = $1",
+    )
+    .bind(id.to_owned())
+    .fetch_optional(exec)
+    .await?;
+    row.map(|r| proxy_from_row(&r)).transpose()
+}
+
+fn proxy_from_row(r: &sqlx::any::AnyRow) -> ApiResult<Proxy> {
+    Ok(Proxy {
+        id: r.try_get("id")?,
+        revision: r.try_get("current_revision")?,
+        spec: serde_json::from_str(&r.try_get::<String, _>("spec")?).map_err(ApiError::internal)?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// Loads a proxy inside `tx`, 404 if absent.
+pub async fn load_required(tx: &mut Transaction<'_, Any>, id: &str) -> ApiResult<Proxy> {
+    load(&mut **tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("proxy", id))
+}
+
+async fn exists(tx: &mut Transaction<'_, Any>, id: String) -> ApiResult<bool> {
+    let row = sqlx::query("SELECT id FROM providers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Checks a spec against the providers that exist, naming the field.
+pub async fn validate(tx: &mut Transaction<'_, Any>, spec: &ProxySpec) -> ApiResult<()> {
+    if spec.version.trim().is_empty() {
+        return Err(ApiError::invalid("version", "must not be empty"));
+    }
+    if !valid_context(&spec.context) {
+        return Err(ApiError::invalid(
+            "context",
+            "may hold letters, digits, `-`, `_`, `.`, `~` and single `/`",
+        ));
+    }
+    if spec.inbound.is_empty() {
+        return Err(ApiError::invalid(
+            "inbound",
+            "enable at least one inbound format",
+        ));
+    }
+    if spec.resources.is_empty() {
+        return Err(ApiError::invalid(
+            "resources",
+            "enable at least one resource",
+        ));
+    }
+    if !exists(tx, spec.provider.clone()).await? {
+        return Err(ApiError::invalid(
+            "provider",
+            format!("no provider `{}`", spec.provider),
+        ));
+    }
+    for (i, r) in spec.routes.iter().enumerate() {
+        if !exists(tx, r.provider.clone()).await? {
+            return Err(ApiError::invalid(
+                format!("routes[{i}].provider"),
+                format!("no provider `{}`", r.provider),
+            ));
+        }
+        if let Some(k) = &r.api_key
+            && k.env.is_some()
+        {
+            return Err(ApiError::invalid(
+                format!("routes[{i}].api_key.env"),
+                "managed gateways take provider keys from the provider's credentials or a request header",
+            ));
+        }
+        if let Some(u) = &r.base_url
+            && !valid_url(u)
+        {
+            return Err(ApiError::invalid(
+                format!("routes[{i}].base_url"),
+                "must be an http:// or https:// URL",
+            ));
+        }
+        for (t, topic) in r.topics.iter().enumerate() {
+            if topic.utterances_file.is_some() {
+                return Err(ApiError::invalid(
+                    format!("routes[{i}].topics[{t}].utterances_file"),
+                    "give the utterances inline; managed gateways read no local files",
+                ));
+            }
+        }
+    }
+    if let Some(s) = &spec.semantic_service
+        && !exists(tx, s.provider.clone()).await?
+    {
+        return Err(ApiError::invalid(
+            "semantic_service.provider",
+            format!("no provider `{}`", s.provider),
+        ));
+    }
+    if let Some(g) = &spec.prompt_guard {
+        for (t, topic) in g.deny.iter().enumerate() {
+            if topic.utterances_file.is_some() {
+                return Err(ApiError::invalid(
+                    format!("prompt_guard.deny[{t}].utterances_file"),
+                    "give the utterances inline; managed gateways read no local files",
+                ));
+            }
+        }
+    }
+    if spec.routes.len() > 1 && spec.routing.as_ref().and_then(|r| r.strategy).is_none() {
+        return Err(ApiError::invalid(
+            "routing.strategy",
+            "required with several routes",
+        ));
+    }
+    if let Some(fb) = spec.routing.as_ref().and_then(|r| r.fallback.as_ref()) {
+        let names: Vec<String> = spec
+            .effective_routes()
+            .iter()
+            .map(|r| match (&r.name, &r.model) {
+                (Some(n), _) => n.clone(),
+                (None, Some(m)) => format!("{}/{m}", r.provider),
+                (None, None) => r.provider.clone(),
+            })
+            .collect();
+        if !names.contains(&fb.route) {
+            return Err(ApiError::invalid(
+                "routing.fallback.route",
+                format!(
+                    "no route named `{}` (routes: {})",
+                    fb.route,
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Stores `spec` as the proxy's next revision and makes it current.
+pub async fn save_revision(
+    tx: &mut Transaction<'_, Any>,
+    id: &str,
+    current: i64,
+    spec: &ProxySpec,
+    actor: &str,
+) -> ApiResult<i64> {
+    let next = current + 1;
+    let now = now_ms();
+    sqlx::query("INSERT INTO proxy_revisions (proxy_id, revision, spec, created_at, created_by) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id.to_owned())
+        .bind(next)
+        .bind(serde_json::to_string(spec).map_err(ApiError::internal)?)
+        .bind(now)
+        .bind(actor.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "UPDATE proxies SET current_revision = $1, name = $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(next)
+    .bind(spec.name.clone())
+    .bind(now)
+    .bind(id.to_owned())
+    .execute(&mut **tx)
+    .await?;
+    Ok(next)
+}
+
+fn apply(spec: &mut ProxySpec, input: ProxyInput) {
+    if let Some(v) = input.name {
+        spec.name = v.trim().to_owned();
+    }
+    if let Some(v) = input.provider {
+        spec.provider = v;
+    }
+    if let Some(v) = input.version {
+        spec.version = v.trim().to_owned();
+    }
+    if let Some(v) = input.description {
+        spec.description = (!v.is_empty()).then_some(v);
+    }
+    if let Some(v) = input.context {
+        spec.context = normalise_context(&v);
+    }
+    if let Some(v) = input.inbound {
+        spec.inbound = v;
+    }
+    if let Some(v) = input.resources {
+        spec.resources = v;
+    }
+    if let Some(v) = input.routes {
+        spec.routes = v;
+    }
+    if let Some(v) = input.routing {
+        spec.routing = Some(v);
+    }
+    if let Some(v) = input.semantic_service {
+        spec.semantic_service = Some(v);
+    }
+    if let Some(v) = input.prompt_guard {
+        spec.prompt_guard = Some(v);
+    }
+    if let Some(v) = input.track_stream_tokens {
+        spec.track_stream_tokens = v;
+    }
+}
+
+/// The API view of a proxy, with where it is deployed and its invoke URLs.
+pub async fn view(st: &AppState, p: &Proxy) -> ApiResult<Value> {
+    let rows = sqlx::query(
+        "SELECT d.id, d.gateway_id, d.revision, d.context, d.deployed_at, g.name, g.url FROM deployments d \
+         JOIN gateways g ON g.id = d.gateway_id WHERE d.proxy_id = $1 AND d.status = 'Active' ORDER BY d.seq DESC",
+    )
+    .bind(p.id.clone())
+    .fetch_all(&st.pool)
+    .await?;
+    let mut gateways = Vec::new();
+    for r in &rows {
+        let url: String = r.try_get("url")?;
+        let context: String = r.try_get("context")?;
+        let base = invoke_base(&url, &context);
+        gateways.push(json!({
+            "gateway_id": r.try_get::<String, _>("gateway_id")?,
+            "gateway": r.try_get::<String, _>("name")?,
+            "deployment_id": r.try_get::<String, _>("id")?,
+            "revision": r.try_get::<i64, _>("revision")?,
+            "deployed_at": rfc3339(r.try_get("deployed_at")?),
+            "base_url": base,
+            "invoke_url": format!("{base}/chat/completions"),
+        }));
+    }
+    let s = &p.spec;
+    Ok(json!({
+        "id": p.id,
+        "name": s.name,
+        "version": s.version,
+        "description": s.description,
+        "context": s.context,
+        "provider": s.provider,
+        "inbound": s.inbound,
+        "resources": s.resources,
+        "routes": s.routes,
+        "routing": s.routing,
+        "semantic_service": s.semantic_service,
+        "prompt_guard": s.prompt_guard,
+        "track_stream_tokens": s.track_stream_tokens,
+        "policies": s.policies,
+        "revision": p.revision,
+        "created_at": rfc3339(p.created_at),
+        "updated_at": rfc3339(p.updated_at),
+        "deployed_gateways": gateways,
+    }))
+}
+
+/// `{gateway-url}{context}` without a doubled or trailing slash.
+pub fn invoke_base(gateway_url: &str, context: &str) -> String {
+    let g = gateway_url.trim_end_matches('/');
+    if context == "/" {
+        g.to_owned()
+    } else {
+        format!("{g}{context}")
+    }
+}
+
+/// `POST /proxies`.
+pub async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    Body(input): Body<ProxyInput>,
+) -> ApiResult<impl IntoResponse> {
+    let name = match &input.name {
+        Some(n) if !n.trim().is_empty() => n.trim().to_owned(),
+        Some(_) => return Err(ApiError::invalid("name", "must not be empty")),
+        None => return Err(ApiError::invalid("name", "missing field `name`")),
+    };
+    let id = slugify(&name);
+    if id.is_empty() {
+        return Err(ApiError::invalid("name", "must contain a letter or digit"));
+    }
+    let mut tx = st.pool.begin().await?;
+    let provider = match &input.provider {
+        Some(p) => p.clone(),
+        None => {
+            // The product default: the most recently updated provider.
+            let row = sqlx::query("SELECT id FROM providers ORDER BY updated_seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+            match row {
+                Some(r) => r.try_get("id")?,
+                None => {
+                    return Err(ApiError::invalid(
+                        "provider",
+                        "no provider exists yet; create one first",
+                    ));
+                }
+            }
+        }
+    };
+    let mut spec = ProxySpec {
+        name: name.clone(),
+        version: "v1.0".into(),
+        description: None,
+        context: format!("/{id}"),
+        provider,
+        inbound: vec![InboundKind::Openai],
+        resources: vec![
+            Resource::ChatCompletions,
+            Resource::Embeddings,
+            Resource::Models,
+        ],
+        routes: Vec::new(),
+        routing: None,
+        semantic_service: None,
+        prompt_guard: None,
+        track_stream_tokens: true,
+        policies: Vec::new(),
+    };
+    apply(&mut spec, input);
+    validate(&mut tx, &spec).await?;
+    let clash = sqlx::query("SELECT id, name FROM proxies WHERE id = $1 OR name = $2")
+        .bind(id.clone())
+        .bind(name.clone())
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(r) = clash {
+        let other: String = r.try_get("name")?;
+        return Err(ApiError::conflict(
+            "name",
+            format!("proxy `{other}` already has the id `{id}`; choose another name"),
+        ));
+    }
+    let seq = bump(&mut tx).await?;
+    let now = now_ms();
+    sqlx::query("INSERT INTO proxies (id, name, current_revision, created_at, updated_at) VALUES ($1, $2, 0, $3, $3)")
+        .bind(id.clone())
+        .bind(name.clone())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    save_revision(&mut tx, &id, 0, &spec, &caller.actor()).await?;
+    audit(
+        &mut tx,
+        seq,
+        &caller.actor(),
+        "proxy.create",
+        &format!("proxies/{id}"),
+        Some(json!({"name": name, "revision": 1})),
+    )
+    .await?;
+    let p = load_required(&mut tx, &id).await?;
+    tx.commit().await?;
+    st.changed();
+    Ok((StatusCode::CREATED, Json(view(&st, &p).await?)))
+}
+
+/// `GET /proxies`.
+pub async fn list(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
+    let rows = sqlx::query(
+        "SELECT p.id, p.current_revision, p.created_at, p.updated_at, r.spec FROM proxies p \
+         JOIN proxy_revisions r ON r.proxy_id = p.id AND r.revision = p.current_revision ORDER BY p.created_at, p.id",
+    )
+    .fetch_all(&st.pool)
+    .await?;
+    let mut items = Vec::new();
+    for r in &rows {
+        items.push(view(&st, &proxy_from_row(r)?).await?);
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+/// `GET /proxies/{id}`.
+pub async fn get(
+    State(st): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let p = load(&st.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("proxy", &id))?;
+    Ok(Json(view(&st, &p).await?))
+}
+
+/// `PATCH /proxies/{id}`: a new revision.
+pub async fn update(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(input): Body<ProxyInput>,
+) -> ApiResult<Json<Value>> {
+    let mut tx = st.pool.begin().await?;
+    let p = load_required(&mut tx, &id).await?;
+    if let Some(n) = &input.name {
+        if n.trim().is_empty() {
+            return Err(ApiError::invalid("name", "must not be empty"));
+        }
+        let clash = sqlx::query("SELECT id FROM proxies WHERE name = $1 AND id <> $2")
+            .bind(n.trim().to_owned())
+            .bind(id.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if clash.is_some() {
+            return Err(ApiError::conflict(
+                "name",
+                format!("a proxy named `{}` exists", n.trim()),
+            ));
+        }
+    }
+    let mut spec = p.spec.clone();
+    apply(&mut spec, input);
+    validate(&mut tx, &spec).await?;
+    if spec == p.spec {
+        // Nothing changed: no new revision.
+        tx.rollback().await?;
+        return Ok(Json(view(&st, &p).await?));
+    }
+    let seq = bump(&mut tx).await?;
+    let rev = save_revision(&mut tx, &id, p.revision, &spec, &caller.actor()).await?;
+    audit(
+        &mut tx,
+        seq,
+        &caller.actor(),
+        "proxy.update",
+        &format!("proxies/{id}"),
+        Some(json!({"revision": rev})),
+    )
+    .await?;
+    let p = load_required(&mut tx, &id).await?;
+    tx.commit().await?;
+    st.changed();
+    Ok(Json(view(&st, &p).await?))
+}
+
+/// `DELETE /proxies/{id}`: refused while deployed; removes its keys,
+/// revisions and deployment history.
+pub async fn delete(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let mut tx = st.pool.begin().await?;
+    load_required(&mut tx, &id).await?;
+    let active =
+        sqlx::query("SELECT gateway_id FROM deployments WHERE proxy_id = $1 AND status = 'Active'")
+            .bind(id.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(r) = active {
+        let gw: String = r.try_get("gateway_id")?;
+        return Err(ApiError::conflict(
+            "id",
+            format!("the proxy is deployed on gateway `{gw}`; stop the deployment first"),
+        ));
+    }
+    let seq = bump(&mut tx).await?;
+    for q in [
+        "DELETE FROM api_keys WHERE proxy_id = $1",
+        "DELETE FROM deployments WHERE proxy_id = $1",
+        "DELETE FROM proxy_revisions WHERE proxy_id = $1",
+        "DELETE FROM proxies WHERE id = $1",
+    ] {
+        sqlx::query(q).bind(id.clone()).execute(&mut *tx).await?;
+    }
+    audit(
+        &mut tx,
+        seq,
+        &caller.actor(),
+        "proxy.delete",
+        &format!("proxies/{id}"),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    st.changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /proxies/{id}/revisions`: newest first.
+pub async fn revisions(
+    State(st): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let p = load(&st.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("proxy", &id))?;
+    let rows = sqlx::query("SELECT revision, spec, created_at, created_by FROM proxy_revisions WHERE proxy_id = $1 ORDER BY revision DESC")
+        .bind(id)
+        .fetch_all(&st.pool)
+        .await?;
+    let items = rows
+        .iter()
+        .map(|r| {
+            let rev: i64 = r.try_get("revision")?;
+            Ok(json!({
+                "revision": rev,
+                "current": rev == p.revision,
+                "created_at": rfc3339(r.try_get("created_at")?),
+                "created_by": r.try_get::<String, _>("created_by")?,
+                "spec": serde_json::from_str::<Value>(&r.try_get::<String, _>("spec")?).map_err(ApiError::internal)?,
+            }))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(json!({ "items": items })))
+}
+
+/// Loads the spec of one revision.
+pub async fn revision_spec<'e, E>(exec: E, id: &str, revision: i64) -> ApiResult<ProxySpec>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let row = sqlx::query("SELECT spec FROM proxy_revisions WHERE proxy_id = $1 AND revision = $2")
+        .bind(id.to_owned())
+        .bind(revision)
+        .fetch_one(exec)
+        .await?;
+    serde_json::from_str(&row.try_get::<String, _>("spec")?).map_err(ApiError::internal)
+}

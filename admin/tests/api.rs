@@ -1,0 +1,1052 @@
+//! Router-level tests of the admin API: every resource and rejection,
+//! driven with `oneshot` (no socket). Each test runs on in-memory SQLite,
+//! and again on Postgres when `DATABASE_URL` is set (in a fresh schema).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use portcullis_admin::policies::{Hub, HubError, PolicyHub};
+use portcullis_admin::{AppState, crypto::Sealer, db, router};
+use portcullis_types::policy::PolicyVersion;
+use serde_json::{Value, json};
+use sqlx::Row;
+use tower::ServiceExt;
+
+/// A hub serving fixed manifests, or unreachable.
+struct FakeHub {
+    versions: HashMap<(String, String), Value>,
+    down: bool,
+}
+
+#[async_trait]
+impl PolicyHub for FakeHub {
+    async fn version(&self, name: &str, version: &str) -> Result<PolicyVersion, HubError> {
+        if self.down {
+            return Err(HubError::Unreachable("connection refused".into()));
+        }
+        let v = self
+            .versions
+            .get(&(name.to_owned(), version.to_owned()))
+            .ok_or_else(|| HubError::NotFound(format!("policy `{name}` version `{version}`")))?;
+        serde_json::from_value(v.clone()).map_err(|e| HubError::Bad(e.to_string()))
+    }
+    async fn catalogue(&self) -> Result<Value, HubError> {
+        if self.down {
+            return Err(HubError::Unreachable("connection refused".into()));
+        }
+        Ok(
+            json!({"items": self.versions.keys().map(|(n, v)| json!({"name": n, "version": v})).collect::<Vec<_>>()}),
+        )
+    }
+}
+
+fn guardrail_manifest() -> Value {
+    json!({
+        "name": "word-filter", "version": "1.0.0", "category": "guardrail",
+        "description": "blocks words", "phases": ["request", "response"],
+        "settings_schema": {
+            "type": "object", "additionalProperties": false, "required": ["words"],
+            "properties": {
+                "words": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "action": {"enum": ["block", "mask"]}
+            }
+        },
+        "defaults": {"words": ["secret"]},
+        "sha256": "00", "digest": "sha256:00", "size": 1, "publisher": "t",
+        "published_at": "2025-01-01T00:00:00Z", "yanked": false
+    })
+}
+
+struct App {
+    router: Router,
+    state: AppState,
+    admin: String,
+}
+
+impl App {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (s, _, v) = self.call_h(method, path, token, body, &[]).await;
+        (s, v)
+    }
+
+    async fn call_h(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        if status.is_client_error() && status != StatusCode::NOT_MODIFIED {
+            // Every 4xx is a JSON problem.
+            assert!(
+                v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+                "{method} {path}: {status} {v}"
+            );
+        }
+        (status, headers, v)
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(method, path, Some(&self.admin), body).await;
+        assert!(s.is_success(), "{method} {path}: {s} {v}");
+        v
+    }
+
+    /// Asserts a rejection: status and the field named.
+    async fn rejects(
+        &self,
+        method: &str,
+        path: &str,
+        body: Value,
+        status: StatusCode,
+        field: &str,
+    ) -> Value {
+        let (s, v) = self.call(method, path, Some(&self.admin), Some(body)).await;
+        assert_eq!(s, status, "{method} {path}: {v}");
+        assert_eq!(v["error"]["field"], field, "{method} {path}: {v}");
+        v
+    }
+
+    async fn token(&self, role: &str) -> String {
+        let v = self
+            .ok(
+                "POST",
+                "/api/v1/tokens",
+                Some(json!({"name": format!("{role} user"), "role": role})),
+            )
+            .await;
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn provider(&self, name: &str) -> Value {
+        self.ok(
+            "POST",
+            "/api/v1/providers",
+            Some(json!({
+                "name": name, "type": "openai", "base_url": "http://127.0.0.1:9/v1",
+                "models": ["gpt-5-mini"], "credentials": {"api_key": format!("sk-{name}-secret")}
+            })),
+        )
+        .await
+    }
+
+    async fn gateway(&self, name: &str) -> (String, String) {
+        let v = self.ok("POST", "/api/v1/gateways", Some(json!({"name": name, "url": format!("https://{}.example.com/", name.to_lowercase().replace(' ', "-"))}))).await;
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["token"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+async fn app_with(url: &str, hub: Hub) -> App {
+    let pool = db::connect(url).await.unwrap();
+    let admin = portcullis_admin::auth::bootstrap(&pool, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut state = AppState::new(pool, Sealer::new([3u8; 32]).unwrap(), hub);
+    state.heartbeat_window = Duration::from_secs(2);
+    App {
+        router: router(state.clone()),
+        state,
+        admin,
+    }
+}
+
+fn default_hub() -> Hub {
+    let m = guardrail_manifest();
+    Arc::new(FakeHub {
+        versions: HashMap::from([(("word-filter".into(), "1.0.0".into()), m)]),
+        down: false,
+    })
+}
+
+/// Runs `f` on SQLite, then on Postgres if `DATABASE_URL` is set.
+async fn on_each_db(f: impl AsyncFn(App)) {
+    on_each_db_with(default_hub, f).await
+}
+
+async fn on_each_db_with(hub: impl Fn() -> Hub, f: impl AsyncFn(App)) {
+    f(app_with("sqlite::memory:", hub()).await).await;
+    if let Ok(url) = std::env::var("DATABASE_URL")
+        && url.starts_with("postgres")
+    {
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let pool = db_root(&url).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+        f(app_with(&scoped, hub()).await).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
+async fn db_root(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+// ------------------------------------------------------------ auth
+
+#[tokio::test]
+async fn auth_roles_and_tokens() {
+    on_each_db(async |app| {
+        let (s, v) = app.call("GET", "/api/v1/proxies", None, None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+        let (s, _) = app
+            .call("GET", "/api/v1/proxies", Some("pat-wrong"), None)
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+        let dev = app.token("developer").await;
+        // Developers may not touch providers or register gateways...
+        let (s, v) = app
+            .call(
+                "POST",
+                "/api/v1/providers",
+                Some(&dev),
+                Some(json!({"name": "x", "type": "openai"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        let (s, _) = app
+            .call(
+                "POST",
+                "/api/v1/gateways",
+                Some(&dev),
+                Some(json!({"name": "g", "url": "http://g"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _) = app.call("GET", "/api/v1/audit", Some(&dev), None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        // ...but manage proxies.
+        app.provider("OpenAI").await;
+        let (s, v) = app
+            .call(
+                "POST",
+                "/api/v1/proxies",
+                Some(&dev),
+                Some(json!({"name": "Dev Proxy"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+
+        let rejected = app
+            .rejects(
+                "POST",
+                "/api/v1/tokens",
+                json!({"name": "x", "role": "root"}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "role",
+            )
+            .await;
+        assert!(
+            rejected["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("root")
+        );
+
+        // Revoked tokens stop working at once; tokens are listed without the secret.
+        let list = app.ok("GET", "/api/v1/tokens", None).await;
+        let dev_entry = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["role"] == "developer")
+            .unwrap()
+            .clone();
+        assert!(dev_entry.get("token").is_none());
+        app.ok(
+            "POST",
+            &format!(
+                "/api/v1/tokens/{}/revoke",
+                dev_entry["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+        let (s, _) = app.call("GET", "/api/v1/proxies", Some(&dev), None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        // Stored as a hash only.
+        let rows = sqlx::query("SELECT token_sha256 FROM api_tokens")
+            .fetch_all(&app.state.pool)
+            .await
+            .unwrap();
+        assert!(rows.iter().all(|r| r.get::<String, _>(0).len() == 64));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bootstrap_token_from_env_and_once() {
+    let pool = db::connect("sqlite::memory:").await.unwrap();
+    assert!(
+        portcullis_admin::auth::bootstrap(&pool, Some("pat-from-env".into()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A second start with no env token generates nothing: a token exists.
+    assert!(
+        portcullis_admin::auth::bootstrap(&pool, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let state = AppState::new(pool, Sealer::new([1u8; 32]).unwrap(), default_hub());
+    let app = App {
+        router: router(state.clone()),
+        state,
+        admin: "pat-from-env".into(),
+    };
+    app.ok("GET", "/api/v1/tokens", None).await;
+}
+
+// ------------------------------------------------------------ generic rejections
+
+#[tokio::test]
+async fn problems_for_routing_and_bodies() {
+    on_each_db(async |app| {
+        let (s, v) = app
+            .call("GET", "/api/v1/nope", Some(&app.admin), None)
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        let (s, _) = app
+            .call("PUT", "/api/v1/providers", Some(&app.admin), None)
+            .await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+        let (s, _, v) = app
+            .call_h(
+                "POST",
+                "/api/v1/providers",
+                Some(&app.admin),
+                None,
+                &[("content-type", "text/plain")],
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/v1/providers")
+            .header("authorization", format!("Bearer {}", app.admin))
+            .header("content-type", "application/json")
+            .body(Body::from("{\"name\":"))
+            .unwrap();
+        let resp = app.router.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let (s, v) = app
+            .call("GET", "/api/v1/audit?limit=5000", Some(&app.admin), None)
+            .await;
+        assert_eq!(
+            (s, v["error"]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("limit"))
+        );
+        let (s, v) = app
+            .call("GET", "/api/v1/audit?lmit=5", Some(&app.admin), None)
+            .await;
+        assert_eq!(
+            (s, v["error"]["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("lmit"))
+        );
+    })
+    .await;
+}
+
+// ------------------------------------------------------------ providers
+
+#[tokio::test]
+async fn providers_crud_and_rejections() {
+    on_each_db(async |app| {
+        let p = app.provider("OpenAI Prod").await;
+        assert_eq!(p["id"], "openai-prod");
+        assert_eq!(p["credentials_set"], json!(["api_key"]));
+        assert!(!p.to_string().contains("sk-OpenAI Prod-secret"), "credentials are never returned");
+        let got = app.ok("GET", "/api/v1/providers/openai-prod", None).await;
+        assert!(!got.to_string().contains("secret"));
+        // Encrypted at rest.
+        let raw: String = sqlx::query("SELECT credentials FROM providers WHERE id = 'openai-prod'")
+            .fetch_one(&app.state.pool).await.unwrap().get(0);
+        assert!(!raw.contains("sk-"), "{raw}");
+
+        let path = "/api/v1/providers";
+        app.rejects("POST", path, json!({"name": "x", "type": "opneai"}), StatusCode::UNPROCESSABLE_ENTITY, "type").await;
+        app.rejects("POST", path, json!({"type": "openai"}), StatusCode::UNPROCESSABLE_ENTITY, "name").await;
+        app.rejects("POST", path, json!({"name": "x", "type": "openai", "modles": []}), StatusCode::UNPROCESSABLE_ENTITY, "modles").await;
+        app.rejects("POST", path, json!({"name": "x", "type": "openai", "credentials": {"apikey": "k"}}), StatusCode::UNPROCESSABLE_ENTITY, "credentials.apikey").await;
+        app.rejects("POST", path, json!({"name": "az", "type": "azure-openai"}), StatusCode::UNPROCESSABLE_ENTITY, "base_url").await;
+        app.rejects("POST", path, json!({"name": "x", "type": "openai", "base_url": "ftp://x"}), StatusCode::UNPROCESSABLE_ENTITY, "base_url").await;
+        app.rejects("POST", path, json!({"name": "b", "type": "bedrock", "region": "us-east-1"}), StatusCode::UNPROCESSABLE_ENTITY, "credentials.aws_access_key_id").await;
+        app.rejects("POST", path, json!({"name": "b", "type": "bedrock", "credentials": {"aws_access_key_id": "a", "aws_secret_access_key": "s"}}), StatusCode::UNPROCESSABLE_ENTITY, "region").await;
+        app.rejects("POST", path, json!({"name": "OpenAI  prod", "type": "openai"}), StatusCode::CONFLICT, "name").await;
+        app.rejects("POST", path, json!({"name": "x", "type": "openai", "models": [""]}), StatusCode::UNPROCESSABLE_ENTITY, "models[0]").await;
+        let (s, _) = app.call("GET", "/api/v1/providers/nope", Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        // Nothing half-written by the rejections.
+        let list = app.ok("GET", path, None).await;
+        assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+        // Most recently updated first.
+        app.provider("Second").await;
+        let list = app.ok("GET", path, None).await;
+        assert_eq!(list["items"][0]["id"], "second");
+        let upd = app.ok("PATCH", "/api/v1/providers/openai-prod", Some(json!({"models": ["gpt-4o"], "credentials": {"api_key": "sk-new"}}))).await;
+        assert_eq!(upd["models"], json!(["gpt-4o"]));
+        let list = app.ok("GET", path, None).await;
+        assert_eq!(list["items"][0]["id"], "openai-prod");
+        app.rejects("PATCH", "/api/v1/providers/openai-prod", json!({"name": "Second"}), StatusCode::CONFLICT, "name").await;
+
+        // In use by a proxy: not deletable.
+        app.ok("POST", "/api/v1/proxies", Some(json!({"name": "uses", "provider": "openai-prod"}))).await;
+        let (s, v) = app.call("DELETE", "/api/v1/providers/openai-prod", Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        let (s, _) = app.call("DELETE", "/api/v1/providers/second", Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = app.call("GET", "/api/v1/providers/second", Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+// ------------------------------------------------------------ proxies
+
+#[tokio::test]
+async fn proxies_defaults_revisions_and_rejections() {
+    on_each_db(async |app| {
+        // No provider yet: the default cannot be chosen.
+        app.rejects("POST", "/api/v1/proxies", json!({"name": "x"}), StatusCode::UNPROCESSABLE_ENTITY, "provider").await;
+        app.provider("Older").await;
+        app.provider("Newer").await;
+        let p = app.ok("POST", "/api/v1/proxies", Some(json!({"name": "Chat API", "description": "for chat"}))).await;
+        assert_eq!(p["id"], "chat-api");
+        assert_eq!(p["version"], "v1.0");
+        assert_eq!(p["context"], "/chat-api");
+        assert_eq!(p["provider"], "newer", "defaults to the most recently updated provider");
+        assert_eq!(p["track_stream_tokens"], true);
+        assert_eq!(p["revision"], 1);
+        assert_eq!(p["resources"], json!(["chat/completions", "embeddings", "models"]));
+
+        let q = app.ok("POST", "/api/v1/proxies", Some(json!({"name": "llm test", "context": "llmtest/", "provider": "older",
+            "inbound": ["openai", "anthropic"], "resources": ["chat/completions"], "track_stream_tokens": false,
+            "routes": [{"provider": "older", "model": "gpt-4o"}, {"provider": "newer", "api_key": {"header": "x-key"}}],
+            "routing": {"strategy": "model-based", "fallback": {"route": "newer"}}}))).await;
+        assert_eq!(q["context"], "/llmtest");
+
+        let path = "/api/v1/proxies";
+        app.rejects("POST", path, json!({"name": "Chat  API"}), StatusCode::CONFLICT, "name").await;
+        app.rejects("POST", path, json!({"name": "y", "provider": "nope"}), StatusCode::UNPROCESSABLE_ENTITY, "provider").await;
+        app.rejects("POST", path, json!({"name": "y", "routes": [{"provider": "nope"}]}), StatusCode::UNPROCESSABLE_ENTITY, "routes[0].provider").await;
+        app.rejects("POST", path, json!({"name": "y", "routes": [{"provider": "older", "modle": "m"}]}), StatusCode::UNPROCESSABLE_ENTITY, "routes[0].modle").await;
+        app.rejects("POST", path, json!({"name": "y", "routes": [{"provider": "older", "api_key": {"env": "X"}}]}), StatusCode::UNPROCESSABLE_ENTITY, "routes[0].api_key.env").await;
+        app.rejects("POST", path, json!({"name": "y", "routes": [{"provider": "older"}, {"provider": "newer"}]}), StatusCode::UNPROCESSABLE_ENTITY, "routing.strategy").await;
+        app.rejects("POST", path, json!({"name": "y", "routing": {"fallback": {"route": "zzz"}}}), StatusCode::UNPROCESSABLE_ENTITY, "routing.fallback.route").await;
+        app.rejects("POST", path, json!({"name": "y", "inbound": ["soap"]}), StatusCode::UNPROCESSABLE_ENTITY, "inbound[0]").await;
+        app.rejects("POST", path, json!({"name": "y", "resources": []}), StatusCode::UNPROCESSABLE_ENTITY, "resources").await;
+        app.rejects("POST", path, json!({"name": "y", "context": "/a b"}), StatusCode::UNPROCESSABLE_ENTITY, "context").await;
+        app.rejects("POST", path, json!({"name": "!!!"}), StatusCode::UNPROCESSABLE_ENTITY, "name").await;
+        app.rejects("POST", path, json!({"name": "y", "colour": 1}), StatusCode::UNPROCESSABLE_ENTITY, "colour").await;
+        assert_eq!(app.ok("GET", path, None).await["items"].as_array().unwrap().len(), 2);
+
+        // Changes make revisions; a no-op does not.
+        let u = app.ok("PATCH", "/api/v1/proxies/chat-api", Some(json!({"version": "v2.0", "context": "/chat/v2/"}))).await;
+        assert_eq!((u["revision"].as_i64(), u["context"].as_str()), (Some(2), Some("/chat/v2")));
+        let u = app.ok("PATCH", "/api/v1/proxies/chat-api", Some(json!({"version": "v2.0"}))).await;
+        assert_eq!(u["revision"], 2);
+        let revs = app.ok("GET", "/api/v1/proxies/chat-api/revisions", None).await;
+        let revs = revs["items"].as_array().unwrap();
+        assert_eq!(revs.len(), 2);
+        assert_eq!((revs[0]["revision"].as_i64(), revs[0]["current"].as_bool()), (Some(2), Some(true)));
+        assert_eq!(revs[1]["spec"]["version"], "v1.0", "old revisions are kept as they were");
+        app.rejects("PATCH", "/api/v1/proxies/chat-api", json!({"name": "llm test"}), StatusCode::CONFLICT, "name").await;
+        let (s, _) = app.call("PATCH", "/api/v1/proxies/nope", Some(&app.admin), Some(json!({}))).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+
+        let (s, _) = app.call("DELETE", "/api/v1/proxies/llm-test", Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, _) = app.call("GET", "/api/v1/proxies/llm-test", Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+// ------------------------------------------------------------ keys
+
+#[tokio::test]
+async fn keys_shown_once_hashed_revoked_expired() {
+    on_each_db(async |app| {
+        app.provider("P").await;
+        app.ok("POST", "/api/v1/proxies", Some(json!({"name": "K"})))
+            .await;
+        let k = app
+            .ok(
+                "POST",
+                "/api/v1/proxies/k/keys",
+                Some(json!({"name": "app one"})),
+            )
+            .await;
+        let key = k["key"].as_str().unwrap().to_owned();
+        assert!(key.starts_with("pc-") && key.starts_with(k["prefix"].as_str().unwrap()));
+        assert_eq!(k["status"], "active");
+        let list = app.ok("GET", "/api/v1/proxies/k/keys", None).await;
+        assert!(!list.to_string().contains(&key), "never retrievable again");
+        assert_eq!(list["items"][0]["last_used_at"], Value::Null);
+        let stored: String = sqlx::query("SELECT key_sha256 FROM api_keys")
+            .fetch_one(&app.state.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, portcullis_admin::crypto::sha256_hex(&key));
+
+        app.rejects(
+            "POST",
+            "/api/v1/proxies/k/keys",
+            json!({"name": "x", "expires_at": "2001-01-01T00:00:00Z"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "expires_at",
+        )
+        .await;
+        app.rejects(
+            "POST",
+            "/api/v1/proxies/k/keys",
+            json!({"name": "x", "expires_at": "tomorrow"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "expires_at",
+        )
+        .await;
+        app.rejects(
+            "POST",
+            "/api/v1/proxies/k/keys",
+            json!({}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        )
+        .await;
+        let (s, _) = app
+            .call(
+                "POST",
+                "/api/v1/proxies/nope/keys",
+                Some(&app.admin),
+                Some(json!({"name": "x"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+
+        let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+        let e = app
+            .ok(
+                "POST",
+                "/api/v1/proxies/k/keys",
+                Some(json!({"name": "short", "expires_at": soon.to_rfc3339()})),
+            )
+            .await;
+        let r = app
+            .ok(
+                "POST",
+                &format!(
+                    "/api/v1/proxies/k/keys/{}/revoke",
+                    k["id"].as_str().unwrap()
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(r["status"], "revoked");
+        let (s, _) = app
+            .call(
+                "POST",
+                "/api/v1/proxies/k/keys/key_nope/revoke",
+                Some(&app.admin),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+
+        // On a gateway: the revoked key is gone; the short one until it expires.
+        let (gw, gwt) = app.gateway("edge").await;
+        app.ok(
+            "POST",
+            "/api/v1/proxies/k/deployments",
+            Some(json!({"gateway": gw})),
+        )
+        .await;
+        let (_, _, cfg) = app
+            .call_h("GET", "/api/v1/gateway/config", Some(&gwt), None, &[])
+            .await;
+        let keys = &cfg["config"]["proxies"][0]["keys"];
+        assert_eq!(keys.as_array().unwrap().len(), 1, "{cfg}");
+        assert_eq!(keys[0]["name"], "short");
+        // A long-poll wakes when the key expires, with no write in between.
+        let started = Instant::now();
+        let version = cfg["version"].as_str().unwrap().to_owned();
+        let (s, _, cfg2) = app
+            .call_h(
+                "GET",
+                "/api/v1/gateway/config?wait=10",
+                Some(&gwt),
+                None,
+                &[("if-none-match", &format!("\"{version}\""))],
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(cfg2["config"]["proxies"][0]["keys"], json!([]));
+        let list = app.ok("GET", "/api/v1/proxies/k/keys", None).await;
+        let short = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == e["id"])
+            .unwrap()
+            .clone();
+        assert_eq!(short["status"], "expired");
+    })
+    .await;
+}
+
+// ------------------------------------------------------------ gateways and deployments
+
+#[tokio::test]
+async fn gateways_deployments_and_managed_config() {
+    on_each_db(async |app| {
+        app.provider("Mock").await;
+        app.ok("POST", "/api/v1/proxies", Some(json!({"name": "Chat"}))).await;
+        app.ok("POST", "/api/v1/proxies", Some(json!({"name": "Other", "context": "/chat"}))).await;
+        let key = app.ok("POST", "/api/v1/proxies/chat/keys", Some(json!({"name": "app"}))).await;
+        let (gw, token) = app.gateway("Edge EU").await;
+        assert_eq!(gw, "edge-eu");
+        app.rejects("POST", "/api/v1/gateways", json!({"name": "edge eu", "url": "http://x"}), StatusCode::CONFLICT, "name").await;
+        app.rejects("POST", "/api/v1/gateways", json!({"name": "g2", "url": "nope"}), StatusCode::UNPROCESSABLE_ENTITY, "url").await;
+        app.rejects("POST", "/api/v1/gateways", json!({"name": "g2"}), StatusCode::UNPROCESSABLE_ENTITY, "url").await;
+
+        // Not Active until it heartbeats.
+        let g = app.ok("GET", "/api/v1/gateways/edge-eu", None).await;
+        assert_eq!(g["status"], "Not Active");
+        assert!(g.get("token").is_none());
+
+        app.rejects("POST", "/api/v1/proxies/chat/deployments", json!({"gateway": "nope"}), StatusCode::UNPROCESSABLE_ENTITY, "gateway").await;
+        app.rejects("POST", "/api/v1/proxies/chat/deployments", json!({"gw": "edge-eu"}), StatusCode::UNPROCESSABLE_ENTITY, "gw").await;
+        let d1 = app.ok("POST", "/api/v1/proxies/chat/deployments", Some(json!({"gateway": "Edge EU"}))).await;
+        assert_eq!(d1["status"], "Active");
+        assert_eq!(d1["invoke_url"], "https://edge-eu.example.com/chat/chat/completions");
+        assert!(d1["deployed_at"].as_str().unwrap().ends_with('Z'));
+        // Same base path on the same gateway: 409.
+        app.rejects("POST", "/api/v1/proxies/other/deployments", json!({"gateway": gw}), StatusCode::CONFLICT, "context").await;
+
+        // The proxy shows where it runs.
+        let p = app.ok("GET", "/api/v1/proxies/chat", None).await;
+        assert_eq!(p["deployed_gateways"][0]["invoke_url"], "https://edge-eu.example.com/chat/chat/completions");
+
+        // The gateway's configuration: gateway token only.
+        let (s, _) = app.call("GET", "/api/v1/gateway/config", Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, h, cfg) = app.call_h("GET", "/api/v1/gateway/config", Some(&token), None, &[]).await;
+        assert_eq!(s, StatusCode::OK);
+        let version = cfg["version"].as_str().unwrap().to_owned();
+        assert_eq!(h["etag"], format!("\"{version}\""));
+        let parsed: portcullis_types::managed::ManagedConfig = serde_json::from_value(cfg.clone()).unwrap();
+        assert_eq!(parsed.config.proxies.len(), 1);
+        let px = &parsed.config.proxies[0];
+        assert_eq!((px.id.as_deref(), px.context.as_deref()), (Some("chat"), Some("/chat")));
+        assert_eq!(px.keys[0].sha256.as_deref(), Some(portcullis_admin::crypto::sha256_hex(key["key"].as_str().unwrap()).as_str()));
+        let prov = &parsed.config.providers[0];
+        let var = prov.api_key_env.clone().unwrap();
+        assert_eq!(parsed.secrets[&var], "sk-Mock-secret");
+        assert_eq!(parsed.deployments[0].deployment_id, d1["id"].as_str().unwrap());
+
+        // Unchanged: 304 after the wait. Changed: answered at once.
+        let inm = format!("\"{version}\"");
+        let (s, _, _) = app.call_h("GET", "/api/v1/gateway/config?wait=1", Some(&token), None, &[("if-none-match", &inm)]).await;
+        assert_eq!(s, StatusCode::NOT_MODIFIED);
+        let waiter = {
+            let router = app.router.clone();
+            let token = token.clone();
+            let inm = inm.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let req = Request::builder().uri("/api/v1/gateway/config?wait=20")
+                    .header("authorization", format!("Bearer {token}")).header("if-none-match", inm)
+                    .body(Body::empty()).unwrap();
+                let resp = router.oneshot(req).await.unwrap();
+                let status = resp.status();
+                let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+                (status, started.elapsed(), body)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Editing the proxy does not change what is deployed...
+        app.ok("PATCH", "/api/v1/proxies/chat", Some(json!({"context": "/chat2"}))).await;
+        // ...deploying the new revision does, and replaces the old deployment.
+        let d2 = app.ok("POST", "/api/v1/proxies/chat/deployments", Some(json!({"gateway": gw}))).await;
+        assert_eq!(d2["replaced"], d1["id"]);
+        assert_eq!(d2["revision"], 2);
+        let (s, waited, body) = waiter.await.unwrap();
+        assert_eq!(s, StatusCode::OK);
+        assert!(waited < Duration::from_secs(2), "a change is seen within 2 s: {waited:?}");
+        assert_eq!(body["config"]["proxies"][0]["context"], "/chat2");
+        assert_eq!(body["config"]["proxies"].as_array().unwrap().len(), 1);
+
+        // History: newest first, latest marked, the replaced one Inactive.
+        let h = app.ok("GET", "/api/v1/proxies/chat/deployments", None).await;
+        let items = h["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!((items[0]["id"].clone(), items[0]["latest"].clone(), items[0]["status"].clone()), (d2["id"].clone(), json!(true), json!("Active")));
+        assert_eq!((items[1]["latest"].clone(), items[1]["status"].clone()), (json!(false), json!("Inactive")));
+        // /chat is free on that gateway now.
+        app.ok("POST", "/api/v1/proxies/other/deployments", Some(json!({"gateway": gw}))).await;
+
+        // Heartbeats make it Active and carry load failures.
+        let (s, _) = app.call("POST", "/api/v1/gateway/heartbeat", Some(&token), Some(json!({"version": "abc", "proxies": 2,
+            "error": {"version": "def", "field": "proxies[0].routes[0].provider", "message": "no provider"}}))).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (s, v) = app.call("POST", "/api/v1/gateway/heartbeat", Some(&token), Some(json!({"versoin": "x"}))).await;
+        assert_eq!((s, v["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("versoin")));
+        let g = app.ok("GET", "/api/v1/gateways/edge-eu", None).await;
+        assert_eq!(g["status"], "Active");
+        assert_eq!(g["proxies_served"], 2);
+        assert_eq!(g["last_error"]["field"], "proxies[0].routes[0].provider");
+        assert_eq!(g["in_sync"], false);
+        assert_eq!(g["deployments"].as_array().unwrap().len(), 2);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let list = app.ok("GET", "/api/v1/gateways", None).await;
+        assert_eq!(list["items"][0]["status"], "Not Active", "heartbeats stopped");
+
+        // Stop: gone from the config; stopping twice is a conflict.
+        let stop_path = format!("/api/v1/proxies/chat/deployments/{}/stop", d2["id"].as_str().unwrap());
+        let st = app.ok("POST", &stop_path, None).await;
+        assert_eq!(st["status"], "Inactive");
+        let (s, _) = app.call("POST", &stop_path, Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        let (_, _, cfg) = app.call_h("GET", "/api/v1/gateway/config", Some(&token), None, &[]).await;
+        assert_eq!(cfg["config"]["proxies"].as_array().unwrap().len(), 1);
+        assert_eq!(cfg["config"]["proxies"][0]["id"], "other");
+
+        // A deployed proxy or a gateway with deployments cannot be deleted.
+        let (s, _) = app.call("DELETE", "/api/v1/proxies/other", Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        let (s, _) = app.call("DELETE", "/api/v1/gateways/edge-eu", Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        let (s, _) = app.call("GET", "/api/v1/gateway/config?wait=61", Some(&token), None).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_thousand_proxies_on_one_gateway() {
+    on_each_db(async |app| {
+        app.provider("Mock").await;
+        let (gw, token) = app.gateway("big").await;
+        for i in 0..1000 {
+            app.ok(
+                "POST",
+                "/api/v1/proxies",
+                Some(json!({"name": format!("proxy {i}")})),
+            )
+            .await;
+            app.ok(
+                "POST",
+                &format!("/api/v1/proxies/proxy-{i}/deployments"),
+                Some(json!({"gateway": gw})),
+            )
+            .await;
+        }
+        let started = Instant::now();
+        let (_, _, cfg) = app
+            .call_h("GET", "/api/v1/gateway/config", Some(&token), None, &[])
+            .await;
+        assert_eq!(cfg["config"]["proxies"].as_array().unwrap().len(), 1000);
+        assert_eq!(cfg["config"]["providers"].as_array().unwrap().len(), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "config of 1000 proxies took {:?}",
+            started.elapsed()
+        );
+    })
+    .await;
+}
+
+// ------------------------------------------------------------ policies
+
+#[tokio::test]
+async fn policy_attachments_validated_against_hub_schema() {
+    on_each_db(async |app| {
+        app.provider("P").await;
+        app.ok("POST", "/api/v1/proxies", Some(json!({"name": "G"}))).await;
+        let cat = app.ok("GET", "/api/v1/policies", None).await;
+        assert_eq!(cat["items"][0]["name"], "word-filter");
+        let path = "/api/v1/proxies/g/policies";
+        let a = app.ok("POST", path, Some(json!({"name": "word-filter", "version": "1.0.0", "settings": {"words": ["x"], "action": "block"}, "phase": "request"}))).await;
+        assert_eq!((a["revision"].as_i64(), a["on_error"].as_str(), a["order"].as_i64()), (Some(2), Some("closed"), Some(1)));
+        // Defaults from the manifest when no settings are given.
+        let b = app.ok("POST", path, Some(json!({"name": "word-filter", "version": "1.0.0", "on_error": "open"}))).await;
+        assert_eq!(b["settings"], json!({"words": ["secret"]}));
+        assert_eq!(b["order"], 2);
+
+        let v = app.rejects("POST", path, json!({"name": "word-filter", "version": "1.0.0", "settings": {"words": [1]}}), StatusCode::UNPROCESSABLE_ENTITY, "settings/words/0").await;
+        assert!(v["error"]["message"].as_str().unwrap().contains("/words/0"), "{v}");
+        app.rejects("POST", path, json!({"name": "word-filter", "version": "1.0.0", "settings": {"words": ["a"], "extra": 1}}), StatusCode::UNPROCESSABLE_ENTITY, "settings").await;
+        app.rejects("POST", path, json!({"name": "word-filter", "version": "1.0.0", "settings": {"words": ["a"], "action": "shout"}}), StatusCode::UNPROCESSABLE_ENTITY, "settings/action").await;
+        app.rejects("POST", path, json!({"name": "word-filter", "version": "9.9.9"}), StatusCode::UNPROCESSABLE_ENTITY, "version").await;
+        app.rejects("POST", path, json!({"name": "Word Filter", "version": "1.0.0"}), StatusCode::UNPROCESSABLE_ENTITY, "name").await;
+        app.rejects("POST", path, json!({"name": "word-filter", "version": "1.0.0", "phase": "stream"}), StatusCode::UNPROCESSABLE_ENTITY, "phase").await;
+        app.rejects("POST", path, json!({"name": "word-filter", "version": "1.0.0", "on_error": "explode"}), StatusCode::UNPROCESSABLE_ENTITY, "on_error").await;
+
+        let att = format!("{path}/{}", a["id"].as_str().unwrap());
+        app.rejects("PATCH", &att, json!({"settings": {"words": []}}), StatusCode::UNPROCESSABLE_ENTITY, "settings/words").await;
+        let u = app.ok("PATCH", &att, Some(json!({"settings": {"words": ["y"]}, "order": 5}))).await;
+        assert_eq!(u["revision"], 4);
+        let list = app.ok("GET", path, None).await;
+        assert_eq!(list["items"][0]["id"], b["id"], "chain order follows `order`");
+        let after = app.ok("DELETE", &att, None).await;
+        assert_eq!(after["policies"].as_array().unwrap().len(), 1);
+        assert_eq!(after["revision"], 5);
+        let (s, _) = app.call("DELETE", &att, Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn attaching_with_the_hub_down_is_a_503() {
+    on_each_db_with(
+        || {
+            Arc::new(FakeHub {
+                versions: HashMap::new(),
+                down: true,
+            }) as Hub
+        },
+        async |app| {
+            app.provider("P").await;
+            app.ok("POST", "/api/v1/proxies", Some(json!({"name": "G"})))
+                .await;
+            let (s, v) = app
+                .call(
+                    "POST",
+                    "/api/v1/proxies/g/policies",
+                    Some(&app.admin),
+                    Some(json!({"name": "word-filter", "version": "1.0.0"})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unreachable"),
+                "{v}"
+            );
+            let (s, _) = app
+                .call("GET", "/api/v1/policies", Some(&app.admin), None)
+                .await;
+            assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                app.ok("GET", "/api/v1/proxies/g", None).await["revision"],
+                1,
+                "nothing attached"
+            );
+        },
+    )
+    .await;
+}
+
+// ------------------------------------------------------------ audit
+
+#[tokio::test]
+async fn every_mutation_is_audited() {
+    on_each_db(async |app| {
+        app.provider("P").await;
+        app.ok("POST", "/api/v1/proxies", Some(json!({"name": "A"})))
+            .await;
+        app.ok(
+            "PATCH",
+            "/api/v1/proxies/a",
+            Some(json!({"description": "d"})),
+        )
+        .await;
+        let k = app
+            .ok("POST", "/api/v1/proxies/a/keys", Some(json!({"name": "k"})))
+            .await;
+        app.ok(
+            "POST",
+            &format!(
+                "/api/v1/proxies/a/keys/{}/revoke",
+                k["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+        // A rejected mutation leaves no entry.
+        app.rejects(
+            "POST",
+            "/api/v1/proxies",
+            json!({"name": "A"}),
+            StatusCode::CONFLICT,
+            "name",
+        )
+        .await;
+        let log = app.ok("GET", "/api/v1/audit", None).await;
+        let actions: Vec<&str> = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "key.revoke",
+                "key.create",
+                "proxy.update",
+                "proxy.create",
+                "provider.create"
+            ]
+        );
+        assert_eq!(log["items"][0]["actor"], "bootstrap (admin)");
+        assert_eq!(log["items"][3]["resource"], "proxies/a");
+        let page = app
+            .ok(
+                "GET",
+                &format!("/api/v1/audit?limit=2&before={}", log["items"][1]["seq"]),
+                None,
+            )
+            .await;
+        assert_eq!(page["items"][0]["action"], "proxy.update");
+        assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    })
+    .await;
+}
+
+// ------------------------------------------------------------ OpenAPI
+
+#[tokio::test]
+async fn openapi_documents_every_route_and_nothing_else() {
+    let app = app_with("sqlite::memory:", default_hub()).await;
+    let (s, doc) = app.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            documented.push((method.clone(), path.clone()));
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path} has no responses"
+            );
+            // Path parameters are declared.
+            for seg in path.split('/').filter(|s| s.starts_with('{')) {
+                let name = seg.trim_matches(['{', '}']);
+                let declared = op["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == name && p["in"] == "path"));
+                assert!(declared, "{method} {path}: parameter {name} undeclared");
+            }
+        }
+    }
+    let mut routed: Vec<(String, String)> = portcullis_admin::routes()
+        .into_iter()
+        .map(|(m, p, _)| (m.to_owned(), p.to_owned()))
+        .collect();
+    documented.sort();
+    routed.sort();
+    assert_eq!(documented, routed);
+    // Every $ref resolves.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if k == "$ref" {
+                        out.push(x.as_str().unwrap().to_owned());
+                    } else {
+                        refs(x, out);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 50);
+    for r in all {
+        let ptr = r.strip_prefix('#').unwrap();
+        assert!(doc.pointer(ptr).is_some(), "dangling {r}");
+    }
+    // Schemas are valid JSON Schema.
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        let mut s = schema.clone();
+        // Refs point into the document; check each schema on its own terms.
+        fn strip(v: &mut Value) {
+            match v {
+                Value::Object(m) => {
+                    m.remove("$ref");
+                    m.values_mut().for_each(strip);
+                }
+                Value::Array(a) => a.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
+        strip(&mut s);
+        assert!(
+            jsonschema::validator_for(&s).is_ok(),
+            "schema {name} is not valid JSON Schema"
+        );
+    }
+    // The document's Problem schema matches what errors look like.
+    let (_, problem) = app.call("GET", "/api/v1/proxies", None, None).await;
+    let mut problem_schema = doc["components"]["schemas"]["Problem"].clone();
+    problem_schema["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    assert!(jsonschema::is_valid(&problem_schema, &problem), "{problem}");
+}

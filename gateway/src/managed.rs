@@ -1,0 +1,527 @@
+//! Managed mode: a gateway that takes its configuration from the admin
+//! service instead of a file (`portcullis gateway --admin URL --token T`).
+//!
+//! An agent on its own thread long-polls admin for the gateway's
+//! [`ManagedConfig`], validates each new version into a [`Runtime`] and
+//! swaps it in through a [`RuntimeHandle`]: requests in flight keep the
+//! `Arc<Runtime>` they started with, so a swap never drops or stalls them,
+//! streams included. A version that fails to load is reported back to
+//! admin and the previous runtime stays. Every good version is written to
+//! disk, and a restart while admin is down serves from that copy. The agent
+//! heartbeats so admin can show the gateway as Active.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use portcullis_types::managed::{
+    CONFIG_PATH, HEARTBEAT_PATH, Heartbeat, LoadFailure, ManagedConfig,
+};
+
+use crate::config::{ConfigError, FileConfig, Runtime, build_runtime};
+use crate::run::RunOptions;
+
+/// Swaps the configuration of a running gateway.
+#[derive(Clone)]
+pub struct RuntimeHandle(Arc<RwLock<Arc<Runtime>>>);
+
+impl RuntimeHandle {
+    /// Wraps the gateway's runtime slot (see `Gateway::runtime_handle`).
+    pub fn new(slot: Arc<RwLock<Arc<Runtime>>>) -> Self {
+        RuntimeHandle(slot)
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> Arc<Runtime> {
+        self.0
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Swaps in `runtime`; requests in flight finish on the old one.
+    pub fn replace(&self, runtime: Runtime) {
+        let new = Arc::new(runtime);
+        match self.0.write() {
+            Ok(mut g) => *g = new,
+            Err(p) => *p.into_inner() = new,
+        }
+    }
+}
+
+/// Options of a managed gateway.
+#[derive(Debug, Clone)]
+pub struct ManagedOptions {
+    /// Admin base URL, e.g. `http://admin:8090`.
+    pub admin_url: String,
+    /// The gateway token admin gave at registration.
+    pub token: String,
+    /// Where the last good configuration is kept.
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub ops_listen: String,
+    pub run: RunOptions,
+    /// Seconds a long-poll waits for a change before asking again.
+    pub poll_wait: u64,
+    pub heartbeat_every: Duration,
+}
+
+/// The file the last good configuration is kept in.
+pub fn last_good_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("managed-config.json")
+}
+
+/// Validates a managed configuration into a runtime on `listen`/`ops_listen`.
+/// Secrets come from the configuration only, never from the process
+/// environment: a managed gateway must not pick up the host's credentials.
+pub fn build(mc: &ManagedConfig, listen: &str, ops_listen: &str) -> Result<Runtime, ConfigError> {
+    let mut file: FileConfig = mc.config.clone();
+    file.listen = Some(listen.to_owned());
+    file.ops_listen = Some(ops_listen.to_owned());
+    build_runtime(&file, &|name| mc.secrets.get(name).cloned())
+}
+
+/// An empty configuration: no proxies, every path a 404, until admin answers.
+fn empty(listen: &str, ops_listen: &str) -> anyhow::Result<Runtime> {
+    let file: FileConfig = serde_json::from_str("{}")?;
+    let mc = ManagedConfig {
+        version: String::new(),
+        config: file,
+        secrets: Default::default(),
+        deployments: Vec::new(),
+    };
+    Ok(build(&mc, listen, ops_listen)?)
+}
+
+/// Reads the last good configuration, if there is one that still loads.
+pub fn load_last_good(data_dir: &Path) -> Option<ManagedConfig> {
+    let text = std::fs::read_to_string(last_good_path(data_dir)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Writes the configuration atomically (temp file + rename), readable by
+/// the owner only: it holds provider secrets.
+pub fn save_last_good(data_dir: &Path, mc: &ManagedConfig) -> std::io::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    let path = last_good_path(data_dir);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec(mc).map_err(std::io::Error::other)?;
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(tmp, path)
+}
+
+/// What the agent reports.
+#[derive(Debug, Default, Clone)]
+struct Status {
+    /// The version served.
+    served: Option<String>,
+    proxies: usize,
+    error: Option<LoadFailure>,
+}
+
+/// Applies configurations to a gateway and remembers the outcome.
+pub struct Applier {
+    handle: RuntimeHandle,
+    data_dir: PathBuf,
+    listen: String,
+    ops_listen: String,
+    status: Mutex<Status>,
+}
+
+/// What `Applier::apply` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Swapped,
+    Unchanged,
+    Rejected,
+}
+
+impl Applier {
+    pub fn new(
+        handle: RuntimeHandle,
+        data_dir: PathBuf,
+        listen: String,
+        ops_listen: String,
+    ) -> Self {
+        Applier {
+            handle,
+            data_dir,
+            listen,
+            ops_listen,
+            status: Mutex::new(Status::default()),
+        }
+    }
+
+    fn status(&self) -> Status {
+        self.status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut Status)) {
+        match self.status.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    /// Records that `mc` is being served already (loaded at start).
+    pub fn mark_served(&self, mc: &ManagedConfig) {
+        self.set_status(|s| {
+            s.served = Some(mc.version.clone());
+            s.proxies = mc.config.proxies.len();
+        });
+    }
+
+    /// Validates and swaps in `mc`; on failure keeps the runtime in force
+    /// and records why, for the next heartbeat.
+    pub fn apply(&self, mc: &ManagedConfig) -> Applied {
+        if self.status().served.as_deref() == Some(mc.version.as_str()) {
+            return Applied::Unchanged;
+        }
+        match build(mc, &self.listen, &self.ops_listen) {
+            Ok(rt) => {
+                self.handle.replace(rt);
+                if let Err(e) = save_last_good(&self.data_dir, mc) {
+                    tracing::warn!(error = %e, "cannot write the last good configuration");
+                }
+                self.set_status(|s| {
+                    s.served = Some(mc.version.clone());
+                    s.proxies = mc.config.proxies.len();
+                    s.error = None;
+                });
+                tracing::info!(version = %mc.version, proxies = mc.config.proxies.len(), "configuration applied");
+                Applied::Swapped
+            }
+            Err(e) => {
+                tracing::error!(version = %mc.version, field = %e.path, error = %e.message, "configuration rejected; keeping the previous one");
+                self.set_status(|s| {
+                    s.error = Some(LoadFailure {
+                        version: mc.version.clone(),
+                        field: e.path.clone(),
+                        message: e.message.clone(),
+                    })
+                });
+                Applied::Rejected
+            }
+        }
+    }
+
+    /// The heartbeat body for the current state.
+    pub fn heartbeat(&self) -> Heartbeat {
+        let s = self.status();
+        Heartbeat {
+            version: s.served,
+            proxies: s.proxies,
+            error: s.error,
+        }
+    }
+}
+
+/// Talks to admin.
+struct Client {
+    http: reqwest::Client,
+    admin: String,
+    token: String,
+}
+
+enum Fetched {
+    Changed(ManagedConfig),
+    Unchanged,
+}
+
+impl Client {
+    async fn fetch(&self, known: Option<&str>, wait: u64) -> anyhow::Result<Fetched> {
+        let mut req = self
+            .http
+            .get(format!("{}{CONFIG_PATH}?wait={wait}", self.admin))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(wait + 10));
+        if let Some(v) = known {
+            req = req.header("if-none-match", format!("\"{v}\""));
+        }
+        let resp = req.send().await?;
+        match resp.status() {
+            reqwest::StatusCode::NOT_MODIFIED => Ok(Fetched::Unchanged),
+            s if s.is_success() => Ok(Fetched::Changed(resp.json().await?)),
+            s => anyhow::bail!(
+                "admin answered {s}: {}",
+                resp.text().await.unwrap_or_default()
+            ),
+        }
+    }
+
+    async fn heartbeat(&self, hb: &Heartbeat) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .post(format!("{}{HEARTBEAT_PATH}", self.admin))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(10))
+            .json(hb)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            anyhow::bail!("admin answered {}", resp.status());
+        }
+        Ok(())
+    }
+}
+
+/// Runs a managed gateway until the process is stopped.
+pub fn run(o: ManagedOptions) -> anyhow::Result<()> {
+    let client = Arc::new(Client {
+        http: reqwest::Client::new(),
+        admin: o.admin_url.trim_end_matches('/').to_owned(),
+        token: o.token.clone(),
+    });
+    // The first configuration: from admin if it answers soon, else the
+    // last good one on disk, else none (404s until admin answers).
+    let first = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let c = client.clone();
+        rt.block_on(
+            async move { tokio::time::timeout(Duration::from_secs(5), c.fetch(None, 0)).await },
+        )
+    };
+    let from_admin = match first {
+        Ok(Ok(Fetched::Changed(mc))) => Some(mc),
+        Ok(Ok(Fetched::Unchanged)) => None,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "admin unreachable at start");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("admin did not answer within 5 s at start");
+            None
+        }
+    };
+    let mut initial: Option<(ManagedConfig, Runtime)> = None;
+    let mut rejected: Option<(ManagedConfig, ConfigError)> = None;
+    if let Some(mc) = from_admin {
+        match build(&mc, &o.listen, &o.ops_listen) {
+            Ok(rt) => {
+                if let Err(e) = save_last_good(&o.data_dir, &mc) {
+                    tracing::warn!(error = %e, "cannot write the last good configuration");
+                }
+                initial = Some((mc, rt));
+            }
+            Err(e) => rejected = Some((mc, e)),
+        }
+    }
+    if initial.is_none() {
+        if let Some(mc) = load_last_good(&o.data_dir) {
+            match build(&mc, &o.listen, &o.ops_listen) {
+                Ok(rt) => {
+                    tracing::info!(version = %mc.version, "serving the last good configuration from disk");
+                    initial = Some((mc, rt));
+                }
+                Err(e) => tracing::warn!(error = %e, "the configuration on disk no longer loads"),
+            }
+        }
+    }
+    let (served, runtime) = match initial {
+        Some((mc, rt)) => (Some(mc), rt),
+        None => (None, empty(&o.listen, &o.ops_listen)?),
+    };
+    let opts = o.clone();
+    crate::run::run_with(runtime, o.run.clone(), move |handle| {
+        let applier = Arc::new(Applier::new(
+            handle,
+            opts.data_dir.clone(),
+            opts.listen.clone(),
+            opts.ops_listen.clone(),
+        ));
+        if let Some(mc) = &served {
+            applier.mark_served(mc);
+        }
+        if let Some((mc, e)) = &rejected {
+            applier.apply(mc);
+            tracing::error!(error = %e, "admin's configuration was rejected at start");
+        }
+        std::thread::Builder::new()
+            .name("managed-agent".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "managed agent cannot start");
+                        return;
+                    }
+                };
+                rt.block_on(agent(client, applier, opts));
+            })?;
+        Ok(())
+    })
+}
+
+/// Long-polls for changes and heartbeats, forever.
+async fn agent(client: Arc<Client>, applier: Arc<Applier>, o: ManagedOptions) {
+    let hb_client = client.clone();
+    let hb_applier = applier.clone();
+    let every = o.heartbeat_every;
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = hb_client.heartbeat(&hb_applier.heartbeat()).await {
+                tracing::debug!(error = %e, "heartbeat failed");
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    // The last version seen, good or bad: asking with it means a rejected
+    // version is not fetched again and again, only its successor.
+    let mut known = applier.heartbeat().version;
+    if let Some(e) = &applier.heartbeat().error {
+        known = Some(e.version.clone());
+    }
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match client.fetch(known.as_deref(), o.poll_wait).await {
+            Ok(Fetched::Unchanged) => backoff = Duration::from_millis(250),
+            Ok(Fetched::Changed(mc)) => {
+                backoff = Duration::from_millis(250);
+                known = Some(mc.version.clone());
+                let applier2 = applier.clone();
+                // Building 1,000 proxies takes a while; keep it off the
+                // agent's reactor so heartbeats go on meanwhile.
+                let applied = tokio::task::spawn_blocking(move || applier2.apply(&mc)).await;
+                if matches!(applied, Ok(Applied::Swapped) | Ok(Applied::Rejected)) {
+                    // Tell admin at once rather than at the next beat.
+                    if let Err(e) = client.heartbeat(&applier.heartbeat()).await {
+                        tracing::debug!(error = %e, "heartbeat failed");
+                    }
+                }
+            }
+            Err(e) => {
+                // Admin is down or unreachable: keep serving what we have.
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach admin");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn managed(version: &str, proxies: usize, provider: &str) -> ManagedConfig {
+        let proxies: Vec<_> = (0..proxies)
+            .map(|i| {
+                json!({"name": format!("p{i}"), "routes": [{"provider": provider}],
+                "keys": [{"name": "k", "sha256": "00".repeat(32)}]})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "version": version,
+            "config": {
+                "providers": [{"name": "mock", "type": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "SECRET_KEY"}],
+                "proxies": proxies,
+            },
+            "secrets": {"SECRET_KEY": "sk-from-admin"},
+        }))
+        .unwrap()
+    }
+
+    fn applier(dir: &Path) -> (Applier, RuntimeHandle) {
+        let handle = RuntimeHandle::new(Arc::new(RwLock::new(Arc::new(
+            empty("127.0.0.1:0", "127.0.0.1:0").unwrap(),
+        ))));
+        (
+            Applier::new(
+                handle.clone(),
+                dir.to_owned(),
+                "127.0.0.1:0".into(),
+                "127.0.0.1:0".into(),
+            ),
+            handle,
+        )
+    }
+
+    fn temp_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("pc-managed-{}", uuid::Uuid::new_v4()))
+    }
+
+    #[test]
+    fn good_configs_swap_and_persist_bad_ones_are_reported_and_kept_out() {
+        let dir = temp_dir();
+        let (a, handle) = applier(&dir);
+        let before = handle.current();
+        assert_eq!(a.apply(&managed("v1", 2, "mock")), Applied::Swapped);
+        let rt = handle.current();
+        assert_eq!(rt.proxies.len(), 2);
+        assert!(
+            matches!(&rt.proxies["/p0"].routes[0].key, crate::config::KeySource::Static(k) if k == "sk-from-admin")
+        );
+        // A request that started before the swap still holds its runtime.
+        assert_eq!(before.proxies.len(), 0);
+        assert_eq!(a.apply(&managed("v1", 2, "mock")), Applied::Unchanged);
+
+        // A bad version: reported with its field, the good one stays.
+        assert_eq!(a.apply(&managed("v2", 3, "nope")), Applied::Rejected);
+        assert_eq!(handle.current().proxies.len(), 2);
+        let hb = a.heartbeat();
+        assert_eq!(hb.version.as_deref(), Some("v1"));
+        let err = hb.error.unwrap();
+        assert_eq!(
+            (err.version.as_str(), err.field.as_str()),
+            ("v2", "proxies[0].routes[0].provider")
+        );
+        // On disk: the last good one only.
+        assert_eq!(load_last_good(&dir).unwrap().version, "v1");
+        // The next good version clears the error.
+        assert_eq!(a.apply(&managed("v3", 1, "mock")), Applied::Swapped);
+        assert!(a.heartbeat().error.is_none());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(last_good_path(&dir))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "the file holds secrets");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn secrets_come_from_admin_not_the_environment() {
+        let mut mc = managed("v1", 1, "mock");
+        mc.secrets.clear();
+        // PATH is set in every process environment; it must not be read.
+        mc.config.providers[0].api_key_env = Some("PATH".into());
+        let e = build(&mc, "127.0.0.1:0", "127.0.0.1:0").err().unwrap();
+        assert_eq!(e.path, "providers[0].api_key_env");
+    }
+
+    #[test]
+    fn a_thousand_proxies_build_and_swap_quickly() {
+        let dir = temp_dir();
+        let (a, handle) = applier(&dir);
+        let started = std::time::Instant::now();
+        assert_eq!(a.apply(&managed("big", 1000, "mock")), Applied::Swapped);
+        let took = started.elapsed();
+        assert_eq!(handle.current().proxies.len(), 1000);
+        assert!(took < Duration::from_secs(5), "1000 proxies took {took:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

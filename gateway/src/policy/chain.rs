@@ -1,0 +1,957 @@
+//! A proxy's policy chain, and its run over one request.
+//!
+//! The chain is built when the configuration loads: each attachment's
+//! module compiled (once per module), its settings merged over the
+//! manifest's defaults and validated against the schema, and its `init`
+//! called once in a throwaway instance to learn its phases and catch bad
+//! settings before any request. The chain's stream mode is fixed then:
+//! one policy that must see whole responses holds back every stream.
+//!
+//! A run is one request: one wasmtime store holding the chain's instances,
+//! created lazily from the pre-instantiated modules the first time a phase
+//! needs them, and dropped with the request. Every call is under the
+//! engine's deadline and memory limit; a failing policy (trap, timeout,
+//! memory) fails the request or is skipped, per its `on_error`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use portcullis_types::{
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta,
+    FinishReason, Message, Role, Usage,
+};
+use wasmtime::Store;
+
+use super::engine::{CurrentPolicy, HostState, LoadedModule, PolicyEngine, PolicyWorld, guest, wit};
+use crate::config::InboundKind;
+use crate::error::{ErrorKind, ErrorSource, GatewayError};
+use crate::metrics::Metrics;
+
+pub use portcullis_types::gateway_config::OnError;
+
+/// One attachment of a chain.
+pub struct Attached {
+    pub module: Arc<LoadedModule>,
+    pub settings: String,
+    pub on_error: OnError,
+    pub info: wit::PolicyInfo,
+    name: Arc<str>,
+    version: String,
+    namespace: Arc<str>,
+}
+
+/// A proxy's ordered policies.
+pub struct Chain {
+    engine: Arc<PolicyEngine>,
+    policies: Vec<Attached>,
+    hold_stream: bool,
+}
+
+impl Chain {
+    /// Builds an attachment: validates settings (already merged and
+    /// schema-checked by the caller) by running `init` once.
+    pub fn attach(
+        engine: &Arc<PolicyEngine>,
+        module: Arc<LoadedModule>,
+        settings: &serde_json::Value,
+        on_error: OnError,
+    ) -> Result<Attached, (String, String)> {
+        let settings = settings.to_string();
+        let mut store = engine.store(None);
+        let name: Arc<str> = Arc::from(module.manifest.name.as_str());
+        store.data_mut().current = CurrentPolicy {
+            name: name.clone(),
+            namespace: name.clone(),
+        };
+        store.set_epoch_deadline(engine.deadline_ticks().max(1000));
+        let inst = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| (String::new(), format!("cannot instantiate: {e:#}")))?;
+        let info = inst
+            .portcullis_policy_policy()
+            .call_init(&mut store, &settings)
+            .map_err(|e| (String::new(), format!("init trapped: {e:#}")))?
+            .map_err(|e| (e.pointer, e.message))?;
+        Ok(Attached {
+            version: module.manifest.version.clone(),
+            namespace: name.clone(),
+            name,
+            module,
+            settings,
+            on_error,
+            info,
+        })
+    }
+
+    pub fn new(engine: Arc<PolicyEngine>, policies: Vec<Attached>) -> Chain {
+        let hold_stream = policies
+            .iter()
+            .any(|p| p.info.response == wit::ResponseMode::Buffer);
+        Chain {
+            engine,
+            policies,
+            hold_stream,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Names and versions, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.policies
+            .iter()
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect()
+    }
+
+    /// Whether streams are held back whole for this chain.
+    pub fn holds_stream(&self) -> bool {
+        self.hold_stream
+    }
+
+    /// Starts a run for one request, waiting for room in the instance
+    /// pool when the gateway is at capacity (back-pressure, not failure).
+    pub async fn start(self: &Arc<Self>, metrics: Option<Arc<Metrics>>) -> Result<ChainRun, GatewayError> {
+        // A chain longer than the whole pool still runs (one request at a
+        // time) rather than waiting forever.
+        let n = (self.policies.len().max(1) as u32).min(self.engine.settings.max_instances);
+        let permit = self
+            .engine
+            .slots
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| GatewayError::internal("policy engine stopped"))?;
+        let store = self.engine.store(metrics.clone());
+        Ok(ChainRun {
+            chain: self.clone(),
+            store,
+            instances: (0..self.policies.len()).map(|_| Slot::Empty).collect(),
+            ran_request: 0,
+            headers: Vec::new(),
+            metrics,
+            streamed: Vec::new(),
+            held: Vec::new(),
+            template: None,
+            completed: false,
+            _permit: permit,
+        })
+    }
+}
+
+enum Slot {
+    Empty,
+    Ready(Arc<PolicyWorld>),
+    /// Failed (fail-open): skipped for the rest of the request.
+    Failed,
+}
+
+/// Why a policy call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Timeout,
+    Memory,
+    Trap,
+}
+
+impl Failure {
+    fn label(self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::Memory => "memory",
+            Failure::Trap => "error",
+        }
+    }
+}
+
+/// What the request phase decided.
+pub enum RequestOutcome {
+    /// Call the provider (with the request as the chain left it).
+    Continue,
+    /// Answer with this response; the provider is not called.
+    Respond { status: u16, response: ChatResponse },
+}
+
+/// Who the request is, for the policies' view of it.
+pub struct RequestMeta<'a> {
+    pub request_id: &'a str,
+    pub proxy_id: &'a str,
+    pub key_id: &'a str,
+    pub format: InboundKind,
+    pub headers: &'a http::HeaderMap,
+}
+
+/// A chain's run over one request.
+pub struct ChainRun {
+    chain: Arc<Chain>,
+    store: Store<HostState>,
+    instances: Vec<Slot>,
+    /// How many policies ran the request phase (a rejection or direct
+    /// response stops the chain; only those get the later phases).
+    ran_request: usize,
+    headers: Vec<(String, String)>,
+    metrics: Option<Arc<Metrics>>,
+    /// Text sent so far per choice (for `on-complete` after a stream).
+    streamed: Vec<String>,
+    /// Chunks held back (hold mode).
+    held: Vec<ChatChunk>,
+    /// Identity (id, model, created) of the stream's chunks, for the
+    /// chunks the chain adds.
+    template: Option<ChatChunk>,
+    completed: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ChainRun {
+    /// Headers the policies add to the client's response.
+    pub fn response_headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// Whether this stream must be held back whole.
+    pub fn holds_stream(&self) -> bool {
+        self.chain.hold_stream
+    }
+
+    fn instance(&mut self, i: usize) -> Result<Option<Arc<PolicyWorld>>, Failure> {
+        match &self.instances[i] {
+            Slot::Ready(w) => return Ok(Some(w.clone())),
+            Slot::Failed => return Ok(None),
+            Slot::Empty => {}
+        }
+        let p = &self.chain.policies[i];
+        self.store.set_epoch_deadline(self.chain.engine.deadline_ticks());
+        let inst = p.module.pre.instantiate(&mut self.store).map_err(|e| {
+            tracing::warn!(policy = %p.name, error = %e, "policy instantiation failed");
+            Failure::Trap
+        })?;
+        let settings = p.settings.clone();
+        match inst.portcullis_policy_policy().call_init(&mut self.store, &settings) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(policy = %p.name, pointer = %e.pointer, error = %e.message, "policy init refused its settings");
+                return Err(Failure::Trap);
+            }
+            Err(e) => return Err(self.classify(e)),
+        }
+        let inst = Arc::new(inst);
+        self.instances[i] = Slot::Ready(inst.clone());
+        Ok(Some(inst))
+    }
+
+    fn classify(&mut self, e: wasmtime::Error) -> Failure {
+        let f = if self.store.data().memory_exceeded {
+            Failure::Memory
+        } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+            Failure::Timeout
+        } else {
+            Failure::Trap
+        };
+        self.store.data_mut().memory_exceeded = false;
+        f
+    }
+
+    /// Runs `f` on policy `i` under the deadline, with metrics. `Ok(None)`
+    /// means the policy failed open (or had failed earlier) and is skipped.
+    fn call<R>(
+        &mut self,
+        i: usize,
+        phase: &'static str,
+        f: impl FnOnce(&guest::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+        outcome: impl FnOnce(&R) -> &'static str,
+    ) -> Result<Option<R>, GatewayError> {
+        let started = Instant::now();
+        let (name, version, namespace) = {
+            let p = &self.chain.policies[i];
+            (p.name.clone(), p.version.clone(), p.namespace.clone())
+        };
+        self.store.data_mut().current = CurrentPolicy {
+            name: name.clone(),
+            namespace,
+        };
+        let result = match self.instance(i) {
+            Ok(None) => return Ok(None),
+            Ok(Some(inst)) => {
+                self.store.set_epoch_deadline(self.chain.engine.deadline_ticks());
+                f(inst.portcullis_policy_policy(), &mut self.store).map_err(|e| self.classify(e))
+            }
+            Err(f) => Err(f),
+        };
+        let label = match &result {
+            Ok(r) => outcome(r),
+            Err(f) => f.label(),
+        };
+        if let Some(m) = &self.metrics {
+            m.policy_executions
+                .with_label_values(&[&*name, &version, phase, label])
+                .inc();
+            m.policy_duration
+                .with_label_values(&[&*name, &version, phase])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        match result {
+            Ok(r) => Ok(Some(r)),
+            Err(failure) => {
+                // A trapped instance cannot be entered again.
+                self.instances[i] = Slot::Failed;
+                let on_error = self.chain.policies[i].on_error;
+                tracing::warn!(policy = %name, phase, failure = failure.label(), on_error = ?on_error, "policy failed");
+                match on_error {
+                    OnError::Open => Ok(None),
+                    OnError::Closed => Err(policy_failed(&name, failure)),
+                }
+            }
+        }
+    }
+
+    /// The request phase, in attachment order. Edits apply to `req` as
+    /// they come, so each policy sees the previous one's changes.
+    pub fn on_request(&mut self, req: &mut ChatRequest, meta: &RequestMeta<'_>) -> Result<RequestOutcome, GatewayError> {
+        let mut view: Option<wit::Request> = None;
+        for i in 0..self.chain.policies.len() {
+            self.ran_request = i + 1;
+            if !self.chain.policies[i].info.on_request {
+                continue;
+            }
+            let v = match &view {
+                Some(v) => v.clone(),
+                None => {
+                    let v = request_view(req, meta);
+                    view = Some(v.clone());
+                    v
+                }
+            };
+            let verdict = self.call(
+                i,
+                "request",
+                |g, s| g.call_on_request(s, &v),
+                |r| match r {
+                    wit::RequestVerdict::Continue(_) => "continue",
+                    wit::RequestVerdict::Modify(_) => "modified",
+                    wit::RequestVerdict::Reject(_) => "rejected",
+                    wit::RequestVerdict::Respond(_) => "responded",
+                },
+            )?;
+            match verdict {
+                None => {}
+                Some(wit::RequestVerdict::Continue(h)) => self.add_headers(h),
+                Some(wit::RequestVerdict::Modify(edit)) => {
+                    apply_request_edit(req, &edit)?;
+                    self.add_headers(edit.response_headers);
+                    view = None;
+                }
+                Some(wit::RequestVerdict::Reject(r)) => {
+                    return Err(self.rejection(r));
+                }
+                Some(wit::RequestVerdict::Respond(d)) => {
+                    let mut response: ChatResponse = serde_json::from_str(&d.body).map_err(|e| {
+                        tracing::warn!(policy = %self.chain.policies[i].name, error = %e, "policy answered a body that is not a chat.completion");
+                        GatewayError::internal("a policy answered an invalid response")
+                    })?;
+                    if response.model.is_empty() {
+                        response.model = req.model.clone();
+                    }
+                    self.add_headers(d.headers);
+                    return Ok(RequestOutcome::Respond {
+                        status: d.status,
+                        response,
+                    });
+                }
+            }
+        }
+        Ok(RequestOutcome::Continue)
+    }
+
+    /// The response phase on a whole response, in attachment order.
+    pub fn on_response(&mut self, resp: &mut ChatResponse, streamed: bool) -> Result<(), GatewayError> {
+        let mut view: Option<wit::Response> = None;
+        for i in 0..self.ran_request {
+            if self.chain.policies[i].info.response == wit::ResponseMode::Skip {
+                continue;
+            }
+            let v = match &view {
+                Some(v) => v.clone(),
+                None => {
+                    let v = response_view(resp, 200, streamed);
+                    view = Some(v.clone());
+                    v
+                }
+            };
+            let verdict = self.call(
+                i,
+                "response",
+                |g, s| g.call_on_response(s, &v),
+                |r| match r {
+                    wit::ResponseVerdict::Continue(_) => "continue",
+                    wit::ResponseVerdict::Modify(_) => "modified",
+                    wit::ResponseVerdict::Reject(_) => "rejected",
+                },
+            )?;
+            match verdict {
+                None => {}
+                Some(wit::ResponseVerdict::Continue(h)) => self.add_headers(h),
+                Some(wit::ResponseVerdict::Modify(edit)) => {
+                    if let Some(texts) = edit.choices {
+                        for (choice, text) in resp.choices.iter_mut().zip(texts) {
+                            choice.message.content = Some(Content::Text(text));
+                        }
+                        view = None;
+                    }
+                    self.add_headers(edit.headers);
+                }
+                Some(wit::ResponseVerdict::Reject(r)) => return Err(self.rejection(r)),
+            }
+        }
+        Ok(())
+    }
+
+    /// One decoded stream chunk. Returns whether to send it now: in hold
+    /// mode chunks are kept for [`ChainRun::finish_stream`]; otherwise
+    /// stream-mode policies may rewrite its text (or hold some back).
+    pub fn on_chunk(&mut self, chunk: &mut ChatChunk) -> Result<bool, GatewayError> {
+        if self.template.is_none() {
+            self.template = Some(ChatChunk::new(chunk.id.clone(), chunk.model.clone(), chunk.created));
+        }
+        if self.chain.hold_stream {
+            self.held.push(chunk.clone());
+            return Ok(false);
+        }
+        for choice in &mut chunk.choices {
+            let Some(text) = choice.delta.content.take() else { continue };
+            let text = self.filter_text(0, choice.index, text)?;
+            self.note_streamed(choice.index, &text);
+            if !text.is_empty() {
+                choice.delta.content = Some(text);
+            }
+        }
+        let keep = chunk.choices.iter().any(|c| {
+            c.delta.content.is_some()
+                || c.delta.role.is_some()
+                || c.delta.tool_calls.is_some()
+                || c.finish_reason.is_some()
+        });
+        Ok(keep)
+    }
+
+    /// Passes `text` of `choice` through the stream-mode policies from
+    /// `from` on.
+    fn filter_text(&mut self, from: usize, choice: u32, mut text: String) -> Result<String, GatewayError> {
+        for i in from..self.ran_request {
+            if self.chain.policies[i].info.response != wit::ResponseMode::Stream {
+                continue;
+            }
+            let c = wit::Chunk {
+                choice,
+                text: text.clone(),
+            };
+            let verdict = self.call(
+                i,
+                "stream",
+                |g, s| g.call_on_chunk(s, &c),
+                |r| match r {
+                    wit::ChunkVerdict::Continue => "continue",
+                    wit::ChunkVerdict::Replace(_) => "modified",
+                    wit::ChunkVerdict::Reject(_) => "rejected",
+                },
+            )?;
+            match verdict {
+                None | Some(wit::ChunkVerdict::Continue) => {}
+                Some(wit::ChunkVerdict::Replace(t)) => text = t,
+                Some(wit::ChunkVerdict::Reject(r)) => return Err(self.rejection(r)),
+            }
+        }
+        Ok(text)
+    }
+
+    fn note_streamed(&mut self, choice: u32, text: &str) {
+        let i = choice as usize;
+        if i < 16 {
+            if self.streamed.len() <= i {
+                self.streamed.resize(i + 1, String::new());
+            }
+            self.streamed[i].push_str(text);
+        }
+    }
+
+    /// The end of a stream that completed. Pass-through mode: text the
+    /// stream policies still held, as chunks to send before the end. Hold
+    /// mode: the whole response after `on-response` (rejections are an
+    /// error before any byte was sent), as chunks to send.
+    pub fn finish_stream(
+        &mut self,
+        usage: Option<&Usage>,
+        finish_reason: Option<FinishReason>,
+    ) -> Result<Vec<ChatChunk>, GatewayError> {
+        let template = self
+            .template
+            .clone()
+            .unwrap_or_else(|| ChatChunk::new("", "", 0));
+        let template = &template;
+        if self.chain.hold_stream {
+            let held = std::mem::take(&mut self.held);
+            let mut resp = assemble(&held, template, usage, finish_reason);
+            let before: Vec<String> = resp.choices.iter().map(|c| c.message.text_content()).collect();
+            self.on_response(&mut resp, true)?;
+            let after: Vec<String> = resp.choices.iter().map(|c| c.message.text_content()).collect();
+            for (i, t) in after.iter().enumerate() {
+                self.note_streamed(i as u32, t);
+            }
+            if before == after {
+                return Ok(held);
+            }
+            // Rewritten: send the new text as one chunk per choice.
+            return Ok(response_to_chunks(&resp, template));
+        }
+        let mut out = Vec::new();
+        for i in 0..self.ran_request {
+            if self.chain.policies[i].info.response != wit::ResponseMode::Stream {
+                continue;
+            }
+            let rest = self.call(i, "stream", |g, s| g.call_on_stream_end(s), |_| "continue")?;
+            for c in rest.unwrap_or_default() {
+                let text = self.filter_text(i + 1, c.choice, c.text)?;
+                if text.is_empty() {
+                    continue;
+                }
+                self.note_streamed(c.choice, &text);
+                let mut chunk = template.clone();
+                chunk.usage = None;
+                chunk.choices = vec![ChunkChoice {
+                    index: c.choice,
+                    delta: Delta {
+                        content: Some(text),
+                        ..Default::default()
+                    },
+                    finish_reason: None,
+                    logprobs: None,
+                }];
+                out.push(chunk);
+            }
+        }
+        Ok(out)
+    }
+
+    /// After the response: `on-complete` for accounting. `resp` is the
+    /// response sent (non-streamed), `None` for streams (the text sent is
+    /// used) and failures.
+    pub fn complete(&mut self, status: u16, resp: Option<&ChatResponse>, streamed: bool, usage: Option<&Usage>, model: &str) {
+        if self.completed {
+            return;
+        }
+        self.completed = true;
+        let view = match resp {
+            Some(r) => {
+                let mut v = response_view(r, status, streamed);
+                if v.usage.is_none() {
+                    v.usage = usage.map(to_wit_usage);
+                }
+                v
+            }
+            None => {
+                let mut choices = Vec::new();
+                for t in &self.streamed {
+                    choices.push(wit::Message {
+                        role: wit::Role::Assistant,
+                        parts: vec![t.clone()],
+                    });
+                }
+                let raw = if status == 200 && streamed {
+                    let r = streamed_response(&self.streamed, model, usage);
+                    serde_json::to_string(&r).unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                wit::Response {
+                    status,
+                    model: model.to_owned(),
+                    choices,
+                    usage: usage.map(to_wit_usage),
+                    streamed,
+                    raw,
+                }
+            }
+        };
+        for i in 0..self.ran_request {
+            if !self.chain.policies[i].info.on_complete {
+                continue;
+            }
+            // Failures here cannot change the answer any more; they are
+            // counted and logged by `call`.
+            let _ = self.call(i, "complete", |g, s| g.call_on_complete(s, &view), |_| "continue");
+        }
+    }
+
+    fn add_headers(&mut self, headers: Vec<wit::Header>) {
+        for h in headers {
+            let valid = http::HeaderName::from_bytes(h.name.as_bytes()).is_ok()
+                && http::HeaderValue::from_str(&h.value).is_ok();
+            if valid {
+                self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&h.name));
+                self.headers.push((h.name.to_ascii_lowercase(), h.value));
+            }
+        }
+    }
+
+    fn rejection(&mut self, r: wit::Rejection) -> GatewayError {
+        let mut e = rejection_error(r);
+        // Headers the chain added so far (e.g. rate-limit state) go on
+        // the error response too.
+        for (k, v) in &self.headers {
+            if !e.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
+                e.headers.push((k.clone(), v.clone()));
+            }
+        }
+        e
+    }
+}
+
+impl Drop for ChainRun {
+    fn drop(&mut self) {
+        // A request that ended early (client gone, provider error returned
+        // with `?`) still gets its accounting, as a failure.
+        if !self.completed && self.ran_request > 0 {
+            self.complete(0, None, false, None, "");
+        }
+    }
+}
+
+fn policy_failed(name: &str, failure: Failure) -> GatewayError {
+    let what = match failure {
+        Failure::Timeout => "took too long",
+        Failure::Memory => "exceeded its memory limit",
+        Failure::Trap => "failed",
+    };
+    let mut e = GatewayError::internal(format!(
+        "The policy `{name}` {what}; the request was not processed."
+    ));
+    e.kind = ErrorKind::Policy;
+    e.source = ErrorSource::Policy;
+    e.code = Some("policy_failed".into());
+    e
+}
+
+/// A policy's rejection as a gateway error in the OpenAI envelope.
+fn rejection_error(r: wit::Rejection) -> GatewayError {
+    let status = if (400..600).contains(&r.status) { r.status } else { 400 };
+    // `type` is a closed set in OpenAI's API; unknown values from a policy
+    // fall back to the family of the status.
+    let error_type: &'static str = match r.error_type.as_str() {
+        "invalid_request_error" => "invalid_request_error",
+        "rate_limit_exceeded" => "rate_limit_exceeded",
+        "requests" => "requests",
+        "tokens" => "tokens",
+        "authentication_error" => "authentication_error",
+        "permission_error" => "permission_error",
+        "content_filter" => "content_filter",
+        "server_error" => "server_error",
+        _ if status >= 500 => "server_error",
+        _ => "invalid_request_error",
+    };
+    let mut e = GatewayError::invalid_request(r.message);
+    e.status = status;
+    e.error_type = error_type;
+    e.kind = if status == 429 { ErrorKind::RateLimited } else { ErrorKind::Policy };
+    e.source = ErrorSource::Policy;
+    e.code = r.code;
+    e.param = r.param;
+    // Another route would get the same verdict.
+    e.retryable = false;
+    for h in r.headers {
+        let valid = http::HeaderName::from_bytes(h.name.as_bytes()).is_ok()
+            && http::HeaderValue::from_str(&h.value).is_ok();
+        if valid {
+            e.headers.push((h.name.to_ascii_lowercase(), h.value));
+        }
+    }
+    e
+}
+
+/// Request headers policies never see: credentials.
+fn hidden_header(name: &str) -> bool {
+    matches!(
+        name,
+        "authorization" | "proxy-authorization" | "cookie" | "api-key" | "x-api-key" | "x-goog-api-key"
+    ) || name.contains("token")
+        || name.contains("secret")
+        || name.ends_with("-key")
+}
+
+fn wit_role(r: Role) -> wit::Role {
+    match r {
+        Role::System => wit::Role::System,
+        Role::Developer => wit::Role::Developer,
+        Role::User => wit::Role::User,
+        Role::Assistant => wit::Role::Assistant,
+        Role::Tool => wit::Role::Tool,
+        Role::Function => wit::Role::Other,
+    }
+}
+
+fn text_parts(content: &Option<Content>) -> Vec<String> {
+    match content {
+        None => Vec::new(),
+        Some(Content::Text(s)) => vec![s.clone()],
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .filter_map(|p| match p {
+                ContentPart::Text { text } => Some(text.clone()),
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+/// The policies' view of a request.
+pub fn request_view(req: &ChatRequest, meta: &RequestMeta<'_>) -> wit::Request {
+    let headers = meta
+        .headers
+        .iter()
+        .filter(|(n, _)| !hidden_header(n.as_str()))
+        .filter_map(|(n, v)| {
+            v.to_str().ok().map(|v| wit::Header {
+                name: n.as_str().to_owned(),
+                value: v.to_owned(),
+            })
+        })
+        .take(64)
+        .collect();
+    wit::Request {
+        request_id: meta.request_id.to_owned(),
+        proxy_id: meta.proxy_id.to_owned(),
+        key_id: meta.key_id.to_owned(),
+        format: match meta.format {
+            InboundKind::Openai => wit::InboundFormat::Openai,
+            InboundKind::Anthropic => wit::InboundFormat::Anthropic,
+            InboundKind::Gemini => wit::InboundFormat::Gemini,
+        },
+        model: req.model.clone(),
+        stream: req.stream,
+        max_tokens: req.max_output_tokens(),
+        messages: req
+            .messages
+            .iter()
+            .map(|m| wit::Message {
+                role: wit_role(m.role),
+                parts: text_parts(&m.content),
+            })
+            .collect(),
+        headers,
+        raw: serde_json::to_string(req).unwrap_or_default(),
+    }
+}
+
+/// Applies a policy's request edit.
+fn apply_request_edit(req: &mut ChatRequest, edit: &wit::RequestEdit) -> Result<(), GatewayError> {
+    if let Some(raw) = &edit.raw {
+        let stream = req.stream;
+        *req = serde_json::from_str(raw).map_err(|e| {
+            tracing::warn!(error = %e, "policy returned an invalid request");
+            GatewayError::internal("a policy produced an invalid request")
+        })?;
+        // Whether the client gets a stream is the client's choice.
+        req.stream = stream;
+    }
+    if let Some(messages) = &edit.messages {
+        for (m, new) in req.messages.iter_mut().zip(messages) {
+            replace_text(&mut m.content, &new.parts);
+        }
+    }
+    Ok(())
+}
+
+fn replace_text(content: &mut Option<Content>, parts: &[String]) {
+    match content {
+        Some(Content::Text(s)) => {
+            if let Some(p) = parts.first() {
+                *s = p.clone();
+            }
+        }
+        Some(Content::Parts(ps)) => {
+            let mut new = parts.iter();
+            for p in ps.iter_mut() {
+                if let ContentPart::Text { text } = p {
+                    match new.next() {
+                        Some(t) => *text = t.clone(),
+                        None => break,
+                    }
+                }
+            }
+        }
+        None => {}
+    }
+}
+
+fn to_wit_usage(u: &Usage) -> wit::Usage {
+    wit::Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+    }
+}
+
+/// The policies' view of a whole response.
+fn response_view(resp: &ChatResponse, status: u16, streamed: bool) -> wit::Response {
+    wit::Response {
+        status,
+        model: resp.model.clone(),
+        choices: resp
+            .choices
+            .iter()
+            .map(|c| wit::Message {
+                role: wit_role(c.message.role),
+                parts: text_parts(&c.message.content),
+            })
+            .collect(),
+        usage: resp.usage.as_ref().map(to_wit_usage),
+        streamed,
+        raw: serde_json::to_string(resp).unwrap_or_default(),
+    }
+}
+
+/// A whole response from held-back chunks.
+fn assemble(chunks: &[ChatChunk], template: &ChatChunk, usage: Option<&Usage>, finish: Option<FinishReason>) -> ChatResponse {
+    let mut texts: Vec<String> = Vec::new();
+    for c in chunks {
+        for ch in &c.choices {
+            let i = ch.index as usize;
+            if i >= 16 {
+                continue;
+            }
+            if texts.len() <= i {
+                texts.resize(i + 1, String::new());
+            }
+            if let Some(t) = &ch.delta.content {
+                texts[i].push_str(t);
+            }
+        }
+    }
+    let mut r = streamed_response(&texts, &template.model, usage);
+    r.id = template.id.clone();
+    r.created = template.created;
+    for c in &mut r.choices {
+        c.finish_reason = finish;
+    }
+    r
+}
+
+fn streamed_response(texts: &[String], model: &str, usage: Option<&Usage>) -> ChatResponse {
+    ChatResponse {
+        id: String::new(),
+        object: "chat.completion".into(),
+        created: 0,
+        model: model.to_owned(),
+        choices: texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Choice {
+                index: i as u32,
+                message: Message::text(Role::Assistant, t.clone()),
+                finish_reason: Some(FinishReason::Stop),
+                logprobs: None,
+            })
+            .collect(),
+        usage: usage.cloned(),
+        system_fingerprint: None,
+        extra: Default::default(),
+    }
+}
+
+/// A whole response as stream chunks: the role and text of each choice,
+/// then its finish reason. Used to replay cached answers as SSE and to
+/// send a held-back stream that a policy rewrote.
+pub fn response_to_chunks(resp: &ChatResponse, template: &ChatChunk) -> Vec<ChatChunk> {
+    let mut out = Vec::new();
+    for c in &resp.choices {
+        let mut chunk = template.clone();
+        chunk.usage = None;
+        if chunk.model.is_empty() {
+            chunk.model = resp.model.clone();
+        }
+        chunk.choices = vec![ChunkChoice {
+            index: c.index,
+            delta: Delta {
+                role: Some(Role::Assistant),
+                content: Some(c.message.text_content()),
+                tool_calls: None,
+                refusal: None,
+                extra: Default::default(),
+            },
+            finish_reason: None,
+            logprobs: None,
+        }];
+        out.push(chunk.clone());
+        chunk.choices = vec![ChunkChoice {
+            index: c.index,
+            delta: Delta::default(),
+            finish_reason: c.finish_reason.or(Some(FinishReason::Stop)),
+            logprobs: None,
+        }];
+        out.push(chunk);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_edits_replace_text_only() {
+        let mut req: ChatRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"system","content":"a"},{"role":"user","content":[{"type":"text","text":"b"},{"type":"image_url","image_url":{"url":"http://x"}},{"type":"text","text":"c"}]}]}"#,
+        )
+        .unwrap();
+        let edit = wit::RequestEdit {
+            messages: Some(vec![
+                wit::Message { role: wit::Role::System, parts: vec!["A".into()] },
+                wit::Message { role: wit::Role::User, parts: vec!["B".into(), "C".into()] },
+            ]),
+            raw: None,
+            response_headers: vec![],
+        };
+        apply_request_edit(&mut req, &edit).unwrap();
+        assert_eq!(req.messages[0].text_content(), "A");
+        let Some(Content::Parts(p)) = &req.messages[1].content else { panic!() };
+        assert_eq!(p.len(), 3, "the image stays");
+        assert_eq!(req.messages[1].text_content(), "B\nC");
+    }
+
+    #[test]
+    fn rejections_keep_openai_types() {
+        let e = rejection_error(wit::Rejection {
+            status: 429,
+            message: "slow down".into(),
+            error_type: "rate_limit_exceeded".into(),
+            code: Some("rate_limit_exceeded".into()),
+            param: None,
+            headers: vec![wit::Header { name: "Retry-After".into(), value: "3".into() }],
+        });
+        assert_eq!((e.status, e.error_type, e.kind), (429, "rate_limit_exceeded", ErrorKind::RateLimited));
+        assert_eq!(e.headers, vec![("retry-after".to_owned(), "3".to_owned())]);
+        let e = rejection_error(wit::Rejection {
+            status: 200,
+            message: "x".into(),
+            error_type: "made-up".into(),
+            code: None,
+            param: None,
+            headers: vec![],
+        });
+        assert_eq!((e.status, e.error_type), (400, "invalid_request_error"));
+    }
+
+    #[test]
+    fn credentials_are_hidden_from_policies() {
+        for h in ["authorization", "x-api-key", "x-upstream-key", "x-auth-token"] {
+            assert!(hidden_header(h), "{h}");
+        }
+        assert!(!hidden_header("x-user"));
+        assert!(!hidden_header("cache-control"));
+    }
+}

@@ -1,0 +1,585 @@
+//! The wasmtime side: one engine per gateway, each policy module compiled
+//! once and pre-instantiated, a store per request, and the host
+//! capabilities policies import.
+//!
+//! Isolation: the pooling allocator keeps instance memory in pre-reserved
+//! slots (instantiation is a few microseconds, never a fresh mmap); every
+//! call runs under an epoch deadline (a ticker thread advances the epoch
+//! each millisecond, cheaper than fuel) and a per-instance memory limit;
+//! WASI is linked only so that Rust's standard library works, with no
+//! preopened directories, no environment and all sockets denied.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::backend::{Backend, MemoryBackend, RedisBackend};
+use super::manifest::{Artifact, CAPABILITIES, Manifest};
+use crate::metrics::Metrics;
+
+wasmtime::component::bindgen!({
+    world: "policy-world",
+    path: "../sdk/wit",
+});
+
+pub use exports::portcullis::policy::policy as guest;
+pub use portcullis::policy::types as wit;
+
+/// Engine-wide settings (from `policy_engine` in the gateway config).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Longest a single policy call may run.
+    pub timeout: Duration,
+    /// Largest linear memory of one policy instance.
+    pub memory_limit: usize,
+    /// Policy instances alive at once (requests in flight x chain length);
+    /// requests wait for room beyond that.
+    pub max_instances: u32,
+    pub redis_url: Option<String>,
+    pub cache_max_bytes: usize,
+    pub embeddings: Option<EmbeddingsSettings>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            timeout: Duration::from_millis(100),
+            memory_limit: 32 << 20,
+            max_instances: 1000,
+            redis_url: None,
+            cache_max_bytes: 64 << 20,
+            embeddings: None,
+        }
+    }
+}
+
+/// An OpenAI-compatible embeddings endpoint for the `embeddings` capability.
+#[derive(Debug, Clone)]
+pub struct EmbeddingsSettings {
+    /// Full URL of the `/embeddings` endpoint.
+    pub url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+}
+
+/// A compiled policy module.
+pub struct LoadedModule {
+    pub manifest: Manifest,
+    pub pre: PolicyWorldPre<HostState>,
+}
+
+/// The engine shared by every chain of a configuration.
+pub struct PolicyEngine {
+    pub(crate) engine: Engine,
+    linker: Linker<HostState>,
+    pub(crate) settings: EngineSettings,
+    pub(crate) backend: Arc<dyn Backend>,
+    /// Compiled modules by sha256, so a module attached to many proxies
+    /// (or kept across a reload) is compiled once.
+    modules: Mutex<HashMap<[u8; 32], Arc<LoadedModule>>>,
+    pub(crate) regexes: Mutex<HashMap<(String, bool), Arc<regex::Regex>>>,
+    pub(crate) schemas: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
+    /// Room for policy instances (see `EngineSettings::max_instances`).
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    embed_client: Option<EmbedClient>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for PolicyEngine {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Epoch ticks per millisecond of deadline.
+const TICK: Duration = Duration::from_millis(1);
+
+impl PolicyEngine {
+    pub fn new(settings: EngineSettings) -> Result<Arc<Self>, String> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let mut pool = PoolingAllocationConfig::default();
+        // A wasip2 Rust component is a few core instances (the module and
+        // wit-component's shims) with one memory.
+        pool.total_component_instances(settings.max_instances);
+        pool.total_core_instances(settings.max_instances.saturating_mul(4));
+        pool.total_memories(settings.max_instances.saturating_mul(2));
+        pool.total_tables(settings.max_instances.saturating_mul(4));
+        pool.max_memory_size(settings.memory_limit);
+        pool.max_memories_per_component(4);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Small reservations: policies are small, and many slots must fit
+        // in the address space. Bounds checks become explicit, which costs
+        // little next to the host calls a policy makes.
+        config.memory_reservation(settings.memory_limit as u64);
+        config.memory_guard_size(64 << 10);
+        config.memory_reservation_for_growth(0);
+        config.max_wasm_stack(512 << 10);
+        let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e}"))?;
+
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        link_wasi(&mut linker).map_err(|e| e.to_string())?;
+        PolicyWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| e.to_string())?;
+
+        let backend: Arc<dyn Backend> = match &settings.redis_url {
+            Some(url) => Arc::new(RedisBackend::connect(url, Duration::from_secs(2))?),
+            None => Arc::new(MemoryBackend::new(settings.cache_max_bytes)),
+        };
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match weak.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| format!("epoch ticker: {e}"))?;
+        let embed_client = settings.embeddings.clone().map(EmbedClient::start).transpose()?;
+        Ok(Arc::new(PolicyEngine {
+            slots: Arc::new(tokio::sync::Semaphore::new(settings.max_instances as usize)),
+            engine,
+            linker,
+            settings,
+            backend,
+            modules: Mutex::new(HashMap::new()),
+            regexes: Mutex::new(HashMap::new()),
+            schemas: Mutex::new(HashMap::new()),
+            embed_client,
+            stop_ticker,
+        }))
+    }
+
+    /// Compiles (or reuses) a module and checks it against its manifest:
+    /// it must implement the world, and import no capability it did not declare.
+    pub fn load(&self, artifact: &Artifact) -> Result<Arc<LoadedModule>, String> {
+        use sha2::{Digest, Sha256};
+        let sha: [u8; 32] = Sha256::digest(&artifact.wasm).into();
+        if let Some(m) = self.modules.lock().ok().and_then(|g| g.get(&sha).cloned()) {
+            if m.manifest == artifact.manifest {
+                return Ok(m);
+            }
+        }
+        let component = Component::new(&self.engine, &artifact.wasm)
+            .map_err(|e| format!("{}: not a valid component: {e:#}", artifact.origin))?;
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            let bare = name.split('@').next().unwrap_or(name);
+            if let Some((cap, _)) = CAPABILITIES.iter().find(|(_, iface)| *iface == bare) {
+                if !artifact.manifest.capabilities.iter().any(|c| c == cap) {
+                    return Err(format!(
+                        "{}: imports `{name}` but the manifest does not declare the `{cap}` capability",
+                        artifact.origin
+                    ));
+                }
+            } else if !(bare.starts_with("wasi:") || bare == "portcullis:policy/compute" || bare == "portcullis:policy/types") {
+                return Err(format!("{}: imports `{name}`, which the gateway does not provide", artifact.origin));
+            }
+        }
+        // WASI interfaces the gateway does not grant (stdio, filesystem,
+        // sockets) are linked as traps: Rust's standard library imports
+        // them, but a policy that calls them fails instead of escaping.
+        let mut linker = self.linker.clone();
+        stub_denied_wasi(&mut linker, &component, &self.engine)
+            .map_err(|e| format!("{}: {e:#}", artifact.origin))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("{}: {e:#}", artifact.origin))?;
+        let pre = PolicyWorldPre::new(pre).map_err(|e| {
+            format!(
+                "{}: does not implement the portcullis:policy/policy-world@0.1.0 world: {e:#}",
+                artifact.origin
+            )
+        })?;
+        let loaded = Arc::new(LoadedModule {
+            manifest: artifact.manifest.clone(),
+            pre,
+        });
+        if let Ok(mut g) = self.modules.lock() {
+            g.insert(sha, loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// A store for one request. `policy` names the instance's owner for
+    /// logs, metrics and key namespaces; it is set per call.
+    pub(crate) fn store(self: &Arc<Self>, metrics: Option<Arc<Metrics>>) -> Store<HostState> {
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let state = HostState {
+            engine: self.clone(),
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            current: CurrentPolicy::default(),
+            regexes: Vec::new(),
+            schemas: Vec::new(),
+            memory_limit: self.settings.memory_limit,
+            memory_exceeded: false,
+            metrics,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Deadline of one call, in epoch ticks.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        (self.settings.timeout.as_millis() as u64 / TICK.as_millis() as u64).max(1)
+    }
+}
+
+/// The WASI a policy gets: clocks, random numbers, an empty environment
+/// and `exit`. No stdio (a panic message goes nowhere; the trap is what
+/// counts), no filesystem, no sockets. The synchronous WASI stream
+/// bindings would also block on the gateway's async runtime, which is
+/// another reason to leave them out.
+fn link_wasi(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random};
+    use wasmtime_wasi::random::WasiRandom;
+    clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, |t| t.clocks())?;
+    clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, |t| t.clocks())?;
+    random::random::add_to_linker::<HostState, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure::add_to_linker::<HostState, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |t| t.wasi.random())?;
+    cli::exit::add_to_linker::<HostState, WasiCli>(l, |t| t.cli())?;
+    cli::environment::add_to_linker::<HostState, WasiCli>(l, |t| t.cli())?;
+    Ok(())
+}
+
+/// WASI interfaces policies do not get.
+const DENIED_WASI: &[&str] = &[
+    "wasi:io/",
+    "wasi:cli/std",
+    "wasi:cli/terminal",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+];
+
+/// Defines the denied WASI imports of `component` as functions that trap.
+/// (Wasmtime's `define_unknown_imports_as_traps` would also shadow the
+/// granted interfaces, which the guest imports at older patch versions
+/// than the host defines and which the linker matches by semver.)
+fn stub_denied_wasi(linker: &mut Linker<HostState>, component: &Component, engine: &Engine) -> wasmtime::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    use wasmtime::component::ResourceType;
+    for (name, item) in component.component_type().imports(engine) {
+        if !DENIED_WASI.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let ComponentItem::ComponentInstance(inst) = item.ty else { continue };
+        let mut li = linker.instance(name)?;
+        for (export, ty) in inst.exports(engine) {
+            match ty.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let what = format!("{name}#{export}");
+                    li.func_new(export, move |_, _, _, _| {
+                        wasmtime::bail!("`{what}` is not available to policies")
+                    })?;
+                }
+                ComponentItem::Resource(_) => {
+                    li.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which policy the store is running now.
+#[derive(Debug, Clone, Default)]
+pub struct CurrentPolicy {
+    pub name: Arc<str>,
+    /// Prefix of the policy's counter and cache keys.
+    pub namespace: Arc<str>,
+}
+
+/// The data of one request's store.
+pub struct HostState {
+    engine: Arc<PolicyEngine>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) current: CurrentPolicy,
+    regexes: Vec<Arc<regex::Regex>>,
+    schemas: Vec<Arc<jsonschema::Validator>>,
+    memory_limit: usize,
+    /// Set when a memory grow was refused, to tell an OOM trap from others.
+    pub(crate) memory_exceeded: bool,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl HostState {
+    fn key(&self, key: &str) -> String {
+        format!("pc:{}:{key}", self.current.namespace)
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl portcullis::policy::compute::Host for HostState {
+    fn regex_compile(&mut self, pattern: String, case_insensitive: bool) -> Result<u32, String> {
+        if self.regexes.len() >= 1024 {
+            return Err("too many regexes in one request".into());
+        }
+        let cache_key = (pattern, case_insensitive);
+        let cached = self.engine.regexes.lock().ok().and_then(|g| g.get(&cache_key).cloned());
+        let re = match cached {
+            Some(re) => re,
+            None => {
+                let re = regex::RegexBuilder::new(&cache_key.0)
+                    .case_insensitive(case_insensitive)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let re = Arc::new(re);
+                if let Ok(mut g) = self.engine.regexes.lock() {
+                    if g.len() < 10_000 {
+                        g.insert(cache_key, re.clone());
+                    }
+                }
+                re
+            }
+        };
+        self.regexes.push(re);
+        Ok(self.regexes.len() as u32 - 1)
+    }
+
+    fn regex_is_match(&mut self, handle: u32, text: String) -> bool {
+        self.regexes
+            .get(handle as usize)
+            .is_some_and(|re| re.is_match(&text))
+    }
+
+    fn regex_find_all(&mut self, handle: u32, text: String) -> Vec<wit::Span> {
+        match self.regexes.get(handle as usize) {
+            Some(re) => re
+                .find_iter(&text)
+                .take(10_000)
+                .map(|m| wit::Span {
+                    start: m.start() as u32,
+                    end: m.end() as u32,
+                })
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn schema_compile(&mut self, schema: String) -> Result<u32, String> {
+        if self.schemas.len() >= 64 {
+            return Err("too many schemas in one request".into());
+        }
+        let cached = self.engine.schemas.lock().ok().and_then(|g| g.get(&schema).cloned());
+        let v = match cached {
+            Some(v) => v,
+            None => {
+                let value: serde_json::Value =
+                    serde_json::from_str(&schema).map_err(|e| format!("schema is not JSON: {e}"))?;
+                let v = Arc::new(jsonschema::validator_for(&value).map_err(|e| e.to_string())?);
+                if let Ok(mut g) = self.engine.schemas.lock() {
+                    if g.len() < 1_000 {
+                        g.insert(schema, v.clone());
+                    }
+                }
+                v
+            }
+        };
+        self.schemas.push(v);
+        Ok(self.schemas.len() as u32 - 1)
+    }
+
+    fn schema_validate(&mut self, handle: u32, document: String) -> Result<(), Vec<String>> {
+        let Some(v) = self.schemas.get(handle as usize) else {
+            return Err(vec!["unknown schema handle".into()]);
+        };
+        let doc: serde_json::Value =
+            serde_json::from_str(&document).map_err(|e| vec![format!("not JSON: {e}")])?;
+        let errors: Vec<String> = v
+            .iter_errors(&doc)
+            .take(20)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+}
+
+impl portcullis::policy::counters::Host for HostState {
+    fn add(&mut self, key: String, delta: i64, ttl_ms: u64) -> portcullis::policy::counters::CounterState {
+        let s = self.engine.backend.counter(&self.key(&key), delta, None, ttl_ms);
+        to_wit_counter(s)
+    }
+
+    fn try_add(&mut self, key: String, delta: i64, limit: i64, ttl_ms: u64) -> portcullis::policy::counters::CounterState {
+        let s = self.engine.backend.counter(&self.key(&key), delta, Some(limit), ttl_ms);
+        to_wit_counter(s)
+    }
+
+    fn get(&mut self, key: String) -> portcullis::policy::counters::CounterState {
+        to_wit_counter(self.engine.backend.counter(&self.key(&key), 0, None, 0))
+    }
+}
+
+fn to_wit_counter(s: super::backend::CounterState) -> portcullis::policy::counters::CounterState {
+    portcullis::policy::counters::CounterState {
+        allowed: s.allowed,
+        value: s.value,
+        ttl_ms: s.ttl_ms,
+    }
+}
+
+impl portcullis::policy::cache::Host for HostState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.engine.backend.cache_get(&self.key(&key))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) {
+        let k = self.key(&key);
+        self.engine.backend.cache_set(&k, &value, ttl_ms);
+    }
+}
+
+impl portcullis::policy::clock::Host for HostState {
+    fn now_ms(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+impl portcullis::policy::log::Host for HostState {
+    fn log(&mut self, level: wit::Level, message: String) {
+        let policy = &*self.current.name;
+        // Bounded, so a chatty policy cannot flood the log with one line.
+        let message: String = message.chars().take(4096).collect();
+        match level {
+            wit::Level::Trace => tracing::trace!(policy, "{message}"),
+            wit::Level::Debug => tracing::debug!(policy, "{message}"),
+            wit::Level::Info => tracing::info!(policy, "{message}"),
+            wit::Level::Warn => tracing::warn!(policy, "{message}"),
+            wit::Level::Error => tracing::error!(policy, "{message}"),
+        }
+    }
+}
+
+impl portcullis::policy::metrics::Host for HostState {
+    fn counter_add(&mut self, name: String, value: u64) {
+        if let Some(m) = &self.metrics {
+            m.policy_custom_add(&self.current.name, &name, value);
+        }
+    }
+
+    fn observe(&mut self, name: String, value: f64) {
+        if let Some(m) = &self.metrics {
+            m.policy_custom_observe(&self.current.name, &name, value);
+        }
+    }
+}
+
+impl portcullis::policy::embeddings::Host for HostState {
+    fn embed(&mut self, input: String) -> Result<Vec<f32>, String> {
+        match &self.engine.embed_client {
+            Some(c) => c.embed(input, self.engine.settings.timeout.max(Duration::from_secs(5))),
+            None => Err("no embeddings endpoint is configured (policy_engine.embeddings)".into()),
+        }
+    }
+}
+
+/// Calls the embeddings endpoint from a runtime of its own: host functions
+/// are synchronous (they run inside a wasm call), so the calling worker
+/// waits on a channel while the HTTP exchange runs there.
+struct EmbedClient {
+    tx: tokio::sync::mpsc::Sender<(String, std::sync::mpsc::SyncSender<Result<Vec<f32>, String>>)>,
+}
+
+impl EmbedClient {
+    fn start(s: EmbeddingsSettings) -> Result<Self, String> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, std::sync::mpsc::SyncSender<Result<Vec<f32>, String>>)>(256);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("embeddings runtime: {e}"))?;
+        let http = reqwest::Client::new();
+        std::thread::Builder::new()
+            .name("policy-embeddings".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    while let Some((input, reply)) = rx.recv().await {
+                        let http = http.clone();
+                        let s = s.clone();
+                        tokio::spawn(async move {
+                            let _ = reply.send(embed_once(&http, &s, &input).await);
+                        });
+                    }
+                })
+            })
+            .map_err(|e| format!("embeddings thread: {e}"))?;
+        Ok(EmbedClient { tx })
+    }
+
+    fn embed(&self, input: String, timeout: Duration) -> Result<Vec<f32>, String> {
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        self.tx
+            .try_send((input, reply))
+            .map_err(|_| "embeddings queue is full".to_owned())?;
+        rx.recv_timeout(timeout)
+            .map_err(|_| "embeddings endpoint timed out".to_owned())?
+    }
+}
+
+async fn embed_once(http: &reqwest::Client, s: &EmbeddingsSettings, input: &str) -> Result<Vec<f32>, String> {
+    let mut req = http
+        .post(&s.url)
+        .json(&serde_json::json!({"model": s.model, "input": input}));
+    if let Some(k) = &s.api_key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.map_err(|e| format!("embeddings request: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("embeddings endpoint answered {}", resp.status()));
+    }
+    let v: serde_json::Value = resp.json().await.map_err(|e| format!("embeddings body: {e}"))?;
+    v["data"][0]["embedding"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
+        .ok_or_else(|| "embeddings response has no data[0].embedding".to_owned())
+}

@@ -1,0 +1,265 @@
+//! Policy manifests, module lookup and settings validation.
+//!
+//! A policy artifact is a directory holding `policy.wasm` (the component)
+//! and `manifest.json`:
+//!
+//! ```json
+//! {"name": "pii-masking", "version": "0.1.0", "category": "guardrail",
+//!  "description": "...", "phases": ["request", "response", "stream"],
+//!  "capabilities": ["log"], "settings_schema": {...}, "defaults": {...},
+//!  "sha256": "<hex of policy.wasm>"}
+//! ```
+//!
+//! Attachments find artifacts through [`PolicySource`]s: an explicit
+//! `module` path, then each policy directory (`<dir>/<name>/<version>/`
+//! or `<dir>/<name>/`). The policy hub becomes one more source.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a manifest says about a policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    /// Semantic version.
+    pub version: String,
+    /// `guardrail`, `traffic`, `transform` or `observability`.
+    pub category: String,
+    #[serde(default)]
+    pub description: String,
+    /// `request`, `response`, `stream`: documentation for admins; the
+    /// policy's `init` is what the gateway trusts.
+    #[serde(default)]
+    pub phases: Vec<String>,
+    /// Host capabilities the policy may import.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// JSON Schema of the settings.
+    #[serde(default = "empty_object")]
+    pub settings_schema: serde_json::Value,
+    /// Settings used where an attachment gives none.
+    #[serde(default = "empty_object")]
+    pub defaults: serde_json::Value,
+    /// SHA-256 of the module (hex); checked at load when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+/// The capabilities a manifest may declare, with the WIT interface each grants.
+pub const CAPABILITIES: &[(&str, &str)] = &[
+    ("counters", "portcullis:policy/counters"),
+    ("cache", "portcullis:policy/cache"),
+    ("clock", "portcullis:policy/clock"),
+    ("log", "portcullis:policy/log"),
+    ("metrics", "portcullis:policy/metrics"),
+    ("embeddings", "portcullis:policy/embeddings"),
+];
+
+const CATEGORIES: &[&str] = &["guardrail", "traffic", "transform", "observability"];
+
+impl Manifest {
+    /// Checks the manifest's own fields (not the module).
+    pub fn check(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!(
+                "name `{}` must be lowercase letters, digits and hyphens",
+                self.name
+            ));
+        }
+        let parts: Vec<&str> = self.version.split(['.', '-', '+']).collect();
+        if parts.len() < 3 || parts[..3].iter().any(|p| p.parse::<u64>().is_err()) {
+            return Err(format!("version `{}` is not semver", self.version));
+        }
+        if !CATEGORIES.contains(&self.category.as_str()) {
+            return Err(format!(
+                "category `{}` is not one of {}",
+                self.category,
+                CATEGORIES.join(", ")
+            ));
+        }
+        for c in &self.capabilities {
+            if !CAPABILITIES.iter().any(|(n, _)| n == c) {
+                return Err(format!("unknown capability `{c}`"));
+            }
+        }
+        jsonschema::validator_for(&self.settings_schema)
+            .map_err(|e| format!("settings_schema is not a valid JSON Schema: {e}"))?;
+        Ok(())
+    }
+}
+
+/// A policy's bytes and manifest, wherever they came from.
+pub struct Artifact {
+    pub manifest: Manifest,
+    pub wasm: Vec<u8>,
+    /// Where it was found, for messages.
+    pub origin: String,
+}
+
+/// Finds policy artifacts by name and version.
+pub trait PolicySource: Send + Sync {
+    /// The artifact, `Ok(None)` when this source does not have it.
+    fn find(&self, name: &str, version: Option<&str>) -> Result<Option<Artifact>, String>;
+}
+
+/// A local directory of artifacts: `<dir>/<name>/<version>/` or `<dir>/<name>/`.
+pub struct DirSource(pub PathBuf);
+
+impl PolicySource for DirSource {
+    fn find(&self, name: &str, version: Option<&str>) -> Result<Option<Artifact>, String> {
+        let base = self.0.join(name);
+        if !base.is_dir() {
+            return Ok(None);
+        }
+        if let Some(v) = version {
+            let dir = base.join(v);
+            if dir.is_dir() {
+                return read_artifact(&dir).map(Some);
+            }
+        }
+        if base.join("manifest.json").is_file() {
+            let a = read_artifact(&base)?;
+            if version.is_none_or(|v| v == a.manifest.version) {
+                return Ok(Some(a));
+            }
+            return Ok(None);
+        }
+        if version.is_some() {
+            return Ok(None);
+        }
+        // No version asked: the highest one present.
+        let mut best: Option<(Vec<u64>, PathBuf)> = None;
+        for entry in std::fs::read_dir(&base).map_err(|e| format!("{}: {e}", base.display()))? {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let key: Vec<u64> = name
+                .split(['.', '-'])
+                .take(3)
+                .map(|p| p.parse().unwrap_or(0))
+                .collect();
+            if entry.path().join("manifest.json").is_file()
+                && best.as_ref().is_none_or(|(k, _)| key > *k)
+            {
+                best = Some((key, entry.path()));
+            }
+        }
+        best.map(|(_, p)| read_artifact(&p)).transpose()
+    }
+}
+
+/// Reads an artifact from a directory, or from a `.wasm` file whose
+/// directory holds `manifest.json`.
+pub fn read_artifact(path: &Path) -> Result<Artifact, String> {
+    let (dir, wasm_path) = if path.is_dir() {
+        (path.to_path_buf(), path.join("policy.wasm"))
+    } else {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        (dir, path.to_path_buf())
+    };
+    let manifest_path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    manifest
+        .check()
+        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let wasm = std::fs::read(&wasm_path)
+        .map_err(|e| format!("cannot read {}: {e}", wasm_path.display()))?;
+    if let Some(want) = &manifest.sha256 {
+        let got = hex::encode(Sha256::digest(&wasm));
+        if !want.eq_ignore_ascii_case(&got) {
+            return Err(format!(
+                "{}: sha256 {got} does not match the manifest's {want}",
+                wasm_path.display()
+            ));
+        }
+    }
+    Ok(Artifact {
+        manifest,
+        wasm,
+        origin: wasm_path.display().to_string(),
+    })
+}
+
+/// Merges attachment settings over defaults: objects key by key, anything
+/// else replaced (the same rule as the SDK's test harness).
+pub fn merge_settings(defaults: &serde_json::Value, overrides: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (defaults, overrides) {
+        (Value::Object(d), Value::Object(o)) => {
+            let mut out = d.clone();
+            for (k, v) in o {
+                let merged = match d.get(k) {
+                    Some(dv) => merge_settings(dv, v),
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), merged);
+            }
+            Value::Object(out)
+        }
+        (_, o) => o.clone(),
+    }
+}
+
+/// Validates settings against the manifest's schema. The error names the
+/// JSON pointer of the first offending value.
+pub fn validate_settings(manifest: &Manifest, settings: &serde_json::Value) -> Result<(), (String, String)> {
+    let validator = jsonschema::validator_for(&manifest.settings_schema)
+        .map_err(|e| (String::new(), format!("invalid settings schema: {e}")))?;
+    if let Some(err) = validator.iter_errors(settings).next() {
+        let pointer = err.instance_path().to_string();
+        return Err((pointer, err.to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "name": "demo", "version": "1.2.3", "category": "traffic",
+            "capabilities": ["counters"],
+            "settings_schema": {"type": "object", "properties": {
+                "limits": {"type": "array", "items": {"type": "object", "properties": {
+                    "window": {"enum": ["second", "minute"]}}}}}},
+            "defaults": {"limits": [], "key": "api_key"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn bad_setting_names_its_pointer() {
+        let m = manifest();
+        m.check().unwrap();
+        let s = merge_settings(&m.defaults, &serde_json::json!({"limits": [{"window": "second"}, {"window": "fortnight"}]}));
+        let (pointer, msg) = validate_settings(&m, &s).unwrap_err();
+        assert_eq!(pointer, "/limits/1/window");
+        assert!(msg.contains("fortnight"), "{msg}");
+        assert_eq!(s["key"], "api_key", "defaults are kept");
+    }
+
+    #[test]
+    fn manifest_checks() {
+        let mut m = manifest();
+        m.capabilities.push("filesystem".into());
+        assert!(m.check().unwrap_err().contains("filesystem"));
+        let mut m = manifest();
+        m.version = "1.2".into();
+        assert!(m.check().is_err());
+    }
+}

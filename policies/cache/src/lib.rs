@@ -1,0 +1,172 @@
+//! cache: an exact-match response cache.
+//!
+//! The key is a hash of the normalised request: the proxy, the model, the
+//! messages and the parameters that change the answer, with object keys
+//! sorted so that field order does not matter; `stream`, `stream_options`
+//! and `user` are left out, so a streamed and a non-streamed request share
+//! an entry (the gateway replays a hit as SSE when the client streams).
+//! With `per_key`, each API key has its own entries.
+
+use portcullis_policy_sdk::host::cache;
+use portcullis_policy_sdk::{
+    ConfigError, Header, Policy, PolicyInfo, Request, RequestVerdict, Response, ResponseMode,
+    export_policy, serde_json, settings,
+};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Deserialize)]
+struct Settings {
+    #[serde(default = "ttl")]
+    ttl_seconds: u64,
+    #[serde(default = "max_entry")]
+    max_entry_bytes: usize,
+    #[serde(default)]
+    per_key: bool,
+}
+
+fn ttl() -> u64 {
+    300
+}
+
+fn max_entry() -> usize {
+    256 * 1024
+}
+
+/// Request fields that change the answer.
+const KEYED: &[&str] = &[
+    "model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "n",
+    "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "tools",
+    "tool_choice", "response_format", "reasoning_effort",
+];
+
+fn sorted(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let mut out = serde_json::Map::new();
+            for k in keys {
+                out.insert(k.clone(), sorted(&m[k]));
+            }
+            serde_json::Value::Object(out)
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The cache key of a request, or `None` when its JSON is unreadable.
+pub fn cache_key(req: &Request, per_key: bool) -> Option<String> {
+    let raw: serde_json::Value = serde_json::from_str(&req.raw).ok()?;
+    let mut keyed = serde_json::Map::new();
+    for k in KEYED {
+        if let Some(v) = raw.get(*k) {
+            keyed.insert((*k).to_owned(), sorted(v));
+        }
+    }
+    let mut h = Sha256::new();
+    h.update(req.proxy_id.as_bytes());
+    h.update([0]);
+    if per_key {
+        h.update(req.key_id.as_bytes());
+    }
+    h.update([0]);
+    h.update(serde_json::Value::Object(keyed).to_string().as_bytes());
+    Some(hex::encode(h.finalize()))
+}
+
+pub struct Cache {
+    s: Settings,
+    /// The key to store the answer under (a miss that may be cached).
+    store_as: Option<String>,
+}
+
+impl Policy for Cache {
+    fn init(value: serde_json::Value) -> Result<Self, ConfigError> {
+        Ok(Cache {
+            s: settings(value)?,
+            store_as: None,
+        })
+    }
+
+    fn info(&self) -> PolicyInfo {
+        PolicyInfo {
+            on_request: true,
+            response: ResponseMode::Skip,
+            on_complete: true,
+        }
+    }
+
+    fn on_request(&mut self, req: &Request) -> RequestVerdict {
+        let control = req.header("cache-control").unwrap_or("").to_ascii_lowercase();
+        if control.contains("no-store") {
+            return RequestVerdict::Continue(vec![Header::new("x-cache", "BYPASS")]);
+        }
+        let Some(key) = cache_key(req, self.s.per_key) else {
+            return RequestVerdict::Continue(vec![Header::new("x-cache", "BYPASS")]);
+        };
+        if !control.contains("no-cache") {
+            if let Some(body) = cache::get(&key) {
+                if let Ok(body) = String::from_utf8(body) {
+                    return RequestVerdict::respond(200, vec![Header::new("x-cache", "HIT")], body);
+                }
+            }
+        }
+        self.store_as = Some(key);
+        RequestVerdict::Continue(vec![Header::new("x-cache", "MISS")])
+    }
+
+    fn on_complete(&mut self, resp: &Response) {
+        let Some(key) = self.store_as.take() else { return };
+        if resp.status == 200 && !resp.raw.is_empty() && resp.raw.len() <= self.s.max_entry_bytes {
+            cache::set(&key, resp.raw.as_bytes(), self.s.ttl_seconds * 1000);
+        }
+    }
+}
+
+export_policy!(Cache);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_policy_sdk::serde_json::json;
+    use portcullis_policy_sdk::testing::{self, Harness};
+
+    const MANIFEST: &str = include_str!("../policy.json");
+
+    fn req(raw: serde_json::Value) -> Request {
+        let mut r = Request::user("m", "hi");
+        r.raw = raw.to_string();
+        r
+    }
+
+    #[test]
+    fn keys_ignore_order_and_streaming() {
+        let a = req(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5}));
+        let b = req(json!({"temperature": 0.5, "stream": true, "messages": [{"content": "hi", "role": "user"}], "model": "m"}));
+        let c = req(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.7}));
+        assert_eq!(cache_key(&a, false), cache_key(&b, false));
+        assert_ne!(cache_key(&a, false), cache_key(&c, false));
+    }
+
+    #[test]
+    fn miss_then_hit_then_expiry() {
+        testing::set_now_ms(1_000_000);
+        let mut h = Harness::<Cache>::with_defaults(MANIFEST, json!({"ttl_seconds": 60})).unwrap();
+        let r = req(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
+        let RequestVerdict::Continue(hs) = h.request(&r) else { panic!() };
+        assert_eq!(hs[0].value, "MISS");
+        let mut resp = Response::text("m", "hello", None);
+        resp.raw = "{\"id\":\"x\"}".into();
+        h.complete(&resp);
+        let RequestVerdict::Respond(d) = h.request(&r) else { panic!("hit expected") };
+        assert_eq!((d.status, d.body.as_str(), d.headers[0].value.as_str()), (200, "{\"id\":\"x\"}", "HIT"));
+        // no-cache skips the lookup.
+        let mut nc = r.clone();
+        nc.headers.push(Header::new("cache-control", "no-cache"));
+        assert!(matches!(h.request(&nc), RequestVerdict::Continue(_)));
+        testing::advance_ms(61_000);
+        assert!(matches!(h.request(&r), RequestVerdict::Continue(_)), "expired");
+    }
+}

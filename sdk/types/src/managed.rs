@@ -1,0 +1,88 @@
+//! The contract between the admin service and the gateways it manages.
+//!
+//! A managed gateway long-polls `GET /api/v1/gateway/config` with its
+//! gateway token and gets a [`ManagedConfig`]: the [`FileConfig`] of the
+//! proxies deployed to it plus the provider secrets that config refers to
+//! by environment-variable name. Secrets travel beside the config rather
+//! than inside it so the config keeps the shape a standalone gateway reads
+//! (where secrets come from the environment), and so one lookup function
+//! serves both modes. The gateway answers with [`Heartbeat`]s that carry
+//! the version it serves and, if the last config failed to load, why.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::gateway_config::FileConfig;
+
+/// Path of the configuration endpoint, relative to the admin base URL.
+pub const CONFIG_PATH: &str = "/api/v1/gateway/config";
+/// Path of the heartbeat endpoint, relative to the admin base URL.
+pub const HEARTBEAT_PATH: &str = "/api/v1/gateway/heartbeat";
+
+/// What admin hands to a managed gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedConfig {
+    /// Content hash of `config` and `secrets`; also sent as the `ETag`.
+    pub version: String,
+    /// The gateway's configuration (listeners are the gateway's own and are left unset).
+    pub config: FileConfig,
+    /// Values for the environment-variable names the config refers to
+    /// (provider keys, AWS credentials).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// The deployments this configuration is made of.
+    #[serde(default)]
+    pub deployments: Vec<DeployedProxy>,
+}
+
+/// One deployment in a [`ManagedConfig`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployedProxy {
+    pub deployment_id: String,
+    pub proxy_id: String,
+    pub revision: i64,
+}
+
+/// What a managed gateway reports, periodically and after each load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The version being served (`None` before the first config loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Number of proxies being served.
+    #[serde(default)]
+    pub proxies: usize,
+    /// The last configuration that failed to load, if the newest did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<LoadFailure>,
+}
+
+/// A configuration the gateway rejected; it keeps serving the previous one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadFailure {
+    /// The rejected version.
+    pub version: String,
+    /// The field at fault, e.g. `proxies[3].routes[0].provider`.
+    pub field: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_rejected_and_defaults_apply() {
+        let ok: ManagedConfig = serde_json::from_str(r#"{"version":"v1","config":{}}"#).unwrap();
+        assert!(ok.secrets.is_empty() && ok.deployments.is_empty());
+        let bad = serde_json::from_str::<ManagedConfig>(r#"{"version":"v1","config":{},"x":1}"#);
+        assert!(bad.unwrap_err().to_string().contains("unknown field `x`"));
+        let hb = Heartbeat::default();
+        assert_eq!(serde_json::to_string(&hb).unwrap(), r#"{"proxies":0}"#);
+    }
+}

@@ -1,0 +1,453 @@
+//! `portcullis admin`: run the admin service, or (with a subcommand) call
+//! its REST API, so everything an admin does is possible from a shell.
+//! Each subcommand is one request; the answer is printed as JSON, and a
+//! problem (4xx/5xx) is printed to stderr with exit code 1.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Options of `portcullis admin`.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    pub command: Option<AdminCommand>,
+    /// Address to listen on (when serving).
+    #[arg(long, default_value = "0.0.0.0:8090", env = "PORTCULLIS_ADMIN_LISTEN")]
+    pub listen: String,
+    /// Where state is kept: the SQLite file and the data key.
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...` (default: SQLite at DATA_DIR/admin.db).
+    #[arg(long, env = "PORTCULLIS_ADMIN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The policy hub's base URL (for attaching policies).
+    #[arg(long, env = "PORTCULLIS_HUB_URL")]
+    pub hub_url: Option<String>,
+    /// The admin service to call (client subcommands).
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8090",
+        env = "PORTCULLIS_ADMIN_URL"
+    )]
+    pub url: String,
+    /// API token (client subcommands).
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+/// Client subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Serve the admin API (the default).
+    Serve,
+    /// LLM providers.
+    Providers {
+        #[command(subcommand)]
+        command: Crud,
+    },
+    /// LLM proxies.
+    Proxies {
+        #[command(subcommand)]
+        command: ProxyCommand,
+    },
+    /// API keys of a proxy.
+    Keys {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Gateways.
+    Gateways {
+        #[command(subcommand)]
+        command: Crud,
+    },
+    /// Deploy a proxy's current revision to a gateway.
+    Deploy {
+        proxy: String,
+        #[arg(long)]
+        gateway: String,
+    },
+    /// Stop a deployment.
+    Undeploy { proxy: String, deployment: String },
+    /// A proxy's deployment history.
+    Deployments { proxy: String },
+    /// Policies: the hub's catalogue and attachments to proxies.
+    Policies {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// API tokens (admin).
+    Tokens {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The audit log, newest first.
+    Audit {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Any request: `portcullis admin api GET /api/v1/proxies`.
+    Api {
+        method: String,
+        path: String,
+        /// JSON body.
+        #[arg(long)]
+        json: Option<String>,
+    },
+}
+
+/// List, get, create (JSON), update (JSON), delete.
+#[derive(Subcommand, Debug)]
+pub enum Crud {
+    List,
+    Get {
+        id: String,
+    },
+    /// Create from a JSON body, e.g. `--json '{"name":"openai","type":"openai","credentials":{"api_key":"sk-..."}}'`.
+    Create {
+        #[arg(long)]
+        json: String,
+    },
+    /// Change fields given as JSON.
+    Update {
+        id: String,
+        #[arg(long)]
+        json: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProxyCommand {
+    List,
+    Get {
+        id: String,
+    },
+    /// Create a proxy: flags for the common fields, `--json` for all of them.
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long)]
+        context: Option<String>,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        json: Option<String>,
+    },
+    Update {
+        id: String,
+        #[arg(long)]
+        json: String,
+    },
+    Delete {
+        id: String,
+    },
+    Revisions {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    List {
+        proxy: String,
+    },
+    /// Create a key; it is printed once.
+    Create {
+        proxy: String,
+        #[arg(long)]
+        name: String,
+        /// RFC 3339 time the key stops working.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    Revoke {
+        proxy: String,
+        key: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// What the hub offers.
+    Catalogue,
+    /// Policies attached to a proxy.
+    List {
+        proxy: String,
+    },
+    Attach {
+        proxy: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// Settings as JSON.
+        #[arg(long)]
+        settings: Option<String>,
+        #[arg(long)]
+        phase: Option<String>,
+        #[arg(long)]
+        order: Option<i64>,
+        /// closed (default: the request fails) or open (the policy is skipped).
+        #[arg(long)]
+        on_error: Option<String>,
+    },
+    Update {
+        proxy: String,
+        attachment: String,
+        #[arg(long)]
+        json: String,
+    },
+    Detach {
+        proxy: String,
+        attachment: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    List,
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: String,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+fn parse_json(text: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(text).context("--json is not valid JSON")
+}
+
+/// The request a subcommand makes.
+fn request(cmd: AdminCommand) -> anyhow::Result<(&'static str, String, Option<Value>)> {
+    let crud = |base: &str, c: Crud| -> anyhow::Result<(&'static str, String, Option<Value>)> {
+        Ok(match c {
+            Crud::List => ("GET", base.to_owned(), None),
+            Crud::Get { id } => ("GET", format!("{base}/{id}"), None),
+            Crud::Create { json } => ("POST", base.to_owned(), Some(parse_json(&json)?)),
+            Crud::Update { id, json } => {
+                ("PATCH", format!("{base}/{id}"), Some(parse_json(&json)?))
+            }
+            Crud::Delete { id } => ("DELETE", format!("{base}/{id}"), None),
+        })
+    };
+    let p = "/api/v1/proxies";
+    Ok(match cmd {
+        AdminCommand::Serve => unreachable!("handled by the caller"),
+        AdminCommand::Providers { command } => crud("/api/v1/providers", command)?,
+        AdminCommand::Gateways { command } => crud("/api/v1/gateways", command)?,
+        AdminCommand::Proxies { command } => match command {
+            ProxyCommand::List => ("GET", p.into(), None),
+            ProxyCommand::Get { id } => ("GET", format!("{p}/{id}"), None),
+            ProxyCommand::Create {
+                name,
+                provider,
+                context,
+                version,
+                description,
+                json,
+            } => {
+                let mut body = match json {
+                    Some(j) => parse_json(&j)?,
+                    None => json!({}),
+                };
+                for (k, v) in [
+                    ("name", name),
+                    ("provider", provider),
+                    ("context", context),
+                    ("version", version),
+                    ("description", description),
+                ] {
+                    if let Some(v) = v {
+                        body[k] = json!(v);
+                    }
+                }
+                ("POST", p.into(), Some(body))
+            }
+            ProxyCommand::Update { id, json } => {
+                ("PATCH", format!("{p}/{id}"), Some(parse_json(&json)?))
+            }
+            ProxyCommand::Delete { id } => ("DELETE", format!("{p}/{id}"), None),
+            ProxyCommand::Revisions { id } => ("GET", format!("{p}/{id}/revisions"), None),
+        },
+        AdminCommand::Keys { command } => match command {
+            KeyCommand::List { proxy } => ("GET", format!("{p}/{proxy}/keys"), None),
+            KeyCommand::Create {
+                proxy,
+                name,
+                expires_at,
+            } => {
+                let mut body = json!({ "name": name });
+                if let Some(e) = expires_at {
+                    body["expires_at"] = json!(e);
+                }
+                ("POST", format!("{p}/{proxy}/keys"), Some(body))
+            }
+            KeyCommand::Revoke { proxy, key } => {
+                ("POST", format!("{p}/{proxy}/keys/{key}/revoke"), None)
+            }
+        },
+        AdminCommand::Deploy { proxy, gateway } => (
+            "POST",
+            format!("{p}/{proxy}/deployments"),
+            Some(json!({ "gateway": gateway })),
+        ),
+        AdminCommand::Undeploy { proxy, deployment } => (
+            "POST",
+            format!("{p}/{proxy}/deployments/{deployment}/stop"),
+            None,
+        ),
+        AdminCommand::Deployments { proxy } => ("GET", format!("{p}/{proxy}/deployments"), None),
+        AdminCommand::Policies { command } => match command {
+            PolicyCommand::Catalogue => ("GET", "/api/v1/policies".into(), None),
+            PolicyCommand::List { proxy } => ("GET", format!("{p}/{proxy}/policies"), None),
+            PolicyCommand::Attach {
+                proxy,
+                name,
+                version,
+                settings,
+                phase,
+                order,
+                on_error,
+            } => {
+                let mut body = json!({ "name": name, "version": version });
+                if let Some(s) = settings {
+                    body["settings"] = parse_json(&s)?;
+                }
+                if let Some(v) = phase {
+                    body["phase"] = json!(v);
+                }
+                if let Some(v) = order {
+                    body["order"] = json!(v);
+                }
+                if let Some(v) = on_error {
+                    body["on_error"] = json!(v);
+                }
+                ("POST", format!("{p}/{proxy}/policies"), Some(body))
+            }
+            PolicyCommand::Update {
+                proxy,
+                attachment,
+                json,
+            } => (
+                "PATCH",
+                format!("{p}/{proxy}/policies/{attachment}"),
+                Some(parse_json(&json)?),
+            ),
+            PolicyCommand::Detach { proxy, attachment } => {
+                ("DELETE", format!("{p}/{proxy}/policies/{attachment}"), None)
+            }
+        },
+        AdminCommand::Tokens { command } => match command {
+            TokenCommand::List => ("GET", "/api/v1/tokens".into(), None),
+            TokenCommand::Create { name, role } => (
+                "POST",
+                "/api/v1/tokens".into(),
+                Some(json!({ "name": name, "role": role })),
+            ),
+            TokenCommand::Revoke { id } => ("POST", format!("/api/v1/tokens/{id}/revoke"), None),
+        },
+        AdminCommand::Audit { limit } => ("GET", format!("/api/v1/audit?limit={limit}"), None),
+        AdminCommand::Api { method, path, json } => {
+            let m: &'static str = match method.to_ascii_uppercase().as_str() {
+                "GET" => "GET",
+                "POST" => "POST",
+                "PATCH" => "PATCH",
+                "PUT" => "PUT",
+                "DELETE" => "DELETE",
+                other => anyhow::bail!("unsupported method {other}"),
+            };
+            (m, path, json.map(|j| parse_json(&j)).transpose()?)
+        }
+    })
+}
+
+/// Runs `portcullis admin ...`.
+pub fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    match args.command {
+        None | Some(AdminCommand::Serve) => rt.block_on(serve(&args)),
+        Some(cmd) => {
+            let (method, path, body) = request(cmd)?;
+            let token = args
+                .token
+                .clone()
+                .context("set --token or PORTCULLIS_ADMIN_TOKEN")?;
+            let code = rt.block_on(call(&args.url, &token, method, &path, body))?;
+            std::process::exit(code)
+        }
+    }
+}
+
+async fn serve(args: &AdminArgs) -> anyhow::Result<()> {
+    let opened = portcullis_admin::open(&portcullis_admin::AdminOptions {
+        listen: args.listen.parse().context("--listen")?,
+        database_url: args.database_url.clone(),
+        data_dir: args.data_dir.clone(),
+        hub_url: args.hub_url.clone(),
+    })
+    .await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if let Some(t) = &opened.bootstrap_token {
+        println!("admin token: {t}   (shown once; set PORTCULLIS_ADMIN_TOKEN to choose your own)");
+    }
+    println!("admin listening on http://{}", listener.local_addr()?);
+    portcullis_admin::serve(listener, opened.state).await
+}
+
+/// Sends one request and prints the answer; returns the exit code.
+async fn call(
+    url: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<i32> {
+    let client = reqwest::Client::new();
+    let m = reqwest::Method::from_bytes(method.as_bytes())?;
+    let mut req = client
+        .request(m, format!("{}{path}", url.trim_end_matches('/')))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach admin at {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    let pretty = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    if status.is_success() {
+        if !pretty.is_empty() {
+            println!("{pretty}");
+        }
+        Ok(0)
+    } else {
+        eprintln!("{status}\n{pretty}");
+        Ok(1)
+    }
+}
