@@ -13,8 +13,10 @@ pub struct UpOptions {
     pub ops_port: u16,
     pub mock_port: u16,
     pub admin_port: u16,
-    /// The policy hub admin validates attachments against.
+        /// A policy hub to use instead of starting one.
     pub hub_url: Option<String>,
+    /// Port of the hub `up` starts.
+    pub hub_port: u16,
     pub data_dir: PathBuf,
 }
 

@@ -49,9 +49,12 @@ enum Command {
         /// Admin API port.
         #[arg(long, default_value_t = 8090)]
         admin_port: u16,
-        /// The policy hub admin validates policy settings against.
+                /// Use this policy hub instead of starting one.
         #[arg(long, env = "PORTCULLIS_HUB_URL")]
         hub_url: Option<String>,
+        /// Port of the policy hub `up` starts (when no --hub-url is given).
+        #[arg(long, default_value_t = 8091)]
+        hub_port: u16,
         /// Where state is kept.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
@@ -228,10 +231,12 @@ fn main() -> anyhow::Result<()> {
             port,
             ops_port,
             mock_port,
-            admin_port,
+                        admin_port,
             hub_url,
+            hub_port,
             data_dir,
         } => demo::up(demo::UpOptions {
+            hub_port,
             demo,
             port,
             ops_port,

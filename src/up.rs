@@ -1,5 +1,6 @@
-//! `portcullis up`: the admin service and a managed gateway in one
-//! process, SQLite under the data directory. The gateway is registered as
+//! `portcullis up`: the policy hub, the admin service and a managed
+//! gateway in one process, SQLite under the data directory. The hub
+//! publishes the built-in policies it finds (`cargo build-policies`). The gateway is registered as
 //! `local` and takes its configuration from admin like any other. With
 //! `--demo`, the mock LLM starts too and a provider, proxy and key per
 //! provider format are created and deployed over admin's REST API, so the
@@ -22,8 +23,25 @@ struct AdminReady {
 
 /// Runs `portcullis up [--demo]`.
 pub fn run(o: UpOptions) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&o.data_dir)?;
+        std::fs::create_dir_all(&o.data_dir)?;
     let admin_url = format!("http://127.0.0.1:{}", o.admin_port);
+    // The hub first: admin validates policy settings against it, and the
+    // gateway fetches attached policies from it.
+    let hub_url = match &o.hub_url {
+        Some(url) => url.clone(),
+        None => {
+            let args = crate::hub_cli::HubArgs {
+                listen: format!("0.0.0.0:{}", o.hub_port),
+                data_dir: o.data_dir.join("hub"),
+                database_url: None,
+                publish_tokens: Vec::new(),
+                max_module_bytes: portcullis_hub::DEFAULT_MAX_MODULE_BYTES,
+                builtin_dir: None,
+            };
+            crate::hub_cli::start_background(args)?;
+            format!("http://127.0.0.1:{}", o.hub_port)
+        }
+    };
     let gateway_url = format!("http://127.0.0.1:{}", o.port);
 
     // Admin on its own threads beside the gateway.
@@ -32,7 +50,7 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
         listen: format!("0.0.0.0:{}", o.admin_port).parse()?,
         database_url: None,
         data_dir: o.data_dir.join("admin"),
-        hub_url: o.hub_url.clone(),
+                hub_url: Some(hub_url.clone()),
     };
     let gw_url = gateway_url.clone();
     std::thread::Builder::new()
@@ -91,7 +109,7 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let keys = rt.block_on(demo_setup(&admin_url, &ready.up_token, o.mock_port))?;
+                let (keys, policy_note) = rt.block_on(demo_setup(&admin_url, &hub_url, &ready.up_token, o.mock_port))?;
         let demo_key = keys[0].1.clone();
         // A standalone config equivalent to the demo, to start GitOps from.
         let hash: String = portcullis_gateway::config::hash_key(&demo_key)
@@ -112,7 +130,8 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
             format!("  API key   {demo_key}   (for /demo; shown once)"),
         );
         demo_lines.insert(1, "  proxies   /demo (OpenAI), /demo-anthropic, /demo-gemini, /demo-bedrock, /demo-mistral".into());
-        demo_lines.insert(2, format!("  mock LLM  http://127.0.0.1:{}", o.mock_port));
+                demo_lines.insert(2, format!("  mock LLM  http://127.0.0.1:{}", o.mock_port));
+        demo_lines.insert(3, policy_note);
     }
 
     println!("Portcullis is up{}.", if o.demo { " (demo)" } else { "" });
@@ -120,7 +139,8 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
         "  gateway   {gateway_url}   (metrics: http://127.0.0.1:{}/metrics)",
         o.ops_port
     );
-    println!("  admin     {admin_url}/api/v1   (OpenAPI: {admin_url}/api/v1/openapi.json)");
+        println!("  admin     {admin_url}/api/v1   (OpenAPI: {admin_url}/api/v1/openapi.json)");
+    println!("  hub       {hub_url}/api/v1/policies");
     match &ready.bootstrap_token {
         Some(t) => println!("  admin token  {t}   (shown once)"),
         None => {
@@ -148,9 +168,10 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
 /// `local` and issues a key per proxy; returns (proxy id, key), `/demo` first.
 async fn demo_setup(
     admin: &str,
+    hub: &str,
     token: &str,
     mock_port: u16,
-) -> anyhow::Result<Vec<(String, String)>> {
+) -> anyhow::Result<(Vec<(String, String)>, String)> {
     let c = reqwest::Client::new();
     let call = |method: reqwest::Method, path: String, body: Option<Value>| {
         let mut req = c
@@ -224,7 +245,8 @@ async fn demo_setup(
         };
         anyhow::ensure!(s.is_success(), "demo provider {name}: {s} {v}");
     }
-    let mut keys = Vec::new();
+        let mut keys = Vec::new();
+    let mut policy_note = "  policies  (the /demo proxy already existed; see GET /api/v1/proxies/demo/policies)".to_owned();
     for (name, provider) in proxies {
         let (s, _) = call(
             reqwest::Method::GET,
@@ -235,8 +257,11 @@ async fn demo_setup(
         if s == 404 {
             let body = json!({"name": name, "provider": provider, "context": format!("/{name}"), "inbound": ["openai", "anthropic", "gemini"],
                 "description": "created by portcullis up --demo"});
-            let (s, v) = call(reqwest::Method::POST, "/api/v1/proxies".into(), Some(body)).await?;
+                        let (s, v) = call(reqwest::Method::POST, "/api/v1/proxies".into(), Some(body)).await?;
             anyhow::ensure!(s.is_success(), "demo proxy {name}: {s} {v}");
+            if name == "demo" {
+                policy_note = attach_demo_policies(&c, hub, &call).await?;
+            }
         }
         let (s, v) = call(
             reqwest::Method::POST,
@@ -257,5 +282,44 @@ async fn demo_setup(
             v["key"].as_str().unwrap_or_default().to_owned(),
         ));
     }
-    Ok(keys)
+    Ok((keys, policy_note))
+}
+
+/// Attaches PII masking (emails redacted before the provider sees them,
+/// restored in the answer) and a generous per-key token rate limit (so its
+/// `x-ratelimit-*` headers show on every response) to `/demo`, when the hub
+/// has them; returns the line `up` prints about it.
+async fn attach_demo_policies<F, Fut>(c: &reqwest::Client, hub: &str, call: &F) -> anyhow::Result<String>
+where
+    F: Fn(reqwest::Method, String, Option<Value>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(reqwest::StatusCode, Value)>>,
+{
+    let demo_policies = [
+        ("pii-masking", json!({})),
+        (
+            "token-rate-limit",
+            json!({"limits": [{"metric": "total_tokens", "limit": 1_000_000, "window": "minute"}], "key": "api_key"}),
+        ),
+    ];
+    let mut attached = Vec::new();
+    for (i, (name, settings)) in demo_policies.into_iter().enumerate() {
+        let found: Value = match c.get(format!("{hub}/api/v1/policies/{name}")).send().await {
+            Ok(r) if r.status().is_success() => r.json().await.unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        let Some(version) = found["latest_version"].as_str() else {
+            return Ok(format!(
+                "  policies  none attached: the hub has no `{name}` (build the built-in policies with `cargo build-policies`, then restart with a fresh --data-dir)"
+            ));
+        };
+        let (s, v) = call(
+            reqwest::Method::POST,
+            "/api/v1/proxies/demo/policies".into(),
+            Some(json!({"name": name, "version": version, "settings": settings, "order": i})),
+        )
+        .await?;
+        anyhow::ensure!(s.is_success(), "attaching {name} to /demo: {s} {v}");
+        attached.push(format!("{name}@{version}"));
+    }
+    Ok(format!("  policies  /demo carries {}", attached.join(", ")))
 }

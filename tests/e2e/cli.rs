@@ -72,43 +72,84 @@ async fn up_demo_prints_a_curl_line_that_works() {
             &ops.to_string(),
         ])
         .args(["--mock-port", &mock.to_string()])
-        .args(["--admin-port", &free_port().to_string(), "--data-dir"])
+                .args(["--admin-port", &free_port().to_string()])
+        .args(["--hub-port", &free_port().to_string(), "--data-dir"])
         .arg(&dir.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let lines = tokio::task::spawn_blocking(move || {
+        // Read up to the curl line, then keep draining: closing the pipe would
+    // make the child's next println! fail.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
         let mut seen = Vec::new();
+        let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let done = line.trim_start().starts_with("curl ");
-            seen.push(line);
-            if done {
-                break;
+            let Ok(line) = line else { break };
+            if tx.is_some() {
+                let done = line.trim_start().starts_with("curl ");
+                seen.push(line);
+                if done {
+                    let _ = tx.take().unwrap().send(std::mem::take(&mut seen));
+                }
             }
         }
-        seen
-    })
-    .await
-    .unwrap();
+        if let Some(tx) = tx {
+            let _ = tx.send(seen);
+        }
+    });
+    let lines = rx.await.unwrap();
     let curl_line = lines.last().cloned().unwrap_or_default();
     assert!(curl_line.trim_start().starts_with("curl "), "{lines:?}");
     assert!(crate::harness::wait_ready(&format!("http://127.0.0.1:{ops}/readyz")).await);
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!("{} -s", curl_line.trim()))
-        .output()
+                .output()
+        .unwrap();
+    // The demo proxy carries PII masking and a token rate limit, published
+    // by the hub `up` started (the e2e setup builds the built-in policies).
+    let key = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("API key"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no API key line in {lines:?}"))
+        .to_owned();
+    assert!(lines.iter().any(|l| l.contains("/demo carries pii-masking@")), "{lines:?}");
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/demo/chat/completions"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "Mail me at jane@example.com"}]}))
+                .send()
+        .await
+        .unwrap();
+    let journal: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{mock}/_mock/requests"))
+        .await
+        .unwrap()
+        .json()
+        .await
         .unwrap();
     let _ = child.kill();
     let _ = child.wait();
+    // The provider saw a placeholder; the client gets the address back.
+    let seen = journal.as_array().unwrap().last().unwrap()["body"]["messages"][0]["content"].clone();
+    assert_eq!(seen, "Mail me at [EMAIL_1]");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "1000000");
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Mock reply from openai model gpt-5-mini: Mail me at jane@example.com"
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(
         v["choices"][0]["message"]["content"],
         "Mock reply from openai model gpt-5-mini: Hello Portcullis"
     );
-    // The written config is a valid gateway config.
+        // The written config is a valid gateway config.
     assert!(dir.0.join("demo-gateway.yaml").exists());
+    
 }
