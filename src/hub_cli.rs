@@ -181,7 +181,6 @@ pub fn run_publish(args: PublishArgs) -> anyhow::Result<()> {
 
 /// Starts a hub on its own threads (for `portcullis up`), with the
 /// checkout's built-in policies; returns its URL once it listens.
-#[allow(dead_code)] // called by `up` once it runs a local hub
 pub fn start_background(args: HubArgs) -> anyhow::Result<String> {
     let config = hub_config(&args)?;
     let (tx, rx) = std::sync::mpsc::channel::<anyhow::Result<String>>();

@@ -37,12 +37,17 @@ pub struct DirArgs {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 pub fn new(a: NewArgs) -> anyhow::Result<()> {
     if !valid_name(&a.name) {
-        bail!("`{}`: a policy name is lowercase letters, digits and hyphens, starting with a letter", a.name);
+        bail!(
+            "`{}`: a policy name is lowercase letters, digits and hyphens, starting with a letter",
+            a.name
+        );
     }
     let dir = a.dir.unwrap_or_else(|| PathBuf::from(&a.name));
     if dir.exists() {
@@ -52,7 +57,8 @@ pub fn new(a: NewArgs) -> anyhow::Result<()> {
         Some(p) => p,
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sdk/policy"),
     };
-    let sdk = std::fs::canonicalize(&sdk).with_context(|| format!("the SDK is not at {}", sdk.display()))?;
+    let sdk = std::fs::canonicalize(&sdk)
+        .with_context(|| format!("the SDK is not at {}", sdk.display()))?;
     std::fs::create_dir_all(dir.join("src"))?;
     let crate_name = a.name.replace('-', "_");
     let type_name: String = a
@@ -60,7 +66,9 @@ pub fn new(a: NewArgs) -> anyhow::Result<()> {
         .split('-')
         .map(|w| {
             let mut c = w.chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         })
         .collect();
     std::fs::write(
@@ -177,13 +185,17 @@ mod tests {{
     )?;
     let _ = crate_name;
     println!("Created the policy `{}` in {}.", a.name, dir.display());
-    println!("Next: cd {} && portcullis policy test && portcullis policy build", dir.display());
+    println!(
+        "Next: cd {} && portcullis policy test && portcullis policy build",
+        dir.display()
+    );
     Ok(())
 }
 
 fn manifest(dir: &Path) -> anyhow::Result<serde_json::Value> {
     let path = dir.join("policy.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
@@ -206,7 +218,8 @@ fn target_dir(dir: &Path) -> anyhow::Result<PathBuf> {
         .current_dir(dir)
         .output()
         .context("cannot run cargo metadata")?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("cargo metadata output")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("cargo metadata output")?;
     v["target_directory"]
         .as_str()
         .map(PathBuf::from)
@@ -215,24 +228,41 @@ fn target_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 
 pub fn build(a: DirArgs) -> anyhow::Result<()> {
     let mut m = manifest(&a.dir)?;
-    let name = m["name"].as_str().context("policy.json has no name")?.to_owned();
-    let version = m["version"].as_str().context("policy.json has no version")?.to_owned();
+    let name = m["name"]
+        .as_str()
+        .context("policy.json has no name")?
+        .to_owned();
+    let version = m["version"]
+        .as_str()
+        .context("policy.json has no version")?
+        .to_owned();
     cargo(&a.dir, &["build", "--release", "--target", "wasm32-wasip2"])?;
     let cargo_toml = std::fs::read_to_string(a.dir.join("Cargo.toml"))?;
     let package = cargo_toml
         .lines()
-        .find_map(|l| l.trim().strip_prefix("name = \"").and_then(|r| r.strip_suffix('"')))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("name = \"")
+                .and_then(|r| r.strip_suffix('"'))
+        })
         .context("Cargo.toml has no package name")?
         .replace('-', "_");
     let target = target_dir(&a.dir)?;
-    let wasm_path = target.join("wasm32-wasip2/release").join(format!("{package}.wasm"));
-    let wasm = std::fs::read(&wasm_path).with_context(|| format!("cannot read {}", wasm_path.display()))?;
+    let wasm_path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{package}.wasm"));
+    let wasm = std::fs::read(&wasm_path)
+        .with_context(|| format!("cannot read {}", wasm_path.display()))?;
     m["sha256"] = serde_json::Value::String(hex::encode(Sha256::digest(&wasm)));
     let out = a.dir.join("target/policy").join(&name).join(&version);
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("policy.wasm"), &wasm)?;
     std::fs::write(out.join("manifest.json"), serde_json::to_vec_pretty(&m)?)?;
-    println!("Built {name} {version}: {} ({} bytes)", out.display(), wasm.len());
+    println!(
+        "Built {name} {version}: {} ({} bytes)",
+        out.display(),
+        wasm.len()
+    );
     println!(
         "Attach it: policy_engine: {{ dirs: [\"{}\"] }} and proxies[].policies: [{{ name: {name} }}]",
         a.dir.join("target/policy").display()

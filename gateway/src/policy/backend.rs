@@ -113,7 +113,9 @@ impl Backend for MemoryBackend {
             c.bytes -= key.len() + old.len();
         }
         while c.bytes + size > c.max_bytes {
-            let Some(oldest) = c.order.pop_front() else { break };
+            let Some(oldest) = c.order.pop_front() else {
+                break;
+            };
             if let Some((old, _)) = c.entries.remove(&oldest) {
                 c.bytes -= oldest.len() + old.len();
             }
@@ -172,7 +174,10 @@ impl RedisBackend {
         })
     }
 
-    fn with_conn<R>(&self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<R>) -> Result<R, String> {
+    fn with_conn<R>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<R>,
+    ) -> Result<R, String> {
         let pooled = match self.pool.lock() {
             Ok(mut g) => g.pop(),
             Err(p) => p.into_inner().pop(),
@@ -203,7 +208,11 @@ impl RedisBackend {
 
 impl Backend for RedisBackend {
     fn counter(&self, key: &str, delta: i64, limit: Option<i64>, ttl_ms: u64) -> CounterState {
-        let script = if limit.is_some() { &self.try_add } else { &self.add };
+        let script = if limit.is_some() {
+            &self.try_add
+        } else {
+            &self.add
+        };
         let limit_arg = limit.map(|l| l.to_string()).unwrap_or_default();
         let r: Result<(i64, i64, i64), String> = self.with_conn(|c| {
             script

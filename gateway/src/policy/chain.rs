@@ -22,7 +22,9 @@ use portcullis_types::{
 };
 use wasmtime::Store;
 
-use super::engine::{CurrentPolicy, HostState, LoadedModule, PolicyEngine, PolicyWorld, guest, wit};
+use super::engine::{
+    CurrentPolicy, HostState, LoadedModule, PolicyEngine, PolicyWorld, guest, wit,
+};
 use crate::config::InboundKind;
 use crate::error::{ErrorKind, ErrorSource, GatewayError};
 use crate::metrics::Metrics;
@@ -118,7 +120,10 @@ impl Chain {
 
     /// Starts a run for one request, waiting for room in the instance
     /// pool when the gateway is at capacity (back-pressure, not failure).
-    pub async fn start(self: &Arc<Self>, metrics: Option<Arc<Metrics>>) -> Result<ChainRun, GatewayError> {
+    pub async fn start(
+        self: &Arc<Self>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<ChainRun, GatewayError> {
         // A chain longer than the whole pool still runs (one request at a
         // time) rather than waiting forever.
         let n = (self.policies.len().max(1) as u32).min(self.engine.settings.max_instances);
@@ -227,13 +232,17 @@ impl ChainRun {
             Slot::Empty => {}
         }
         let p = &self.chain.policies[i];
-        self.store.set_epoch_deadline(self.chain.engine.deadline_ticks());
+        self.store
+            .set_epoch_deadline(self.chain.engine.deadline_ticks());
         let inst = p.module.pre.instantiate(&mut self.store).map_err(|e| {
             tracing::warn!(policy = %p.name, error = %e, "policy instantiation failed");
             Failure::Trap
         })?;
         let settings = p.settings.clone();
-        match inst.portcullis_policy_policy().call_init(&mut self.store, &settings) {
+        match inst
+            .portcullis_policy_policy()
+            .call_init(&mut self.store, &settings)
+        {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(policy = %p.name, pointer = %e.pointer, error = %e.message, "policy init refused its settings");
@@ -249,7 +258,10 @@ impl ChainRun {
     fn classify(&mut self, e: wasmtime::Error) -> Failure {
         let f = if self.store.data().memory_exceeded {
             Failure::Memory
-        } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        } else if matches!(
+            e.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) {
             Failure::Timeout
         } else {
             Failure::Trap
@@ -279,7 +291,8 @@ impl ChainRun {
         let result = match self.instance(i) {
             Ok(None) => return Ok(None),
             Ok(Some(inst)) => {
-                self.store.set_epoch_deadline(self.chain.engine.deadline_ticks());
+                self.store
+                    .set_epoch_deadline(self.chain.engine.deadline_ticks());
                 f(inst.portcullis_policy_policy(), &mut self.store).map_err(|e| self.classify(e))
             }
             Err(f) => Err(f),
@@ -313,7 +326,11 @@ impl ChainRun {
 
     /// The request phase, in attachment order. Edits apply to `req` as
     /// they come, so each policy sees the previous one's changes.
-    pub fn on_request(&mut self, req: &mut ChatRequest, meta: &RequestMeta<'_>) -> Result<RequestOutcome, GatewayError> {
+    pub fn on_request(
+        &mut self,
+        req: &mut ChatRequest,
+        meta: &RequestMeta<'_>,
+    ) -> Result<RequestOutcome, GatewayError> {
         let mut view: Option<wit::Request> = None;
         for i in 0..self.chain.policies.len() {
             self.ran_request = i + 1;
@@ -370,7 +387,11 @@ impl ChainRun {
     }
 
     /// The response phase on a whole response, in attachment order.
-    pub fn on_response(&mut self, resp: &mut ChatResponse, streamed: bool) -> Result<(), GatewayError> {
+    pub fn on_response(
+        &mut self,
+        resp: &mut ChatResponse,
+        streamed: bool,
+    ) -> Result<(), GatewayError> {
         let mut view: Option<wit::Response> = None;
         for i in 0..self.ran_request {
             if self.chain.policies[i].info.response == wit::ResponseMode::Skip {
@@ -417,14 +438,20 @@ impl ChainRun {
     /// stream-mode policies may rewrite its text (or hold some back).
     pub fn on_chunk(&mut self, chunk: &mut ChatChunk) -> Result<bool, GatewayError> {
         if self.template.is_none() {
-            self.template = Some(ChatChunk::new(chunk.id.clone(), chunk.model.clone(), chunk.created));
+            self.template = Some(ChatChunk::new(
+                chunk.id.clone(),
+                chunk.model.clone(),
+                chunk.created,
+            ));
         }
         if self.chain.hold_stream {
             self.held.push(chunk.clone());
             return Ok(false);
         }
         for choice in &mut chunk.choices {
-            let Some(text) = choice.delta.content.take() else { continue };
+            let Some(text) = choice.delta.content.take() else {
+                continue;
+            };
             let text = self.filter_text(0, choice.index, text)?;
             self.note_streamed(choice.index, &text);
             if !text.is_empty() {
@@ -442,7 +469,12 @@ impl ChainRun {
 
     /// Passes `text` of `choice` through the stream-mode policies from
     /// `from` on.
-    fn filter_text(&mut self, from: usize, choice: u32, mut text: String) -> Result<String, GatewayError> {
+    fn filter_text(
+        &mut self,
+        from: usize,
+        choice: u32,
+        mut text: String,
+    ) -> Result<String, GatewayError> {
         for i in from..self.ran_request {
             if self.chain.policies[i].info.response != wit::ResponseMode::Stream {
                 continue;
@@ -497,9 +529,17 @@ impl ChainRun {
         if self.chain.hold_stream {
             let held = std::mem::take(&mut self.held);
             let mut resp = assemble(&held, template, usage, finish_reason);
-            let before: Vec<String> = resp.choices.iter().map(|c| c.message.text_content()).collect();
+            let before: Vec<String> = resp
+                .choices
+                .iter()
+                .map(|c| c.message.text_content())
+                .collect();
             self.on_response(&mut resp, true)?;
-            let after: Vec<String> = resp.choices.iter().map(|c| c.message.text_content()).collect();
+            let after: Vec<String> = resp
+                .choices
+                .iter()
+                .map(|c| c.message.text_content())
+                .collect();
             for (i, t) in after.iter().enumerate() {
                 self.note_streamed(i as u32, t);
             }
@@ -541,7 +581,14 @@ impl ChainRun {
     /// After the response: `on-complete` for accounting. `resp` is the
     /// response sent (non-streamed), `None` for streams (the text sent is
     /// used) and failures.
-    pub fn complete(&mut self, status: u16, resp: Option<&ChatResponse>, streamed: bool, usage: Option<&Usage>, model: &str) {
+    pub fn complete(
+        &mut self,
+        status: u16,
+        resp: Option<&ChatResponse>,
+        streamed: bool,
+        usage: Option<&Usage>,
+        model: &str,
+    ) {
         if self.completed {
             return;
         }
@@ -584,7 +631,12 @@ impl ChainRun {
             }
             // Failures here cannot change the answer any more; they are
             // counted and logged by `call`.
-            let _ = self.call(i, "complete", |g, s| g.call_on_complete(s, &view), |_| "continue");
+            let _ = self.call(
+                i,
+                "complete",
+                |g, s| g.call_on_complete(s, &view),
+                |_| "continue",
+            );
         }
     }
 
@@ -593,7 +645,8 @@ impl ChainRun {
             let valid = http::HeaderName::from_bytes(h.name.as_bytes()).is_ok()
                 && http::HeaderValue::from_str(&h.value).is_ok();
             if valid {
-                self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&h.name));
+                self.headers
+                    .retain(|(n, _)| !n.eq_ignore_ascii_case(&h.name));
                 self.headers.push((h.name.to_ascii_lowercase(), h.value));
             }
         }
@@ -639,7 +692,11 @@ fn policy_failed(name: &str, failure: Failure) -> GatewayError {
 
 /// A policy's rejection as a gateway error in the OpenAI envelope.
 fn rejection_error(r: wit::Rejection) -> GatewayError {
-    let status = if (400..600).contains(&r.status) { r.status } else { 400 };
+    let status = if (400..600).contains(&r.status) {
+        r.status
+    } else {
+        400
+    };
     // `type` is a closed set in OpenAI's API; unknown values from a policy
     // fall back to the family of the status.
     let error_type: &'static str = match r.error_type.as_str() {
@@ -657,7 +714,11 @@ fn rejection_error(r: wit::Rejection) -> GatewayError {
     let mut e = GatewayError::invalid_request(r.message);
     e.status = status;
     e.error_type = error_type;
-    e.kind = if status == 429 { ErrorKind::RateLimited } else { ErrorKind::Policy };
+    e.kind = if status == 429 {
+        ErrorKind::RateLimited
+    } else {
+        ErrorKind::Policy
+    };
     e.source = ErrorSource::Policy;
     e.code = r.code;
     e.param = r.param;
@@ -677,7 +738,12 @@ fn rejection_error(r: wit::Rejection) -> GatewayError {
 fn hidden_header(name: &str) -> bool {
     matches!(
         name,
-        "authorization" | "proxy-authorization" | "cookie" | "api-key" | "x-api-key" | "x-goog-api-key"
+        "authorization"
+            | "proxy-authorization"
+            | "cookie"
+            | "api-key"
+            | "x-api-key"
+            | "x-goog-api-key"
     ) || name.contains("token")
         || name.contains("secret")
         || name.ends_with("-key")
@@ -816,7 +882,12 @@ fn response_view(resp: &ChatResponse, status: u16, streamed: bool) -> wit::Respo
 }
 
 /// A whole response from held-back chunks.
-fn assemble(chunks: &[ChatChunk], template: &ChatChunk, usage: Option<&Usage>, finish: Option<FinishReason>) -> ChatResponse {
+fn assemble(
+    chunks: &[ChatChunk],
+    template: &ChatChunk,
+    usage: Option<&Usage>,
+    finish: Option<FinishReason>,
+) -> ChatResponse {
     let mut texts: Vec<String> = Vec::new();
     for c in chunks {
         for ch in &c.choices {
@@ -910,15 +981,23 @@ mod tests {
         .unwrap();
         let edit = wit::RequestEdit {
             messages: Some(vec![
-                wit::Message { role: wit::Role::System, parts: vec!["A".into()] },
-                wit::Message { role: wit::Role::User, parts: vec!["B".into(), "C".into()] },
+                wit::Message {
+                    role: wit::Role::System,
+                    parts: vec!["A".into()],
+                },
+                wit::Message {
+                    role: wit::Role::User,
+                    parts: vec!["B".into(), "C".into()],
+                },
             ]),
             raw: None,
             response_headers: vec![],
         };
         apply_request_edit(&mut req, &edit).unwrap();
         assert_eq!(req.messages[0].text_content(), "A");
-        let Some(Content::Parts(p)) = &req.messages[1].content else { panic!() };
+        let Some(Content::Parts(p)) = &req.messages[1].content else {
+            panic!()
+        };
         assert_eq!(p.len(), 3, "the image stays");
         assert_eq!(req.messages[1].text_content(), "B\nC");
     }
@@ -931,9 +1010,15 @@ mod tests {
             error_type: "rate_limit_exceeded".into(),
             code: Some("rate_limit_exceeded".into()),
             param: None,
-            headers: vec![wit::Header { name: "Retry-After".into(), value: "3".into() }],
+            headers: vec![wit::Header {
+                name: "Retry-After".into(),
+                value: "3".into(),
+            }],
         });
-        assert_eq!((e.status, e.error_type, e.kind), (429, "rate_limit_exceeded", ErrorKind::RateLimited));
+        assert_eq!(
+            (e.status, e.error_type, e.kind),
+            (429, "rate_limit_exceeded", ErrorKind::RateLimited)
+        );
         assert_eq!(e.headers, vec![("retry-after".to_owned(), "3".to_owned())]);
         let e = rejection_error(wit::Rejection {
             status: 200,
@@ -948,7 +1033,12 @@ mod tests {
 
     #[test]
     fn credentials_are_hidden_from_policies() {
-        for h in ["authorization", "x-api-key", "x-upstream-key", "x-auth-token"] {
+        for h in [
+            "authorization",
+            "x-api-key",
+            "x-upstream-key",
+            "x-auth-token",
+        ] {
             assert!(hidden_header(h), "{h}");
         }
         assert!(!hidden_header("x-user"));

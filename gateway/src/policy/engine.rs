@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::backend::{Backend, MemoryBackend, RedisBackend};
@@ -113,6 +115,10 @@ impl PolicyEngine {
         pool.total_tables(settings.max_instances.saturating_mul(4));
         pool.max_memory_size(settings.memory_limit);
         pool.max_memories_per_component(4);
+        // A fresh instance would otherwise page-fault on every page it
+        // touches (the slot is returned to the OS between requests);
+        // keeping the first pages resident and zeroing them is cheaper.
+        pool.linear_memory_keep_resident(512 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         // Small reservations: policies are small, and many slots must fit
         // in the address space. Bounds checks become explicit, which costs
@@ -147,7 +153,11 @@ impl PolicyEngine {
                 }
             })
             .map_err(|e| format!("epoch ticker: {e}"))?;
-        let embed_client = settings.embeddings.clone().map(EmbedClient::start).transpose()?;
+        let embed_client = settings
+            .embeddings
+            .clone()
+            .map(EmbedClient::start)
+            .transpose()?;
         Ok(Arc::new(PolicyEngine {
             slots: Arc::new(tokio::sync::Semaphore::new(settings.max_instances as usize)),
             engine,
@@ -184,8 +194,14 @@ impl PolicyEngine {
                         artifact.origin
                     ));
                 }
-            } else if !(bare.starts_with("wasi:") || bare == "portcullis:policy/compute" || bare == "portcullis:policy/types") {
-                return Err(format!("{}: imports `{name}`, which the gateway does not provide", artifact.origin));
+            } else if !(bare.starts_with("wasi:")
+                || bare == "portcullis:policy/compute"
+                || bare == "portcullis:policy/types")
+            {
+                return Err(format!(
+                    "{}: imports `{name}`, which the gateway does not provide",
+                    artifact.origin
+                ));
             }
         }
         // WASI interfaces the gateway does not grant (stdio, filesystem,
@@ -276,14 +292,20 @@ const DENIED_WASI: &[&str] = &[
 /// (Wasmtime's `define_unknown_imports_as_traps` would also shadow the
 /// granted interfaces, which the guest imports at older patch versions
 /// than the host defines and which the linker matches by semver.)
-fn stub_denied_wasi(linker: &mut Linker<HostState>, component: &Component, engine: &Engine) -> wasmtime::Result<()> {
-    use wasmtime::component::types::ComponentItem;
+fn stub_denied_wasi(
+    linker: &mut Linker<HostState>,
+    component: &Component,
+    engine: &Engine,
+) -> wasmtime::Result<()> {
     use wasmtime::component::ResourceType;
+    use wasmtime::component::types::ComponentItem;
     for (name, item) in component.component_type().imports(engine) {
         if !DENIED_WASI.iter().any(|p| name.starts_with(p)) {
             continue;
         }
-        let ComponentItem::ComponentInstance(inst) = item.ty else { continue };
+        let ComponentItem::ComponentInstance(inst) = item.ty else {
+            continue;
+        };
         let mut li = linker.instance(name)?;
         for (export, ty) in inst.exports(engine) {
             match ty.ty {
@@ -335,7 +357,12 @@ impl WasiView for HostState {
 }
 
 impl ResourceLimiter for HostState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             self.memory_exceeded = true;
             return Ok(false);
@@ -343,7 +370,12 @@ impl ResourceLimiter for HostState {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -362,7 +394,12 @@ impl portcullis::policy::compute::Host for HostState {
             return Err("too many regexes in one request".into());
         }
         let cache_key = (pattern, case_insensitive);
-        let cached = self.engine.regexes.lock().ok().and_then(|g| g.get(&cache_key).cloned());
+        let cached = self
+            .engine
+            .regexes
+            .lock()
+            .ok()
+            .and_then(|g| g.get(&cache_key).cloned());
         let re = match cached {
             Some(re) => re,
             None => {
@@ -408,12 +445,17 @@ impl portcullis::policy::compute::Host for HostState {
         if self.schemas.len() >= 64 {
             return Err("too many schemas in one request".into());
         }
-        let cached = self.engine.schemas.lock().ok().and_then(|g| g.get(&schema).cloned());
+        let cached = self
+            .engine
+            .schemas
+            .lock()
+            .ok()
+            .and_then(|g| g.get(&schema).cloned());
         let v = match cached {
             Some(v) => v,
             None => {
-                let value: serde_json::Value =
-                    serde_json::from_str(&schema).map_err(|e| format!("schema is not JSON: {e}"))?;
+                let value: serde_json::Value = serde_json::from_str(&schema)
+                    .map_err(|e| format!("schema is not JSON: {e}"))?;
                 let v = Arc::new(jsonschema::validator_for(&value).map_err(|e| e.to_string())?);
                 if let Ok(mut g) = self.engine.schemas.lock() {
                     if g.len() < 1_000 {
@@ -438,18 +480,39 @@ impl portcullis::policy::compute::Host for HostState {
             .take(20)
             .map(|e| format!("{}: {e}", e.instance_path()))
             .collect();
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }
 
 impl portcullis::policy::counters::Host for HostState {
-    fn add(&mut self, key: String, delta: i64, ttl_ms: u64) -> portcullis::policy::counters::CounterState {
-        let s = self.engine.backend.counter(&self.key(&key), delta, None, ttl_ms);
+    fn add(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_ms: u64,
+    ) -> portcullis::policy::counters::CounterState {
+        let s = self
+            .engine
+            .backend
+            .counter(&self.key(&key), delta, None, ttl_ms);
         to_wit_counter(s)
     }
 
-    fn try_add(&mut self, key: String, delta: i64, limit: i64, ttl_ms: u64) -> portcullis::policy::counters::CounterState {
-        let s = self.engine.backend.counter(&self.key(&key), delta, Some(limit), ttl_ms);
+    fn try_add(
+        &mut self,
+        key: String,
+        delta: i64,
+        limit: i64,
+        ttl_ms: u64,
+    ) -> portcullis::policy::counters::CounterState {
+        let s = self
+            .engine
+            .backend
+            .counter(&self.key(&key), delta, Some(limit), ttl_ms);
         to_wit_counter(s)
     }
 
@@ -518,7 +581,10 @@ impl portcullis::policy::metrics::Host for HostState {
 impl portcullis::policy::embeddings::Host for HostState {
     fn embed(&mut self, input: String) -> Result<Vec<f32>, String> {
         match &self.engine.embed_client {
-            Some(c) => c.embed(input, self.engine.settings.timeout.max(Duration::from_secs(5))),
+            Some(c) => c.embed(
+                input,
+                self.engine.settings.timeout.max(Duration::from_secs(5)),
+            ),
             None => Err("no embeddings endpoint is configured (policy_engine.embeddings)".into()),
         }
     }
@@ -528,12 +594,18 @@ impl portcullis::policy::embeddings::Host for HostState {
 /// are synchronous (they run inside a wasm call), so the calling worker
 /// waits on a channel while the HTTP exchange runs there.
 struct EmbedClient {
-    tx: tokio::sync::mpsc::Sender<(String, std::sync::mpsc::SyncSender<Result<Vec<f32>, String>>)>,
+    tx: tokio::sync::mpsc::Sender<(
+        String,
+        std::sync::mpsc::SyncSender<Result<Vec<f32>, String>>,
+    )>,
 }
 
 impl EmbedClient {
     fn start(s: EmbeddingsSettings) -> Result<Self, String> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, std::sync::mpsc::SyncSender<Result<Vec<f32>, String>>)>(256);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(
+            String,
+            std::sync::mpsc::SyncSender<Result<Vec<f32>, String>>,
+        )>(256);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -566,20 +638,35 @@ impl EmbedClient {
     }
 }
 
-async fn embed_once(http: &reqwest::Client, s: &EmbeddingsSettings, input: &str) -> Result<Vec<f32>, String> {
+async fn embed_once(
+    http: &reqwest::Client,
+    s: &EmbeddingsSettings,
+    input: &str,
+) -> Result<Vec<f32>, String> {
     let mut req = http
         .post(&s.url)
         .json(&serde_json::json!({"model": s.model, "input": input}));
     if let Some(k) = &s.api_key {
         req = req.bearer_auth(k);
     }
-    let resp = req.send().await.map_err(|e| format!("embeddings request: {e}"))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("embeddings request: {e}"))?;
     if !resp.status().is_success() {
         return Err(format!("embeddings endpoint answered {}", resp.status()));
     }
-    let v: serde_json::Value = resp.json().await.map_err(|e| format!("embeddings body: {e}"))?;
+    let v: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("embeddings body: {e}"))?;
     v["data"][0]["embedding"]
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_f64())
+                .map(|x| x as f32)
+                .collect()
+        })
         .ok_or_else(|| "embeddings response has no data[0].embedding".to_owned())
 }

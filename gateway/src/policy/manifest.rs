@@ -171,8 +171,8 @@ pub fn read_artifact(path: &Path) -> Result<Artifact, String> {
     let manifest_path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&manifest_path)
         .map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?;
-    let manifest: Manifest = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
     manifest
         .check()
         .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
@@ -196,7 +196,10 @@ pub fn read_artifact(path: &Path) -> Result<Artifact, String> {
 
 /// Merges attachment settings over defaults: objects key by key, anything
 /// else replaced (the same rule as the SDK's test harness).
-pub fn merge_settings(defaults: &serde_json::Value, overrides: &serde_json::Value) -> serde_json::Value {
+pub fn merge_settings(
+    defaults: &serde_json::Value,
+    overrides: &serde_json::Value,
+) -> serde_json::Value {
     use serde_json::Value;
     match (defaults, overrides) {
         (Value::Object(d), Value::Object(o)) => {
@@ -216,7 +219,10 @@ pub fn merge_settings(defaults: &serde_json::Value, overrides: &serde_json::Valu
 
 /// Validates settings against the manifest's schema. The error names the
 /// JSON pointer of the first offending value.
-pub fn validate_settings(manifest: &Manifest, settings: &serde_json::Value) -> Result<(), (String, String)> {
+pub fn validate_settings(
+    manifest: &Manifest,
+    settings: &serde_json::Value,
+) -> Result<(), (String, String)> {
     let validator = jsonschema::validator_for(&manifest.settings_schema)
         .map_err(|e| (String::new(), format!("invalid settings schema: {e}")))?;
     if let Some(err) = validator.iter_errors(settings).next() {
@@ -246,7 +252,10 @@ mod tests {
     fn bad_setting_names_its_pointer() {
         let m = manifest();
         m.check().unwrap();
-        let s = merge_settings(&m.defaults, &serde_json::json!({"limits": [{"window": "second"}, {"window": "fortnight"}]}));
+        let s = merge_settings(
+            &m.defaults,
+            &serde_json::json!({"limits": [{"window": "second"}, {"window": "fortnight"}]}),
+        );
         let (pointer, msg) = validate_settings(&m, &s).unwrap_err();
         assert_eq!(pointer, "/limits/1/window");
         assert!(msg.contains("fortnight"), "{msg}");

@@ -92,7 +92,11 @@ fn shared_engine(settings: EngineSettings) -> Result<Arc<PolicyEngine>, String> 
         Err(p) => p.into_inner(),
     };
     engines.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(e) = engines.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade()) {
+    if let Some(e) = engines
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+    {
         return Ok(e);
     }
     let e = PolicyEngine::new(settings)?;
@@ -140,7 +144,10 @@ pub fn chain_for_proxy(
         if artifact.manifest.name != a.name {
             return Err(err(
                 format!("{at}.name"),
-                format!("the module at {} is the policy `{}`", artifact.origin, artifact.manifest.name),
+                format!(
+                    "the module at {} is the policy `{}`",
+                    artifact.origin, artifact.manifest.name
+                ),
             ));
         }
         let module = engine.load(&artifact).map_err(|m| err(at.clone(), m))?;
@@ -185,6 +192,9 @@ fn find_artifact(
     Err(format!(
         "policy `{}`{} not found (set `module`, or add its directory to policy_engine.dirs)",
         a.name,
-        a.version.as_deref().map(|v| format!(" version {v}")).unwrap_or_default()
+        a.version
+            .as_deref()
+            .map(|v| format!(" version {v}"))
+            .unwrap_or_default()
     ))
 }

@@ -14,7 +14,9 @@ pub fn stream_body(format: InboundKind, req: &ChatRequest, resp: &ChatResponse) 
         InboundKind::Openai => Box::new(inbound::openai::OpenAiStreamEncoder::new(
             req.wants_stream_usage(),
         )),
-        InboundKind::Anthropic => Box::new(inbound::anthropic::AnthropicStreamEncoder::new(&req.model)),
+        InboundKind::Anthropic => {
+            Box::new(inbound::anthropic::AnthropicStreamEncoder::new(&req.model))
+        }
         InboundKind::Gemini => Box::new(inbound::gemini::GeminiStreamEncoder::new(&req.model)),
     };
     let template = ChatChunk::new(resp.id.clone(), resp.model.clone(), resp.created);

@@ -35,9 +35,22 @@ fn max_entry() -> usize {
 
 /// Request fields that change the answer.
 const KEYED: &[&str] = &[
-    "model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "n",
-    "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "tools",
-    "tool_choice", "response_format", "reasoning_effort",
+    "model",
+    "messages",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "reasoning_effort",
 ];
 
 fn sorted(v: &serde_json::Value) -> serde_json::Value {
@@ -99,7 +112,10 @@ impl Policy for Cache {
     }
 
     fn on_request(&mut self, req: &Request) -> RequestVerdict {
-        let control = req.header("cache-control").unwrap_or("").to_ascii_lowercase();
+        let control = req
+            .header("cache-control")
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if control.contains("no-store") {
             return RequestVerdict::Continue(vec![Header::new("x-cache", "BYPASS")]);
         }
@@ -118,7 +134,9 @@ impl Policy for Cache {
     }
 
     fn on_complete(&mut self, resp: &Response) {
-        let Some(key) = self.store_as.take() else { return };
+        let Some(key) = self.store_as.take() else {
+            return;
+        };
         if resp.status == 200 && !resp.raw.is_empty() && resp.raw.len() <= self.s.max_entry_bytes {
             cache::set(&key, resp.raw.as_bytes(), self.s.ttl_seconds * 1000);
         }
@@ -143,9 +161,15 @@ mod tests {
 
     #[test]
     fn keys_ignore_order_and_streaming() {
-        let a = req(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5}));
-        let b = req(json!({"temperature": 0.5, "stream": true, "messages": [{"content": "hi", "role": "user"}], "model": "m"}));
-        let c = req(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.7}));
+        let a = req(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5}),
+        );
+        let b = req(
+            json!({"temperature": 0.5, "stream": true, "messages": [{"content": "hi", "role": "user"}], "model": "m"}),
+        );
+        let c = req(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.7}),
+        );
         assert_eq!(cache_key(&a, false), cache_key(&b, false));
         assert_ne!(cache_key(&a, false), cache_key(&c, false));
     }
@@ -155,18 +179,28 @@ mod tests {
         testing::set_now_ms(1_000_000);
         let mut h = Harness::<Cache>::with_defaults(MANIFEST, json!({"ttl_seconds": 60})).unwrap();
         let r = req(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
-        let RequestVerdict::Continue(hs) = h.request(&r) else { panic!() };
+        let RequestVerdict::Continue(hs) = h.request(&r) else {
+            panic!()
+        };
         assert_eq!(hs[0].value, "MISS");
         let mut resp = Response::text("m", "hello", None);
         resp.raw = "{\"id\":\"x\"}".into();
         h.complete(&resp);
-        let RequestVerdict::Respond(d) = h.request(&r) else { panic!("hit expected") };
-        assert_eq!((d.status, d.body.as_str(), d.headers[0].value.as_str()), (200, "{\"id\":\"x\"}", "HIT"));
+        let RequestVerdict::Respond(d) = h.request(&r) else {
+            panic!("hit expected")
+        };
+        assert_eq!(
+            (d.status, d.body.as_str(), d.headers[0].value.as_str()),
+            (200, "{\"id\":\"x\"}", "HIT")
+        );
         // no-cache skips the lookup.
         let mut nc = r.clone();
         nc.headers.push(Header::new("cache-control", "no-cache"));
         assert!(matches!(h.request(&nc), RequestVerdict::Continue(_)));
         testing::advance_ms(61_000);
-        assert!(matches!(h.request(&r), RequestVerdict::Continue(_)), "expired");
+        assert!(
+            matches!(h.request(&r), RequestVerdict::Continue(_)),
+            "expired"
+        );
     }
 }

@@ -74,12 +74,32 @@ enum Check {
 /// detector is not matched again by a later one.
 const BUILTIN: &[(&str, &str, Check)] = &[
     ("anthropic_key", r"\bsk-ant-[A-Za-z0-9_-]{20,}", Check::None),
-    ("openai_key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", Check::None),
-    ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})\b", Check::None),
+    (
+        "openai_key",
+        r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}",
+        Check::None,
+    ),
+    (
+        "github_token",
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})\b",
+        Check::None,
+    ),
     ("aws_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", Check::None),
-    ("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", Check::None),
-    ("iban", r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}\b", Check::Iban),
-    ("credit_card", r"\b(?:[0-9][ -]?){12,18}[0-9]\b", Check::Luhn),
+    (
+        "email",
+        r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+        Check::None,
+    ),
+    (
+        "iban",
+        r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}\b",
+        Check::Iban,
+    ),
+    (
+        "credit_card",
+        r"\b(?:[0-9][ -]?){12,18}[0-9]\b",
+        Check::Luhn,
+    ),
     ("ssn", r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b", Check::Ssn),
     (
         "ip_address",
@@ -161,7 +181,11 @@ fn ssn_valid(s: &str) -> bool {
         return false;
     }
     let area = parts[0];
-    area != "000" && area != "666" && !area.starts_with('9') && parts[1] != "00" && parts[2] != "0000"
+    area != "000"
+        && area != "666"
+        && !area.starts_with('9')
+        && parts[1] != "00"
+        && parts[2] != "0000"
 }
 
 impl PiiMasking {
@@ -254,8 +278,13 @@ impl PiiMasking {
     }
 
     fn blocked(&self, entities: &[String]) -> Rejection {
-        Rejection::new(400, "invalid_request_error", self.block_message.replace("{entities}", &entities.join(", ")))
-            .with_code("pii_detected")
+        Rejection::new(
+            400,
+            "invalid_request_error",
+            self.block_message
+                .replace("{entities}", &entities.join(", ")),
+        )
+        .with_code("pii_detected")
     }
 }
 
@@ -268,7 +297,8 @@ impl Policy for PiiMasking {
             if action == Action::Off {
                 continue;
             }
-            let re = Regex::new(pattern, false).map_err(|e| ConfigError::new(format!("/entities/{name}"), e))?;
+            let re = Regex::new(pattern, false)
+                .map_err(|e| ConfigError::new(format!("/entities/{name}"), e))?;
             detectors.push(Detector {
                 entity: (*name).to_owned(),
                 action,
@@ -278,7 +308,10 @@ impl Policy for PiiMasking {
         }
         for name in s.entities.keys() {
             if !BUILTIN.iter().any(|(n, _, _)| n == name) {
-                return Err(ConfigError::new(format!("/entities/{name}"), "unknown entity type"));
+                return Err(ConfigError::new(
+                    format!("/entities/{name}"),
+                    "unknown entity type",
+                ));
             }
         }
         for (i, c) in s.custom.iter().enumerate() {
@@ -334,7 +367,10 @@ impl Policy for PiiMasking {
                     Err(entities) => return RequestVerdict::Reject(self.blocked(&entities)),
                 }
             }
-            messages.push(Message { role: m.role, parts });
+            messages.push(Message {
+                role: m.role,
+                parts,
+            });
         }
         if !changed {
             return RequestVerdict::Continue(Vec::new());
@@ -356,7 +392,10 @@ impl Policy for PiiMasking {
                     Ok(t) => t,
                     Err(entities) => {
                         let mut r = self.blocked(&entities);
-                        r.message = format!("The response contained sensitive data ({}) and was withheld.", entities.join(", "));
+                        r.message = format!(
+                            "The response contained sensitive data ({}) and was withheld.",
+                            entities.join(", ")
+                        );
                         return ResponseVerdict::Reject(r);
                     }
                 }
@@ -441,46 +480,82 @@ mod tests {
         let mut h = harness(json!({}));
         let text = "card 4111 1111 1111 1111, iban DE89 3704 0044 0532 0130 00, ssn 123-45-6789, ip 10.1.2.3, call +1 415 555 2671";
         let out = sent(h.request(&Request::user("m", text)));
-        assert_eq!(out, "card [CREDIT_CARD], iban [IBAN], ssn [SSN], ip [IP_ADDRESS], call [PHONE]");
+        assert_eq!(
+            out,
+            "card [CREDIT_CARD], iban [IBAN], ssn [SSN], ip [IP_ADDRESS], call [PHONE]"
+        );
         // Numbers that fail their checksum are left alone.
-        assert_eq!(sent(h.request(&Request::user("m", "order 4111 1111 1111 1112"))), "(unchanged)");
+        assert_eq!(
+            sent(h.request(&Request::user("m", "order 4111 1111 1111 1112"))),
+            "(unchanged)"
+        );
     }
 
     #[test]
     fn redacts_and_restores_across_chunks() {
         let mut h = harness(json!({}));
-        let out = sent(h.request(&Request::user("m", "mail jane.doe@example.com or jane.doe@example.com")));
+        let out = sent(h.request(&Request::user(
+            "m",
+            "mail jane.doe@example.com or jane.doe@example.com",
+        )));
         assert_eq!(out, "mail [EMAIL_1] or [EMAIL_1]");
         // The placeholder arrives split over chunks.
         let shown = h.stream(&["Reply: [EMA", "IL_", "1] ok [", "x"]).unwrap();
         assert_eq!(shown, "Reply: jane.doe@example.com ok [x");
-        let ResponseVerdict::Modify(e) = h.response(&Response::text("m", "to [EMAIL_1]", None)) else { panic!() };
+        let ResponseVerdict::Modify(e) = h.response(&Response::text("m", "to [EMAIL_1]", None))
+        else {
+            panic!()
+        };
         assert_eq!(e.choices.unwrap()[0], "to jane.doe@example.com");
     }
 
     #[test]
     fn blocks_secrets() {
         let mut h = harness(json!({}));
-        let RequestVerdict::Reject(r) = h.request(&Request::user("m", "key AKIAABCDEFGHIJKLMNOP")) else { panic!() };
+        let RequestVerdict::Reject(r) = h.request(&Request::user("m", "key AKIAABCDEFGHIJKLMNOP"))
+        else {
+            panic!()
+        };
         assert_eq!((r.status, r.code.as_deref()), (400, Some("pii_detected")));
         assert!(r.message.contains("aws_key"), "{}", r.message);
-        for secret in ["sk-proj-abcdefghijklmnopqrstuvwxyz012345", "sk-ant-api03-abcdefghijklmnopqrstuvwxyz", "ghp_abcdefghijklmnopqrstuvwxyz0123456789AB"] {
-            assert!(matches!(h.request(&Request::user("m", secret)), RequestVerdict::Reject(_)), "{secret}");
+        for secret in [
+            "sk-proj-abcdefghijklmnopqrstuvwxyz012345",
+            "sk-ant-api03-abcdefghijklmnopqrstuvwxyz",
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789AB",
+        ] {
+            assert!(
+                matches!(
+                    h.request(&Request::user("m", secret)),
+                    RequestVerdict::Reject(_)
+                ),
+                "{secret}"
+            );
         }
     }
 
     #[test]
     fn custom_patterns_and_response_scanning() {
-        let mut h = harness(json!({"custom": [{"name": "employee_id", "pattern": "EMP-[0-9]{6}", "action": "mask"}], "scan_response": true}));
+        let mut h = harness(
+            json!({"custom": [{"name": "employee_id", "pattern": "EMP-[0-9]{6}", "action": "mask"}], "scan_response": true}),
+        );
         assert_eq!(h.info().response, ResponseMode::Buffer);
-        assert_eq!(sent(h.request(&Request::user("m", "EMP-123456 here"))), "[EMPLOYEE_ID] here");
-        let ResponseVerdict::Modify(e) = h.response(&Response::text("m", "reach me at bob@example.org", None)) else { panic!() };
+        assert_eq!(
+            sent(h.request(&Request::user("m", "EMP-123456 here"))),
+            "[EMPLOYEE_ID] here"
+        );
+        let ResponseVerdict::Modify(e) =
+            h.response(&Response::text("m", "reach me at bob@example.org", None))
+        else {
+            panic!()
+        };
         assert_eq!(e.choices.unwrap()[0], "reach me at [EMAIL]");
     }
 
     #[test]
     fn unknown_entity_is_named() {
-        let e = Harness::<PiiMasking>::new(json!({"entities": {"passport": "mask"}})).err().unwrap();
+        let e = Harness::<PiiMasking>::new(json!({"entities": {"passport": "mask"}}))
+            .err()
+            .unwrap();
         assert_eq!(e.pointer, "/entities/passport");
     }
 }

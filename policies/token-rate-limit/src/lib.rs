@@ -168,12 +168,18 @@ fn headers(requests: &Option<Shown>, tokens: &Option<Shown>) -> Vec<Header> {
     let mut out = Vec::new();
     for (family, shown) in [("requests", requests), ("tokens", tokens)] {
         if let Some(s) = shown {
-            out.push(Header::new(format!("x-ratelimit-limit-{family}"), s.limit.to_string()));
+            out.push(Header::new(
+                format!("x-ratelimit-limit-{family}"),
+                s.limit.to_string(),
+            ));
             out.push(Header::new(
                 format!("x-ratelimit-remaining-{family}"),
                 s.remaining.max(0).to_string(),
             ));
-            out.push(Header::new(format!("x-ratelimit-reset-{family}"), format_reset(s.reset_ms)));
+            out.push(Header::new(
+                format!("x-ratelimit-reset-{family}"),
+                format_reset(s.reset_ms),
+            ));
         }
     }
     out
@@ -185,7 +191,10 @@ impl Policy for TokenRateLimit {
         let mut windows = Vec::new();
         for (i, l) in s.limits.iter().enumerate() {
             windows.push(window_ms(&l.window).ok_or_else(|| {
-                ConfigError::new(format!("/limits/{i}/window"), format!("`{}` is not a window", l.window))
+                ConfigError::new(
+                    format!("/limits/{i}/window"),
+                    format!("`{}` is not a window", l.window),
+                )
             })?);
         }
         if s.key == KeyBy::Header && s.header.is_none() {
@@ -237,7 +246,11 @@ impl Policy for TokenRateLimit {
                 } else {
                     tighter(&mut tokens, shown);
                 }
-                let what = if family_is_requests { "requests" } else { "tokens" };
+                let what = if family_is_requests {
+                    "requests"
+                } else {
+                    "tokens"
+                };
                 let message = format!(
                     "Rate limit reached: {} {what} per {} (used {}, this request needs {amount}). Try again in {}.",
                     limit.limit,
@@ -270,11 +283,13 @@ impl Policy for TokenRateLimit {
         for r in self.reserved.drain(..) {
             let actual = match (r.metric, &resp.usage) {
                 (Metric::Requests, _) => continue,
-                (m, Some(u)) => (match m {
-                    Metric::PromptTokens => u.prompt_tokens,
-                    Metric::CompletionTokens => u.completion_tokens,
-                    _ => u.total_tokens,
-                }) as i64,
+                (m, Some(u)) => {
+                    (match m {
+                        Metric::PromptTokens => u.prompt_tokens,
+                        Metric::CompletionTokens => u.completion_tokens,
+                        _ => u.total_tokens,
+                    }) as i64
+                }
                 // No usage: a failed request costs nothing; a success
                 // without usage (untracked stream) keeps the estimate.
                 (_, None) if resp.status != 200 => 0,
@@ -312,18 +327,25 @@ mod tests {
         .unwrap();
         let req = Request::user("m", "hello");
         for left in ["1", "0"] {
-            let RequestVerdict::Continue(hs) = h.request(&req) else { panic!("allowed") };
+            let RequestVerdict::Continue(hs) = h.request(&req) else {
+                panic!("allowed")
+            };
             assert_eq!(header(&hs, "x-ratelimit-remaining-requests"), Some(left));
             assert_eq!(header(&hs, "x-ratelimit-limit-requests"), Some("2"));
             assert_eq!(header(&hs, "x-ratelimit-reset-requests"), Some("10s"));
         }
-        let RequestVerdict::Reject(r) = h.request(&req) else { panic!("limited") };
+        let RequestVerdict::Reject(r) = h.request(&req) else {
+            panic!("limited")
+        };
         assert_eq!(r.status, 429);
         assert_eq!(r.code.as_deref(), Some("rate_limit_exceeded"));
         assert_eq!(r.error_type, "requests");
         assert_eq!(header(&r.headers, "retry-after"), Some("10"));
         testing::advance_ms(10_000);
-        assert!(matches!(h.request(&req), RequestVerdict::Continue(_)), "new window");
+        assert!(
+            matches!(h.request(&req), RequestVerdict::Continue(_)),
+            "new window"
+        );
     }
 
     #[test]
@@ -337,23 +359,34 @@ mod tests {
         .unwrap();
         // 12 chars -> 3 + 1 prompt tokens, + 50 completion = 54 reserved.
         let req = Request::user("m", "hello world!");
-        let RequestVerdict::Continue(hs) = h.request(&req) else { panic!() };
+        let RequestVerdict::Continue(hs) = h.request(&req) else {
+            panic!()
+        };
         assert_eq!(header(&hs, "x-ratelimit-remaining-tokens"), Some("46"));
         // The provider used 10 tokens: 44 are given back.
         h.complete(&Response::text("m", "hi", Some(Usage::new(4, 6))));
-        let RequestVerdict::Continue(hs) = h.request(&req) else { panic!() };
+        let RequestVerdict::Continue(hs) = h.request(&req) else {
+            panic!()
+        };
         assert_eq!(header(&hs, "x-ratelimit-remaining-tokens"), Some("36"));
         // A failed request gives its whole reservation back.
         let mut failed = Response::text("m", "", None);
         failed.status = 502;
         h.complete(&failed);
-        let RequestVerdict::Continue(hs) = h.request(&req) else { panic!() };
+        let RequestVerdict::Continue(hs) = h.request(&req) else {
+            panic!()
+        };
         assert_eq!(header(&hs, "x-ratelimit-remaining-tokens"), Some("36"));
         // 90 - 54 = 36 left: the next reservation of 54 does not fit, and
         // is undone, so the counter stays.
-        let RequestVerdict::Reject(r) = h.request(&req) else { panic!() };
+        let RequestVerdict::Reject(r) = h.request(&req) else {
+            panic!()
+        };
         assert_eq!(r.error_type, "tokens");
-        assert_eq!(header(&r.headers, "x-ratelimit-remaining-tokens"), Some("36"));
+        assert_eq!(
+            header(&r.headers, "x-ratelimit-remaining-tokens"),
+            Some("36")
+        );
     }
 
     #[test]

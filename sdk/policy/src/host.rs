@@ -243,14 +243,18 @@ impl Schema {
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let doc: serde_json::Value = serde_json::from_str(document)
-                .map_err(|e| vec![format!("not JSON: {e}")])?;
+            let doc: serde_json::Value =
+                serde_json::from_str(document).map_err(|e| vec![format!("not JSON: {e}")])?;
             let errors: Vec<String> = self
                 .validator
                 .iter_errors(&doc)
                 .map(|e| format!("{}: {}", e.instance_path(), e))
                 .collect();
-            if errors.is_empty() { Ok(()) } else { Err(errors) }
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(errors)
+            }
         }
     }
 }

@@ -117,7 +117,10 @@ macro_rules! export_policy {
                     Ok(info)
                 }
                 fn on_request(req: $crate::Request) -> $crate::RequestVerdict {
-                    __with(|p| $crate::Policy::on_request(p, &req), $crate::__not_initialised())
+                    __with(
+                        |p| $crate::Policy::on_request(p, &req),
+                        $crate::__not_initialised(),
+                    )
                 }
                 fn on_response(resp: $crate::Response) -> $crate::ResponseVerdict {
                     __with(
@@ -139,7 +142,7 @@ macro_rules! export_policy {
                 }
             }
             // Exported only in the component: native builds (unit tests)
-            // link as ordinary libraries, where the WIT export names are
+    // link as ordinary libraries, where the WIT export names are
             // not valid symbols.
             #[cfg(target_arch = "wasm32")]
             $crate::__export_policy_world!(__PortcullisExport with_types_in $crate::__bindings);

@@ -17,7 +17,10 @@ use std::collections::HashMap;
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::Level;
-use crate::{Chunk, ChunkVerdict, ConfigError, Policy, PolicyInfo, Request, RequestVerdict, Response, ResponseVerdict};
+use crate::{
+    Chunk, ChunkVerdict, ConfigError, Policy, PolicyInfo, Request, RequestVerdict, Response,
+    ResponseVerdict,
+};
 
 #[cfg(not(target_arch = "wasm32"))]
 #[derive(Default)]
@@ -68,7 +71,11 @@ pub(crate) fn host_counter(
         crate::host::CounterState {
             allowed,
             value: stored,
-            ttl_ms: if entry.is_some() || delta != 0 { expires.saturating_sub(now) } else { 0 },
+            ttl_ms: if entry.is_some() || delta != 0 {
+                expires.saturating_sub(now)
+            } else {
+                0
+            },
         }
     })
 }
@@ -88,7 +95,8 @@ pub(crate) fn host_cache_get(key: &str) -> Option<Vec<u8>> {
 pub(crate) fn host_cache_set(key: &str, value: &[u8], ttl_ms: u64) {
     let now = host_now_ms();
     HOST.with_borrow_mut(|h| {
-        h.cache.insert(key.to_owned(), (value.to_vec(), now + ttl_ms));
+        h.cache
+            .insert(key.to_owned(), (value.to_vec(), now + ttl_ms));
     });
 }
 
@@ -143,7 +151,10 @@ pub fn metric(name: &str) -> f64 {
 
 /// Merges `overrides` into `defaults` the way the gateway does: objects
 /// key by key, anything else replaced.
-pub fn merge_settings(defaults: &serde_json::Value, overrides: &serde_json::Value) -> serde_json::Value {
+pub fn merge_settings(
+    defaults: &serde_json::Value,
+    overrides: &serde_json::Value,
+) -> serde_json::Value {
     match (defaults, overrides) {
         (serde_json::Value::Object(d), serde_json::Value::Object(o)) => {
             let mut out = d.clone();
@@ -176,10 +187,16 @@ impl<P: Policy> Harness<P> {
     }
 
     /// Settings from a manifest's `defaults` with `overrides` on top.
-    pub fn with_defaults(manifest_json: &str, overrides: serde_json::Value) -> Result<Self, ConfigError> {
+    pub fn with_defaults(
+        manifest_json: &str,
+        overrides: serde_json::Value,
+    ) -> Result<Self, ConfigError> {
         let manifest: serde_json::Value = serde_json::from_str(manifest_json)
             .map_err(|e| ConfigError::new("", format!("manifest is not JSON: {e}")))?;
-        let defaults = manifest.get("defaults").cloned().unwrap_or(serde_json::json!({}));
+        let defaults = manifest
+            .get("defaults")
+            .cloned()
+            .unwrap_or(serde_json::json!({}));
         Self::new(merge_settings(&defaults, &overrides))
     }
 

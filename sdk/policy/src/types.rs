@@ -168,6 +168,8 @@ impl ResponseVerdict {
 
 /// Reads settings into a typed struct, naming the JSON pointer of the
 /// first bad field (serde's path, turned into a pointer).
-pub fn settings<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ConfigError> {
+pub fn settings<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, ConfigError> {
     serde_json::from_value(value).map_err(|e| ConfigError::new("", e.to_string()))
 }
