@@ -187,8 +187,8 @@ impl Metrics {
             ),
             rate_limit_rejections: counter(
                 "portcullis_rate_limit_rejections_total",
-                "Requests rejected by a rate limit.",
-                &["proxy", "policy"],
+                "Requests rejected by a rate-limit policy (status 429).",
+                &["proxy"],
             ),
             cache_lookups: counter(
                 "portcullis_cache_lookups_total",
@@ -245,7 +245,9 @@ impl Metrics {
     fn policy_metric_allowed(&self, policy: &str, name: &str) -> bool {
         if name.is_empty()
             || name.len() > 64
-            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
             return false;
         }
@@ -259,14 +261,18 @@ impl Metrics {
     /// Adds to a policy's custom counter.
     pub fn policy_custom_add(&self, policy: &str, name: &str, value: u64) {
         if self.policy_metric_allowed(policy, name) {
-            self.policy_custom.with_label_values(&[policy, name]).inc_by(value);
+            self.policy_custom
+                .with_label_values(&[policy, name])
+                .inc_by(value);
         }
     }
 
     /// Records an observation of a policy's custom histogram.
     pub fn policy_custom_observe(&self, policy: &str, name: &str, value: f64) {
         if self.policy_metric_allowed(policy, name) && value.is_finite() {
-            self.policy_custom_value.with_label_values(&[policy, name]).observe(value);
+            self.policy_custom_value
+                .with_label_values(&[policy, name])
+                .observe(value);
         }
     }
 

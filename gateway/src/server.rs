@@ -234,7 +234,33 @@ impl Gateway {
                 format,
                 headers: &session.req_header().headers,
             };
-            match run.on_request(&mut req, &meta)? {
+            let outcome = run.on_request(&mut req, &meta);
+            // What policies signal for the operator's dashboards: a cache
+            // policy's `x-cache` verdict, and rate-limit rejections.
+            if let Some((_, v)) = run
+                .response_headers()
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("x-cache"))
+            {
+                let result = if v.eq_ignore_ascii_case("hit") {
+                    "hit"
+                } else {
+                    "miss"
+                };
+                self.metrics
+                    .cache_lookups
+                    .with_label_values(&[&proxy.id, result])
+                    .inc();
+            }
+            if let Err(e) = &outcome {
+                if e.status == 429 {
+                    self.metrics
+                        .rate_limit_rejections
+                        .with_label_values(&[&proxy.id])
+                        .inc();
+                }
+            }
+            match outcome? {
                 crate::policy::RequestOutcome::Continue => policies = Some(run),
                 crate::policy::RequestOutcome::Respond { status, response } => {
                     return self
@@ -255,7 +281,17 @@ impl Gateway {
             let route = attempts.route();
             self.note_route(ctx, proxy, route, &req.model, attempts.model());
             let result = self
-                .chat_once(session, ctx, rt, proxy, format, &req, route, attempts.model(), &mut policies)
+                .chat_once(
+                    session,
+                    ctx,
+                    rt,
+                    proxy,
+                    format,
+                    &req,
+                    route,
+                    attempts.model(),
+                    &mut policies,
+                )
                 .await;
             match result {
                 Ok(()) => {
@@ -550,20 +586,35 @@ impl Gateway {
         ctx.route = Some("policy".into());
         ctx.status = status;
         let headers = run.response_headers().to_vec();
-        let extra: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let extra: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         if req.stream {
             let mut h = response_header(status, ctx, &extra);
             let _ = h.insert_header("content-type", "text/event-stream");
             let _ = h.insert_header("cache-control", "no-cache");
             let body = crate::policy::render::stream_body(format, req, &resp);
-            if session.write_response_header(Box::new(h), false).await.is_ok() {
-                let _ = session.write_response_body(Some(Bytes::from(body)), true).await;
+            if session
+                .write_response_header(Box::new(h), false)
+                .await
+                .is_ok()
+            {
+                let _ = session
+                    .write_response_body(Some(Bytes::from(body)), true)
+                    .await;
             }
         } else {
             let body = crate::policy::render::json_body(format, &resp);
             write_json(session, ctx, status, body, &extra).await;
         }
-        run.complete(status, Some(&resp), req.stream, resp.usage.as_ref(), &resp.model);
+        run.complete(
+            status,
+            Some(&resp),
+            req.stream,
+            resp.usage.as_ref(),
+            &resp.model,
+        );
         Ok(())
     }
 

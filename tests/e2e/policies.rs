@@ -202,6 +202,12 @@ async fn rate_limit_trips_with_headers_and_resets() {
     tokio::time::sleep(Duration::from_millis(retry * 1000 + 100)).await;
     let r = post(&s, "limited", &chat("hello")).await;
     assert_eq!(r.status(), 200);
+    // The rejection is counted for the operator.
+    let metrics = s.gw.metrics_after((allowed + 2) as f64).await;
+    assert!(
+        metrics.contains("portcullis_rate_limit_rejections_total{proxy=\"limited\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -479,6 +485,13 @@ async fn cache_hits_never_reach_the_provider() {
         .unwrap();
     assert_eq!(header(&r, "x-cache").as_deref(), Some("MISS"));
     assert_eq!(chat_bodies(&s.mock.journal().await).len(), 3);
+    // Hits and misses are counted as the x-cache headers said.
+    let metrics = s.gw.metrics_after(6.0).await;
+    for (result, n) in [("hit", 3), ("miss", 3)] {
+        let line =
+            format!("portcullis_cache_lookups_total{{proxy=\"cached\",result=\"{result}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
 }
 
 /// The policy chain's cost per request, without HTTP: engine, store,
