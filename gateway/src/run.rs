@@ -30,6 +30,34 @@ impl Default for RunOptions {
     }
 }
 
+/// Sets `ready` once a TCP connection to `listen` succeeds.
+fn spawn_ready_probe(listen: &str, ready: Arc<AtomicBool>) {
+    let target = match listen.parse::<std::net::SocketAddr>() {
+        Ok(mut addr) => {
+            // A wildcard listener is reached through loopback.
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            addr
+        }
+        Err(_) => {
+            // Not an IP:port (a host name): nothing to probe cheaply.
+            ready.store(true, Ordering::Release);
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        let timeout = std::time::Duration::from_millis(200);
+        while std::net::TcpStream::connect_timeout(&target, timeout).is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        ready.store(true, Ordering::Release);
+    });
+}
+
 /// Runs the gateway until the process is stopped. Never returns.
 pub fn run(runtime: Runtime, opts: RunOptions) -> anyhow::Result<()> {
     run_with(runtime, opts, |_| Ok(()))
@@ -79,7 +107,10 @@ pub fn run_with(
     ops.add_tcp(&ops_listen);
     server.add_service(traffic);
     server.add_service(ops);
-    ready.store(true, Ordering::Release);
+    // Pingora binds the listeners inside `run_forever`; report ready only
+    // once the traffic port accepts connections, so a load balancer (or a
+    // test) that waits for /readyz never sends to a port not yet bound.
+    spawn_ready_probe(&listen, ready);
     tracing::info!(%listen, %ops_listen, tls = tls.as_ref().map(|t| t.listen.as_str()).unwrap_or("off"), "gateway listening");
     server.run_forever()
 }

@@ -67,7 +67,7 @@ async fn provider_sees(gw: &Gateway, mock: &Mock) -> Value {
         .json(&json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "I am jane.doe@example.com"}]}))
         .send()
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e:?}\ngateway log:\n{}", gw.log()));
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     let journal = mock.journal().await;
     journal
