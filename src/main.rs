@@ -2,6 +2,7 @@
 
 mod admin_cli;
 mod bench;
+mod bench_policies;
 mod demo;
 mod up;
 mod hub_cli;
@@ -117,6 +118,23 @@ enum Command {
         /// Approximate request body size in bytes.
         #[arg(long, default_value_t = 1024)]
         body_bytes: usize,
+    },
+    /// Benchmark the policy chain (0, 1 and 4 policies) on the built
+    /// policy components; prints the table of docs/benchmarks.md.
+    BenchPolicies {
+        /// Where `cargo build-policies` put the components.
+        #[arg(long, default_value = "target/wasm32-wasip2/release")]
+        wasm_dir: std::path::PathBuf,
+        /// The source tree holding the policies' manifests.
+        #[arg(long, default_value = ".")]
+        root: std::path::PathBuf,
+        /// Give every request new instances (`reuse_instances: false`).
+        #[arg(long)]
+        fresh: bool,
+        #[arg(long, default_value_t = 1000)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10000)]
+        iterations: usize,
     },
     /// Run the policy hub: publish, discover and serve policies.
     Hub(hub_cli::HubArgs),
@@ -267,6 +285,19 @@ fn main() -> anyhow::Result<()> {
                 body_bytes,
             }))
         }
+        Command::BenchPolicies {
+            wasm_dir,
+            root,
+            fresh,
+            warmup,
+            iterations,
+        } => bench_policies::run(bench_policies::Options {
+            root,
+            wasm_dir,
+            fresh,
+            warmup,
+            iterations: iterations.max(1),
+        }),
         Command::Hub(args) => hub_cli::run_hub(args),
         Command::Admin(args) => admin_cli::run(args),
         Command::Policy { command } => match command {

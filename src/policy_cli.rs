@@ -136,6 +136,7 @@ struct Settings {{
     blocked_word: String,
 }}
 
+#[derive(Clone)]
 pub struct {ty} {{
     blocked_word: String,
 }}

@@ -422,7 +422,8 @@ pub async fn config(
 }
 
 /// `POST /gateway/heartbeat`: the calling gateway is alive, serves
-/// `version`, and maybe failed to load a newer one.
+/// `version`, maybe failed to load a newer one, and authenticated requests
+/// with the keys in `keys_used` (which sets their `last_used_at`).
 pub async fn heartbeat(
     State(st): State<AppState>,
     gw: GatewayCaller,
@@ -434,7 +435,9 @@ pub async fn heartbeat(
         None => None,
     };
     // Heartbeats are not audited (machine traffic, every few seconds) and
-    // do not bump the generation: they change no gateway's configuration.
+    // do not bump the generation: they change no gateway's configuration
+    // (`last_used_at` is not part of it).
+    let mut tx = st.pool.begin().await?;
     sqlx::query(
         "UPDATE gateways SET last_seen_at = $1, config_version = $2, proxies_served = $3, last_error = $4, \
          last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE $1 END WHERE id = $5",
@@ -444,8 +447,29 @@ pub async fn heartbeat(
     .bind(hb.proxies as i64)
     .bind(error)
     .bind(gw.id.clone())
-    .execute(&st.pool)
+    .execute(&mut *tx)
     .await?;
+    // Key uses: only keys of proxies deployed to this gateway (a gateway
+    // cannot touch other keys), only ever forward, never past admin's
+    // clock. The map is sorted by hash, so concurrent heartbeats lock rows
+    // in the same order.
+    for (sha256, at) in &hb.keys_used {
+        let at = (*at).min(now);
+        if at <= 0 {
+            continue;
+        }
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $1 WHERE key_sha256 = $2 \
+             AND (last_used_at IS NULL OR last_used_at < $1) \
+             AND proxy_id IN (SELECT proxy_id FROM deployments WHERE gateway_id = $3 AND status = 'Active')",
+        )
+        .bind(at)
+        .bind(sha256.to_ascii_lowercase())
+        .bind(gw.id.clone())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     if let Some(e) = &hb.error {
         tracing::warn!(gateway = %gw.name, version = %e.version, field = %e.field, message = %e.message, "gateway rejected a configuration");
     }

@@ -655,6 +655,145 @@ async fn keys_shown_once_hashed_revoked_expired() {
     .await;
 }
 
+#[tokio::test]
+async fn heartbeats_set_last_used_at_of_the_gateways_keys_only() {
+    on_each_db(async |app| {
+        app.provider("P").await;
+        app.ok("POST", "/api/v1/proxies", Some(json!({"name": "Here"})))
+            .await;
+        app.ok("POST", "/api/v1/proxies", Some(json!({"name": "There"})))
+            .await;
+        let create = async |proxy: &str, name: &str| {
+            let k = app
+                .ok(
+                    "POST",
+                    &format!("/api/v1/proxies/{proxy}/keys"),
+                    Some(json!({"name": name})),
+                )
+                .await;
+            let sha = portcullis_admin::crypto::sha256_hex(k["key"].as_str().unwrap());
+            (k["id"].as_str().unwrap().to_owned(), sha)
+        };
+        let (used_id, used) = create("here", "used").await;
+        let (idle_id, _) = create("here", "idle").await;
+        let (there_id, there) = create("there", "elsewhere").await;
+        let (edge, edge_token) = app.gateway("edge").await;
+        let (other, other_token) = app.gateway("other").await;
+        app.ok(
+            "POST",
+            "/api/v1/proxies/here/deployments",
+            Some(json!({"gateway": edge})),
+        )
+        .await;
+        app.ok(
+            "POST",
+            "/api/v1/proxies/there/deployments",
+            Some(json!({"gateway": other})),
+        )
+        .await;
+
+        let last_used = async |proxy: &str, id: &str| -> Value {
+            let list = app
+                .ok("GET", &format!("/api/v1/proxies/{proxy}/keys"), None)
+                .await;
+            let item = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|k| k["id"] == id)
+                .unwrap()
+                .clone();
+            item["last_used_at"].clone()
+        };
+        let beat = async |token: &str, keys: Value| {
+            let (s, v) = app
+                .call(
+                    "POST",
+                    "/api/v1/gateway/heartbeat",
+                    Some(token),
+                    Some(json!({"version": "v", "proxies": 1, "keys_used": keys})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+        };
+
+        // Edge used its key and (it claims) the other gateway's proxy's key.
+        let t1 = db::now_ms() - 60_000;
+        beat(&edge_token, json!({used.clone(): t1, there.clone(): t1})).await;
+        assert_eq!(last_used("here", &used_id).await, json!(db::rfc3339(t1)));
+        assert_eq!(last_used("here", &idle_id).await, Value::Null, "not used");
+        assert_eq!(
+            last_used("there", &there_id).await,
+            Value::Null,
+            "not deployed to edge"
+        );
+        let g = app
+            .ok("GET", &format!("/api/v1/gateways/{edge}"), None)
+            .await;
+        assert_eq!(
+            g["status"], "Active",
+            "the heartbeat itself is recorded too"
+        );
+
+        // Only ever forward: an older report (another gateway, a delayed
+        // beat) leaves it; a newer one moves it.
+        beat(&edge_token, json!({used.clone(): t1 - 5_000})).await;
+        assert_eq!(last_used("here", &used_id).await, json!(db::rfc3339(t1)));
+        let t2 = t1 + 30_000;
+        beat(&edge_token, json!({used.clone(): t2})).await;
+        assert_eq!(last_used("here", &used_id).await, json!(db::rfc3339(t2)));
+        // A gateway clock ahead of admin's does not put it in the future.
+        let before = db::now_ms();
+        beat(&edge_token, json!({used.clone(): before + 3_600_000})).await;
+        let at = last_used("here", &used_id).await;
+        let at = chrono::DateTime::parse_from_rfc3339(at.as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+        assert!(at >= before && at <= db::now_ms(), "{at} vs {before}");
+
+        // The gateway the other proxy is deployed to can set its key.
+        beat(&other_token, json!({there.clone(): t1})).await;
+        assert_eq!(last_used("there", &there_id).await, json!(db::rfc3339(t1)));
+
+        // A heartbeat without key uses (a gateway from before them) is fine,
+        // and changes no key.
+        let (s, _) = app
+            .call(
+                "POST",
+                "/api/v1/gateway/heartbeat",
+                Some(&other_token),
+                Some(json!({"version": "v", "proxies": 1})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        assert_eq!(last_used("there", &there_id).await, json!(db::rfc3339(t1)));
+        let (s, v) = app
+            .call(
+                "POST",
+                "/api/v1/gateway/heartbeat",
+                Some(&other_token),
+                Some(json!({"keys_used": {there.clone(): "yesterday"}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+        // Once the deployment is stopped, edge no longer touches that key.
+        let deps = app
+            .ok("GET", "/api/v1/proxies/here/deployments", None)
+            .await;
+        let dep = deps["items"][0]["id"].as_str().unwrap().to_owned();
+        app.ok(
+            "POST",
+            &format!("/api/v1/proxies/here/deployments/{dep}/stop"),
+            None,
+        )
+        .await;
+        beat(&edge_token, json!({used.clone(): db::now_ms()})).await;
+        assert_eq!(last_used("here", &used_id).await, json!(db::rfc3339(at)));
+    })
+    .await;
+}
+
 // ------------------------------------------------------------ gateways and deployments
 
 #[tokio::test]

@@ -79,7 +79,7 @@ pub struct Proxy {
     pub resources: HashSet<Resource>,
     pub track_stream_tokens: bool,
     /// API keys by SHA-256.
-    pub keys: HashMap<[u8; 32], Arc<str>>,
+    pub keys: HashMap<[u8; 32], crate::key_usage::KeyEntry>,
     pub routes: Vec<Route>,
     /// Model ids listed by `GET /models`, without the proxy prefix.
     pub models: Vec<String>,
@@ -337,7 +337,10 @@ pub fn build_runtime(
                 }
                 _ => return Err(cfg_err(kat, "set exactly one of sha256 or env")),
             };
-            keys.insert(hash, Arc::from(kf.name.as_str()));
+            keys.insert(
+                hash,
+                crate::key_usage::KeyEntry::new(Arc::from(kf.name.as_str())),
+            );
         }
         let mut models = Vec::new();
         for r in &routes {

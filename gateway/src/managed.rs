@@ -8,7 +8,9 @@
 //! streams included. A version that fails to load is reported back to
 //! admin and the previous runtime stays. Every good version is written to
 //! disk, and a restart while admin is down serves from that copy. The agent
-//! heartbeats so admin can show the gateway as Active.
+//! heartbeats so admin can show the gateway as Active; each heartbeat also
+//! carries the keys used since the previous one (see `crate::key_usage`),
+//! from which admin sets their `last_used_at`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,21 +21,32 @@ use portcullis_types::managed::{
 };
 
 use crate::config::{ConfigError, FileConfig, Runtime, build_runtime};
+use crate::key_usage::{KeyUsage, Uses, to_wire};
 use crate::run::RunOptions;
 
-/// Swaps the configuration of a running gateway.
+/// Swaps the configuration of a running gateway, and reads which keys it
+/// authenticated.
 #[derive(Clone)]
-pub struct RuntimeHandle(Arc<RwLock<Arc<Runtime>>>);
+pub struct RuntimeHandle {
+    slot: Arc<RwLock<Arc<Runtime>>>,
+    key_usage: Arc<KeyUsage>,
+}
 
 impl RuntimeHandle {
-    /// Wraps the gateway's runtime slot (see `Gateway::runtime_handle`).
-    pub fn new(slot: Arc<RwLock<Arc<Runtime>>>) -> Self {
-        RuntimeHandle(slot)
+    /// Wraps the gateway's runtime slot and key-use record (see
+    /// `Gateway::runtime_handle`).
+    pub fn new(slot: Arc<RwLock<Arc<Runtime>>>, key_usage: Arc<KeyUsage>) -> Self {
+        RuntimeHandle { slot, key_usage }
+    }
+
+    /// The keys the gateway authenticated requests with, and when.
+    pub fn key_usage(&self) -> &KeyUsage {
+        &self.key_usage
     }
 
     /// The configuration in force.
     pub fn current(&self) -> Arc<Runtime> {
-        self.0
+        self.slot
             .read()
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
@@ -42,7 +55,7 @@ impl RuntimeHandle {
     /// Swaps in `runtime`; requests in flight finish on the old one.
     pub fn replace(&self, runtime: Runtime) {
         let new = Arc::new(runtime);
-        match self.0.write() {
+        match self.slot.write() {
             Ok(mut g) => *g = new,
             Err(p) => *p.into_inner() = new,
         }
@@ -194,10 +207,12 @@ impl Applier {
         }
         match build(mc, &self.listen, &self.ops_listen) {
             Ok(rt) => {
-                self.handle.replace(rt);
+                // On disk first: once a version is served (a revoked key
+                // refused), a restart must not bring back the one before.
                 if let Err(e) = save_last_good(&self.data_dir, mc) {
                     tracing::warn!(error = %e, "cannot write the last good configuration");
                 }
+                self.handle.replace(rt);
                 self.set_status(|s| {
                     s.served = Some(mc.version.clone());
                     s.proxies = mc.config.proxies.len();
@@ -220,14 +235,25 @@ impl Applier {
         }
     }
 
-    /// The heartbeat body for the current state.
+    /// The heartbeat body for the current state (without key uses).
     pub fn heartbeat(&self) -> Heartbeat {
         let s = self.status();
         Heartbeat {
             version: s.served,
             proxies: s.proxies,
             error: s.error,
+            keys_used: Default::default(),
         }
+    }
+
+    /// Takes the key uses recorded since the last report.
+    pub fn take_key_uses(&self) -> Uses {
+        self.handle.key_usage().take()
+    }
+
+    /// Puts back key uses a heartbeat failed to deliver.
+    pub fn restore_key_uses(&self, uses: Uses) {
+        self.handle.key_usage().restore(uses)
     }
 }
 
@@ -264,7 +290,7 @@ impl Client {
         }
     }
 
-    async fn heartbeat(&self, hb: &Heartbeat) -> anyhow::Result<()> {
+    async fn post_heartbeat(&self, hb: &Heartbeat) -> anyhow::Result<reqwest::StatusCode> {
         let resp = self
             .http
             .post(format!("{}{HEARTBEAT_PATH}", self.admin))
@@ -273,8 +299,35 @@ impl Client {
             .json(hb)
             .send()
             .await?;
-        if !resp.status().is_success() {
-            anyhow::bail!("admin answered {}", resp.status());
+        Ok(resp.status())
+    }
+
+    /// Sends `hb` with the key uses recorded since the last heartbeat; uses
+    /// that did not reach admin are kept for the next one.
+    async fn heartbeat(&self, applier: &Applier, mut hb: Heartbeat) -> anyhow::Result<()> {
+        let uses = applier.take_key_uses();
+        hb.keys_used = to_wire(&uses);
+        let status = match self.post_heartbeat(&hb).await {
+            Ok(s) => s,
+            Err(e) => {
+                applier.restore_key_uses(uses);
+                return Err(e);
+            }
+        };
+        if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY && !hb.keys_used.is_empty() {
+            // An admin older than `keys_used` rejects the unknown field: it
+            // cannot store key uses, so drop them and heartbeat without.
+            tracing::debug!("admin does not take key uses; heartbeating without them");
+            hb.keys_used.clear();
+            let status = self.post_heartbeat(&hb).await?;
+            if !status.is_success() {
+                anyhow::bail!("admin answered {status}");
+            }
+            return Ok(());
+        }
+        if !status.is_success() {
+            applier.restore_key_uses(uses);
+            anyhow::bail!("admin answered {status}");
         }
         Ok(())
     }
@@ -379,7 +432,10 @@ async fn agent(client: Arc<Client>, applier: Arc<Applier>, o: ManagedOptions) {
     let every = o.heartbeat_every;
     tokio::spawn(async move {
         loop {
-            if let Err(e) = hb_client.heartbeat(&hb_applier.heartbeat()).await {
+            if let Err(e) = hb_client
+                .heartbeat(&hb_applier, hb_applier.heartbeat())
+                .await
+            {
                 tracing::debug!(error = %e, "heartbeat failed");
             }
             tokio::time::sleep(every).await;
@@ -404,7 +460,7 @@ async fn agent(client: Arc<Client>, applier: Arc<Applier>, o: ManagedOptions) {
                 let applied = tokio::task::spawn_blocking(move || applier2.apply(&mc)).await;
                 if matches!(applied, Ok(Applied::Swapped) | Ok(Applied::Rejected)) {
                     // Tell admin at once rather than at the next beat.
-                    if let Err(e) = client.heartbeat(&applier.heartbeat()).await {
+                    if let Err(e) = client.heartbeat(&applier, applier.heartbeat()).await {
                         tracing::debug!(error = %e, "heartbeat failed");
                     }
                 }
@@ -443,9 +499,12 @@ mod tests {
     }
 
     fn applier(dir: &Path) -> (Applier, RuntimeHandle) {
-        let handle = RuntimeHandle::new(Arc::new(RwLock::new(Arc::new(
-            empty("127.0.0.1:0", "127.0.0.1:0").unwrap(),
-        ))));
+        let handle = RuntimeHandle::new(
+            Arc::new(RwLock::new(Arc::new(
+                empty("127.0.0.1:0", "127.0.0.1:0").unwrap(),
+            ))),
+            Arc::default(),
+        );
         (
             Applier::new(
                 handle.clone(),
@@ -500,6 +559,94 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "the file holds secrets");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fake admin heartbeat endpoint: answers each request with the next
+    /// status of `statuses` and hands over the bodies it got.
+    async fn fake_admin(
+        statuses: Vec<u16>,
+    ) -> (String, tokio::sync::mpsc::UnboundedReceiver<Heartbeat>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for status in statuses {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "request cut short");
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break buf[end + 4..end + 4 + len].to_vec();
+                    }
+                };
+                tx.send(serde_json::from_slice(&body).unwrap()).unwrap();
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                sock.write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn heartbeats_carry_key_uses_and_keep_them_until_delivered() {
+        let dir = temp_dir();
+        let (a, handle) = applier(&dir);
+        assert_eq!(a.apply(&managed("v1", 1, "mock")), Applied::Swapped);
+        let hash = [0u8; 32];
+        let rt = handle.current();
+        handle
+            .key_usage()
+            .record(&hash, &rt.proxies["/p0"].keys[&hash]);
+        // A swap in between loses nothing.
+        assert_eq!(a.apply(&managed("v2", 1, "mock")), Applied::Swapped);
+
+        let (admin, mut got) = fake_admin(vec![503, 204, 204, 422, 204]).await;
+        let client = Client {
+            http: reqwest::Client::new(),
+            admin,
+            token: "gwt-test".into(),
+        };
+        // Admin failed: the use is kept for the next beat.
+        assert!(client.heartbeat(&a, a.heartbeat()).await.is_err());
+        let first = got.recv().await.unwrap();
+        let wire = "00".repeat(32);
+        assert!(first.keys_used.contains_key(&wire), "{first:?}");
+        assert_eq!(first.version.as_deref(), Some("v2"));
+        client.heartbeat(&a, a.heartbeat()).await.unwrap();
+        assert_eq!(got.recv().await.unwrap().keys_used, first.keys_used);
+        // Delivered: not sent again.
+        client.heartbeat(&a, a.heartbeat()).await.unwrap();
+        assert!(got.recv().await.unwrap().keys_used.is_empty());
+
+        // An admin from before `keys_used` rejects the field: the gateway
+        // still heartbeats, without it.
+        let rt = handle.current();
+        handle
+            .key_usage()
+            .record(&hash, &rt.proxies["/p0"].keys[&hash]);
+        client.heartbeat(&a, a.heartbeat()).await.unwrap();
+        assert!(!got.recv().await.unwrap().keys_used.is_empty());
+        assert!(got.recv().await.unwrap().keys_used.is_empty());
+        assert!(a.take_key_uses().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

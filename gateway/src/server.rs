@@ -27,6 +27,7 @@ use portcullis_types::{ChatRequest, ModelEntry, ModelList, Usage};
 use crate::config::{InboundKind, KeySource, Proxy, Resource, Route, Runtime, hash_key};
 use crate::error::{ErrorKind, GatewayError};
 use crate::inbound::{self, StreamEncoder};
+use crate::key_usage::KeyUsage;
 use crate::metrics::{Metrics, status_class};
 use crate::otlp::{Attr, Span, TraceIds, Tracer};
 use crate::providers::{StreamEvent, UpstreamCall, parse_upstream_json};
@@ -42,6 +43,8 @@ pub struct Gateway {
     tracer: Tracer,
     /// Route health, failover and semantic routing metrics.
     routing_metrics: RoutingMetrics,
+    /// Which keys authenticated requests, for managed heartbeats.
+    key_usage: Arc<KeyUsage>,
 }
 
 /// Per-request state, kept for the access log and metrics.
@@ -108,6 +111,7 @@ impl Gateway {
             routing_metrics: RoutingMetrics::new(&metrics.registry),
             metrics,
             tracer,
+            key_usage: Arc::default(),
         }
     }
 
@@ -122,7 +126,7 @@ impl Gateway {
     /// A handle that swaps this gateway's configuration from outside the
     /// service (the managed-mode agent), like `replace_runtime`.
     pub fn runtime_handle(&self) -> crate::managed::RuntimeHandle {
-        crate::managed::RuntimeHandle::new(self.runtime.clone())
+        crate::managed::RuntimeHandle::new(self.runtime.clone(), self.key_usage.clone())
     }
 
     /// Swaps in a new configuration; requests in flight finish on the old one.
@@ -160,7 +164,7 @@ impl Gateway {
         if let Endpoint::GeminiChat { .. } = endpoint {
             *format = InboundKind::Gemini;
         }
-        let key_name = authenticate(session, &proxy, query.as_deref())?;
+        let key_name = authenticate(session, &proxy, query.as_deref(), &self.key_usage)?;
         ctx.key_name = Some(key_name);
 
         match endpoint {
@@ -1166,12 +1170,14 @@ fn match_endpoint(
     }
 }
 
-/// Finds the caller's key in the proxy's key set. Accepts the headers the
-/// OpenAI, Azure, Anthropic and Gemini SDKs send.
+/// Finds the caller's key in the proxy's key set and notes its use in
+/// `usage`. Accepts the headers the OpenAI, Azure, Anthropic and Gemini
+/// SDKs send.
 fn authenticate(
     session: &Session,
     proxy: &Proxy,
     query: Option<&str>,
+    usage: &KeyUsage,
 ) -> Result<Arc<str>, GatewayError> {
     let headers = &session.req_header().headers;
     let header = |name: &str| {
@@ -1201,11 +1207,12 @@ fn authenticate(
             "You didn't provide an API key. Send it in the Authorization header as `Bearer <key>`, or in `api-key` or `x-api-key`.",
         ));
     };
-    proxy
-        .keys
-        .get(&hash_key(&key))
-        .cloned()
-        .ok_or_else(|| GatewayError::unauthorized("Incorrect API key provided."))
+    let hash = hash_key(&key);
+    let Some(entry) = proxy.keys.get(&hash) else {
+        return Err(GatewayError::unauthorized("Incorrect API key provided."));
+    };
+    usage.record(&hash, entry);
+    Ok(entry.name.clone())
 }
 
 fn strip_proxy_prefix<'a>(proxy: &Proxy, model: &'a str) -> &'a str {

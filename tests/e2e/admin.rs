@@ -1,9 +1,10 @@
 //! The control plane end to end: the admin service and a managed gateway
 //! as real processes. A provider and a proxy are created over REST, a key
-//! issued, the proxy deployed to the gateway and called; then the key is
-//! revoked, the deployment stopped, admin taken down and the gateway
-//! restarted from its last good configuration; and a stream runs through a
-//! configuration change untouched.
+//! issued, the proxy deployed to the gateway and called, and the key's use
+//! reported back to admin; then the key is revoked, the deployment stopped,
+//! admin taken down and the gateway restarted from its last good
+//! configuration; and a stream runs through a configuration change
+//! untouched.
 //!
 //! Attaching a guardrail from the hub (and seeing it enforced) joins this
 //! test once the policy engine serves `policies` from managed configs.
@@ -229,6 +230,24 @@ async fn rest_to_managed_gateway_keys_deploy_stop_and_restart_from_disk() {
         }
         assert!(started.elapsed() < Duration::from_secs(10), "{g}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The gateway reports the key's use with its next heartbeat (every
+    // 5 s): the key list shows when it was last used.
+    let started = Instant::now();
+    loop {
+        let keys = admin.ok("GET", "/api/v1/proxies/chat-api/keys", None).await;
+        let k = &keys["items"][0];
+        if let Some(at) = k["last_used_at"].as_str() {
+            let created = k["created_at"].as_str().unwrap();
+            assert!(at.ends_with('Z') && at >= created, "{k}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "last_used_at still unset: {keys}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // A wrong key is refused; a revoked key stops working within seconds.

@@ -494,100 +494,151 @@ async fn cache_hits_never_reach_the_provider() {
     }
 }
 
-/// The policy chain's cost per request, without HTTP: engine, store,
-/// lazily created instances, the request phase on a 1 KB chat request and
-/// the complete phase. Prints a markdown table for docs/benchmarks.md.
-/// `cargo test --test e2e chain_benchmark -- --ignored --nocapture`
-#[tokio::test]
-#[ignore = "benchmark; run explicitly"]
-async fn chain_benchmark() {
-    use std::sync::Arc;
-
-    use portcullis_gateway::config::InboundKind;
+/// A chain of `names` (attached with `settings`), built on `engine`.
+fn engine_chain(
+    engine: &std::sync::Arc<portcullis_gateway::policy::PolicyEngine>,
+    dir: &TempDir,
+    policies: &[(&str, Value, portcullis_types::gateway_config::OnError)],
+) -> std::sync::Arc<portcullis_gateway::policy::Chain> {
+    use portcullis_gateway::policy::Chain;
     use portcullis_gateway::policy::manifest::{merge_settings, read_artifact};
-    use portcullis_gateway::policy::{Chain, EngineSettings, PolicyEngine, RequestMeta};
-    use portcullis_types::ChatRequest;
-    use portcullis_types::gateway_config::OnError;
+    let mut attached = Vec::new();
+    for (name, overrides, on_error) in policies {
+        let art = read_artifact(&dir.0.join(name)).unwrap();
+        let module = engine.load(&art).unwrap();
+        let settings = merge_settings(&art.manifest.defaults, overrides);
+        attached.push(Chain::attach(engine, module, &settings, *on_error).unwrap());
+    }
+    std::sync::Arc::new(Chain::new(engine.clone(), attached))
+}
 
+/// Runs the request phase of one request through `chain`; returns the
+/// user message as the provider would see it, or the error message.
+async fn run_request(
+    chain: &std::sync::Arc<portcullis_gateway::policy::Chain>,
+    text: &str,
+) -> Result<String, String> {
+    use portcullis_gateway::config::InboundKind;
+    use portcullis_gateway::policy::RequestMeta;
+    let mut req: portcullis_types::ChatRequest = serde_json::from_value(
+        json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": text}]}),
+    )
+    .unwrap();
+    let headers = reqwest::header::HeaderMap::new();
+    let meta = RequestMeta {
+        request_id: "r",
+        proxy_id: "p",
+        key_id: "k",
+        format: InboundKind::Openai,
+        headers: &headers,
+    };
+    let mut run = chain.start(None).await.map_err(|e| e.message)?;
+    run.on_request(&mut req, &meta).map_err(|e| e.message)?;
+    run.complete(200, None, false, None, "gpt-5-mini");
+    Ok(req.messages[0].text_content())
+}
+
+/// Instances are kept warm between requests, and every request still
+/// starts from the state `init` left: the PII placeholders of one request
+/// are not numbered on from the previous one's.
+#[tokio::test]
+async fn warm_instances_are_reused_and_start_each_request_afresh() {
+    use portcullis_gateway::policy::{EngineSettings, PolicyEngine};
+    use portcullis_types::gateway_config::OnError;
     let dir = policy_dir();
     let engine = PolicyEngine::new(EngineSettings::default()).unwrap();
-    let chain_of = |names: &[&str]| {
-        let mut attached = Vec::new();
-        for n in names {
-            let art = read_artifact(&dir.0.join(n)).unwrap();
-            let module = engine.load(&art).unwrap();
-            // A limit the benchmark never reaches: every request does the
-            // whole reservation path.
-            let overrides = if *n == "token-rate-limit" {
-                json!({"limits": [{"metric": "total_tokens", "limit": 1_000_000_000_000i64, "window": "minute"}]})
-            } else {
-                json!({})
-            };
-            let settings = merge_settings(&art.manifest.defaults, &overrides);
-            attached.push(Chain::attach(&engine, module, &settings, OnError::Closed).unwrap());
-        }
-        Arc::new(Chain::new(engine.clone(), attached))
-    };
-    // About 1 KB of JSON: a system prompt and a user message.
-    let words = "the quick brown fox jumps over the lazy dog ".repeat(21);
-    let req: ChatRequest = serde_json::from_value(json!({
-        "model": "gpt-5-mini", "max_tokens": 200,
-        "messages": [{"role": "system", "content": "You are a helpful assistant."},
-                     {"role": "user", "content": words}]}))
+    let chain = engine_chain(
+        &engine,
+        &dir,
+        &[("pii-masking", json!({}), OnError::Closed)],
+    );
+    // The instance that checked the settings is kept as the first warm one.
+    assert_eq!(chain.idle_instances(), 1);
+    for _ in 0..3 {
+        let seen = run_request(&chain, "mail a@example.com and b@example.com")
+            .await
+            .unwrap();
+        assert_eq!(seen, "mail [EMAIL_1] and [EMAIL_2]");
+        assert_eq!(chain.idle_instances(), 1, "the same instance is reused");
+    }
+
+    // Fresh instances only, when reuse is turned off.
+    let engine = PolicyEngine::new(EngineSettings {
+        reuse_instances: false,
+        ..EngineSettings::default()
+    })
     .unwrap();
-    assert!((950..1200).contains(&serde_json::to_vec(&req).unwrap().len()));
-    let headers = reqwest::header::HeaderMap::new();
-    let usage = portcullis_types::Usage::new(250, 40);
-    let mut rows = Vec::new();
-    for names in [
-        &[][..],
-        &["fixture"][..],
-        &["token-rate-limit"][..],
-        &["token-rate-limit", "pii-masking", "guardrails", "cache"][..],
-    ] {
-        let chain = chain_of(names);
-        let mut times = Vec::new();
-        for i in 0..3000 {
-            let mut r = req.clone();
-            let started = Instant::now();
-            let mut run = chain.start(None).await.unwrap();
-            let meta = RequestMeta {
-                request_id: "bench",
-                proxy_id: "bench",
-                key_id: "bench",
-                format: InboundKind::Openai,
-                headers: &headers,
-            };
-            let _ = run.on_request(&mut r, &meta).unwrap();
-            run.complete(200, None, false, Some(&usage), "gpt-5-mini");
-            drop(run);
-            if i >= 500 {
-                times.push(started.elapsed());
-            }
-        }
-        times.sort();
-        let p = |q: f64| times[((times.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
-        let label = if names.is_empty() {
-            "(empty chain)".to_owned()
-        } else {
-            names.join(", ")
-        };
-        let per = if names.is_empty() {
-            String::new()
-        } else {
-            format!("{:.1}", p(0.5) / names.len() as f64)
-        };
-        rows.push(format!(
-            "| {} | {label} | {:.1} | {:.1} | {:.1} | {per} |",
-            names.len(),
-            p(0.5),
-            p(0.9),
-            p(0.99)
-        ));
+    let chain = engine_chain(
+        &engine,
+        &dir,
+        &[("pii-masking", json!({}), OnError::Closed)],
+    );
+    let seen = run_request(&chain, "mail a@example.com").await.unwrap();
+    assert_eq!(seen, "mail [EMAIL_1]");
+    assert_eq!(chain.idle_instances(), 0);
+}
+
+/// An instance that trapped is dropped, never handed to the next request.
+#[tokio::test]
+async fn a_failed_instance_is_not_kept_warm() {
+    use portcullis_gateway::policy::{EngineSettings, PolicyEngine};
+    use portcullis_types::gateway_config::OnError;
+    let dir = policy_dir();
+    let engine = PolicyEngine::new(EngineSettings::default()).unwrap();
+    let chain = engine_chain(
+        &engine,
+        &dir,
+        &[
+            ("fixture", json!({"mode": "trap"}), OnError::Open),
+            ("pii-masking", json!({}), OnError::Closed),
+        ],
+    );
+    assert_eq!(chain.idle_instances(), 2);
+    for _ in 0..2 {
+        // Fail-open: the trapping policy is skipped, the next one runs.
+        let seen = run_request(&chain, "mail a@example.com").await.unwrap();
+        assert_eq!(seen, "mail [EMAIL_1]");
+        assert_eq!(
+            chain.idle_instances(),
+            1,
+            "only the healthy instance is kept"
+        );
     }
-    println!("| policies | chain | p50 µs | p90 µs | p99 µs | p50 µs per policy |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for r in rows {
-        println!("{r}");
-    }
+    let chain = engine_chain(
+        &engine,
+        &dir,
+        &[("fixture", json!({"mode": "trap"}), OnError::Closed)],
+    );
+    let e = run_request(&chain, "hello").await.unwrap_err();
+    assert!(e.contains("fixture"), "{e}");
+    assert_eq!(chain.idle_instances(), 0);
+}
+
+/// `portcullis bench-policies` (the chain benchmark of docs/benchmarks.md)
+/// runs on the built components and prints its table.
+#[test]
+fn the_chain_benchmark_runs() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let wasm = target.join("wasm32-wasip2/release");
+    let (code, out, err) = run_cli(&[
+        "bench-policies",
+        "--root",
+        root.to_str().unwrap(),
+        "--wasm-dir",
+        wasm.to_str().unwrap(),
+        "--warmup",
+        "5",
+        "--iterations",
+        "20",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 6, "{out}");
+    assert!(
+        rows[5].starts_with("| 4 | token-rate-limit, pii-masking, guardrails, cache |"),
+        "{out}"
+    );
 }

@@ -7,13 +7,25 @@
 //! settings before any request. The chain's stream mode is fixed then:
 //! one policy that must see whole responses holds back every stream.
 //!
-//! A run is one request: one wasmtime store holding the chain's instances,
-//! created lazily from the pre-instantiated modules the first time a phase
-//! needs them, and dropped with the request. Every call is under the
-//! engine's deadline and memory limit; a failing policy (trap, timeout,
-//! memory) fails the request or is skipped, per its `on_error`.
+//! A run is one request. It takes each policy's instance the first time a
+//! phase needs it: a warm one from the attachment's idle list when there
+//! is one, otherwise a new one (its own store, instantiated from the
+//! pre-instantiated module). Either way `init` runs first with the
+//! attachment's settings; the SDK answers it on a warm instance by
+//! restoring the policy value it built the first time (a clone, no
+//! parsing), so every request starts from the same state. When the
+//! request ends, instances that did not fail go back to the idle list
+//! (bounded per attachment and engine-wide; an instance that grew its
+//! memory past `WARM_MEMORY_MAX` or served `WARM_MAX_USES` requests is
+//! dropped instead). Creating an instance costs several times a warm
+//! call (instantiation, first touch of its memory, parsing settings),
+//! which is why instances are kept: see docs/policies.md.
+//!
+//! Every call is under the engine's deadline and memory limit; a failing
+//! policy (trap, timeout, memory) fails the request or is skipped, per
+//! its `on_error`, and its instance is never reused.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use portcullis_types::{
@@ -40,6 +52,63 @@ pub struct Attached {
     name: Arc<str>,
     version: String,
     namespace: Arc<str>,
+    /// Warm instances between requests.
+    idle: Mutex<Vec<Warm>>,
+    engine: Arc<PolicyEngine>,
+}
+
+/// A policy instance with its own store, `init` run at least once.
+struct Warm {
+    store: Store<HostState>,
+    world: PolicyWorld,
+    uses: u32,
+}
+
+/// Warm instances kept per attachment.
+const WARM_PER_POLICY: usize = 64;
+/// An instance is retired after this many requests, so slow leaks in a
+/// policy's memory cannot accumulate forever.
+const WARM_MAX_USES: u32 = 10_000;
+/// An instance whose memory grew beyond this is not kept warm.
+const WARM_MEMORY_MAX: usize = 4 << 20;
+
+impl Attached {
+    fn take_idle(&self, engine: &PolicyEngine) -> Option<Warm> {
+        let w = self.idle.lock().ok()?.pop()?;
+        engine.release_idle(1);
+        Some(w)
+    }
+
+    fn give_back(&self, engine: &PolicyEngine, mut w: Warm) {
+        w.uses += 1;
+        if w.uses >= WARM_MAX_USES || w.store.data().memory_size > WARM_MEMORY_MAX {
+            return;
+        }
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        if idle.len() >= WARM_PER_POLICY || !engine.reserve_idle() {
+            return;
+        }
+        w.store.data_mut().metrics = None;
+        idle.push(w);
+    }
+
+    /// A new instance with its own store.
+    fn create(&self, engine: &Arc<PolicyEngine>) -> wasmtime::Result<Warm> {
+        let mut store = engine.store(None);
+        store.data_mut().current = CurrentPolicy {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+        };
+        store.set_epoch_deadline(engine.deadline_ticks());
+        let world = self.module.pre.instantiate(&mut store)?;
+        Ok(Warm {
+            store,
+            world,
+            uses: 0,
+        })
+    }
 }
 
 /// A proxy's ordered policies.
@@ -75,6 +144,15 @@ impl Chain {
             .call_init(&mut store, &settings)
             .map_err(|e| (String::new(), format!("init trapped: {e:#}")))?
             .map_err(|e| (e.pointer, e.message))?;
+        // The instance that checked the settings is the first warm one.
+        let mut idle = Vec::new();
+        if engine.reserve_idle() {
+            idle.push(Warm {
+                store,
+                world: inst,
+                uses: 0,
+            });
+        }
         Ok(Attached {
             version: module.manifest.version.clone(),
             namespace: name.clone(),
@@ -83,6 +161,8 @@ impl Chain {
             settings,
             on_error,
             info,
+            idle: Mutex::new(idle),
+            engine: engine.clone(),
         })
     }
 
@@ -118,6 +198,14 @@ impl Chain {
         self.hold_stream
     }
 
+    /// Warm instances idle in this chain now.
+    pub fn idle_instances(&self) -> usize {
+        self.policies
+            .iter()
+            .map(|p| p.idle.lock().map(|g| g.len()).unwrap_or(0))
+            .sum()
+    }
+
     /// Starts a run for one request, waiting for room in the instance
     /// pool when the gateway is at capacity (back-pressure, not failure).
     pub async fn start(
@@ -134,10 +222,8 @@ impl Chain {
             .acquire_many_owned(n)
             .await
             .map_err(|_| GatewayError::internal("policy engine stopped"))?;
-        let store = self.engine.store(metrics.clone());
         Ok(ChainRun {
             chain: self.clone(),
-            store,
             instances: (0..self.policies.len()).map(|_| Slot::Empty).collect(),
             ran_request: 0,
             headers: Vec::new(),
@@ -151,9 +237,17 @@ impl Chain {
     }
 }
 
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // Idle instances go with the attachment; give back their budget.
+        let n = self.idle.lock().map(|g| g.len()).unwrap_or(0);
+        self.engine.release_idle(n as u32);
+    }
+}
+
 enum Slot {
     Empty,
-    Ready(Arc<PolicyWorld>),
+    Ready(Warm),
     /// Failed (fail-open): skipped for the rest of the request.
     Failed,
 }
@@ -196,7 +290,6 @@ pub struct RequestMeta<'a> {
 /// A chain's run over one request.
 pub struct ChainRun {
     chain: Arc<Chain>,
-    store: Store<HostState>,
     instances: Vec<Slot>,
     /// How many policies ran the request phase (a rejection or direct
     /// response stops the chain; only those get the later phases).
@@ -225,49 +318,39 @@ impl ChainRun {
         self.chain.hold_stream
     }
 
-    fn instance(&mut self, i: usize) -> Result<Option<Arc<PolicyWorld>>, Failure> {
+    /// Makes policy `i`'s instance ready: `Ok(false)` when it failed
+    /// earlier in this request (fail-open) and is skipped.
+    fn ensure(&mut self, i: usize) -> Result<bool, Failure> {
         match &self.instances[i] {
-            Slot::Ready(w) => return Ok(Some(w.clone())),
-            Slot::Failed => return Ok(None),
+            Slot::Ready(_) => return Ok(true),
+            Slot::Failed => return Ok(false),
             Slot::Empty => {}
         }
+        let engine = &self.chain.engine;
         let p = &self.chain.policies[i];
-        self.store
-            .set_epoch_deadline(self.chain.engine.deadline_ticks());
-        let inst = p.module.pre.instantiate(&mut self.store).map_err(|e| {
-            tracing::warn!(policy = %p.name, error = %e, "policy instantiation failed");
-            Failure::Trap
-        })?;
-        let settings = p.settings.clone();
-        match inst
+        let mut w = match p.take_idle(engine) {
+            Some(w) => w,
+            None => p.create(engine).map_err(|e| {
+                tracing::warn!(policy = %p.name, error = %e, "policy instantiation failed");
+                Failure::Trap
+            })?,
+        };
+        w.store.data_mut().metrics = self.metrics.clone();
+        w.store.set_epoch_deadline(engine.deadline_ticks());
+        match w
+            .world
             .portcullis_policy_policy()
-            .call_init(&mut self.store, &settings)
+            .call_init(&mut w.store, &p.settings)
         {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(policy = %p.name, pointer = %e.pointer, error = %e.message, "policy init refused its settings");
                 return Err(Failure::Trap);
             }
-            Err(e) => return Err(self.classify(e)),
+            Err(e) => return Err(classify(&mut w.store, e)),
         }
-        let inst = Arc::new(inst);
-        self.instances[i] = Slot::Ready(inst.clone());
-        Ok(Some(inst))
-    }
-
-    fn classify(&mut self, e: wasmtime::Error) -> Failure {
-        let f = if self.store.data().memory_exceeded {
-            Failure::Memory
-        } else if matches!(
-            e.downcast_ref::<wasmtime::Trap>(),
-            Some(wasmtime::Trap::Interrupt)
-        ) {
-            Failure::Timeout
-        } else {
-            Failure::Trap
-        };
-        self.store.data_mut().memory_exceeded = false;
-        f
+        self.instances[i] = Slot::Ready(w);
+        Ok(true)
     }
 
     /// Runs `f` on policy `i` under the deadline, with metrics. `Ok(None)`
@@ -280,41 +363,39 @@ impl ChainRun {
         outcome: impl FnOnce(&R) -> &'static str,
     ) -> Result<Option<R>, GatewayError> {
         let started = Instant::now();
-        let (name, version, namespace) = {
-            let p = &self.chain.policies[i];
-            (p.name.clone(), p.version.clone(), p.namespace.clone())
-        };
-        self.store.data_mut().current = CurrentPolicy {
-            name: name.clone(),
-            namespace,
-        };
-        let result = match self.instance(i) {
-            Ok(None) => return Ok(None),
-            Ok(Some(inst)) => {
-                self.store
-                    .set_epoch_deadline(self.chain.engine.deadline_ticks());
-                f(inst.portcullis_policy_policy(), &mut self.store).map_err(|e| self.classify(e))
-            }
+        let result = match self.ensure(i) {
+            Ok(false) => return Ok(None),
+            Ok(true) => match &mut self.instances[i] {
+                Slot::Ready(w) => {
+                    w.store
+                        .set_epoch_deadline(self.chain.engine.deadline_ticks());
+                    f(w.world.portcullis_policy_policy(), &mut w.store)
+                        .map_err(|e| classify(&mut w.store, e))
+                }
+                _ => Err(Failure::Trap),
+            },
             Err(f) => Err(f),
         };
+        let p = &self.chain.policies[i];
         let label = match &result {
             Ok(r) => outcome(r),
             Err(f) => f.label(),
         };
         if let Some(m) = &self.metrics {
             m.policy_executions
-                .with_label_values(&[&*name, &version, phase, label])
+                .with_label_values(&[&*p.name, &p.version, phase, label])
                 .inc();
             m.policy_duration
-                .with_label_values(&[&*name, &version, phase])
+                .with_label_values(&[&*p.name, &p.version, phase])
                 .observe(started.elapsed().as_secs_f64());
         }
         match result {
             Ok(r) => Ok(Some(r)),
             Err(failure) => {
                 // A trapped instance cannot be entered again.
+                let name = p.name.clone();
+                let on_error = p.on_error;
                 self.instances[i] = Slot::Failed;
-                let on_error = self.chain.policies[i].on_error;
                 tracing::warn!(policy = %name, phase, failure = failure.label(), on_error = ?on_error, "policy failed");
                 match on_error {
                     OnError::Open => Ok(None),
@@ -672,7 +753,29 @@ impl Drop for ChainRun {
         if !self.completed && self.ran_request > 0 {
             self.complete(0, None, false, None, "");
         }
+        // Instances that did not fail stay warm for the next request.
+        for (i, slot) in std::mem::take(&mut self.instances).into_iter().enumerate() {
+            if let Slot::Ready(w) = slot {
+                self.chain.policies[i].give_back(&self.chain.engine, w);
+            }
+        }
     }
+}
+
+/// Why a call failed, from its error and the store's state.
+fn classify(store: &mut Store<HostState>, e: wasmtime::Error) -> Failure {
+    let f = if store.data().memory_exceeded {
+        Failure::Memory
+    } else if matches!(
+        e.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    ) {
+        Failure::Timeout
+    } else {
+        Failure::Trap
+    };
+    store.data_mut().memory_exceeded = false;
+    f
 }
 
 fn policy_failed(name: &str, failure: Failure) -> GatewayError {

@@ -39,9 +39,14 @@ pub struct EngineSettings {
     pub timeout: Duration,
     /// Largest linear memory of one policy instance.
     pub memory_limit: usize,
-    /// Policy instances alive at once (requests in flight x chain length);
+    /// Policy instances in use at once (requests in flight x chain length);
     /// requests wait for room beyond that.
     pub max_instances: u32,
+    /// Keep instances warm between requests (see `chain`); false gives
+    /// every request fresh instances, at several times the cost.
+    pub reuse_instances: bool,
+    /// Warm instances kept idle across all chains.
+    pub max_idle_instances: u32,
     pub redis_url: Option<String>,
     pub cache_max_bytes: usize,
     pub embeddings: Option<EmbeddingsSettings>,
@@ -53,6 +58,8 @@ impl Default for EngineSettings {
             timeout: Duration::from_millis(100),
             memory_limit: 32 << 20,
             max_instances: 1000,
+            reuse_instances: true,
+            max_idle_instances: 256,
             redis_url: None,
             cache_max_bytes: 64 << 20,
             embeddings: None,
@@ -88,6 +95,8 @@ pub struct PolicyEngine {
     pub(crate) schemas: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
     /// Room for policy instances (see `EngineSettings::max_instances`).
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// Warm instances idle now (bounded by `max_idle_instances`).
+    idle: std::sync::atomic::AtomicU32,
     embed_client: Option<EmbedClient>,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -107,12 +116,22 @@ impl PolicyEngine {
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         let mut pool = PoolingAllocationConfig::default();
+        // Slots for the instances in use, the idle warm ones, and the
+        // throwaway instances that check settings when a chain is built.
+        let total = settings
+            .max_instances
+            .saturating_add(if settings.reuse_instances {
+                settings.max_idle_instances
+            } else {
+                0
+            })
+            .saturating_add(16);
         // A wasip2 Rust component is a few core instances (the module and
         // wit-component's shims) with one memory.
-        pool.total_component_instances(settings.max_instances);
-        pool.total_core_instances(settings.max_instances.saturating_mul(4));
-        pool.total_memories(settings.max_instances.saturating_mul(2));
-        pool.total_tables(settings.max_instances.saturating_mul(4));
+        pool.total_component_instances(total);
+        pool.total_core_instances(total.saturating_mul(4));
+        pool.total_memories(total.saturating_mul(2));
+        pool.total_tables(total.saturating_mul(4));
         pool.max_memory_size(settings.memory_limit);
         pool.max_memories_per_component(4);
         // A fresh instance would otherwise page-fault on every page it
@@ -160,6 +179,7 @@ impl PolicyEngine {
             .transpose()?;
         Ok(Arc::new(PolicyEngine {
             slots: Arc::new(tokio::sync::Semaphore::new(settings.max_instances as usize)),
+            idle: std::sync::atomic::AtomicU32::new(0),
             engine,
             linker,
             settings,
@@ -242,15 +262,40 @@ impl PolicyEngine {
             table: ResourceTable::new(),
             current: CurrentPolicy::default(),
             regexes: Vec::new(),
+            regex_sources: Vec::new(),
             schemas: Vec::new(),
+            schema_sources: Vec::new(),
             memory_limit: self.settings.memory_limit,
             memory_exceeded: false,
+            memory_size: 0,
             metrics,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         store.epoch_deadline_trap();
         store
+    }
+
+    /// Takes room for one more idle instance; false when the budget is spent.
+    pub(crate) fn reserve_idle(&self) -> bool {
+        if !self.settings.reuse_instances {
+            return false;
+        }
+        let max = self.settings.max_idle_instances;
+        self.idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back room taken by `reserve_idle`.
+    pub(crate) fn release_idle(&self, n: u32) {
+        let _ = self
+            .idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some(c.saturating_sub(n))
+            });
     }
 
     /// Deadline of one call, in epoch ticks.
@@ -340,11 +385,18 @@ pub struct HostState {
     table: ResourceTable,
     pub(crate) current: CurrentPolicy,
     regexes: Vec<Arc<regex::Regex>>,
+    /// Pattern and case flag of each entry of `regexes`.
+    regex_sources: Vec<(String, bool)>,
     schemas: Vec<Arc<jsonschema::Validator>>,
+    /// Source of each entry of `schemas`.
+    schema_sources: Vec<String>,
     memory_limit: usize,
     /// Set when a memory grow was refused, to tell an OOM trap from others.
     pub(crate) memory_exceeded: bool,
-    metrics: Option<Arc<Metrics>>,
+    /// Largest linear memory the instance grew to, in bytes (a warm
+    /// instance that grew large is not kept).
+    pub(crate) memory_size: usize,
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 impl WasiView for HostState {
@@ -367,6 +419,7 @@ impl ResourceLimiter for HostState {
             self.memory_exceeded = true;
             return Ok(false);
         }
+        self.memory_size = self.memory_size.max(desired);
         Ok(true)
     }
 
@@ -390,8 +443,17 @@ impl wit::Host for HostState {}
 
 impl portcullis::policy::compute::Host for HostState {
     fn regex_compile(&mut self, pattern: String, case_insensitive: bool) -> Result<u32, String> {
+        // A warm instance runs `init` at the start of every request; the
+        // same pattern gets the same handle, so handles do not pile up.
+        if let Some(i) = self
+            .regex_sources
+            .iter()
+            .position(|(p, ci)| *ci == case_insensitive && *p == pattern)
+        {
+            return Ok(i as u32);
+        }
         if self.regexes.len() >= 1024 {
-            return Err("too many regexes in one request".into());
+            return Err("too many regexes in one instance".into());
         }
         let cache_key = (pattern, case_insensitive);
         let cached = self
@@ -411,13 +473,14 @@ impl portcullis::policy::compute::Host for HostState {
                 let re = Arc::new(re);
                 if let Ok(mut g) = self.engine.regexes.lock() {
                     if g.len() < 10_000 {
-                        g.insert(cache_key, re.clone());
+                        g.insert(cache_key.clone(), re.clone());
                     }
                 }
                 re
             }
         };
         self.regexes.push(re);
+        self.regex_sources.push(cache_key);
         Ok(self.regexes.len() as u32 - 1)
     }
 
@@ -442,8 +505,11 @@ impl portcullis::policy::compute::Host for HostState {
     }
 
     fn schema_compile(&mut self, schema: String) -> Result<u32, String> {
+        if let Some(i) = self.schema_sources.iter().position(|s| *s == schema) {
+            return Ok(i as u32);
+        }
         if self.schemas.len() >= 64 {
-            return Err("too many schemas in one request".into());
+            return Err("too many schemas in one instance".into());
         }
         let cached = self
             .engine
@@ -459,13 +525,14 @@ impl portcullis::policy::compute::Host for HostState {
                 let v = Arc::new(jsonschema::validator_for(&value).map_err(|e| e.to_string())?);
                 if let Ok(mut g) = self.engine.schemas.lock() {
                     if g.len() < 1_000 {
-                        g.insert(schema, v.clone());
+                        g.insert(schema.clone(), v.clone());
                     }
                 }
                 v
             }
         };
         self.schemas.push(v);
+        self.schema_sources.push(schema);
         Ok(self.schemas.len() as u32 - 1)
     }
 

@@ -15,6 +15,7 @@
 //! See docs/policies.md for the author's side and the design decisions.
 
 pub mod backend;
+pub mod bench;
 pub mod chain;
 pub mod engine;
 pub mod manifest;
@@ -74,6 +75,8 @@ pub fn engine_settings(
         timeout: f.timeout_ms.map(Duration::from_millis).unwrap_or(d.timeout),
         memory_limit,
         max_instances: f.max_instances.unwrap_or(d.max_instances).max(1),
+        reuse_instances: f.reuse_instances.unwrap_or(d.reuse_instances),
+        max_idle_instances: f.max_idle_instances.unwrap_or(d.max_idle_instances),
         redis_url: f.redis_url.clone(),
         cache_max_bytes: f.cache_max_bytes.unwrap_or(d.cache_max_bytes),
         embeddings,

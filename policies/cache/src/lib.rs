@@ -15,7 +15,7 @@ use portcullis_policy_sdk::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Settings {
     #[serde(default = "ttl")]
     ttl_seconds: u64,
@@ -89,6 +89,7 @@ pub fn cache_key(req: &Request, per_key: bool) -> Option<String> {
     Some(hex::encode(h.finalize()))
 }
 
+#[derive(Clone)]
 pub struct Cache {
     s: Settings,
     /// The key to store the answer under (a miss that may be cached).

@@ -92,6 +92,7 @@ const INJECTION: &[(&str, f64)] = &[
     ),
 ];
 
+#[derive(Clone)]
 struct Checks {
     deny: Vec<(String, Regex)>,
     allow: Vec<Regex>,
@@ -261,9 +262,11 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
+#[derive(Clone)]
 pub struct Guardrails {
-    request: Checks,
-    response: Checks,
+    // Shared: every request starts from a clone of the policy value.
+    request: std::rc::Rc<Checks>,
+    response: std::rc::Rc<Checks>,
     message: String,
     status: u16,
 }
@@ -283,8 +286,8 @@ impl Policy for Guardrails {
     fn init(value: serde_json::Value) -> Result<Self, ConfigError> {
         let s: Settings = settings(value)?;
         Ok(Guardrails {
-            request: Checks::build(s.request, "/request")?,
-            response: Checks::build(s.response, "/response")?,
+            request: std::rc::Rc::new(Checks::build(s.request, "/request")?),
+            response: std::rc::Rc::new(Checks::build(s.response, "/response")?),
             message: s.block_message,
             status: s.status,
         })

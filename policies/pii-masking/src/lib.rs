@@ -115,6 +115,7 @@ const BUILTIN: &[(&str, &str, Check)] = &[
     ),
 ];
 
+#[derive(Clone)]
 struct Detector {
     entity: String,
     action: Action,
@@ -122,8 +123,10 @@ struct Detector {
     check: Check,
 }
 
+#[derive(Clone)]
 pub struct PiiMasking {
-    detectors: Vec<Detector>,
+    // Shared: every request starts from a clone of the policy value.
+    detectors: std::rc::Rc<Vec<Detector>>,
     scan_response: bool,
     block_message: String,
     /// Placeholder -> original value, for this request.
@@ -329,7 +332,7 @@ impl Policy for PiiMasking {
             );
         }
         Ok(PiiMasking {
-            detectors,
+            detectors: std::rc::Rc::new(detectors),
             scan_response: s.scan_response,
             block_message: s.block_message,
             redacted: Vec::new(),

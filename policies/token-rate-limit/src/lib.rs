@@ -43,7 +43,7 @@ enum KeyBy {
     Header,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Settings {
     limits: Vec<Limit>,
     key: KeyBy,
@@ -106,6 +106,7 @@ pub fn format_reset(ms: u64) -> String {
 }
 
 /// One reservation made on request, corrected on completion.
+#[derive(Clone)]
 struct Reservation {
     metric: Metric,
     counter: String,
@@ -113,6 +114,7 @@ struct Reservation {
     ttl_ms: u64,
 }
 
+#[derive(Clone)]
 pub struct TokenRateLimit {
     s: Settings,
     windows: Vec<u64>,
@@ -152,6 +154,7 @@ impl TokenRateLimit {
 }
 
 /// Header state of the tightest limit of one family (requests or tokens).
+#[derive(Clone)]
 struct Shown {
     limit: i64,
     remaining: i64,

@@ -159,7 +159,8 @@ pub fn embed(input: &str) -> Result<Vec<f32>, String> {
 }
 
 /// A regular expression compiled by the host (Rust `regex` syntax).
-#[derive(Debug)]
+/// Cloning copies a handle.
+#[derive(Debug, Clone)]
 pub struct Regex {
     #[cfg(target_arch = "wasm32")]
     handle: u32,
@@ -213,12 +214,13 @@ impl Regex {
     }
 }
 
-/// A JSON Schema compiled by the host.
+/// A JSON Schema compiled by the host. Cloning copies a handle.
+#[derive(Clone)]
 pub struct Schema {
     #[cfg(target_arch = "wasm32")]
     handle: u32,
     #[cfg(not(target_arch = "wasm32"))]
-    validator: jsonschema::Validator,
+    validator: std::sync::Arc<jsonschema::Validator>,
 }
 
 impl Schema {
@@ -230,7 +232,9 @@ impl Schema {
         #[cfg(not(target_arch = "wasm32"))]
         {
             jsonschema::validator_for(schema)
-                .map(|validator| Schema { validator })
+                .map(|validator| Schema {
+                    validator: std::sync::Arc::new(validator),
+                })
                 .map_err(|e| e.to_string())
         }
     }

@@ -15,6 +15,7 @@
 //! ```ignore
 //! use portcullis_policy_sdk::*;
 //!
+//! #[derive(Clone)]
 //! struct Shout;
 //! impl Policy for Shout {
 //!     fn init(_settings: serde_json::Value) -> Result<Self, ConfigError> { Ok(Shout) }
@@ -55,10 +56,13 @@ pub use bindings::portcullis::policy::types::{
 };
 pub use serde_json;
 
-/// A policy: settings in, verdicts out. One value lives per request (the
-/// gateway gives every request a fresh instance), so fields may carry
-/// state from `on_request` to `on_response` and `on_complete`.
-pub trait Policy: Sized + 'static {
+/// A policy: settings in, verdicts out. Every request starts from the
+/// value `init` built (the gateway keeps instances warm between requests,
+/// and the SDK restores a clone of that value at the start of each one),
+/// so fields may carry state from `on_request` to `on_response` and
+/// `on_complete` of the same request, and nothing from one request is
+/// seen by the next. Keep per-request state in fields, not in globals.
+pub trait Policy: Clone + Sized + 'static {
     /// Builds the policy from its settings (the manifest's defaults merged
     /// with the attachment's, already validated against the schema).
     /// A bad value is a [`ConfigError`] naming its JSON pointer.
@@ -99,6 +103,8 @@ macro_rules! export_policy {
             ::std::thread_local! {
                 static POLICY: ::std::cell::RefCell<::std::option::Option<$ty>> =
                     const { ::std::cell::RefCell::new(::std::option::Option::None) };
+                static TEMPLATE: ::std::cell::RefCell<::std::option::Option<$crate::__Template<$ty>>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
             }
             struct __PortcullisExport;
             fn __with<R>(f: impl FnOnce(&mut $ty) -> R, default: R) -> R {
@@ -111,8 +117,8 @@ macro_rules! export_policy {
                 fn init(
                     settings: ::std::string::String,
                 ) -> ::std::result::Result<$crate::PolicyInfo, $crate::ConfigError> {
-                    let p = $crate::__init::<$ty>(&settings)?;
-                    let info = <$ty as $crate::Policy>::info(&p);
+                    let (p, info) = TEMPLATE
+                        .with_borrow_mut(|t| $crate::__init_cached::<$ty>(t, settings))?;
                     POLICY.with_borrow_mut(|slot| *slot = Some(p));
                     Ok(info)
                 }
@@ -148,6 +154,37 @@ macro_rules! export_policy {
             $crate::__export_policy_world!(__PortcullisExport with_types_in $crate::__bindings);
         };
     };
+}
+
+/// The value `init` built and the settings it was built from.
+#[doc(hidden)]
+pub struct __Template<P> {
+    settings: String,
+    policy: P,
+    info: PolicyInfo,
+}
+
+/// `init` on a warm instance: the host calls it at the start of every
+/// request with the same settings, so the first value is cloned rather
+/// than the settings parsed again.
+#[doc(hidden)]
+pub fn __init_cached<P: Policy>(
+    template: &mut Option<__Template<P>>,
+    settings: String,
+) -> Result<(P, PolicyInfo), ConfigError> {
+    if let Some(t) = template.as_ref() {
+        if t.settings == settings {
+            return Ok((t.policy.clone(), t.info.clone()));
+        }
+    }
+    let p = __init::<P>(&settings)?;
+    let info = p.info();
+    *template = Some(__Template {
+        settings,
+        policy: p.clone(),
+        info: info.clone(),
+    });
+    Ok((p, info))
 }
 
 #[doc(hidden)]

@@ -171,10 +171,10 @@ pub fn merge_settings(
     }
 }
 
-/// Drives one policy through a request the way the gateway does: a fresh
-/// policy value per request, `init` with the settings first.
+/// Drives one policy through a request the way the gateway does: `init`
+/// once, then every request starts from a clone of the value it built.
 pub struct Harness<P: Policy> {
-    settings: serde_json::Value,
+    template: P,
     policy: P,
 }
 
@@ -182,8 +182,11 @@ impl<P: Policy> Harness<P> {
     /// A harness whose policies get `settings` (merge with the manifest's
     /// defaults yourself, or use [`Harness::with_defaults`]).
     pub fn new(settings: serde_json::Value) -> Result<Self, ConfigError> {
-        let policy = P::init(settings.clone())?;
-        Ok(Harness { settings, policy })
+        let template = P::init(settings)?;
+        Ok(Harness {
+            policy: template.clone(),
+            template,
+        })
     }
 
     /// Settings from a manifest's `defaults` with `overrides` on top.
@@ -200,9 +203,9 @@ impl<P: Policy> Harness<P> {
         Self::new(merge_settings(&defaults, &overrides))
     }
 
-    /// Starts a new request: a fresh policy value, as in the gateway.
+    /// Starts a new request: the value `init` built, as in the gateway.
     pub fn next_request(&mut self) -> Result<(), ConfigError> {
-        self.policy = P::init(self.settings.clone())?;
+        self.policy = self.template.clone();
         Ok(())
     }
 

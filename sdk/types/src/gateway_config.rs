@@ -498,6 +498,15 @@ pub struct PolicyEngineFile {
     /// Policy instances alive at once (default 1000); requests wait beyond.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
+    /// Keep policy instances warm between requests (default true). Each
+    /// request still starts from the state `init` left (the SDK restores
+    /// it); false gives every request a brand-new instance, which isolates
+    /// even a policy's stray globals, at several times the cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse_instances: Option<bool>,
+    /// Warm instances kept idle across all proxies (default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_idle_instances: Option<u32>,
     /// Keep counters and cache in Redis (`redis://host:6379/0`), so limits
     /// hold across gateway replicas. Default: in this process.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,7 +7,8 @@
 //! than inside it so the config keeps the shape a standalone gateway reads
 //! (where secrets come from the environment), and so one lookup function
 //! serves both modes. The gateway answers with [`Heartbeat`]s that carry
-//! the version it serves and, if the last config failed to load, why.
+//! the version it serves, if the last config failed to load why, and which
+//! proxy keys it authenticated since the previous heartbeat.
 
 use std::collections::BTreeMap;
 
@@ -59,6 +60,12 @@ pub struct Heartbeat {
     /// The last configuration that failed to load, if the newest did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<LoadFailure>,
+    /// The keys that authenticated a request since the previous heartbeat:
+    /// the key's SHA-256 (hex, as in the config's `keys[].sha256`) and
+    /// when it was last used, in Unix milliseconds (to about a second).
+    /// Absent from older gateways' heartbeats and when no key was used.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys_used: BTreeMap<String, i64>,
 }
 
 /// A configuration the gateway rejected; it keeps serving the previous one.
@@ -84,5 +91,14 @@ mod tests {
         assert!(bad.unwrap_err().to_string().contains("unknown field `x`"));
         let hb = Heartbeat::default();
         assert_eq!(serde_json::to_string(&hb).unwrap(), r#"{"proxies":0}"#);
+        // What a gateway from before `keys_used` sends still parses.
+        let old: Heartbeat = serde_json::from_str(r#"{"version":"v1","proxies":2}"#).unwrap();
+        assert!(old.keys_used.is_empty());
+        let hb = Heartbeat {
+            keys_used: BTreeMap::from([("ab".repeat(32), 1_700_000_000_123)]),
+            ..Heartbeat::default()
+        };
+        let text = serde_json::to_string(&hb).unwrap();
+        assert_eq!(serde_json::from_str::<Heartbeat>(&text).unwrap(), hb);
     }
 }

@@ -6,6 +6,7 @@ use portcullis_policy_sdk::{
     ConfigError, Header, Policy, PolicyInfo, Request, RequestVerdict, export_policy, serde_json,
 };
 
+#[derive(Clone)]
 pub struct Fixture {
     mode: String,
 }
