@@ -22,7 +22,7 @@ use portcullis_types::gateway_config::PolicyHubFile;
 use portcullis_types::policy::{PolicyVersion, valid_policy_name};
 use sha2::{Digest, Sha256};
 
-use crate::policy::manifest::{Artifact, Manifest, PolicySource};
+use crate::policy::manifest::{Artifact, PolicySource};
 
 /// Default cache directory, relative to the working directory.
 pub const DEFAULT_CACHE_DIR: &str = "./data/policy-cache";
@@ -241,7 +241,7 @@ impl HubSource {
         };
         let origin = format!("{} {name}@{version} ({})", self.url, pv.digest);
         Ok(Some(Artifact {
-            manifest: engine_manifest(pv),
+            manifest: pv.manifest,
             wasm,
             origin,
         }))
@@ -265,30 +265,6 @@ impl PolicySource for HubSource {
             .join()
             .unwrap_or_else(|_| Err("policy hub fetch panicked".into()))
         })
-    }
-}
-
-/// The engine's manifest type from the hub's record.
-fn engine_manifest(pv: PolicyVersion) -> Manifest {
-    let m = pv.manifest;
-    Manifest {
-        name: m.name,
-        version: m.version,
-        category: m.category.as_str().to_string(),
-        description: m.description,
-        phases: m
-            .phases
-            .iter()
-            .filter_map(|p| serde_json::to_value(p).ok()?.as_str().map(str::to_string))
-            .collect(),
-        capabilities: m
-            .capabilities
-            .iter()
-            .map(|c| c.as_str().to_string())
-            .collect(),
-        settings_schema: m.settings_schema,
-        defaults: m.defaults,
-        sha256: m.sha256,
     }
 }
 
@@ -428,8 +404,14 @@ mod tests {
         assert_eq!(a.wasm, module);
         assert_eq!(a.manifest.name, "deny");
         assert_eq!(a.manifest.defaults, serde_json::json!({"word": "x"}));
-        assert_eq!(a.manifest.capabilities, ["log"]);
-        assert_eq!(a.manifest.phases, ["request"]);
+        assert_eq!(
+            a.manifest.capabilities,
+            [portcullis_types::policy::Capability::Log]
+        );
+        assert_eq!(
+            a.manifest.phases,
+            [portcullis_types::policy::PolicyPhase::Request]
+        );
         assert_eq!(hub.module_gets.load(Ordering::SeqCst), 1);
 
         // Cached by digest: the second lookup downloads nothing.

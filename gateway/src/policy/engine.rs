@@ -21,7 +21,8 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::backend::{Backend, MemoryBackend, RedisBackend};
-use super::manifest::{Artifact, CAPABILITIES, Manifest};
+use super::manifest::{Artifact, Manifest, capability_interface};
+use portcullis_types::policy::Capability;
 use crate::metrics::Metrics;
 
 wasmtime::component::bindgen!({
@@ -207,8 +208,11 @@ impl PolicyEngine {
         let ty = component.component_type();
         for (name, _) in ty.imports(&self.engine) {
             let bare = name.split('@').next().unwrap_or(name);
-            if let Some((cap, _)) = CAPABILITIES.iter().find(|(_, iface)| *iface == bare) {
-                if !artifact.manifest.capabilities.iter().any(|c| c == cap) {
+            if let Some(cap) = Capability::ALL
+                .into_iter()
+                .find(|c| capability_interface(*c) == bare)
+            {
+                if !artifact.manifest.capabilities.contains(&cap) {
                     return Err(format!(
                         "{}: imports `{name}` but the manifest does not declare the `{cap}` capability",
                         artifact.origin

@@ -16,88 +16,34 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// What a manifest says about a policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    pub name: String,
-    /// Semantic version.
-    pub version: String,
-    /// `guardrail`, `traffic`, `transform` or `observability`.
-    pub category: String,
-    #[serde(default)]
-    pub description: String,
-    /// `request`, `response`, `stream`: documentation for admins; the
-    /// policy's `init` is what the gateway trusts.
-    #[serde(default)]
-    pub phases: Vec<String>,
-    /// Host capabilities the policy may import.
-    #[serde(default)]
-    pub capabilities: Vec<String>,
-    /// JSON Schema of the settings.
-    #[serde(default = "empty_object")]
-    pub settings_schema: serde_json::Value,
-    /// Settings used where an attachment gives none.
-    #[serde(default = "empty_object")]
-    pub defaults: serde_json::Value,
-    /// SHA-256 of the module (hex); checked at load when present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+/// What a manifest says about a policy: the one definition shared with
+/// the hub, admin and the CLI.
+pub use portcullis_types::policy::PolicyManifest as Manifest;
+use portcullis_types::policy::{Capability, valid_policy_name};
+
+/// The WIT interface a capability grants.
+pub fn capability_interface(c: Capability) -> String {
+    format!("portcullis:policy/{}", c.as_str())
 }
 
-fn empty_object() -> serde_json::Value {
-    serde_json::json!({})
-}
-
-/// The capabilities a manifest may declare, with the WIT interface each grants.
-pub const CAPABILITIES: &[(&str, &str)] = &[
-    ("counters", "portcullis:policy/counters"),
-    ("cache", "portcullis:policy/cache"),
-    ("clock", "portcullis:policy/clock"),
-    ("log", "portcullis:policy/log"),
-    ("metrics", "portcullis:policy/metrics"),
-    ("embeddings", "portcullis:policy/embeddings"),
-];
-
-const CATEGORIES: &[&str] = &["guardrail", "traffic", "transform", "observability"];
-
-impl Manifest {
-    /// Checks the manifest's own fields (not the module).
-    pub fn check(&self) -> Result<(), String> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(format!(
-                "name `{}` must be lowercase letters, digits and hyphens",
-                self.name
-            ));
-        }
-        let parts: Vec<&str> = self.version.split(['.', '-', '+']).collect();
-        if parts.len() < 3 || parts[..3].iter().any(|p| p.parse::<u64>().is_err()) {
-            return Err(format!("version `{}` is not semver", self.version));
-        }
-        if !CATEGORIES.contains(&self.category.as_str()) {
-            return Err(format!(
-                "category `{}` is not one of {}",
-                self.category,
-                CATEGORIES.join(", ")
-            ));
-        }
-        for c in &self.capabilities {
-            if !CAPABILITIES.iter().any(|(n, _)| n == c) {
-                return Err(format!("unknown capability `{c}`"));
-            }
-        }
-        jsonschema::validator_for(&self.settings_schema)
-            .map_err(|e| format!("settings_schema is not a valid JSON Schema: {e}"))?;
-        Ok(())
+/// Checks the manifest's own fields (not the module): what serde's types
+/// do not already guarantee.
+pub fn check_manifest(m: &Manifest) -> Result<(), String> {
+    if !valid_policy_name(&m.name) {
+        return Err(format!(
+            "name `{}` must be 1 to 64 lowercase letters, digits and hyphens",
+            m.name
+        ));
     }
+    let parts: Vec<&str> = m.version.split(['.', '-', '+']).collect();
+    if parts.len() < 3 || parts[..3].iter().any(|p| p.parse::<u64>().is_err()) {
+        return Err(format!("version `{}` is not semver", m.version));
+    }
+    jsonschema::validator_for(&m.settings_schema)
+        .map_err(|e| format!("settings_schema is not a valid JSON Schema: {e}"))?;
+    Ok(())
 }
 
 /// A policy's bytes and manifest, wherever they came from.
@@ -173,8 +119,7 @@ pub fn read_artifact(path: &Path) -> Result<Artifact, String> {
         .map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?;
     let manifest: Manifest =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    manifest
-        .check()
+    check_manifest(&manifest)
         .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
     let wasm = std::fs::read(&wasm_path)
         .map_err(|e| format!("cannot read {}: {e}", wasm_path.display()))?;
@@ -239,7 +184,7 @@ mod tests {
     fn manifest() -> Manifest {
         serde_json::from_value(serde_json::json!({
             "name": "demo", "version": "1.2.3", "category": "traffic",
-            "capabilities": ["counters"],
+            "phases": ["request"], "capabilities": ["counters"],
             "settings_schema": {"type": "object", "properties": {
                 "limits": {"type": "array", "items": {"type": "object", "properties": {
                     "window": {"enum": ["second", "minute"]}}}}}},
@@ -251,7 +196,7 @@ mod tests {
     #[test]
     fn bad_setting_names_its_pointer() {
         let m = manifest();
-        m.check().unwrap();
+        check_manifest(&m).unwrap();
         let s = merge_settings(
             &m.defaults,
             &serde_json::json!({"limits": [{"window": "second"}, {"window": "fortnight"}]}),
@@ -264,11 +209,20 @@ mod tests {
 
     #[test]
     fn manifest_checks() {
-        let mut m = manifest();
-        m.capabilities.push("filesystem".into());
-        assert!(m.check().unwrap_err().contains("filesystem"));
+        let mut v = serde_json::to_value(manifest()).unwrap();
+        v["capabilities"] = serde_json::json!(["filesystem"]);
+        let e = serde_json::from_value::<Manifest>(v).unwrap_err().to_string();
+        assert!(e.contains("filesystem"), "{e}");
         let mut m = manifest();
         m.version = "1.2".into();
-        assert!(m.check().is_err());
+        assert!(check_manifest(&m).is_err());
+        let mut m = manifest();
+        m.name = "Demo".into();
+        assert!(check_manifest(&m).is_err());
+        // The fields the hub and `policy build` write are accepted.
+        let mut v = serde_json::to_value(manifest()).unwrap();
+        v["docs"] = "# Demo".into();
+        v["display_name"] = "Demo".into();
+        assert!(serde_json::from_value::<Manifest>(v).is_ok());
     }
 }

@@ -171,5 +171,58 @@ impl ResponseVerdict {
 pub fn settings<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
 ) -> Result<T, ConfigError> {
-    serde_json::from_value(value).map_err(|e| ConfigError::new("", e.to_string()))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let pointer = json_pointer(e.path());
+        ConfigError::new(pointer, e.into_inner().to_string())
+    })
+}
+
+/// A serde path as a JSON pointer (`/limits/0/window`).
+fn json_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => {
+                out.push('/');
+                out.push_str(&index.to_string());
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                out.push('/');
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Limit {
+        window: String,
+        limit: u64,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct S {
+        limits: Vec<Limit>,
+    }
+
+    #[test]
+    fn a_bad_setting_names_its_pointer() {
+        let e = settings::<S>(serde_json::json!({"limits": [
+            {"window": "minute", "limit": 5},
+            {"window": "hour", "limit": "lots"}]}))
+        .unwrap_err();
+        assert_eq!(e.pointer, "/limits/1/limit");
+        assert!(e.message.contains("lots"), "{}", e.message);
+        let ok = settings::<S>(serde_json::json!({"limits": []})).unwrap();
+        assert!(ok.limits.is_empty());
+    }
 }
