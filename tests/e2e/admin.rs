@@ -6,8 +6,9 @@
 //! configuration; and a stream runs through a configuration change
 //! untouched.
 //!
-//! Attaching a guardrail from the hub (and seeing it enforced) joins this
-//! test once the policy engine serves `policies` from managed configs.
+//! A guardrail from the policy hub is attached over REST (a bad setting
+//! refused with its JSON pointer), deployed, and enforced by the managed
+//! gateway, which fetches the module from the hub.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,15 +28,23 @@ struct Admin {
 
 impl Admin {
     async fn start(dir: &TempDir) -> Admin {
+        Self::start_with_hub(dir, None).await
+    }
+
+    async fn start_with_hub(dir: &TempDir, hub_url: Option<&str>) -> Admin {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args([
-                "admin",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir.0.join("admin"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args([
+            "admin",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.0.join("admin"));
+        if let Some(url) = hub_url {
+            cmd.args(["--hub-url", url]);
+        }
+        let child = cmd
             .env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -149,7 +158,11 @@ async fn until_status(url: &str, key: &str, status: u16, within: Duration) -> Du
 
 /// Admin, mock, a registered gateway and its process.
 async fn setup(dir: &TempDir) -> (Admin, Mock, Managed, String, String) {
-    let admin = Admin::start(dir).await;
+    setup_with(Admin::start(dir).await, dir).await
+}
+
+/// `setup` around an admin already started.
+async fn setup_with(admin: Admin, dir: &TempDir) -> (Admin, Mock, Managed, String, String) {
     let mock = Mock::start().await;
     let (port, ops) = (free_port(), free_port());
     let reg = admin
@@ -518,4 +531,95 @@ async fn a_stream_runs_through_deployment_changes() {
         Duration::from_secs(5),
     )
     .await;
+}
+
+/// A policy hub holding the built policies as its built-ins.
+async fn start_hub(dir: &TempDir, builtins: &TempDir) -> (Proc, String) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["hub", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.0.join("hub"))
+        .arg("--builtin-dir")
+        .arg(&builtins.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hub");
+    let url = format!("http://127.0.0.1:{port}");
+    let proc = Proc::new(child);
+    assert!(wait_ready(&format!("{url}/healthz")).await, "the hub did not start");
+    (proc, url)
+}
+
+#[tokio::test]
+async fn a_guardrail_attached_from_the_hub_is_enforced_on_the_managed_gateway() {
+    let dir = TempDir::new();
+    let built = crate::policies::policy_dir();
+    let (_hub, hub_url) = start_hub(&dir, &built).await;
+    let admin = Admin::start_with_hub(&dir, Some(&hub_url)).await;
+    let (admin, mock, gw, _token, gw_id) = setup_with(admin, &dir).await;
+    admin
+        .ok("POST", "/api/v1/proxies", Some(json!({"name": "Guarded"})))
+        .await;
+
+    // What can be attached comes from the hub.
+    let catalogue = admin.ok("GET", "/api/v1/policies", None).await;
+    assert!(
+        catalogue.to_string().contains("\"guardrails\""),
+        "{catalogue}"
+    );
+    // Settings are checked against the hub's schema for that version.
+    let (status, problem) = admin
+        .call(
+            "POST",
+            "/api/v1/proxies/guarded/policies",
+            Some(json!({"name": "guardrails", "version": "0.1.0",
+                "settings": {"request": {"deny_words": ["ok", ""]}}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem.to_string().contains("settings/request/deny_words/1"),
+        "{problem}"
+    );
+    admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/guarded/policies",
+            Some(json!({"name": "guardrails", "version": "0.1.0",
+                "settings": {"request": {"deny_words": ["forbidden topic"]}}})),
+        )
+        .await;
+    let listed = admin.ok("GET", "/api/v1/proxies/guarded/policies", None).await;
+    assert!(listed.to_string().contains("forbidden topic"), "{listed}");
+
+    let key = admin
+        .ok("POST", "/api/v1/proxies/guarded/keys", Some(json!({"name": "app"})))
+        .await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/guarded/deployments",
+            Some(json!({"gateway": gw_id})),
+        )
+        .await;
+    let base = format!("{}/guarded", gw.url);
+    until_status(&base, &key, 200, Duration::from_secs(10)).await;
+
+    // The guardrail runs on the managed gateway: the request never reaches
+    // the provider.
+    let before = mock.journal().await.len();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-5-mini", "messages": [
+            {"role": "user", "content": "Tell me about the Forbidden   Topic please"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "guardrail_violation", "{v}");
+    assert_eq!(mock.journal().await.len(), before, "the provider was not called");
 }
