@@ -27,13 +27,33 @@ impl Drop for Proc {
     }
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, for a server a test starts.
+///
+/// Taken below Linux's ephemeral range (32768-60999), where the kernel
+/// never picks the source port of an outgoing connection (so a busy test
+/// run's own connections cannot occupy it before the server binds), and
+/// never the same port twice in this test process (tests run in parallel
+/// threads of one process). The start is spread by the process id so that
+/// test processes running side by side rarely meet.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + (std::process::id() % u32::from(SPAN)) as u16,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = LOW + n % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 fn bin() -> &'static str {
