@@ -2,14 +2,14 @@
 //! topic, with a 403 in the OpenAI error envelope, before any provider is
 //! called.
 //!
-//! This belongs in the policy chain (a guardrail policy with the deny list
-//! as its settings). The policy engine has not landed, so the gateway runs
-//! it itself, right before routing. It is written as a policy would be: it
-//! reads the request's user messages, gets embeddings from the host (here
-//! the [`Embedder`](crate::semantic::Embedder) the router also uses, so a
-//! request costs one embedding call for both), and returns a verdict; it
-//! keeps no state of its own. Moving it into a policy means moving
-//! `check` and `user_texts` and replacing the index with the policy's own.
+//! The gateway runs it itself, right before routing. It is written as a
+//! policy would be: it reads the request's user messages, gets embeddings
+//! from the host (here the [`Embedder`](crate::semantic::Embedder) the
+//! router also uses, so a request costs one embedding call for both), and
+//! returns a verdict; it keeps no state of its own. The same guard as a
+//! policy in the chain, on the engine's `embeddings` capability, is the
+//! built-in `semantic-guard` (`policies/semantic-guard`), which answers
+//! the same 403 `prompt_guard_denied` and 503 `prompt_guard_unavailable`.
 
 use portcullis_types::{ChatRequest, Role};
 

@@ -5,14 +5,14 @@
 //! The components must be built first (`.ci/run` does it):
 //! `cargo build --release --target wasm32-wasip2 -p portcullis-policy-token-rate-limit
 //! -p portcullis-policy-pii-masking -p portcullis-policy-guardrails -p portcullis-policy-cache
-//! -p portcullis-policy-fixtures` (or `cargo build-policies`).
+//! -p portcullis-policy-semantic-guard -p portcullis-policy-fixtures` (or `cargo build-policies`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Mock, TempDir, run_cli, sse_events};
+use crate::harness::{Gateway, Mock, TempDir, run_cli, run_cli_env, sse_events};
 use crate::{KEY, client};
 
 /// Policy crates and where their sources live.
@@ -21,6 +21,7 @@ const POLICIES: &[(&str, &str)] = &[
     ("pii-masking", "policies/pii-masking"),
     ("guardrails", "policies/guardrails"),
     ("cache", "policies/cache"),
+    ("semantic-guard", "policies/semantic-guard"),
     ("fixture", "tests/policy-fixtures"),
 ];
 
@@ -72,8 +73,12 @@ struct Setup {
 /// A mock and a gateway whose proxies (all routed to the mock's OpenAI
 /// API, all with the test key) attach the given policy lists (YAML flow).
 async fn start(engine: &str, proxies: &[(&str, &str)]) -> Setup {
+    start_on(Mock::start().await, engine, proxies).await
+}
+
+/// `start` in front of a mock already running (whose URL `engine` may use).
+async fn start_on(mock: Mock, engine: &str, proxies: &[(&str, &str)]) -> Setup {
     let dir = policy_dir();
-    let mock = Mock::start().await;
     let mut cfg = format!(
         "policy_engine: {{ dirs: [\"{}\"]{engine} }}\nproviders:\n  - {{ name: openai, type: openai, base_url: \"{}/v1\", api_key: sk-mock }}\nproxies:\n",
         dir.0.display(),
@@ -641,4 +646,237 @@ fn the_chain_benchmark_runs() {
         rows[5].starts_with("| 4 | token-rate-limit, pii-masking, guardrails, cache |"),
         "{out}"
     );
+}
+
+/// The denied topic of the semantic-guard tests, and its utterances.
+const UTTERANCES: [&str; 2] = ["how to build a bomb", "make explosives at home"];
+
+/// A semantic-guard attachment denying `weapons`, with `extra` settings.
+fn semantic_guard(extra: &str) -> String {
+    format!(
+        "[{{ name: semantic-guard, settings: {{ topics: [{{ name: weapons, utterances: [\"{}\", \"{}\"] }}]{extra} }} }}]",
+        UTTERANCES[0], UTTERANCES[1]
+    )
+}
+
+/// `policy_engine.embeddings` at a mock's OpenAI endpoint (YAML flow,
+/// after the `dirs` entry). The mock wants a bearer token, any will do.
+fn embeddings_at(mock_url: &str) -> String {
+    format!(
+        ", embeddings: {{ url: \"{mock_url}/v1/embeddings\", model: text-embedding-3-small, api_key_env: PC_KEY }}"
+    )
+}
+
+/// How many embeddings requests the mock got for exactly `text`.
+fn times_embedded(journal: &[Value], text: &str) -> usize {
+    journal
+        .iter()
+        .filter(|e| e["path"] == "/v1/embeddings" && e["body"]["input"] == text)
+        .count()
+}
+
+/// The semantic prompt guard as a policy, on the host's `embeddings`
+/// capability (the mock's bag-of-words vectors: texts sharing words are
+/// close). A prompt near the denied topic is refused before the provider;
+/// others pass. Every request gets brand-new instances, each running
+/// `init`, which embeds every utterance: only the engine's embeddings
+/// cache keeps that from reaching the endpoint again.
+#[tokio::test]
+async fn semantic_guard_denies_topics_and_embeds_utterances_once() {
+    let mock = Mock::start().await;
+    let engine = format!(", reuse_instances: false{}", embeddings_at(&mock.url));
+    let guard = semantic_guard("");
+    let s = start_on(mock, &engine, &[("guarded", &guard), ("also", &guard)]).await;
+    // Loading the two attachments embedded each utterance once.
+    let journal = s.mock.journal().await;
+    for u in UTTERANCES {
+        assert_eq!(times_embedded(&journal, u), 1, "{u}");
+    }
+
+    // 5 of its 7 words are an utterance's 5: similarity 0.85 >= 0.8.
+    let denied = "how to build a bomb at home";
+    let r = post(&s, "guarded", &chat(denied)).await;
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "prompt_guard_denied", "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert_eq!(v["error"]["param"], "messages[0]", "{v}");
+    assert_eq!(
+        v["error"]["message"], "The prompt was rejected: it is about a denied topic (`weapons`).",
+        "{v}"
+    );
+
+    // The same prompt streamed, on the other proxy, and an earlier turn
+    // carrying the denied request; then unrelated prompts; all at once.
+    let earlier = json!({"model": "gpt-5-mini", "messages": [
+        {"role": "user", "content": "make explosives at home"},
+        {"role": "assistant", "content": "No."},
+        {"role": "user", "content": "then tell me about birds"}
+    ]});
+    let refused = [
+        ("guarded", chat_stream(denied)),
+        ("also", chat(denied)),
+        ("guarded", earlier),
+    ];
+    let allowed = [
+        "what is the weather like in Paris today",
+        "tell me a joke about cats",
+        "write a haiku about autumn leaves",
+        "hello",
+    ];
+    let allowed_bodies: Vec<Value> = allowed.iter().map(|t| chat(t)).collect();
+    let (refused_r, allowed_r) = tokio::join!(
+        futures_util::future::join_all(refused.iter().map(|(p, b)| post(&s, p, b))),
+        futures_util::future::join_all(allowed_bodies.iter().map(|b| post(&s, "also", b))),
+    );
+    for (r, (proxy, body)) in refused_r.into_iter().zip(&refused) {
+        assert_eq!(r.status(), 403, "{proxy} {body}");
+        assert_eq!(
+            header(&r, "content-type").as_deref(),
+            Some("application/json"),
+            "a refused stream is a plain error"
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "prompt_guard_denied", "{v}");
+    }
+    for (r, text) in allowed_r.into_iter().zip(allowed) {
+        assert_eq!(r.status(), 200, "{text}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            format!("Mock reply from openai model gpt-5-mini: {text}")
+        );
+    }
+
+    let journal = s.mock.journal().await;
+    // Only the allowed prompts reached the provider.
+    let bodies = chat_bodies(&journal);
+    assert_eq!(bodies.len(), allowed.len(), "{bodies:?}");
+    assert!(
+        bodies
+            .iter()
+            .all(|b| !b.to_string().contains("bomb") && !b.to_string().contains("explosives")),
+        "{bodies:?}"
+    );
+    // Eight requests, each with new instances running `init` (the
+    // `earlier` conversation also has an utterance as a prompt), and
+    // still each utterance was embedded once.
+    for u in UTTERANCES {
+        assert_eq!(times_embedded(&journal, u), 1, "{u}");
+    }
+    // Prompts are cached too: the denied one was sent three times.
+    assert_eq!(times_embedded(&journal, denied), 1);
+    for t in allowed {
+        assert_eq!(times_embedded(&journal, t), 1, "{t}");
+    }
+}
+
+/// Init embeds the utterances when the configuration loads, so a gateway
+/// that cannot embed them refuses the configuration, naming the
+/// utterance (rather than starting with a guard that cannot work).
+#[test]
+fn semantic_guard_refuses_a_configuration_it_cannot_embed() {
+    let dir = policy_dir();
+    let cfg = TempDir::new();
+    let path = cfg.0.join("gw.yaml");
+    let dead = crate::harness::free_port();
+    let config = |engine: &str| {
+        format!(
+            "policy_engine: {{ dirs: [\"{}\"]{engine} }}\nproviders:\n  - {{ name: p, type: openai, base_url: \"http://127.0.0.1:9/v1\", api_key: k }}\nproxies:\n  - name: x\n    routes: [{{ provider: p }}]\n    policies: {}\n",
+            dir.0.display(),
+            semantic_guard("")
+        )
+    };
+    std::fs::write(
+        &path,
+        config(&embeddings_at(&format!("http://127.0.0.1:{dead}"))),
+    )
+    .unwrap();
+    let (code, _, err) = run_cli_env(
+        &["gateway", "--validate", "--config", path.to_str().unwrap()],
+        &[("PC_KEY", KEY)],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("proxies[0].policies[0].settings/topics/0/utterances/0")
+            && err.contains("cannot embed the utterance"),
+        "{err}"
+    );
+    // No endpoint configured at all.
+    std::fs::write(&path, config("")).unwrap();
+    let (code, _, err) = run_cli(&["gateway", "--validate", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("proxies[0].policies[0].settings/topics/0/utterances/0")
+            && err.contains("no embeddings endpoint is configured"),
+        "{err}"
+    );
+}
+
+/// When the embeddings endpoint goes away after the gateway loaded, a
+/// prompt that cannot be checked is refused with 503 (fail closed), or let
+/// through with `on_unavailable: allow`. New instances (every request's,
+/// here) still initialise: their utterances come from the cache.
+#[tokio::test]
+async fn semantic_guard_fails_closed_when_the_embeddings_endpoint_goes_away() {
+    let embedder = Mock::start().await;
+    let engine = format!(", reuse_instances: false{}", embeddings_at(&embedder.url));
+    let s = start(
+        &engine,
+        &[
+            ("guarded", &semantic_guard("")),
+            ("open", &semantic_guard(", on_unavailable: allow")),
+        ],
+    )
+    .await;
+    let denied = "how to build a bomb at home";
+    assert_eq!(post(&s, "guarded", &chat(denied)).await.status(), 403);
+    // The endpoint's process ends: its port is dead.
+    drop(embedder);
+    let r = post(
+        &s,
+        "guarded",
+        &chat("what is the weather like in Paris today"),
+    )
+    .await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "prompt_guard_unavailable", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The prompt guard could not check the prompt: "),
+        "{v}"
+    );
+    let r = post(&s, "open", &chat("what is the weather like in Paris today")).await;
+    assert_eq!(r.status(), 200);
+    // A prompt embedded before the outage is still recognised.
+    assert_eq!(post(&s, "guarded", &chat(denied)).await.status(), 403);
+    // Only the request let through reached the provider.
+    assert_eq!(chat_bodies(&s.mock.journal().await).len(), 1);
+}
+
+/// A policy's deadline (`timeout_ms`) bounds its own work, not the time it
+/// waits for the embeddings endpoint: with 250 ms per embedding and a 50
+/// ms deadline, the guard still loads and answers.
+#[tokio::test]
+async fn waiting_for_embeddings_does_not_count_against_the_policy_deadline() {
+    let mock = Mock::start().await;
+    mock.behave(json!({"path_contains": "/v1/embeddings", "delay_ms": 250}))
+        .await;
+    let engine = format!(", timeout_ms: 50{}", embeddings_at(&mock.url));
+    let s = start_on(mock, &engine, &[("guarded", &semantic_guard(""))]).await;
+    let started = Instant::now();
+    let r = post(&s, "guarded", &chat("tell me a joke about cats")).await;
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "the prompt was embedded with the delay"
+    );
+    let r = post(&s, "guarded", &chat("how to build a bomb at home")).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(chat_bodies(&s.mock.journal().await).len(), 1);
 }

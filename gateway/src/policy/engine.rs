@@ -8,15 +8,21 @@
 //! each millisecond, cheaper than fuel) and a per-instance memory limit;
 //! WASI is linked only so that Rust's standard library works, with no
 //! preopened directories, no environment and all sockets denied.
+//!
+//! Embeddings (the `embeddings` capability) are cached engine-wide by
+//! input text ([`EmbedCache`]), and time a policy spends waiting for the
+//! embeddings endpoint does not count against its deadline (see
+//! [`PolicyEngine::store`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -99,6 +105,8 @@ pub struct PolicyEngine {
     /// Warm instances idle now (bounded by `max_idle_instances`).
     idle: std::sync::atomic::AtomicU32,
     embed_client: Option<EmbedClient>,
+    /// Embeddings already fetched, by input text.
+    embed_cache: EmbedCache,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -110,6 +118,17 @@ impl Drop for PolicyEngine {
 
 /// Epoch ticks per millisecond of deadline.
 const TICK: Duration = Duration::from_millis(1);
+
+/// Epoch ticks in `d`, rounded up.
+fn ticks(d: Duration) -> u64 {
+    (d.as_nanos().div_ceil(TICK.as_nanos()) as u64).max(1)
+}
+
+/// Bounds of the engine's embeddings cache ([`EmbedCache`]): entries, and
+/// bytes (input text plus vector). At 1,536 dimensions (OpenAI's small
+/// model) the byte bound holds about 5,000 entries.
+const EMBED_CACHE_MAX_ENTRIES: usize = 10_000;
+const EMBED_CACHE_MAX_BYTES: usize = 32 << 20;
 
 impl PolicyEngine {
     pub fn new(settings: EngineSettings) -> Result<Arc<Self>, String> {
@@ -189,6 +208,7 @@ impl PolicyEngine {
             regexes: Mutex::new(HashMap::new()),
             schemas: Mutex::new(HashMap::new()),
             embed_client,
+            embed_cache: EmbedCache::new(EMBED_CACHE_MAX_ENTRIES, EMBED_CACHE_MAX_BYTES),
             stop_ticker,
         }))
     }
@@ -255,6 +275,16 @@ impl PolicyEngine {
 
     /// A store for one request. `policy` names the instance's owner for
     /// logs, metrics and key namespaces; it is set per call.
+    ///
+    /// The deadline of a call (`timeout`) bounds the policy's own work.
+    /// An `embeddings` call blocks inside the wasm call for a network round
+    /// trip, often longer than the whole budget of a policy (100 ms by
+    /// default; the attach-time `init` that embeds every utterance gets 1
+    /// s), so when the deadline is reached the time the instance spent
+    /// waiting for the endpoint in the last `timeout` is given back, and
+    /// the call goes on; without such waits it traps as before. Waits of
+    /// earlier calls are older than that window and never count. (The
+    /// wait itself is bounded by the embeddings client's own timeout.)
     pub(crate) fn store(self: &Arc<Self>, metrics: Option<Arc<Metrics>>) -> Store<HostState> {
         let mut wasi = WasiCtx::builder();
         wasi.allow_tcp(false)
@@ -273,10 +303,19 @@ impl PolicyEngine {
             memory_exceeded: false,
             memory_size: 0,
             metrics,
+            waits: Vec::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
-        store.epoch_deadline_trap();
+        let window = self.settings.timeout.max(TICK);
+        store.epoch_deadline_callback(move |mut ctx| {
+            let credit = ctx.data_mut().take_wait_credit(Instant::now(), window);
+            Ok(if credit.is_zero() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(ticks(credit))
+            })
+        });
         store
     }
 
@@ -401,6 +440,9 @@ pub struct HostState {
     /// instance that grew large is not kept).
     pub(crate) memory_size: usize,
     pub(crate) metrics: Option<Arc<Metrics>>,
+    /// Recent waits for the embeddings endpoint: when each ended, and how
+    /// long it took (see [`PolicyEngine::store`]).
+    waits: Vec<(Instant, Duration)>,
 }
 
 impl WasiView for HostState {
@@ -440,6 +482,27 @@ impl ResourceLimiter for HostState {
 impl HostState {
     fn key(&self, key: &str) -> String {
         format!("pc:{}:{key}", self.current.namespace)
+    }
+
+    /// Records a wait for the embeddings endpoint that ended `now`.
+    fn record_wait(&mut self, now: Instant, took: Duration, window: Duration) {
+        // Older waits can no longer be credited; keep the list short.
+        self.waits
+            .retain(|(end, _)| now.saturating_duration_since(*end) < window);
+        self.waits.push((now, took));
+    }
+
+    /// What the deadline callback gives back when a call reaches its
+    /// deadline at `now`: the waits that ended within the last `window`
+    /// (the call's budget). The call has run at least that long, so waits
+    /// of earlier calls are older and count for nothing. Each wait is
+    /// credited once.
+    fn take_wait_credit(&mut self, now: Instant, window: Duration) -> Duration {
+        std::mem::take(&mut self.waits)
+            .into_iter()
+            .filter(|(end, _)| now.saturating_duration_since(*end) < window)
+            .map(|(_, took)| took)
+            .sum()
     }
 }
 
@@ -650,14 +713,134 @@ impl portcullis::policy::metrics::Host for HostState {
 }
 
 impl portcullis::policy::embeddings::Host for HostState {
+    /// From the engine's cache when this exact text was embedded before
+    /// (by any policy, any instance): every new instance of a policy runs
+    /// its `init` again, and a semantic guard's `init` embeds all its
+    /// utterances. Otherwise one call to the endpoint, whose answer is
+    /// cached; failures are not.
     fn embed(&mut self, input: String) -> Result<Vec<f32>, String> {
-        match &self.engine.embed_client {
-            Some(c) => c.embed(
-                input,
-                self.engine.settings.timeout.max(Duration::from_secs(5)),
-            ),
-            None => Err("no embeddings endpoint is configured (policy_engine.embeddings)".into()),
+        let engine = self.engine.clone();
+        let Some(client) = &engine.embed_client else {
+            return Err("no embeddings endpoint is configured (policy_engine.embeddings)".into());
+        };
+        if let Some(v) = engine.embed_cache.get(&input) {
+            return Ok(v.to_vec());
         }
+        let started = Instant::now();
+        let result = client.embed(
+            input.clone(),
+            engine.settings.timeout.max(Duration::from_secs(5)),
+        );
+        let now = Instant::now();
+        self.record_wait(now, now - started, engine.settings.timeout.max(TICK));
+        if let Ok(v) = &result {
+            engine.embed_cache.insert(input, v);
+        }
+        result
+    }
+}
+
+/// Embeddings by exact input text, shared by every instance of an engine
+/// (an engine has one endpoint and model, and is rebuilt when they
+/// change, so a text always maps to the same vector). It is what keeps the
+/// endpoint from being asked for the same utterances again and again:
+/// warm instances restore their policy value without running `init`'s
+/// work again, but instances created under concurrency (or with
+/// `reuse_instances: false`, every instance) run `init` from scratch.
+/// Prompts are cached too, so an earlier turn of a conversation is not
+/// embedded again on the next request.
+///
+/// Bounded by entries and bytes; when full, the oldest entry goes first,
+/// unless it was read since it was last considered (then it goes to the
+/// back of the queue: a second chance), so utterances that new instances
+/// keep reading outlive one-off prompts. An evicted utterance costs one
+/// more call the next time an `init` needs it.
+pub(crate) struct EmbedCache {
+    inner: Mutex<EmbedCacheInner>,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct EmbedCacheInner {
+    map: HashMap<Arc<str>, CachedEmbedding>,
+    /// Keys, oldest first.
+    order: VecDeque<Arc<str>>,
+    bytes: usize,
+}
+
+struct CachedEmbedding {
+    vector: Arc<[f32]>,
+    /// Read since it was inserted or last passed over by eviction.
+    used: bool,
+}
+
+impl EmbedCache {
+    pub(crate) fn new(max_entries: usize, max_bytes: usize) -> Self {
+        EmbedCache {
+            inner: Mutex::new(EmbedCacheInner::default()),
+            max_entries: max_entries.max(1),
+            max_bytes,
+        }
+    }
+
+    /// Bytes an entry is accounted for: its text and vector, plus the
+    /// bookkeeping around them.
+    fn cost(text: &str, dims: usize) -> usize {
+        text.len() + dims * std::mem::size_of::<f32>() + 64
+    }
+
+    pub(crate) fn get(&self, text: &str) -> Option<Arc<[f32]>> {
+        let mut g = self.inner.lock().ok()?;
+        let e = g.map.get_mut(text)?;
+        e.used = true;
+        Some(e.vector.clone())
+    }
+
+    pub(crate) fn insert(&self, text: String, vector: &[f32]) {
+        let cost = Self::cost(&text, vector.len());
+        // An empty vector is no answer; one entry may not take more than
+        // a sixteenth of the cache.
+        if vector.is_empty() || cost > self.max_bytes / 16 {
+            return;
+        }
+        let Ok(mut g) = self.inner.lock() else {
+            return;
+        };
+        if g.map.contains_key(text.as_str()) {
+            return;
+        }
+        // Each entry is passed over at most once before it goes, so this
+        // ends within two rounds of the queue.
+        while g.map.len() >= self.max_entries || g.bytes + cost > self.max_bytes {
+            let Some(key) = g.order.pop_front() else {
+                break;
+            };
+            let Some(e) = g.map.get_mut(&key) else {
+                continue;
+            };
+            if e.used {
+                e.used = false;
+                g.order.push_back(key);
+            } else if let Some(e) = g.map.remove(&key) {
+                g.bytes -= Self::cost(&key, e.vector.len());
+            }
+        }
+        let key: Arc<str> = Arc::from(text);
+        g.bytes += cost;
+        g.order.push_back(key.clone());
+        g.map.insert(
+            key,
+            CachedEmbedding {
+                vector: Arc::from(vector),
+                used: false,
+            },
+        );
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().map(|g| g.map.len()).unwrap_or(0)
     }
 }
 
@@ -740,4 +923,184 @@ async fn embed_once(
                 .collect()
         })
         .ok_or_else(|| "embeddings response has no data[0].embedding".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis::policy::embeddings::Host as _;
+
+    #[test]
+    fn the_embed_cache_is_bounded_and_gives_read_entries_a_second_chance() {
+        let c = EmbedCache::new(3, 1 << 20);
+        c.insert("a".into(), &[1.0]);
+        c.insert("b".into(), &[2.0]);
+        c.insert("c".into(), &[3.0]);
+        assert_eq!(c.get("b").as_deref(), Some(&[2.0][..]));
+        // Full: `a` (oldest, never read) goes; `b` was read and stays.
+        c.insert("d".into(), &[4.0]);
+        assert_eq!(c.len(), 3);
+        assert!(c.get("a").is_none());
+        assert!(c.get("b").is_some() && c.get("c").is_some() && c.get("d").is_some());
+        // All read: each is passed over once, then the oldest goes.
+        c.insert("e".into(), &[5.0]);
+        assert_eq!(c.len(), 3);
+        assert!(c.get("e").is_some());
+        // The same text is not stored twice; empty answers not at all.
+        c.insert("e".into(), &[9.0]);
+        assert_eq!(c.get("e").as_deref(), Some(&[5.0][..]));
+        c.insert("z".into(), &[]);
+        assert!(c.get("z").is_none());
+    }
+
+    #[test]
+    fn the_embed_cache_keeps_to_its_byte_bound() {
+        // One-letter texts with 16 floats cost 1 + 64 + 64 = 129 bytes:
+        // room for 16 of them, and no entry may cost more than one.
+        let c = EmbedCache::new(100, 16 * 129);
+        let texts: Vec<String> = (0..17).map(|i| char::from(b'a' + i).to_string()).collect();
+        for t in &texts {
+            c.insert(t.clone(), &[0.5; 16]);
+        }
+        assert_eq!(c.len(), 16);
+        assert!(c.get("a").is_none(), "the oldest went");
+        assert!(c.get("q").is_some());
+        assert_eq!(c.inner.lock().unwrap().bytes, 16 * 129);
+        let big = "x".repeat(2);
+        c.insert(big.clone(), &[1.0; 16]);
+        assert!(c.get(&big).is_none(), "130 bytes is over a sixteenth");
+    }
+
+    fn small_engine(embeddings: Option<EmbeddingsSettings>) -> Arc<PolicyEngine> {
+        PolicyEngine::new(EngineSettings {
+            max_instances: 2,
+            max_idle_instances: 0,
+            memory_limit: 2 << 20,
+            embeddings,
+            ..EngineSettings::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn only_recent_waits_are_credited_and_each_once() {
+        let engine = small_engine(None);
+        let mut store = engine.store(None);
+        let s = store.data_mut();
+        let window = Duration::from_millis(100);
+        let t0 = Instant::now();
+        s.record_wait(t0, Duration::from_millis(30), window);
+        // A wait of an earlier call, long before this deadline.
+        let later = t0 + Duration::from_millis(500);
+        s.record_wait(later, Duration::from_millis(250), window);
+        assert_eq!(s.waits.len(), 1, "the old wait is dropped");
+        s.record_wait(later, Duration::from_millis(40), window);
+        let at = later + Duration::from_millis(10);
+        assert_eq!(s.take_wait_credit(at, window), Duration::from_millis(290));
+        assert_eq!(s.take_wait_credit(at, window), Duration::ZERO);
+        s.record_wait(later, Duration::from_millis(40), window);
+        assert_eq!(
+            s.take_wait_credit(later + window, window),
+            Duration::ZERO,
+            "a wait a whole budget ago belongs to an earlier call"
+        );
+        assert_eq!(ticks(Duration::from_micros(1500)), 2);
+    }
+
+    /// An embeddings endpoint on loopback that answers each request with
+    /// a vector of the input's length, counting the requests; the first
+    /// `failures` get a 500.
+    async fn endpoint(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/embeddings", listener.local_addr().unwrap());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Headers, then as much body as content-length says.
+                    let body = loop {
+                        let Ok(k) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if k == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..k]);
+                        let text = String::from_utf8_lossy(&buf).into_owned();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len: usize = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    let (k, v) = l.split_once(':')?;
+                                    k.eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse().ok())?
+                                })
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                break text[end + 4..].to_owned();
+                            }
+                        }
+                    };
+                    let input = serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["input"].as_str().map(str::len))
+                        .unwrap_or(0);
+                    let (status, json) = if n < failures {
+                        ("500 Internal Server Error", "{}".to_owned())
+                    } else {
+                        (
+                            "200 OK",
+                            format!(r#"{{"data":[{{"embedding":[{input}.0, 1.0]}}]}}"#),
+                        )
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+                        json.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        (url, count)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn embed_calls_the_endpoint_once_per_text_and_does_not_cache_failures() {
+        let (url, calls) = endpoint(1).await;
+        let engine = small_engine(Some(EmbeddingsSettings {
+            url,
+            model: "m".into(),
+            api_key: None,
+        }));
+        // The host function blocks on the embeddings thread, as it does
+        // inside a wasm call.
+        let result = tokio::task::spawn_blocking(move || {
+            let mut a = engine.store(None);
+            let mut b = engine.store(None);
+            let failed = a.data_mut().embed("hello".into());
+            let first = a.data_mut().embed("hello".into());
+            // Another instance (a new store) gets the cached vector.
+            let second = b.data_mut().embed("hello".into());
+            let other = b.data_mut().embed("hi".into());
+            (failed, first, second, other, a.data().waits.len())
+        })
+        .await
+        .unwrap();
+        let (failed, first, second, other, waits) = result;
+        assert!(failed.unwrap_err().contains("500"));
+        assert_eq!(first.unwrap(), vec![5.0, 1.0]);
+        assert_eq!(second.unwrap(), vec![5.0, 1.0]);
+        assert_eq!(other.unwrap(), vec![2.0, 1.0]);
+        // The failure, the first "hello" and "hi"; not the cache hit.
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            waits, 2,
+            "both calls to the endpoint were recorded as waits"
+        );
+    }
 }
