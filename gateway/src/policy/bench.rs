@@ -1,14 +1,15 @@
 //! The policy chain benchmark behind `portcullis bench-policies`: the cost
 //! a proxy's chain adds to one request, without HTTP. Each iteration is
-//! what the server does per request: start a run (store, pool slot), the
-//! request phase on a 1 KB chat request (instances created lazily from
-//! the pre-instantiated components) and the complete phase.
+//! what the server does per non-streamed request: start a run (pool
+//! slot), the request phase on a 1 KB chat request (instances taken warm
+//! or created from the pre-instantiated components), the response phase
+//! on a 100-word answer, and the complete phase.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_types::gateway_config::OnError;
-use portcullis_types::{ChatRequest, Usage};
+use portcullis_types::{ChatRequest, ChatResponse, Usage};
 use serde_json::json;
 
 use super::manifest::{Artifact, merge_settings};
@@ -31,6 +32,18 @@ fn request() -> ChatRequest {
         "messages": [{"role": "system", "content": "You are a helpful assistant."},
                      {"role": "user", "content": words}]}))
     .expect("a valid chat request")
+}
+
+/// A 100-word chat completion with usage.
+fn response() -> ChatResponse {
+    let words = "the provider answers with a sentence of ordinary words ".repeat(11);
+    serde_json::from_value(json!({
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1_700_000_000,
+        "model": "gpt-5-mini",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": words.trim_end()}}],
+        "usage": {"prompt_tokens": 250, "completion_tokens": 110, "total_tokens": 360}}))
+    .expect("a valid chat response")
 }
 
 /// Settings for a benchmark attachment: the defaults, except a token limit
@@ -68,8 +81,9 @@ pub async fn time_chain(
     }
     let chain = Arc::new(Chain::new(engine.clone(), attached));
     let req = request();
+    let resp = response();
     let headers = http::HeaderMap::new();
-    let usage = Usage::new(250, 40);
+    let usage = Usage::new(250, 110);
     let meta = RequestMeta {
         request_id: "bench",
         proxy_id: "bench",
@@ -80,11 +94,14 @@ pub async fn time_chain(
     let mut times: Vec<Duration> = Vec::with_capacity(iterations);
     for i in 0..warmup + iterations {
         let mut r = req.clone();
+        let mut a = resp.clone();
         let started = Instant::now();
         let mut run = chain.start(None).await.map_err(|e| e.message.clone())?;
         run.on_request(&mut r, &meta)
             .map_err(|e| e.message.clone())?;
-        run.complete(200, None, false, Some(&usage), "gpt-5-mini");
+        run.on_response(&mut a, false)
+            .map_err(|e| e.message.clone())?;
+        run.complete(200, Some(&a), false, Some(&usage), "gpt-5-mini");
         drop(run);
         if i >= warmup {
             times.push(started.elapsed());
