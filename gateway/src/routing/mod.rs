@@ -376,15 +376,53 @@ fn provider_status(e: &GatewayError) -> u16 {
         .unwrap_or(e.status)
 }
 
-/// `retry-after` in seconds (the form providers send; an HTTP date is
-/// ignored).
+/// `retry-after` as a wait: seconds (what providers send), or an HTTP
+/// date (RFC 9110 allows both; a date in the past means no wait).
 fn retry_after(e: &GatewayError) -> Option<Duration> {
     let (_, v) = e
         .headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))?;
-    let secs: f64 = v.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+    parse_retry_after(v, std::time::SystemTime::now())
+}
+
+fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(86_400)),
+    )
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::parse_retry_after;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn seconds_and_http_dates() {
+        // Sun, 22 Nov 2026 08:00:00 GMT
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_334_400);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 0.5 ", now), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 08:00:07 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 22 Nov 2026 07:59:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past: retry now"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
 }
 
 /// A request's walk through its candidates.

@@ -560,7 +560,11 @@ fn retry_after_parsing() {
     let e = |v: &str| GatewayError::upstream_status(429, "x").with_header("retry-after", v);
     assert_eq!(retry_after(&e("7")), Some(Duration::from_secs(7)));
     assert_eq!(retry_after(&e(" 1.5 ")), Some(Duration::from_millis(1500)));
-    assert_eq!(retry_after(&e("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+    // An HTTP date in the past: retry without waiting.
+    assert_eq!(
+        retry_after(&e("Wed, 21 Oct 2015 07:28:00 GMT")),
+        Some(Duration::ZERO)
+    );
     assert_eq!(retry_after(&e("-3")), None);
     assert_eq!(retry_after(&GatewayError::upstream_status(429, "x")), None);
     assert_eq!(
