@@ -114,3 +114,29 @@ pub fn run_with(
     tracing::info!(%listen, %ops_listen, tls = tls.as_ref().map(|t| t.listen.as_str()).unwrap_or("off"), "gateway listening");
     server.run_forever()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn ready_only_once_the_traffic_port_accepts() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ready = Arc::new(AtomicBool::new(false));
+        // A wildcard address is probed through loopback.
+        spawn_ready_probe(&format!("0.0.0.0:{port}"), ready.clone());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!ready.load(Ordering::Acquire), "nothing listens yet");
+        let _listener = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "never became ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

@@ -73,13 +73,13 @@ const WARM_MAX_USES: u32 = 10_000;
 const WARM_MEMORY_MAX: usize = 4 << 20;
 
 impl Attached {
-    fn take_idle(&self, engine: &PolicyEngine) -> Option<Warm> {
+    fn take_idle(&self) -> Option<Warm> {
         let w = self.idle.lock().ok()?.pop()?;
-        engine.release_idle(1);
+        self.engine.release_idle(1);
         Some(w)
     }
 
-    fn give_back(&self, engine: &PolicyEngine, mut w: Warm) {
+    fn give_back(&self, mut w: Warm) {
         w.uses += 1;
         if w.uses >= WARM_MAX_USES || w.store.data().memory_size > WARM_MEMORY_MAX {
             return;
@@ -87,22 +87,30 @@ impl Attached {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
-        if idle.len() >= WARM_PER_POLICY || !engine.reserve_idle() {
+        if idle.len() >= WARM_PER_POLICY || !self.engine.reserve_idle() {
             return;
         }
         w.store.data_mut().metrics = None;
         idle.push(w);
     }
+}
 
-    /// A new instance with its own store.
-    fn create(&self, engine: &Arc<PolicyEngine>) -> wasmtime::Result<Warm> {
+impl Warm {
+    /// A new instance of `module` with its own store, named `name` in
+    /// logs, metrics and key namespaces; `init` not yet called.
+    fn new(
+        engine: &Arc<PolicyEngine>,
+        module: &LoadedModule,
+        name: &Arc<str>,
+        namespace: &Arc<str>,
+    ) -> wasmtime::Result<Warm> {
         let mut store = engine.store(None);
         store.data_mut().current = CurrentPolicy {
-            name: self.name.clone(),
-            namespace: self.namespace.clone(),
+            name: name.clone(),
+            namespace: namespace.clone(),
         };
         store.set_epoch_deadline(engine.deadline_ticks());
-        let world = self.module.pre.instantiate(&mut store)?;
+        let world = module.pre.instantiate(&mut store)?;
         Ok(Warm {
             store,
             world,
@@ -128,30 +136,22 @@ impl Chain {
         on_error: OnError,
     ) -> Result<Attached, (String, String)> {
         let settings = settings.to_string();
-        let mut store = engine.store(None);
         let name: Arc<str> = Arc::from(module.manifest.name.as_str());
-        store.data_mut().current = CurrentPolicy {
-            name: name.clone(),
-            namespace: name.clone(),
-        };
-        store.set_epoch_deadline(engine.deadline_ticks().max(1000));
-        let inst = module
-            .pre
-            .instantiate(&mut store)
+        let mut w = Warm::new(engine, &module, &name, &name)
             .map_err(|e| (String::new(), format!("cannot instantiate: {e:#}")))?;
-        let info = inst
+        // Load time: `init` may do more (e.g. embed a guard's utterances).
+        w.store
+            .set_epoch_deadline(engine.deadline_ticks().max(1000));
+        let info = w
+            .world
             .portcullis_policy_policy()
-            .call_init(&mut store, &settings)
+            .call_init(&mut w.store, &settings)
             .map_err(|e| (String::new(), format!("init trapped: {e:#}")))?
             .map_err(|e| (e.pointer, e.message))?;
         // The instance that checked the settings is the first warm one.
         let mut idle = Vec::new();
         if engine.reserve_idle() {
-            idle.push(Warm {
-                store,
-                world: inst,
-                uses: 0,
-            });
+            idle.push(w);
         }
         Ok(Attached {
             version: module.manifest.version.clone(),
@@ -328,9 +328,9 @@ impl ChainRun {
         }
         let engine = &self.chain.engine;
         let p = &self.chain.policies[i];
-        let mut w = match p.take_idle(engine) {
+        let mut w = match p.take_idle() {
             Some(w) => w,
-            None => p.create(engine).map_err(|e| {
+            None => Warm::new(engine, &p.module, &p.name, &p.namespace).map_err(|e| {
                 tracing::warn!(policy = %p.name, error = %e, "policy instantiation failed");
                 Failure::Trap
             })?,
@@ -756,7 +756,7 @@ impl Drop for ChainRun {
         // Instances that did not fail stay warm for the next request.
         for (i, slot) in std::mem::take(&mut self.instances).into_iter().enumerate() {
             if let Slot::Ready(w) = slot {
-                self.chain.policies[i].give_back(&self.chain.engine, w);
+                self.chain.policies[i].give_back(w);
             }
         }
     }

@@ -201,3 +201,21 @@ fn find_artifact(
             .unwrap_or_default()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_reuse_settings_come_from_the_config() {
+        let none = |_: &str| None;
+        let d = engine_settings(&PolicyEngineFile::default(), &none).unwrap();
+        assert!(d.reuse_instances);
+        assert_eq!(d.max_idle_instances, 256);
+        let f: PolicyEngineFile =
+            serde_yaml::from_str("{ reuse_instances: false, max_idle_instances: 3 }").unwrap();
+        let s = engine_settings(&f, &none).unwrap();
+        assert!(!s.reuse_instances);
+        assert_eq!(s.max_idle_instances, 3);
+    }
+}
