@@ -834,7 +834,6 @@ impl Gateway {
             key: ctx.key_name.as_deref().unwrap_or("none"),
         };
         let class = status_class(ctx.status);
-        m.record_request(&labels, class, error);
         let total = ctx.started.elapsed();
         m.request_duration
             .with_label_values(&[proxy, ctx.provider, class])
@@ -887,6 +886,10 @@ impl Gateway {
             ttft_ms = ctx.first_token.map(|t| t.as_secs_f64() * 1000.0).unwrap_or(0.0),
             "request"
         );
+        // Counted last: once a request shows in portcullis_requests_total,
+        // everything else it records (durations, TTFT, tokens, the access
+        // log line) is already there, so a scrape never sees half of it.
+        m.record_request(&labels, class, error);
     }
 }
 
