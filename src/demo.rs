@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 
-
 /// Options of `portcullis up`.
 pub struct UpOptions {
     pub demo: bool,
@@ -13,7 +12,7 @@ pub struct UpOptions {
     pub ops_port: u16,
     pub mock_port: u16,
     pub admin_port: u16,
-        /// A policy hub to use instead of starting one.
+    /// A policy hub to use instead of starting one.
     pub hub_url: Option<String>,
     /// Port of the hub `up` starts.
     pub hub_port: u16,

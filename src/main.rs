@@ -4,9 +4,9 @@ mod admin_cli;
 mod bench;
 mod bench_policies;
 mod demo;
-mod up;
 mod hub_cli;
 mod policy_cli;
+mod up;
 
 use std::path::PathBuf;
 
@@ -50,7 +50,7 @@ enum Command {
         /// Admin API port.
         #[arg(long, default_value_t = 8090)]
         admin_port: u16,
-                /// Use this policy hub instead of starting one.
+        /// Use this policy hub instead of starting one.
         #[arg(long, env = "PORTCULLIS_HUB_URL")]
         hub_url: Option<String>,
         /// Port of the policy hub `up` starts (when no --hub-url is given).
@@ -75,7 +75,12 @@ enum Command {
         #[arg(long, env = "PORTCULLIS_ADMIN_URL")]
         admin: Option<String>,
         /// Managed mode: the gateway token admin gave at registration.
-        #[arg(long, env = "PORTCULLIS_GATEWAY_TOKEN", hide_env_values = true, requires = "admin")]
+        #[arg(
+            long,
+            env = "PORTCULLIS_GATEWAY_TOKEN",
+            hide_env_values = true,
+            requires = "admin"
+        )]
         token: Option<String>,
         /// Managed mode: traffic listener.
         #[arg(long, default_value = "0.0.0.0:8080")]
@@ -206,16 +211,18 @@ fn main() -> anyhow::Result<()> {
                 let (Some(admin_url), Some(token)) = (admin, token) else {
                     anyhow::bail!("managed mode needs --admin URL and --token T");
                 };
-                return portcullis_gateway::managed::run(portcullis_gateway::managed::ManagedOptions {
-                    admin_url,
-                    token,
-                    data_dir,
-                    listen,
-                    ops_listen,
-                    run: opts,
-                    poll_wait: 25,
-                    heartbeat_every: std::time::Duration::from_secs(5),
-                });
+                return portcullis_gateway::managed::run(
+                    portcullis_gateway::managed::ManagedOptions {
+                        admin_url,
+                        token,
+                        data_dir,
+                        listen,
+                        ops_listen,
+                        run: opts,
+                        poll_wait: 25,
+                        heartbeat_every: std::time::Duration::from_secs(5),
+                    },
+                );
             };
             let runtime = match portcullis_gateway::config::load_file(&config) {
                 Ok(rt) => rt,
@@ -249,7 +256,7 @@ fn main() -> anyhow::Result<()> {
             port,
             ops_port,
             mock_port,
-                        admin_port,
+            admin_port,
             hub_url,
             hub_port,
             data_dir,

@@ -23,7 +23,7 @@ struct AdminReady {
 
 /// Runs `portcullis up [--demo]`.
 pub fn run(o: UpOptions) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&o.data_dir)?;
+    std::fs::create_dir_all(&o.data_dir)?;
     let admin_url = format!("http://127.0.0.1:{}", o.admin_port);
     // The hub first: admin validates policy settings against it, and the
     // gateway fetches attached policies from it.
@@ -50,7 +50,7 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
         listen: format!("0.0.0.0:{}", o.admin_port).parse()?,
         database_url: None,
         data_dir: o.data_dir.join("admin"),
-                hub_url: Some(hub_url.clone()),
+        hub_url: Some(hub_url.clone()),
     };
     let gw_url = gateway_url.clone();
     std::thread::Builder::new()
@@ -109,7 +109,12 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-                let (keys, policy_note) = rt.block_on(demo_setup(&admin_url, &hub_url, &ready.up_token, o.mock_port))?;
+        let (keys, policy_note) = rt.block_on(demo_setup(
+            &admin_url,
+            &hub_url,
+            &ready.up_token,
+            o.mock_port,
+        ))?;
         let demo_key = keys[0].1.clone();
         // A standalone config equivalent to the demo, to start GitOps from.
         let hash: String = portcullis_gateway::config::hash_key(&demo_key)
@@ -130,7 +135,7 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
             format!("  API key   {demo_key}   (for /demo; shown once)"),
         );
         demo_lines.insert(1, "  proxies   /demo (OpenAI), /demo-anthropic, /demo-gemini, /demo-bedrock, /demo-mistral".into());
-                demo_lines.insert(2, format!("  mock LLM  http://127.0.0.1:{}", o.mock_port));
+        demo_lines.insert(2, format!("  mock LLM  http://127.0.0.1:{}", o.mock_port));
         demo_lines.insert(3, policy_note);
     }
 
@@ -139,7 +144,7 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
         "  gateway   {gateway_url}   (metrics: http://127.0.0.1:{}/metrics)",
         o.ops_port
     );
-        println!("  admin     {admin_url}/api/v1   (OpenAPI: {admin_url}/api/v1/openapi.json)");
+    println!("  admin     {admin_url}/api/v1   (OpenAPI: {admin_url}/api/v1/openapi.json)");
     println!("  hub       {hub_url}/api/v1/policies");
     match &ready.bootstrap_token {
         Some(t) => println!("  admin token  {t}   (shown once)"),
@@ -245,8 +250,10 @@ async fn demo_setup(
         };
         anyhow::ensure!(s.is_success(), "demo provider {name}: {s} {v}");
     }
-        let mut keys = Vec::new();
-    let mut policy_note = "  policies  (the /demo proxy already existed; see GET /api/v1/proxies/demo/policies)".to_owned();
+    let mut keys = Vec::new();
+    let mut policy_note =
+        "  policies  (the /demo proxy already existed; see GET /api/v1/proxies/demo/policies)"
+            .to_owned();
     for (name, provider) in proxies {
         let (s, _) = call(
             reqwest::Method::GET,
@@ -257,7 +264,7 @@ async fn demo_setup(
         if s == 404 {
             let body = json!({"name": name, "provider": provider, "context": format!("/{name}"), "inbound": ["openai", "anthropic", "gemini"],
                 "description": "created by portcullis up --demo"});
-                        let (s, v) = call(reqwest::Method::POST, "/api/v1/proxies".into(), Some(body)).await?;
+            let (s, v) = call(reqwest::Method::POST, "/api/v1/proxies".into(), Some(body)).await?;
             anyhow::ensure!(s.is_success(), "demo proxy {name}: {s} {v}");
             if name == "demo" {
                 policy_note = attach_demo_policies(&c, hub, &call).await?;
@@ -289,7 +296,11 @@ async fn demo_setup(
 /// restored in the answer) and a generous per-key token rate limit (so its
 /// `x-ratelimit-*` headers show on every response) to `/demo`, when the hub
 /// has them; returns the line `up` prints about it.
-async fn attach_demo_policies<F, Fut>(c: &reqwest::Client, hub: &str, call: &F) -> anyhow::Result<String>
+async fn attach_demo_policies<F, Fut>(
+    c: &reqwest::Client,
+    hub: &str,
+    call: &F,
+) -> anyhow::Result<String>
 where
     F: Fn(reqwest::Method, String, Option<Value>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<(reqwest::StatusCode, Value)>>,

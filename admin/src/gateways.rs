@@ -327,13 +327,19 @@ pub async fn build_config(
         .map(|p| p.to_file(&mut secrets))
         .collect();
     let config: FileConfig = serde_json::from_value(json!({})).map_err(ApiError::internal)?;
-        // Gateways fetch attached policies from the same hub admin validated
+    // Gateways fetch attached policies from the same hub admin validated
     // their settings against.
     let policy_engine = match st.hub.base_url() {
-        Some(url) if proxies.iter().any(|p: &ProxyFile| !p.policies.is_empty()) => Some(PolicyEngineFile {
-            hub: Some(PolicyHubFile { url: url.to_owned(), cache_dir: None, timeout_ms: None }),
-            ..PolicyEngineFile::default()
-        }),
+        Some(url) if proxies.iter().any(|p: &ProxyFile| !p.policies.is_empty()) => {
+            Some(PolicyEngineFile {
+                hub: Some(PolicyHubFile {
+                    url: url.to_owned(),
+                    cache_dir: None,
+                    timeout_ms: None,
+                }),
+                ..PolicyEngineFile::default()
+            })
+        }
         _ => None,
     };
     let config = FileConfig {

@@ -72,7 +72,7 @@ impl From<HubError> for ApiError {
 pub trait PolicyHub: Send + Sync {
     /// One published version with its settings schema.
     async fn version(&self, name: &str, version: &str) -> Result<PolicyVersion, HubError>;
-        /// The catalogue (the hub's `GET /api/v1/policies` body, passed on).
+    /// The catalogue (the hub's `GET /api/v1/policies` body, passed on).
     async fn catalogue(&self) -> Result<Value, HubError>;
     /// Where gateways fetch attached policies from, if they can.
     fn base_url(&self) -> Option<&str> {

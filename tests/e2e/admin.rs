@@ -537,7 +537,12 @@ async fn a_stream_runs_through_deployment_changes() {
 async fn start_hub(dir: &TempDir, builtins: &TempDir) -> (Proc, String) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["hub", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "hub",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.0.join("hub"))
         .arg("--builtin-dir")
         .arg(&builtins.0)
@@ -547,7 +552,10 @@ async fn start_hub(dir: &TempDir, builtins: &TempDir) -> (Proc, String) {
         .expect("start hub");
     let url = format!("http://127.0.0.1:{port}");
     let proc = Proc::new(child);
-    assert!(wait_ready(&format!("{url}/healthz")).await, "the hub did not start");
+    assert!(
+        wait_ready(&format!("{url}/healthz")).await,
+        "the hub did not start"
+    );
     (proc, url)
 }
 
@@ -579,7 +587,9 @@ async fn a_guardrail_attached_from_the_hub_is_enforced_on_the_managed_gateway() 
         .await;
     assert_eq!(status, 422, "{problem}");
     assert!(
-        problem.to_string().contains("settings/request/deny_words/1"),
+        problem
+            .to_string()
+            .contains("settings/request/deny_words/1"),
         "{problem}"
     );
     admin
@@ -590,11 +600,17 @@ async fn a_guardrail_attached_from_the_hub_is_enforced_on_the_managed_gateway() 
                 "settings": {"request": {"deny_words": ["forbidden topic"]}}})),
         )
         .await;
-    let listed = admin.ok("GET", "/api/v1/proxies/guarded/policies", None).await;
+    let listed = admin
+        .ok("GET", "/api/v1/proxies/guarded/policies", None)
+        .await;
     assert!(listed.to_string().contains("forbidden topic"), "{listed}");
 
     let key = admin
-        .ok("POST", "/api/v1/proxies/guarded/keys", Some(json!({"name": "app"})))
+        .ok(
+            "POST",
+            "/api/v1/proxies/guarded/keys",
+            Some(json!({"name": "app"})),
+        )
         .await;
     let key = key["key"].as_str().unwrap().to_owned();
     admin
@@ -621,5 +637,9 @@ async fn a_guardrail_attached_from_the_hub_is_enforced_on_the_managed_gateway() 
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "guardrail_violation", "{v}");
-    assert_eq!(mock.journal().await.len(), before, "the provider was not called");
+    assert_eq!(
+        mock.journal().await.len(),
+        before,
+        "the provider was not called"
+    );
 }

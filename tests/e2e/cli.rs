@@ -72,7 +72,7 @@ async fn up_demo_prints_a_curl_line_that_works() {
             &ops.to_string(),
         ])
         .args(["--mock-port", &mock.to_string()])
-                .args(["--admin-port", &free_port().to_string()])
+        .args(["--admin-port", &free_port().to_string()])
         .args(["--hub-port", &free_port().to_string(), "--data-dir"])
         .arg(&dir.0)
         .stdout(Stdio::piped())
@@ -80,7 +80,7 @@ async fn up_demo_prints_a_curl_line_that_works() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-        // Read up to the curl line, then keep draining: closing the pipe would
+    // Read up to the curl line, then keep draining: closing the pipe would
     // make the child's next println! fail.
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
@@ -107,7 +107,7 @@ async fn up_demo_prints_a_curl_line_that_works() {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!("{} -s", curl_line.trim()))
-                .output()
+        .output()
         .unwrap();
     // The demo proxy carries PII masking and a token rate limit, published
     // by the hub `up` started (the e2e setup builds the built-in policies).
@@ -117,7 +117,12 @@ async fn up_demo_prints_a_curl_line_that_works() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no API key line in {lines:?}"))
         .to_owned();
-    assert!(lines.iter().any(|l| l.contains("/demo carries pii-masking@")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("/demo carries pii-masking@")),
+        "{lines:?}"
+    );
     let r = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/demo/chat/completions"))
         .bearer_auth(&key)
@@ -125,16 +130,18 @@ async fn up_demo_prints_a_curl_line_that_works() {
                 .send()
         .await
         .unwrap();
-    let journal: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{mock}/_mock/requests"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let journal: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{mock}/_mock/requests"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     // The provider saw a placeholder; the client gets the address back.
-    let seen = journal.as_array().unwrap().last().unwrap()["body"]["messages"][0]["content"].clone();
+    let seen =
+        journal.as_array().unwrap().last().unwrap()["body"]["messages"][0]["content"].clone();
     assert_eq!(seen, "Mail me at [EMAIL_1]");
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "1000000");
@@ -149,7 +156,6 @@ async fn up_demo_prints_a_curl_line_that_works() {
         v["choices"][0]["message"]["content"],
         "Mock reply from openai model gpt-5-mini: Hello Portcullis"
     );
-        // The written config is a valid gateway config.
+    // The written config is a valid gateway config.
     assert!(dir.0.join("demo-gateway.yaml").exists());
-    
 }

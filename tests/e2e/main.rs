@@ -47,6 +47,13 @@ proxies:
     )
 }
 
+/// The environment `all_providers_config` reads its secrets from.
+pub const ALL_PROVIDERS_ENV: [(&str, &str); 3] = [
+    ("PC_KEY", KEY),
+    ("AWS_ACCESS_KEY_ID", "AKIDE2ETEST"),
+    ("AWS_SECRET_ACCESS_KEY", "e2e-secret"),
+];
+
 /// A mock and a gateway serving `all_providers_config`.
 pub async fn setup(extra: &str) -> (Mock, Gateway) {
     setup_with_env(extra, &[]).await
@@ -55,11 +62,7 @@ pub async fn setup(extra: &str) -> (Mock, Gateway) {
 /// `setup` with extra environment variables for the gateway.
 pub async fn setup_with_env(extra: &str, env: &[(&str, &str)]) -> (Mock, Gateway) {
     let mock = Mock::start().await;
-    let mut all = vec![
-        ("PC_KEY", KEY),
-        ("AWS_ACCESS_KEY_ID", "AKIDE2ETEST"),
-        ("AWS_SECRET_ACCESS_KEY", "e2e-secret"),
-    ];
+    let mut all = ALL_PROVIDERS_ENV.to_vec();
     all.extend_from_slice(env);
     let gw = Gateway::start_with_env(&all_providers_config(&mock, extra), &all).await;
     (mock, gw)

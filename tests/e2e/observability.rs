@@ -65,7 +65,14 @@ fn journal_usage(journal: &[Value], provider: &str) -> (f64, f64) {
 
 #[tokio::test]
 async fn metrics_count_exactly_what_happened() {
-    let (mock, gw) = setup("").await;
+    // The usual proxies, plus one whose guardrail policy rejects a word.
+    let policies = crate::policies::policy_dir();
+    let mock = crate::harness::Mock::start().await;
+    let engine = format!("policy_engine: {{ dirs: [\"{}\"] }}", policies.0.display());
+    let config = crate::all_providers_config(&mock, &engine)
+        + "  - { name: guarded, routes: [{ provider: openai }], keys: [{ name: tester, env: PC_KEY }], \
+           policies: [{ name: guardrails, settings: { request: { deny_words: [\"project falcon\"] } } }] }\n";
+    let gw = Gateway::start_with_env(&config, &crate::ALL_PROVIDERS_ENV).await;
     let chat = |proxy: &str, model: &str, stream: bool, key: &str| {
         client()
             .post(format!("{}/{proxy}/chat/completions", gw.url))
@@ -100,8 +107,23 @@ async fn metrics_count_exactly_what_happened() {
         404
     );
 
+    // One request the guardrail passes, one it rejects before any provider call.
+    let r = chat("guarded", "gpt-5-mini", false, KEY).await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap();
+    let r = client()
+        .post(format!("{}/guarded/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "status of project falcon?"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "guardrail_violation", "{body}");
+
     let journal = mock.journal().await;
-    let m = gw.metrics_after(5.0).await;
+    let m = gw.metrics_after(7.0).await;
     let ok = [
         ("proxy", "openai"),
         ("route", "openai"),
@@ -149,36 +171,104 @@ async fn metrics_count_exactly_what_happened() {
         1.0
     );
 
+    // The guarded proxy: one answered, one rejected by its policy before
+    // any provider call, each counted once; the policy's two runs by outcome.
+    assert_eq!(
+        metric(
+            &m,
+            "portcullis_requests_total",
+            &[
+                ("proxy", "guarded"),
+                ("status_class", "2xx"),
+                ("error_type", "none")
+            ]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "portcullis_requests_total",
+            &[
+                ("proxy", "guarded"),
+                ("status_class", "4xx"),
+                ("error_type", "policy")
+            ]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "portcullis_requests_total", &[("proxy", "guarded")]),
+        2.0
+    );
+    for (outcome, n) in [("continue", 1.0), ("rejected", 1.0)] {
+        assert_eq!(
+            metric(
+                &m,
+                "portcullis_policy_executions_total",
+                &[
+                    ("policy", "guardrails"),
+                    ("phase", "request"),
+                    ("outcome", outcome)
+                ]
+            ),
+            n,
+            "{outcome}: {m}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &m,
+            "portcullis_policy_duration_seconds_count",
+            &[("policy", "guardrails"), ("phase", "request")]
+        ),
+        2.0
+    );
+    // The rejected request never reached the provider: the mock saw three
+    // OpenAI chats (two on `openai`, one on `guarded`).
+    assert_eq!(
+        journal
+            .iter()
+            .filter(|e| e["provider"] == "openai" && e["status"] == 200)
+            .count(),
+        3
+    );
+
     // Token counters equal what the providers reported, streams included.
-    for (proxy, provider) in [("openai", "openai"), ("anthropic", "anthropic")] {
+    for provider in ["openai", "anthropic"] {
         let (input, output) = journal_usage(&journal, provider);
         assert!(input > 0.0 && output > 0.0);
         assert_eq!(
             metric(
                 &m,
                 "portcullis_tokens_total",
-                &[("proxy", proxy), ("type", "input")]
+                &[("provider", provider), ("type", "input")]
             ),
             input,
-            "{proxy}"
+            "{provider}"
         );
         assert_eq!(
             metric(
                 &m,
                 "portcullis_tokens_total",
-                &[("proxy", proxy), ("type", "output")]
+                &[("provider", provider), ("type", "output")]
             ),
             output,
-            "{proxy}"
+            "{provider}"
         );
         assert_eq!(
             metric(
                 &m,
                 "gen_ai_client_token_usage_sum",
-                &[("proxy", proxy), ("gen_ai_token_type", "output")]
+                &[
+                    ("gen_ai_provider_name", provider),
+                    ("gen_ai_token_type", "output")
+                ]
             ),
             output,
-            "{proxy}"
+            "{provider}"
         );
     }
     assert_eq!(

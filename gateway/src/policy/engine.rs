@@ -28,8 +28,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::backend::{Backend, MemoryBackend, RedisBackend};
 use super::manifest::{Artifact, Manifest, capability_interface};
-use portcullis_types::policy::Capability;
 use crate::metrics::Metrics;
+use portcullis_types::policy::Capability;
 
 wasmtime::component::bindgen!({
     world: "policy-world",

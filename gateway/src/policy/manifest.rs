@@ -119,8 +119,7 @@ pub fn read_artifact(path: &Path) -> Result<Artifact, String> {
         .map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?;
     let manifest: Manifest =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    check_manifest(&manifest)
-        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    check_manifest(&manifest).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
     let wasm = std::fs::read(&wasm_path)
         .map_err(|e| format!("cannot read {}: {e}", wasm_path.display()))?;
     if let Some(want) = &manifest.sha256 {
@@ -211,7 +210,9 @@ mod tests {
     fn manifest_checks() {
         let mut v = serde_json::to_value(manifest()).unwrap();
         v["capabilities"] = serde_json::json!(["filesystem"]);
-        let e = serde_json::from_value::<Manifest>(v).unwrap_err().to_string();
+        let e = serde_json::from_value::<Manifest>(v)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("filesystem"), "{e}");
         let mut m = manifest();
         m.version = "1.2".into();

@@ -410,7 +410,10 @@ mod retry_after_tests {
         // Sun, 22 Nov 2026 08:00:00 GMT
         let now = UNIX_EPOCH + Duration::from_secs(1_795_334_400);
         assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after(" 0.5 ", now), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_retry_after(" 0.5 ", now),
+            Some(Duration::from_millis(500))
+        );
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(
             parse_retry_after("Sun, 22 Nov 2026 08:00:07 GMT", now),

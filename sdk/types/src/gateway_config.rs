@@ -31,7 +31,7 @@ impl ProviderKind {
         }
     }
 
-        /// The public base URL used when a provider's config gives none.
+    /// The public base URL used when a provider's config gives none.
     pub fn default_base_url(self) -> Option<&'static str> {
         match self {
             ProviderKind::Openai => Some("https://api.openai.com/v1"),
@@ -590,14 +590,23 @@ mod tests {
         let p = &cfg.proxies[0];
         let routing = p.routing.as_ref().unwrap();
         assert_eq!(routing.strategy, Some(RoutingStrategy::ModelBased));
-        assert_eq!(routing.retry.as_ref().unwrap().on_status, Some(vec![429, 503]));
+        assert_eq!(
+            routing.retry.as_ref().unwrap().on_status,
+            Some(vec![429, 503])
+        );
         assert_eq!(p.routes[0].topics[0].threshold, Some(0.7));
-        assert_eq!(p.prompt_guard.as_ref().unwrap().on_error, Some(GuardOnError::Allow));
+        assert_eq!(
+            p.prompt_guard.as_ref().unwrap().on_error,
+            Some(GuardOnError::Allow)
+        );
         let back: FileConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(back, cfg);
         // A route without the new fields serialises without them.
         let v = serde_json::to_value(&cfg).unwrap();
-        assert_eq!(v["proxies"][0]["routes"][1], serde_json::json!({"provider": "q"}));
+        assert_eq!(
+            v["proxies"][0]["routes"][1],
+            serde_json::json!({"provider": "q"})
+        );
         let bad = text.replace("\"cooldown_ms\"", "\"cooldown\"");
         let e = serde_json::from_str::<FileConfig>(&bad).unwrap_err();
         assert!(e.to_string().contains("cooldown"), "{e}");
