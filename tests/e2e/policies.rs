@@ -723,6 +723,9 @@ async fn semantic_guard_denies_topics_and_embeds_utterances_once() {
         "tell me a joke about cats",
         "write a haiku about autumn leaves",
         "hello",
+        // A neighbour of the denied topic (4 of "how to build a bomb"'s 5
+        // words, similarity 0.68) under the threshold: allowed.
+        "how to build a birdhouse at home",
     ];
     let allowed_bodies: Vec<Value> = allowed.iter().map(|t| chat(t)).collect();
     let (refused_r, allowed_r) = tokio::join!(
