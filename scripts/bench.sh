@@ -5,10 +5,19 @@
 # + pii-masking). Prints two markdown tables (paste them into
 # docs/benchmarks.md).
 #
-#   scripts/bench.sh [seconds-per-run]
+# Then the same comparison in an open loop: 64 connections sending a
+# fixed number of requests per second that both the mock and the gateway
+# sustain, so the added latency is the gateway's cost rather than queueing
+# for the two shared cores.
+#
+#   scripts/bench.sh [seconds-per-run] [tables]
+#
+# tables: any of `overhead policies open` (default: all three).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
+TABLES=${2:-overhead policies open}
+want() { [[ " $TABLES " == *" $1 "* ]]; }
 cargo build --release -q -p portcullis
 cargo build-policies -q
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
@@ -44,38 +53,47 @@ BENCH_KEY=bench-key "$BIN" gateway --config "$DIR/gw.yaml" 2>/dev/null & GW=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null && break; sleep 0.1; done
 
 run() { "$BIN" bench --url "$1" --concurrency "$2" --seconds "$SECS" $3; }
+MOCK_URL="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+GW_URL="http://127.0.0.1:$GW_PORT/bench/chat/completions"
+POLICIES_URL="http://127.0.0.1:$GW_PORT/policies/chat/completions"
 
-echo "| mode | concurrency | direct req/s | gateway req/s | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | added p99 ms | added TTFB p50 ms |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-for mode in "" "--stream"; do
-  for c in 1 8 64; do
-    d=$(run "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" $c "$mode")
-    g=$(run "http://127.0.0.1:$GW_PORT/bench/chat/completions" $c "$mode")
-    name=${mode:+stream}; name=${name:-non-stream}
-    python3 - "$name" "$c" "$d" "$g" <<'PY'
+# One table row comparing two runs (JSON lines from `portcullis bench`):
+#   row MODE LOAD BASE OTHER [target-rate]
+row() {
+  python3 - "$@" <<'PY'
 import json, sys
-name, c, d, g = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+mode, load, a, b = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 r = lambda x: f"{x:.3f}"
-print(f"| {name} | {c} | {d['rps']:.0f} | {g['rps']:.0f} | {r(d['p50_ms'])} / {r(d['p99_ms'])} | {r(g['p50_ms'])} / {r(g['p99_ms'])} "
-      f"| {r(g['p50_ms'] - d['p50_ms'])} | {r(g['p99_ms'] - d['p99_ms'])} | {r(g['ttfb_p50_ms'] - d['ttfb_p50_ms'])} |")
+target = [f"{int(sys.argv[5]):,}"] if len(sys.argv) > 5 else []
+cells = [mode, load, *target, f"{a['rps']:,.0f}", f"{b['rps']:,.0f}",
+         f"{r(a['p50_ms'])} / {r(a['p99_ms'])}", f"{r(b['p50_ms'])} / {r(b['p99_ms'])}",
+         r(b['p50_ms'] - a['p50_ms']), r(b['p99_ms'] - a['p99_ms']),
+         r(b['ttfb_p50_ms'] - a['ttfb_p50_ms'])]
+print("| " + " | ".join(cells) + " |")
 PY
-  done
-done
+}
+name() { local n=${1:+stream}; echo "${n:-non-stream}"; }
 
-echo
-echo "| mode | concurrency | no policies req/s | 2 policies req/s | no policies p50 / p99 ms | 2 policies p50 / p99 ms | policies add p50 ms | policies add p99 ms |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
-for mode in "" "--stream"; do
-  for c in 1 8 64; do
-    g=$(run "http://127.0.0.1:$GW_PORT/bench/chat/completions" $c "$mode")
-    p=$(run "http://127.0.0.1:$GW_PORT/policies/chat/completions" $c "$mode")
-    name=${mode:+stream}; name=${name:-non-stream}
-    python3 - "$name" "$c" "$g" "$p" <<'PY'
-import json, sys
-name, c, g, p = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
-r = lambda x: f"{x:.3f}"
-print(f"| {name} | {c} | {g['rps']:.0f} | {p['rps']:.0f} | {r(g['p50_ms'])} / {r(g['p99_ms'])} | {r(p['p50_ms'])} / {r(p['p99_ms'])} "
-      f"| {r(p['p50_ms'] - g['p50_ms'])} | {r(p['p99_ms'] - g['p99_ms'])} |")
-PY
+# A closed-loop table: BASE_URL vs OTHER_URL, streamed and not, at
+# concurrency 1, 8 and 64.
+closed_table() {
+  echo "| mode | concurrency | $3 req/s | $4 req/s | $3 p50 / p99 ms | $4 p50 / p99 ms | added p50 ms | added p99 ms | added TTFB p50 ms |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  for mode in "" "--stream"; do
+    for c in 1 8 64; do
+      row "$(name "$mode")" "$c" "$(run "$1" $c "$mode")" "$(run "$2" $c "$mode")"
+    done
   done
-done
+  echo
+}
+if want overhead; then closed_table "$MOCK_URL" "$GW_URL" direct gateway; fi
+if want policies; then closed_table "$GW_URL" "$POLICIES_URL" "no policies" "2 policies"; fi
+
+if want open; then
+  echo "| mode | connections | target req/s | direct req/s | gateway req/s | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | added p99 ms | added TTFB p50 ms |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  for spec in ":1000" ":2000" ":4000" "--stream:100" "--stream:400"; do
+    mode=${spec%%:*}; rate=${spec##*:}
+    row "$(name "$mode")" 64 "$(run "$MOCK_URL" 64 "$mode --rate $rate")" "$(run "$GW_URL" 64 "$mode --rate $rate")" "$rate"
+  done
+fi

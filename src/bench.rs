@@ -1,9 +1,13 @@
-//! `portcullis bench`: a closed-loop load generator for chat completions.
+//! `portcullis bench`: a load generator for chat completions.
 //!
-//! Keeps `concurrency` requests in flight for a fixed time and reports
-//! throughput and latency percentiles (to the last byte; for streams also
-//! to the first byte). `scripts/bench.sh` uses it to compare calling the
-//! mock LLM directly with calling it through the gateway.
+//! Closed loop (the default): keeps `concurrency` requests in flight for a
+//! fixed time. Open loop (`rate`): sends a fixed number of requests per
+//! second over `concurrency` connections, each connection on its own
+//! schedule, so latency is measured at a throughput the servers sustain
+//! rather than at saturation. Reports throughput and latency percentiles
+//! (to the last byte; for streams also to the first byte).
+//! `scripts/bench.sh` uses it to compare calling the mock LLM directly
+//! with calling it through the gateway.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +24,8 @@ pub struct BenchOptions {
     pub duration: Duration,
     pub warmup: Duration,
     pub body_bytes: usize,
+    /// Requests per second in total (open loop); 0 for a closed loop.
+    pub rate: u32,
 }
 
 struct Sample {
@@ -47,16 +53,32 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
         let body = body.clone();
         let o = o.clone();
         async move {
-            let end = Instant::now() + len;
+            let begin = Instant::now();
+            let end = begin + len;
+            // Open loop: each connection sends every `interval`, the
+            // connections' schedules staggered evenly across it.
+            let interval =
+                (o.rate > 0).then(|| Duration::from_secs_f64(o.concurrency as f64 / o.rate as f64));
             let mut tasks = Vec::new();
-            for _ in 0..o.concurrency {
+            for worker in 0..o.concurrency {
                 let client = client.clone();
                 let body = body.clone();
                 let o = o.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut samples = Vec::new();
                     let mut errors = 0u64;
-                    while Instant::now() < end {
+                    let mut next =
+                        interval.map(|i| begin + i.mul_f64(worker as f64 / o.concurrency as f64));
+                    loop {
+                        if let (Some(at), Some(i)) = (next.as_mut(), interval) {
+                            tokio::time::sleep_until((*at).into()).await;
+                            // A connection that fell behind (its previous
+                            // answer came late) sends now and keeps its pace.
+                            *at = (*at + i).max(Instant::now());
+                        }
+                        if Instant::now() >= end {
+                            break;
+                        }
                         let start = Instant::now();
                         let resp = client
                             .post(&o.url)
@@ -122,7 +144,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "url": o.url, "stream": o.stream, "concurrency": o.concurrency,
+            "url": o.url, "stream": o.stream, "concurrency": o.concurrency, "rate": o.rate,
             "requests": samples.len(), "errors": errors,
             "rps": (samples.len() as f64 / elapsed.as_secs_f64() * 10.0).round() / 10.0,
             "p50_ms": pct(&totals, 0.50), "p90_ms": pct(&totals, 0.90), "p99_ms": pct(&totals, 0.99),

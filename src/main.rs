@@ -123,6 +123,11 @@ enum Command {
         /// Approximate request body size in bytes.
         #[arg(long, default_value_t = 1024)]
         body_bytes: usize,
+        /// Open loop: send this many requests per second in total, spread
+        /// over the `concurrency` connections, whatever the answers' pace
+        /// (0: closed loop, each connection sends as soon as it is answered).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
     },
     /// Benchmark the policy chain (0, 1 and 4 policies) on the built
     /// policy components; prints the table of docs/benchmarks.md.
@@ -279,6 +284,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
             warmup,
             body_bytes,
+            rate,
         } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(bench::run(bench::BenchOptions {
@@ -290,6 +296,7 @@ fn main() -> anyhow::Result<()> {
                 duration: std::time::Duration::from_secs(seconds),
                 warmup: std::time::Duration::from_secs(warmup),
                 body_bytes,
+                rate,
             }))
         }
         Command::BenchPolicies {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod inbound;
+pub mod json;
 pub mod key_usage;
 pub mod managed;
 pub mod metrics;

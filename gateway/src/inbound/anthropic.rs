@@ -58,20 +58,20 @@ struct InboundRequest {
 /// (`messages[0].content[1]`); a missing `model`, `messages` or
 /// `max_tokens` is a 400 naming that field.
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let raw: InboundRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
+    let raw: InboundRequest = crate::json::parse(body).map_err(|e| {
+        if e.path == "." && e.is_syntax() {
+            GatewayError::invalid_request(format!(
+                "The request body is not valid JSON: {}",
+                e.inner
+            ))
+        } else if e.path == "." {
             GatewayError::invalid_request(format!(
                 "The request body is not a valid Messages request: {}",
-                e.inner()
+                e.inner
             ))
         } else {
-            GatewayError::invalid_param(path.clone(), format!("{path}: {}", e.inner()))
+            GatewayError::invalid_param(e.path.clone(), format!("{}: {}", e.path, e.inner))
         }
-    })?;
-    de.end().map_err(|e| {
-        GatewayError::invalid_request(format!("The request body is not valid JSON: {e}"))
     })?;
 
     let required =

@@ -286,20 +286,16 @@ fn convert_contents(contents: &[Content]) -> Result<Vec<types::Message>, Gateway
 /// `:streamGenerateContent`; usage is then always requested, since Gemini
 /// clients always get `usageMetadata`.
 pub fn parse_request(body: &[u8], model: &str, stream: bool) -> Result<ChatRequest, GatewayError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let req: GenerateContentRequest = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            GatewayError::invalid_request(format!("Invalid Gemini request: {}", e.inner()))
+    let req: GenerateContentRequest = crate::json::parse(body).map_err(|e| {
+        if e.path == "." {
+            GatewayError::invalid_request(format!("Invalid Gemini request: {}", e.inner))
         } else {
             GatewayError::invalid_param(
-                path.clone(),
-                format!("Invalid Gemini request at `{path}`: {}", e.inner()),
+                e.path.clone(),
+                format!("Invalid Gemini request at `{}`: {}", e.path, e.inner),
             )
         }
     })?;
-    de.end()
-        .map_err(|e| GatewayError::invalid_request(format!("Invalid Gemini request: {e}")))?;
 
     if req.contents.is_empty() {
         return Err(GatewayError::invalid_param(

@@ -10,11 +10,10 @@ use crate::sse;
 
 /// Parses a JSON body, naming the field that is wrong.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
+    crate::json::parse(body).map_err(|e| {
+        let syntax = e.is_syntax();
+        let (path, inner) = (e.path, e.inner);
+        if syntax {
             GatewayError::invalid_request(format!(
                 "We could not parse the JSON body of your request: {inner}"
             ))

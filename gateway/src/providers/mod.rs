@@ -198,13 +198,12 @@ pub fn parse_upstream_json<T: serde::de::DeserializeOwned>(
     kind: ProviderKind,
     body: &[u8],
 ) -> Result<T, GatewayError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    crate::json::parse(body).map_err(|e| {
         GatewayError::upstream_protocol(format!(
             "{} sent a response the gateway could not read at `{}`: {}",
             kind.label(),
-            e.path(),
-            e.inner()
+            e.path,
+            e.inner
         ))
     })
 }
