@@ -305,7 +305,11 @@ impl Gateway {
                 }
                 Err(e) => {
                     clock.failed(ctx);
-                    if let Err(e) = attempts.failed(e, &ctx.request_id) {
+                    // A stream that failed before its first byte may move
+                    // to another route only if the chain can start over.
+                    let may_move =
+                        !req.stream || policies.as_mut().is_none_or(|r| r.retry_stream());
+                    if let Err(e) = attempts.failed(e, &ctx.request_id, may_move) {
                         clock.settle(ctx);
                         return Err(e);
                     }
@@ -653,7 +657,7 @@ impl Gateway {
                 }
                 Err(e) => {
                     clock.failed(ctx);
-                    if let Err(e) = attempts.failed(e, &ctx.request_id) {
+                    if let Err(e) = attempts.failed(e, &ctx.request_id, true) {
                         clock.settle(ctx);
                         return Err(e);
                     }

@@ -388,8 +388,13 @@ proxies:
 #[tokio::test]
 async fn streams_fail_over_only_before_the_first_byte() {
     let (m1, m2) = (Mock::start().await, Mock::start().await);
+    let policies = crate::policies::policy_dir();
+    // `held` checks whole answers (guardrails on the response), so its
+    // streams are held back until they end: nothing reaches the client
+    // before then.
     let gw = gateway(&format!(
         r#"
+policy_engine: {{ dirs: ["{}"] }}
 providers:
   - {{ name: a, type: openai, base_url: "{}/v1", api_key: sk }}
   - {{ name: b, type: openai, base_url: "{}/v1", api_key: sk }}
@@ -398,23 +403,35 @@ proxies:
     routes: [{{ provider: a }}, {{ provider: b }}]
     routing: {{ strategy: failover }}
     {KEYS}
+  - name: held
+    routes: [{{ provider: a }}, {{ provider: b }}]
+    routing: {{ strategy: failover }}
+    policies: [{{ name: guardrails, settings: {{ response: {{ deny_words: [forbidden] }} }} }}]
+    {KEYS}
 "#,
-        m1.url, m2.url
+        policies.0.display(),
+        m1.url,
+        m2.url
     ))
     .await;
-    let stream = || async {
-        let r = client()
-            .post(format!("{}/s/chat/completions", gw.url))
-            .bearer_auth(KEY)
-            .json(&json!({"model": "gpt-4o", "stream": true,
+    let url = gw.url.clone();
+    let stream_on = |proxy: &'static str| {
+        let url = url.clone();
+        async move {
+            let r = client()
+                .post(format!("{url}/{proxy}/chat/completions"))
+                .bearer_auth(KEY)
+                .json(&json!({"model": "gpt-4o", "stream": true,
                 "messages": [{"role": "user", "content": "a long answer please"}]}))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let route = route_of(&r);
-        (status, route, r.text().await.unwrap_or_default())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let route = route_of(&r);
+            (status, route, r.text().await.unwrap_or_default())
+        }
     };
+    let stream = || stream_on("s");
     let text_of = |body: &str| -> String {
         sse_events(body)
             .iter()
@@ -453,6 +470,19 @@ proxies:
     assert!(last["error"]["message"].is_string(), "{body}");
     assert!(text_of(&body).starts_with("Mock reply"), "{body}");
     assert_eq!((chats(&m1).await, chats(&m2).await), (3, 2));
+
+    // Held back by a policy, a's three events never reached the client:
+    // b answers, and the client sees b's answer alone (nothing of a's
+    // broken stream is kept for it).
+    m1.behave(json!({"cut_after_chunks": 3, "times": 1})).await;
+    let (status, route, body) = stream_on("held").await;
+    assert_eq!((status, route.as_str()), (200, "b"), "{body}");
+    assert_eq!(sse_events(&body).last().unwrap().1, "[DONE]");
+    assert_eq!(
+        text_of(&body),
+        "Mock reply from openai model gpt-4o: a long answer please"
+    );
+    assert_eq!((chats(&m1).await, chats(&m2).await), (4, 3));
 }
 
 #[tokio::test]

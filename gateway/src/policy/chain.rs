@@ -231,6 +231,7 @@ impl Chain {
             streamed: Vec::new(),
             held: Vec::new(),
             template: None,
+            fed_stream: false,
             completed: false,
             _permit: permit,
         })
@@ -303,6 +304,8 @@ pub struct ChainRun {
     /// Identity (id, model, created) of the stream's chunks, for the
     /// chunks the chain adds.
     template: Option<ChatChunk>,
+    /// Whether stream-mode policies were given part of a stream.
+    fed_stream: bool,
     completed: bool,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -316,6 +319,18 @@ impl ChainRun {
     /// Whether this stream must be held back whole.
     pub fn holds_stream(&self) -> bool {
         self.chain.hold_stream
+    }
+
+    /// Forgets a stream that failed before any of it reached the client,
+    /// so another route's stream starts clean. Returns false when
+    /// stream-mode policies already saw part of it: what they keep between
+    /// chunks (text held back, counts) cannot be rewound, so the request
+    /// must not move to another route.
+    pub fn retry_stream(&mut self) -> bool {
+        self.held.clear();
+        self.template = None;
+        self.streamed.clear();
+        !self.fed_stream
     }
 
     /// Makes policy `i`'s instance ready: `Ok(false)` when it failed
@@ -560,6 +575,7 @@ impl ChainRun {
             if self.chain.policies[i].info.response != wit::ResponseMode::Stream {
                 continue;
             }
+            self.fed_stream = true;
             let c = wit::Chunk {
                 choice,
                 text: text.clone(),

@@ -457,7 +457,14 @@ impl<'p> Attempts<'p> {
 
     /// The current attempt failed before anything reached the client.
     /// `Ok(())` moves to the next candidate; `Err` is the error to answer.
-    pub fn failed(&mut self, e: GatewayError, request_id: &str) -> Result<(), GatewayError> {
+    /// `may_move` false keeps the request on this route whatever the
+    /// failure (the route's health still learns of it).
+    pub fn failed(
+        &mut self,
+        e: GatewayError,
+        request_id: &str,
+        may_move: bool,
+    ) -> Result<(), GatewayError> {
         let table = &self.proxy.routing;
         let ri = self.candidates[self.pos].0;
         let route = &self.proxy.routes[ri];
@@ -479,7 +486,7 @@ impl<'p> Attempts<'p> {
         self.note(route, transition, why);
         let e = e.with_header("x-portcullis-route", route.name.clone());
 
-        if !failure.retryable(&table.retry) || self.pos + 1 >= self.candidates.len() {
+        if !may_move || !failure.retryable(&table.retry) || self.pos + 1 >= self.candidates.len() {
             return Err(e);
         }
         if self.retrying.is_none() {

@@ -404,15 +404,15 @@ fn failures_move_on_only_when_the_policy_says_so() {
     let m = RoutingMetrics::new(&Registry::new());
     let mut a = attempts(&p, &m, "x");
     assert_eq!(a.route().name, "a");
-    a.failed(GatewayError::upstream_status(500, "boom"), "r")
+    a.failed(GatewayError::upstream_status(500, "boom"), "r", true)
         .unwrap();
     assert_eq!(a.route().name, "b");
-    a.failed(GatewayError::upstream_timeout("slow"), "r")
+    a.failed(GatewayError::upstream_timeout("slow"), "r", true)
         .unwrap();
     assert_eq!((a.route().name.as_str(), a.tried()), ("c", 3));
     // The last candidate's error is the answer, naming the route.
     let e = a
-        .failed(GatewayError::upstream_connect("down"), "r")
+        .failed(GatewayError::upstream_connect("down"), "r", true)
         .unwrap_err();
     assert!(
         e.headers
@@ -433,16 +433,16 @@ fn failures_move_on_only_when_the_policy_says_so() {
     // A client error is not retried, and does not hurt the route.
     let mut a = attempts(&p, &m, "x");
     let e = a
-        .failed(GatewayError::upstream_status(400, "bad"), "r")
+        .failed(GatewayError::upstream_status(400, "bad"), "r", true)
         .unwrap_err();
     assert_eq!(e.status, 400);
     let e = attempts(&p, &m, "x")
-        .failed(GatewayError::invalid_request("no"), "r")
+        .failed(GatewayError::invalid_request("no"), "r", true)
         .unwrap_err();
     assert!(e.headers.is_empty());
     // A provider 401 (shown as 502) is not in the default list either.
     let e = attempts(&p, &m, "x")
-        .failed(GatewayError::upstream_status(401, "key"), "r")
+        .failed(GatewayError::upstream_status(401, "key"), "r", true)
         .unwrap_err();
     assert_eq!(e.status, 502);
     assert!(p.routing.health[0].is_healthy());
@@ -454,7 +454,7 @@ fn consecutive_failures_eject_and_retry_after_pauses() {
     let m = RoutingMetrics::new(&Registry::new());
     for _ in 0..2 {
         let mut a = attempts(&p, &m, "x");
-        a.failed(GatewayError::upstream_status(503, "x"), "r")
+        a.failed(GatewayError::upstream_status(503, "x"), "r", true)
             .unwrap();
         a.finished(None);
     }
@@ -472,6 +472,7 @@ fn consecutive_failures_eject_and_retry_after_pauses() {
     a.failed(
         GatewayError::upstream_status(429, "slow down").with_header("retry-after", "30"),
         "r",
+        true,
     )
     .unwrap();
     assert_eq!(a.route().name, "c");
@@ -499,23 +500,23 @@ fn the_budget_stops_retries_from_multiplying_load() {
     let mut first = attempts(&p, &m, "x");
     let mut second = attempts(&p, &m, "x");
     first
-        .failed(GatewayError::upstream_status(500, "x"), "r")
+        .failed(GatewayError::upstream_status(500, "x"), "r", true)
         .unwrap();
     // The one retry slot is taken; the second request answers its error.
     let e = second
-        .failed(GatewayError::upstream_status(500, "x"), "r")
+        .failed(GatewayError::upstream_status(500, "x"), "r", true)
         .unwrap_err();
     assert_eq!(e.status, 500);
     assert_eq!(m.budget_exhausted.with_label_values(&["p"]).get(), 1);
     // The first keeps its slot for further retries.
     first
-        .failed(GatewayError::upstream_status(500, "x"), "r")
+        .failed(GatewayError::upstream_status(500, "x"), "r", true)
         .unwrap();
     assert_eq!(first.route().name, "c");
     drop(first);
     let mut third = attempts(&p, &m, "x");
     third
-        .failed(GatewayError::upstream_status(502, "x"), "r")
+        .failed(GatewayError::upstream_status(502, "x"), "r", true)
         .unwrap();
 }
 
@@ -525,18 +526,18 @@ fn retry_status_list_is_configurable() {
     let m = RoutingMetrics::new(&Registry::new());
     assert!(
         attempts(&p, &m, "x")
-            .failed(GatewayError::upstream_status(500, "x"), "r")
+            .failed(GatewayError::upstream_status(500, "x"), "r", true)
             .is_err()
     );
     assert!(
         attempts(&p, &m, "x")
-            .failed(GatewayError::upstream_status(503, "x"), "r")
+            .failed(GatewayError::upstream_status(503, "x"), "r", true)
             .is_ok()
     );
     // Connect errors always move on.
     assert!(
         attempts(&p, &m, "x")
-            .failed(GatewayError::upstream_connect("x"), "r")
+            .failed(GatewayError::upstream_connect("x"), "r", true)
             .is_ok()
     );
 }
