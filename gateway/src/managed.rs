@@ -55,6 +55,7 @@ impl RuntimeHandle {
     /// Swaps in `runtime`; requests in flight finish on the old one.
     pub fn replace(&self, runtime: Runtime) {
         let new = Arc::new(runtime);
+        crate::semantic::prepare(&new, Some(&self.current()));
         match self.slot.write() {
             Ok(mut g) => *g = new,
             Err(p) => *p.into_inner() = new,

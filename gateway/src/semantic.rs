@@ -3,10 +3,11 @@
 //!
 //! Semantic routing and the prompt guard both ask one question: which
 //! configured topic, if any, is this prompt about? A topic is a set of
-//! example utterances. Each utterance is embedded once, when a proxy first
-//! needs its index (asynchronously, on the first request; not at load time,
-//! so `--validate` and start-up never depend on the embedding service), and
-//! the unit-length vectors are kept in one flat matrix. Per request the
+//! example utterances. Each utterance is embedded once, when the
+//! configuration that holds it is about to be served ([`prepare`], in the
+//! background, so `--validate` and start-up never depend on the embedding
+//! service; a request that needs the index first waits for it), and the
+//! unit-length vectors are kept in one flat matrix. Per request the
 //! gateway embeds the prompt (one call) and takes, for each topic, the best
 //! cosine similarity with its utterances: a dot product per utterance,
 //! since everything is normalised.
@@ -294,6 +295,9 @@ pub struct Semantic {
     pub guard_topics: Vec<Topic>,
     index: tokio::sync::OnceCell<Arc<Indexes>>,
     last_failure: Mutex<Option<Instant>>,
+    /// What the vectors depend on besides the topics: the endpoint, the
+    /// model and the dimensions (not the key).
+    fingerprint: String,
 }
 
 impl Semantic {
@@ -302,12 +306,36 @@ impl Semantic {
         route_topics: Vec<Topic>,
         guard_topics: Vec<Topic>,
     ) -> Self {
+        let u = &service.route.upstream;
+        let fingerprint = format!(
+            "{} {}://{}:{} {} {:?}",
+            service.route.provider_name,
+            if u.tls { "https" } else { "http" },
+            u.host_header,
+            u.port,
+            service.model,
+            service.dimensions
+        );
         Semantic {
             service,
             route_topics,
             guard_topics,
             index: tokio::sync::OnceCell::new(),
             last_failure: Mutex::new(None),
+            fingerprint,
+        }
+    }
+
+    /// Takes `old`'s indexes if they were computed for the same service
+    /// and the same topics, so a configuration change elsewhere (a key, a
+    /// deployment) does not embed every utterance again.
+    pub fn adopt(&self, old: &Semantic) {
+        if self.fingerprint == old.fingerprint
+            && self.route_topics == old.route_topics
+            && self.guard_topics == old.guard_topics
+            && let Some(i) = old.index.get()
+        {
+            let _ = self.index.set(i.clone());
         }
     }
 
@@ -370,6 +398,64 @@ impl Semantic {
             *g = Some(Instant::now());
         }
         result
+    }
+}
+
+/// Prepares the topic indexes of a configuration about to be served:
+/// those of unchanged proxies are carried over from `old`, the others are
+/// computed now, on a thread of their own, so that requests find them
+/// ready instead of the first one waiting for every utterance to be
+/// embedded. The gateway serves meanwhile; a request that arrives first
+/// waits for the same computation. A failure is logged and left to the
+/// request path, which retries after `INDEX_RETRY_AFTER`.
+pub fn prepare(new: &Arc<Runtime>, old: Option<&Runtime>) {
+    let mut pending = Vec::new();
+    for (context, proxy) in &new.proxies {
+        let Some(sem) = &proxy.routing.semantic else {
+            continue;
+        };
+        if let Some(prev) = old
+            .and_then(|o| o.proxies.get(context))
+            .and_then(|p| p.routing.semantic.as_ref())
+        {
+            sem.adopt(prev);
+        }
+        if sem.index.get().is_none() {
+            pending.push(proxy.clone());
+        }
+    }
+    if pending.is_empty() {
+        return;
+    }
+    let runtime = new.clone();
+    let spawned = std::thread::Builder::new()
+        .name("semantic-index".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            let connector = Connector::new(None);
+            rt.block_on(async {
+                for proxy in &pending {
+                    let Some(sem) = &proxy.routing.semantic else {
+                        continue;
+                    };
+                    let embedder = ServiceEmbedder {
+                        service: &sem.service,
+                        connector: &connector,
+                        runtime: &runtime,
+                    };
+                    if let Err(e) = sem.indexes(&embedder).await {
+                        tracing::warn!(proxy = %proxy.id, error = %e.message, "could not index the semantic topics at load; requests will retry");
+                    }
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start indexing semantic topics; the first request will");
     }
 }
 

@@ -105,8 +105,10 @@ impl Gateway {
             ),
             None => Tracer::disabled(dropped),
         };
+        let runtime = Arc::new(runtime);
+        crate::semantic::prepare(&runtime, None);
         Gateway {
-            runtime: Arc::new(RwLock::new(Arc::new(runtime))),
+            runtime: Arc::new(RwLock::new(runtime)),
             connector: Connector::new(None),
             routing_metrics: RoutingMetrics::new(&metrics.registry),
             metrics,
@@ -131,11 +133,7 @@ impl Gateway {
 
     /// Swaps in a new configuration; requests in flight finish on the old one.
     pub fn replace_runtime(&self, runtime: Runtime) {
-        let new = Arc::new(runtime);
-        match self.runtime.write() {
-            Ok(mut g) => *g = new,
-            Err(p) => *p.into_inner() = new,
-        }
+        self.runtime_handle().replace(runtime);
     }
 
     async fn handle(

@@ -619,6 +619,19 @@ proxies:
     ))
     .await;
 
+    // The topics are embedded when the configuration loads, before any
+    // request: one batch with every utterance.
+    let mut indexed = Vec::new();
+    for _ in 0..250 {
+        indexed = embedder.journal().await;
+        if !indexed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(indexed.len(), 1, "{indexed:?}");
+    assert_eq!(indexed[0]["body"]["input"].as_array().unwrap().len(), 8);
+
     for (prompt, route, model) in [
         ("please write a python function", "code", "coder"),
         ("my invoice was charged twice", "billing", "biller"),

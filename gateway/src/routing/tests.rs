@@ -228,6 +228,39 @@ semantic_service: { provider: embedder, model: emb }"#,
     assert_eq!(sem.service.timeout, Duration::from_secs(2));
 }
 
+#[tokio::test]
+async fn a_new_configuration_keeps_indexes_of_unchanged_topics() {
+    let semantic = |utterance: &str, model: &str| {
+        proxy(&format!(
+            "routes:\n  - {{ provider: local, name: code, topics: [{{ name: coding, utterances: [{utterance}] }}] }}\n  - {{ provider: local, name: general }}\nrouting: {{ strategy: semantic, fallback: {{ route: general }} }}\nsemantic_service: {{ provider: embedder, model: {model} }}"
+        ))
+    };
+    let embedder = crate::semantic::tests::BagOfWords::new(16);
+    let old = semantic("write code", "emb");
+    let old_sem = old.routing.semantic.as_ref().unwrap();
+    old_sem.indexes(&embedder).await.unwrap();
+    let calls = || embedder.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(calls(), 1);
+
+    // Same service and topics: the indexes are taken over, nothing embedded.
+    let same = semantic("write code", "emb");
+    let sem = same.routing.semantic.as_ref().unwrap();
+    sem.adopt(old_sem);
+    sem.indexes(&embedder).await.unwrap();
+    assert_eq!(calls(), 1);
+    // Another utterance or another model: embedded afresh.
+    for changed in [
+        semantic("fix my code", "emb"),
+        semantic("write code", "emb-2"),
+    ] {
+        let sem = changed.routing.semantic.as_ref().unwrap();
+        sem.adopt(old_sem);
+        let before = calls();
+        sem.indexes(&embedder).await.unwrap();
+        assert_eq!(calls(), before + 1);
+    }
+}
+
 #[test]
 fn max_attempts_caps_the_candidates() {
     let p = proxy(
