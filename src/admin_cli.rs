@@ -26,6 +26,13 @@ pub struct AdminArgs {
     /// The policy hub's base URL (for attaching policies).
     #[arg(long, env = "PORTCULLIS_HUB_URL")]
     pub hub_url: Option<String>,
+    /// Provider (id) whose `/embeddings` endpoint policies on managed
+    /// gateways use (the `embeddings` capability, e.g. semantic-guard).
+    #[arg(long, env = portcullis_admin::POLICY_EMBEDDINGS_PROVIDER_ENV)]
+    pub policy_embeddings_provider: Option<String>,
+    /// The embedding model for that endpoint.
+    #[arg(long, env = portcullis_admin::POLICY_EMBEDDINGS_MODEL_ENV)]
+    pub policy_embeddings_model: Option<String>,
     /// The admin service to call (client subcommands).
     #[arg(
         long,
@@ -398,13 +405,18 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: &AdminArgs) -> anyhow::Result<()> {
-    let opened = portcullis_admin::open(&portcullis_admin::AdminOptions {
+    let mut opened = portcullis_admin::open(&portcullis_admin::AdminOptions {
         listen: args.listen.parse().context("--listen")?,
         database_url: args.database_url.clone(),
         data_dir: args.data_dir.clone(),
         hub_url: args.hub_url.clone(),
     })
     .await?;
+    // Flags win over the environment `open` read.
+    opened.state.policy_embeddings = portcullis_admin::PolicyEmbeddings::from_parts(
+        args.policy_embeddings_provider.clone(),
+        args.policy_embeddings_model.clone(),
+    )?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

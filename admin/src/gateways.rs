@@ -10,7 +10,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portcullis_types::gateway_config::{
-    FileConfig, KeyFile, PolicyEngineFile, PolicyHubFile, ProxyFile,
+    FileConfig, KeyFile, PolicyEmbeddingsFile, PolicyEngineFile, PolicyHubFile, ProviderFile,
+    ProviderKind, ProxyFile,
 };
 use portcullis_types::managed::{DeployedProxy, Heartbeat, ManagedConfig};
 use serde::Deserialize;
@@ -18,13 +19,14 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Row};
 
-use crate::AppState;
 use crate::auth::{Caller, GatewayCaller};
 use crate::crypto::{new_secret, sha256_hex};
 use crate::db::{self, audit, bump, now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult, Body, Query};
+use crate::providers::Provider;
 use crate::proxies::{ProxySpec, invoke_base};
 use crate::slug::{slugify, valid_url};
+use crate::{AppState, PolicyEmbeddings};
 
 /// Body of `POST /gateways`.
 #[derive(Debug, Deserialize)]
@@ -318,30 +320,49 @@ pub async fn build_config(
             proxy_id,
         });
     }
+    let with_policies = proxies.iter().any(|p: &ProxyFile| !p.policies.is_empty());
+    // The policies' embeddings endpoint reaches its provider with the
+    // provider's key, handed over in `secrets` like every provider key.
+    let embeddings = match &st.policy_embeddings {
+        Some(e) if with_policies => policy_embeddings_url(e, &providers).map(|url| {
+            used.insert(e.provider.clone());
+            (e, url)
+        }),
+        _ => None,
+    };
     // A provider deleted under a deployed revision cannot happen (delete
     // refuses); if the row is gone anyway the gateway reports the dangling
     // route and keeps its previous config.
-    let provider_files = providers
+    let provider_files: Vec<ProviderFile> = providers
         .values()
         .filter(|p| used.contains(&p.id))
         .map(|p| p.to_file(&mut secrets))
         .collect();
+    let embeddings = embeddings.map(|(e, url)| PolicyEmbeddingsFile {
+        url,
+        model: e.model.clone(),
+        api_key_env: provider_files
+            .iter()
+            .find(|p| p.name == e.provider)
+            .and_then(|p| p.api_key_env.clone()),
+    });
     let config: FileConfig = serde_json::from_value(json!({})).map_err(ApiError::internal)?;
     // Gateways fetch attached policies from the same hub admin validated
     // their settings against.
-    let policy_engine = match st.hub.base_url() {
-        Some(url) if proxies.iter().any(|p: &ProxyFile| !p.policies.is_empty()) => {
-            Some(PolicyEngineFile {
-                hub: Some(PolicyHubFile {
-                    url: url.to_owned(),
-                    cache_dir: None,
-                    timeout_ms: None,
-                }),
-                ..PolicyEngineFile::default()
-            })
-        }
-        _ => None,
-    };
+    let hub = st
+        .hub
+        .base_url()
+        .filter(|_| with_policies)
+        .map(|url| PolicyHubFile {
+            url: url.to_owned(),
+            cache_dir: None,
+            timeout_ms: None,
+        });
+    let policy_engine = (hub.is_some() || embeddings.is_some()).then(|| PolicyEngineFile {
+        hub,
+        embeddings,
+        ..PolicyEngineFile::default()
+    });
     let config = FileConfig {
         providers: provider_files,
         proxies,
@@ -361,6 +382,32 @@ pub async fn build_config(
         },
         next_expiry,
     ))
+}
+
+/// The full `/embeddings` URL of the policies' embeddings provider, or
+/// none (logged) when the provider is gone or speaks no OpenAI-style
+/// embeddings with a bearer key (the policy engine's only form).
+fn policy_embeddings_url(
+    e: &PolicyEmbeddings,
+    providers: &BTreeMap<String, Provider>,
+) -> Option<String> {
+    let Some(p) = providers.get(&e.provider) else {
+        tracing::warn!(provider = %e.provider, "policy embeddings provider does not exist; policy_engine.embeddings omitted");
+        return None;
+    };
+    let base = match p.kind {
+        ProviderKind::Openai | ProviderKind::Mistral | ProviderKind::OpenaiCompatible => {
+            p.spec.base_url.as_deref().or(p.kind.default_base_url())
+        }
+        _ => None,
+    };
+    match base {
+        Some(b) => Some(format!("{}/embeddings", b.trim_end_matches('/'))),
+        None => {
+            tracing::warn!(provider = %e.provider, kind = p.kind.label(), "policy embeddings need an openai, mistral or openai-compatible provider with a base URL; policy_engine.embeddings omitted");
+            None
+        }
+    }
 }
 
 /// Query of `GET /gateway/config`.

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{MethodRouter, get, patch, post};
+use axum::routing::{MethodRouter, get, patch, post, put};
 use sqlx::AnyPool;
 use tokio::sync::watch;
 
@@ -47,6 +47,48 @@ pub struct AppState {
     pub changes: Arc<watch::Sender<u64>>,
     /// A gateway is Active while its last heartbeat is at most this old.
     pub heartbeat_window: Duration,
+    /// The embeddings endpoint managed gateways give policies (the
+    /// `embeddings` capability, e.g. `semantic-guard`); none by default.
+    pub policy_embeddings: Option<PolicyEmbeddings>,
+}
+
+/// Environment variable naming the provider (id) whose `/embeddings`
+/// endpoint policies use on managed gateways.
+pub const POLICY_EMBEDDINGS_PROVIDER_ENV: &str = "PORTCULLIS_POLICY_EMBEDDINGS_PROVIDER";
+/// Environment variable naming the embedding model policies use.
+pub const POLICY_EMBEDDINGS_MODEL_ENV: &str = "PORTCULLIS_POLICY_EMBEDDINGS_MODEL";
+
+/// The policies' embeddings endpoint: a provider's OpenAI-style
+/// `/embeddings` (openai, mistral or openai-compatible) with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyEmbeddings {
+    /// A provider id.
+    pub provider: String,
+    pub model: String,
+}
+
+impl PolicyEmbeddings {
+    /// From the two settings (flags or environment): both or neither.
+    pub fn from_parts(
+        provider: Option<String>,
+        model: Option<String>,
+    ) -> anyhow::Result<Option<PolicyEmbeddings>> {
+        let provider = provider.filter(|p| !p.trim().is_empty());
+        let model = model.filter(|m| !m.trim().is_empty());
+        match (provider, model) {
+            (None, None) => Ok(None),
+            (Some(provider), Some(model)) => Ok(Some(PolicyEmbeddings {
+                provider: provider.trim().to_owned(),
+                model: model.trim().to_owned(),
+            })),
+            (Some(_), None) => anyhow::bail!(
+                "--policy-embeddings-provider ({POLICY_EMBEDDINGS_PROVIDER_ENV}) needs --policy-embeddings-model ({POLICY_EMBEDDINGS_MODEL_ENV})"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "--policy-embeddings-model ({POLICY_EMBEDDINGS_MODEL_ENV}) needs --policy-embeddings-provider ({POLICY_EMBEDDINGS_PROVIDER_ENV})"
+            ),
+        }
+    }
 }
 
 impl AppState {
@@ -57,6 +99,7 @@ impl AppState {
             hub,
             changes: Arc::new(watch::channel(0).0),
             heartbeat_window: Duration::from_secs(15),
+            policy_embeddings: None,
         }
     }
 
@@ -102,6 +145,16 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
             "get",
             "/api/v1/proxies/{id}/revisions",
             get(proxies::revisions),
+        ),
+        (
+            "get",
+            "/api/v1/proxies/{id}/topics/{topic}/utterances",
+            get(proxies::get_utterances),
+        ),
+        (
+            "put",
+            "/api/v1/proxies/{id}/topics/{topic}/utterances",
+            put(proxies::put_utterances),
         ),
         ("get", "/api/v1/policies", get(policies::catalogue)),
         ("get", "/api/v1/proxies/{id}/policies", get(policies::list)),
@@ -217,9 +270,15 @@ pub async fn open(o: &AdminOptions) -> anyhow::Result<Opened> {
         Some(u) => Arc::new(policies::HttpHub::new(u)),
         None => Arc::new(policies::NoHub),
     };
+    let policy_embeddings = PolicyEmbeddings::from_parts(
+        std::env::var(POLICY_EMBEDDINGS_PROVIDER_ENV).ok(),
+        std::env::var(POLICY_EMBEDDINGS_MODEL_ENV).ok(),
+    )?;
     let bootstrap_token = auth::bootstrap(&pool, std::env::var(auth::ADMIN_TOKEN_ENV).ok()).await?;
+    let mut state = AppState::new(pool, sealer, hub);
+    state.policy_embeddings = policy_embeddings;
     Ok(Opened {
-        state: AppState::new(pool, sealer, hub),
+        state,
         bootstrap_token,
     })
 }

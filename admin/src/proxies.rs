@@ -4,13 +4,16 @@
 //! deployments pin a revision, so editing a proxy never changes what a
 //! gateway serves until the new revision is deployed.
 
+use std::collections::HashSet;
+
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use portcullis_types::gateway_config::{
     InboundKind, KeyFile, PromptGuardFile, ProxyFile, Resource, RouteFile, RoutingFile,
-    SemanticServiceFile,
+    RoutingStrategy, SemanticServiceFile, TopicFile,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -111,21 +114,41 @@ impl ProxySpec {
 }
 
 /// Body of `POST /proxies` (`name` required) and `PATCH /proxies/{id}`.
+///
+/// The optional settings (`description`, `routes`, `routing`,
+/// `semantic_service`, `prompt_guard`) tell an absent field (`None`: keep
+/// it) from JSON `null` (`Some(None)`: remove it; `routes` back to the one
+/// default route).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyInput {
     pub name: Option<String>,
     pub provider: Option<String>,
     pub version: Option<String>,
-    pub description: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub description: Option<Option<String>>,
     pub context: Option<String>,
     pub inbound: Option<Vec<InboundKind>>,
     pub resources: Option<Vec<Resource>>,
-    pub routes: Option<Vec<RouteFile>>,
-    pub routing: Option<RoutingFile>,
-    pub semantic_service: Option<SemanticServiceFile>,
-    pub prompt_guard: Option<PromptGuardFile>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub routes: Option<Option<Vec<RouteFile>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub routing: Option<Option<RoutingFile>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub semantic_service: Option<Option<SemanticServiceFile>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub prompt_guard: Option<Option<PromptGuardFile>>,
     pub track_stream_tokens: Option<bool>,
+}
+
+/// A present field: `Some(None)` for `null`, `Some(Some(v))` for a value
+/// (an absent one is `None` through `#[serde(default)]`).
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A proxy row with its current revision.
@@ -229,31 +252,28 @@ pub async fn validate(tx: &mut Transaction<'_, Any>, spec: &ProxySpec) -> ApiRes
                 "must be an http:// or https:// URL",
             ));
         }
-        for (t, topic) in r.topics.iter().enumerate() {
-            if topic.utterances_file.is_some() {
+    }
+    if let Some(s) = &spec.semantic_service {
+        let kind = sqlx::query("SELECT kind FROM providers WHERE id = $1")
+            .bind(s.provider.clone())
+            .fetch_optional(&mut **tx)
+            .await?;
+        let kind: String = match kind {
+            Some(r) => r.try_get("kind")?,
+            None => {
                 return Err(ApiError::invalid(
-                    format!("routes[{i}].topics[{t}].utterances_file"),
-                    "give the utterances inline; managed gateways read no local files",
+                    "semantic_service.provider",
+                    format!("no provider `{}`", s.provider),
                 ));
             }
-        }
-    }
-    if let Some(s) = &spec.semantic_service
-        && !exists(tx, s.provider.clone()).await?
-    {
-        return Err(ApiError::invalid(
-            "semantic_service.provider",
-            format!("no provider `{}`", s.provider),
-        ));
-    }
-    if let Some(g) = &spec.prompt_guard {
-        for (t, topic) in g.deny.iter().enumerate() {
-            if topic.utterances_file.is_some() {
-                return Err(ApiError::invalid(
-                    format!("prompt_guard.deny[{t}].utterances_file"),
-                    "give the utterances inline; managed gateways read no local files",
-                ));
-            }
+        };
+        if kind == "anthropic" || kind == "bedrock" {
+            return Err(ApiError::invalid(
+                "semantic_service.provider",
+                format!(
+                    "provider type `{kind}` offers no embeddings; use openai, azure-openai, mistral, gemini or openai-compatible"
+                ),
+            ));
         }
     }
     if spec.routes.len() > 1 && spec.routing.as_ref().and_then(|r| r.strategy).is_none() {
@@ -282,6 +302,141 @@ pub async fn validate(tx: &mut Transaction<'_, Any>, spec: &ProxySpec) -> ApiRes
                 ),
             ));
         }
+    }
+    semantic_rules(spec)
+}
+
+/// The gateway's rules for semantic routing, topics, the prompt guard and
+/// the semantic service (`gateway/src/routing/table.rs`), so that admin
+/// refuses what every gateway would refuse, naming the same field.
+fn semantic_rules(spec: &ProxySpec) -> ApiResult<()> {
+    let routing = spec.routing.clone().unwrap_or_default();
+    let routes = spec.effective_routes().len();
+    let strategy = match routing.strategy {
+        Some(RoutingStrategy::Single) if routes != 1 => {
+            return Err(ApiError::invalid(
+                "routing.strategy",
+                format!("`single` takes exactly one route, this proxy has {routes}"),
+            ));
+        }
+        Some(s) => s,
+        None => RoutingStrategy::Single,
+    };
+    let semantic = strategy == RoutingStrategy::Semantic;
+    if let Some(t) = routing.threshold {
+        check_threshold("routing.threshold", t)?;
+        if !semantic {
+            return Err(ApiError::invalid(
+                "routing.threshold",
+                "only the semantic strategy uses a threshold",
+            ));
+        }
+    }
+    let mut names = HashSet::new();
+    let mut route_topics = 0;
+    for (i, r) in spec.routes.iter().enumerate() {
+        if !r.topics.is_empty() && !semantic {
+            return Err(ApiError::invalid(
+                format!("routes[{i}].topics"),
+                "only the semantic strategy uses topics",
+            ));
+        }
+        for (t, topic) in r.topics.iter().enumerate() {
+            check_topic(&format!("routes[{i}].topics[{t}]"), topic, &mut names)?;
+        }
+        route_topics += r.topics.len();
+    }
+    if semantic && route_topics == 0 {
+        return Err(ApiError::invalid(
+            "routes",
+            "semantic routing needs at least one route with topics",
+        ));
+    }
+    if semantic && routing.fallback.is_none() {
+        return Err(ApiError::invalid(
+            "routing.fallback",
+            "semantic routing needs a fallback route for prompts that match no topic",
+        ));
+    }
+    if let Some(g) = &spec.prompt_guard {
+        if let Some(t) = g.threshold {
+            check_threshold("prompt_guard.threshold", t)?;
+        }
+        if g.deny.is_empty() {
+            return Err(ApiError::invalid(
+                "prompt_guard.deny",
+                "list at least one denied topic",
+            ));
+        }
+        for (t, topic) in g.deny.iter().enumerate() {
+            check_topic(&format!("prompt_guard.deny[{t}]"), topic, &mut names)?;
+        }
+    }
+    let user = if semantic {
+        Some("the semantic strategy")
+    } else if spec.prompt_guard.is_some() {
+        Some("the prompt guard")
+    } else {
+        None
+    };
+    match (&spec.semantic_service, user) {
+        (None, Some(who)) => Err(ApiError::invalid(
+            "semantic_service",
+            format!("required by {who}"),
+        )),
+        (Some(_), None) => Err(ApiError::invalid(
+            "semantic_service",
+            "set, but neither the semantic strategy nor a prompt guard uses it; remove it with `\"semantic_service\": null`",
+        )),
+        (Some(s), Some(_)) if s.model.trim().is_empty() => Err(ApiError::invalid(
+            "semantic_service.model",
+            "must not be empty",
+        )),
+        (Some(s), Some(_)) if s.timeout_ms == Some(0) => Err(ApiError::invalid(
+            "semantic_service.timeout_ms",
+            "must be above 0",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_threshold(field: &str, t: f32) -> ApiResult<()> {
+    if (0.0..=1.0).contains(&t) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(field, "must be between 0 and 1"))
+    }
+}
+
+/// One topic at `path`; `names` holds the topic names seen so far in the
+/// proxy (route topics and denied topics share one namespace).
+fn check_topic(path: &str, topic: &TopicFile, names: &mut HashSet<String>) -> ApiResult<()> {
+    if topic.utterances_file.is_some() {
+        return Err(ApiError::invalid(
+            format!("{path}.utterances_file"),
+            "give the utterances inline or upload them (PUT .../topics/{topic}/utterances); managed gateways read no local files",
+        ));
+    }
+    if topic.name.is_empty() {
+        return Err(ApiError::invalid(
+            format!("{path}.name"),
+            "must not be empty",
+        ));
+    }
+    if !names.insert(topic.name.clone()) {
+        return Err(ApiError::invalid(
+            format!("{path}.name"),
+            format!("topic `{}` is defined twice in this proxy", topic.name),
+        ));
+    }
+    if let Some(t) = topic.threshold {
+        check_threshold(&format!("{path}.threshold"), t)?;
+    }
+    if topic.utterances.iter().all(|u| u.trim().is_empty()) {
+        return Err(ApiError::invalid(
+            format!("{path}.utterances"),
+            format!("topic `{}` has no utterances", topic.name),
+        ));
     }
     Ok(())
 }
@@ -327,7 +482,7 @@ fn apply(spec: &mut ProxySpec, input: ProxyInput) {
         spec.version = v.trim().to_owned();
     }
     if let Some(v) = input.description {
-        spec.description = (!v.is_empty()).then_some(v);
+        spec.description = v.filter(|d| !d.is_empty());
     }
     if let Some(v) = input.context {
         spec.context = normalise_context(&v);
@@ -339,16 +494,16 @@ fn apply(spec: &mut ProxySpec, input: ProxyInput) {
         spec.resources = v;
     }
     if let Some(v) = input.routes {
-        spec.routes = v;
+        spec.routes = v.unwrap_or_default();
     }
     if let Some(v) = input.routing {
-        spec.routing = Some(v);
+        spec.routing = v;
     }
     if let Some(v) = input.semantic_service {
-        spec.semantic_service = Some(v);
+        spec.semantic_service = v;
     }
     if let Some(v) = input.prompt_guard {
-        spec.prompt_guard = Some(v);
+        spec.prompt_guard = v;
     }
     if let Some(v) = input.track_stream_tokens {
         spec.track_stream_tokens = v;
@@ -557,27 +712,132 @@ pub async fn update(
     }
     let mut spec = p.spec.clone();
     apply(&mut spec, input);
+    let target = format!("proxies/{id}");
+    commit_change(&st, tx, &caller, p, spec, "proxy.update", &target).await
+}
+
+/// Validates `spec`, the edited spec of `p`, and stores it as `p`'s next
+/// revision, audited as `action` on `target`, then wakes the gateways. An
+/// unchanged spec makes no revision. Answers the proxy's view.
+async fn commit_change(
+    st: &AppState,
+    mut tx: Transaction<'_, Any>,
+    caller: &Caller,
+    p: Proxy,
+    spec: ProxySpec,
+    action: &str,
+    target: &str,
+) -> ApiResult<Json<Value>> {
     validate(&mut tx, &spec).await?;
     if spec == p.spec {
         // Nothing changed: no new revision.
         tx.rollback().await?;
-        return Ok(Json(view(&st, &p).await?));
+        return Ok(Json(view(st, &p).await?));
     }
     let seq = bump(&mut tx).await?;
-    let rev = save_revision(&mut tx, &id, p.revision, &spec, &caller.actor()).await?;
+    let rev = save_revision(&mut tx, &p.id, p.revision, &spec, &caller.actor()).await?;
     audit(
         &mut tx,
         seq,
         &caller.actor(),
-        "proxy.update",
-        &format!("proxies/{id}"),
+        action,
+        target,
         Some(json!({"revision": rev})),
     )
     .await?;
-    let p = load_required(&mut tx, &id).await?;
+    let p = load_required(&mut tx, &p.id).await?;
     tx.commit().await?;
     st.changed();
-    Ok(Json(view(&st, &p).await?))
+    Ok(Json(view(st, &p).await?))
+}
+
+/// The topic named `name` in `spec`: a route's topic or a denied topic.
+fn topic_mut<'a>(spec: &'a mut ProxySpec, name: &str) -> Option<&'a mut TopicFile> {
+    let guard = spec.prompt_guard.iter_mut().flat_map(|g| g.deny.iter_mut());
+    spec.routes
+        .iter_mut()
+        .flat_map(|r| r.topics.iter_mut())
+        .chain(guard)
+        .find(|t| t.name == name)
+}
+
+/// Utterances of a plain-text upload, by the gateway's `utterances_file`
+/// rule: one per line, trimmed; blank lines and lines starting with `#`
+/// skipped; duplicates dropped (the gateway drops them too).
+pub fn parse_utterances(text: &str) -> Vec<String> {
+    let mut seen = HashSet::new();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| seen.insert(*l))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `GET /proxies/{id}/topics/{topic}/utterances`: the topic's utterances
+/// as `text/plain`, one per line.
+pub async fn get_utterances(
+    State(st): State<AppState>,
+    _caller: Caller,
+    Path((id, topic)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let mut p = load(&st.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("proxy", &id))?;
+    let t = topic_mut(&mut p.spec, &topic).ok_or_else(|| ApiError::not_found("topic", &topic))?;
+    let mut text = t.utterances.join("\n");
+    text.push('\n');
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// `PUT /proxies/{id}/topics/{topic}/utterances`: replaces the topic's
+/// utterances with those of a `text/plain` body (see [`parse_utterances`]);
+/// a new revision.
+pub async fn put_utterances(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((id, topic)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let is_text = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/plain")
+        });
+    if !is_text {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the utterances as text/plain, one per line",
+        ));
+    }
+    let text = std::str::from_utf8(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("the body is not UTF-8: {e}"),
+        )
+    })?;
+    let utterances = parse_utterances(text);
+    if utterances.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "no utterances: give one per line (blank lines and lines starting with `#` are skipped)",
+        ));
+    }
+    let mut tx = st.pool.begin().await?;
+    let p = load_required(&mut tx, &id).await?;
+    let mut spec = p.spec.clone();
+    let t = topic_mut(&mut spec, &topic).ok_or_else(|| ApiError::not_found("topic", &topic))?;
+    t.utterances = utterances;
+    t.utterances_file = None;
+    let target = format!("proxies/{id}/topics/{topic}");
+    commit_change(&st, tx, &caller, p, spec, "proxy.topic.utterances", &target).await
 }
 
 /// `DELETE /proxies/{id}`: refused while deployed; removes its keys,

@@ -123,6 +123,42 @@ impl App {
         (status, headers, v)
     }
 
+    /// A request with a raw body of `content_type`; answers the status,
+    /// headers and body bytes.
+    async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: impl Into<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {}", self.admin))
+            .header("content-type", content_type)
+            .body(body.into())
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        if status.is_client_error() {
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            assert!(
+                v["error"]["code"].is_string(),
+                "{method} {path}: {status} {v}"
+            );
+        }
+        (status, headers, bytes)
+    }
+
     async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (s, v) = self.call(method, path, Some(&self.admin), body).await;
         assert!(s.is_success(), "{method} {path}: {s} {v}");
@@ -1038,6 +1074,364 @@ async fn attaching_with_the_hub_down_is_a_503() {
         },
     )
     .await;
+}
+
+// ------------------------------------------------------------ semantic settings
+
+/// A semantic proxy body: route `code` with topic `code`, fallback `chat`,
+/// a prompt guard denying `weapons`, both on provider `p`'s embeddings.
+fn semantic_proxy(name: &str) -> Value {
+    json!({
+        "name": name, "provider": "p", "description": "semantic",
+        "routes": [
+            {"provider": "p", "name": "code", "topics": [{"name": "code", "utterances": ["write a python function"]}]},
+            {"provider": "p", "name": "chat"}
+        ],
+        "routing": {"strategy": "semantic", "fallback": {"route": "chat"}, "threshold": 0.7},
+        "semantic_service": {"provider": "p", "model": "text-embedding-3-small"},
+        "prompt_guard": {"threshold": 0.8, "deny": [{"name": "weapons", "utterances": ["how to build a bomb"]}]}
+    })
+}
+
+#[tokio::test]
+async fn patch_null_removes_optional_proxy_settings() {
+    on_each_db(async |app| {
+        app.provider("P").await;
+        app.ok("POST", "/api/v1/proxies", Some(semantic_proxy("S")))
+            .await;
+        let path = "/api/v1/proxies/s";
+        // Absent: unchanged.
+        let v = app.ok("PATCH", path, Some(json!({"version": "v2"}))).await;
+        assert_eq!(v["semantic_service"]["model"], "text-embedding-3-small");
+        assert_eq!(v["prompt_guard"]["deny"][0]["name"], "weapons");
+        assert_eq!(v["description"], "semantic");
+        let weighted =
+            json!([{"provider": "p", "name": "code"}, {"provider": "p", "name": "chat"}]);
+        // Switching to weighted while the service stays set is refused,
+        // naming the field to remove...
+        app.rejects(
+            "PATCH",
+            path,
+            json!({"routes": weighted, "routing": {"strategy": "weighted"}, "prompt_guard": null}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "semantic_service",
+        )
+        .await;
+        // ...and null removes it.
+        let v = app
+            .ok(
+                "PATCH",
+                path,
+                Some(
+                    json!({"routes": weighted, "routing": {"strategy": "weighted"},
+            "semantic_service": null, "prompt_guard": null, "description": null}),
+                ),
+            )
+            .await;
+        assert_eq!(v["revision"], 3);
+        assert_eq!(
+            (
+                v["semantic_service"].clone(),
+                v["prompt_guard"].clone(),
+                v["description"].clone()
+            ),
+            (Value::Null, Value::Null, Value::Null)
+        );
+        assert_eq!(v["routing"], json!({"strategy": "weighted"}));
+        let revs = app.ok("GET", "/api/v1/proxies/s/revisions", None).await;
+        let spec = &revs["items"][0]["spec"];
+        assert!(
+            spec.get("semantic_service").is_none()
+                && spec.get("prompt_guard").is_none()
+                && spec.get("description").is_none(),
+            "{spec}"
+        );
+        assert!(
+            revs["items"][1]["spec"].get("semantic_service").is_some(),
+            "the old revision keeps it"
+        );
+        // `routes: null` goes back to the one default route, `routing: null` removes routing.
+        let v = app
+            .ok(
+                "PATCH",
+                path,
+                Some(json!({"routes": null, "routing": null})),
+            )
+            .await;
+        assert_eq!(
+            (v["routes"].clone(), v["routing"].clone()),
+            (json!([]), Value::Null)
+        );
+        // Null on what is already absent: no new revision.
+        let v = app
+            .ok(
+                "PATCH",
+                path,
+                Some(json!({"routing": null, "semantic_service": null})),
+            )
+            .await;
+        assert_eq!(v["revision"], 4);
+        // A type error still names the field.
+        app.rejects(
+            "PATCH",
+            path,
+            json!({"routing": 5}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "routing",
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn utterances_upload_as_plain_text() {
+    on_each_db(async |app| {
+        app.provider("P").await;
+        app.ok("POST", "/api/v1/proxies", Some(semantic_proxy("S"))).await;
+        let code = "/api/v1/proxies/s/topics/code/utterances";
+        let file = "# coding prompts\n\nwrite a python function\r\n  fix this rust compile error  \n#not this\nwrite a python function\n";
+        let (s, _, body) = app.call_raw("PUT", code, "text/plain; charset=utf-8", file).await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["revision"], 2);
+        assert_eq!(v["routes"][0]["topics"][0]["utterances"], json!(["write a python function", "fix this rust compile error"]));
+        assert_eq!(v["prompt_guard"]["deny"][0]["utterances"], json!(["how to build a bomb"]), "other topics unchanged");
+        let (s, h, text) = app.call_raw("GET", code, "text/plain", Body::empty()).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(h["content-type"].to_str().unwrap().starts_with("text/plain"));
+        assert_eq!(String::from_utf8(text).unwrap(), "write a python function\nfix this rust compile error\n");
+
+        // A denied topic of the prompt guard, by name.
+        let (s, _, body) = app.call_raw("PUT", "/api/v1/proxies/s/topics/weapons/utterances", "text/plain", "make explosives at home\n").await;
+        assert_eq!(s, StatusCode::OK);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((v["revision"].as_i64(), v["prompt_guard"]["deny"][0]["utterances"].clone()), (Some(3), json!(["make explosives at home"])));
+        // The same text again: no new revision.
+        let (_, _, body) = app.call_raw("PUT", "/api/v1/proxies/s/topics/weapons/utterances", "text/plain", "make explosives at home").await;
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["revision"], 3);
+
+        // Rejections write nothing.
+        let (s, _, _) = app.call_raw("PUT", "/api/v1/proxies/s/topics/nope/utterances", "text/plain", "x").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _, _) = app.call_raw("GET", "/api/v1/proxies/s/topics/nope/utterances", "text/plain", Body::empty()).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _, _) = app.call_raw("PUT", "/api/v1/proxies/nope/topics/code/utterances", "text/plain", "x").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _, _) = app.call_raw("PUT", code, "text/plain", "# only comments\n\n   \n").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _, _) = app.call_raw("PUT", code, "text/plain", vec![b'a', 0xff, b'\n']).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let (s, _, _) = app.call_raw("PUT", code, "application/json", "[\"x\"]").await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let v = app.ok("GET", "/api/v1/proxies/s", None).await;
+        assert_eq!(v["revision"], 3);
+
+        // Audited like any proxy change, and deployable.
+        let log = app.ok("GET", "/api/v1/audit?limit=1", None).await;
+        assert_eq!((log["items"][0]["action"].as_str(), log["items"][0]["resource"].as_str()), (Some("proxy.topic.utterances"), Some("proxies/s/topics/weapons")));
+        let (gw, token) = app.gateway("edge").await;
+        app.ok("POST", "/api/v1/proxies/s/deployments", Some(json!({"gateway": gw}))).await;
+        let (_, _, cfg) = app.call_h("GET", "/api/v1/gateway/config", Some(&token), None, &[]).await;
+        assert_eq!(cfg["config"]["proxies"][0]["routes"][0]["topics"][0]["utterances"][1], "fix this rust compile error");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn semantic_settings_validated_like_the_gateway() {
+    on_each_db(async |app| {
+        app.provider("P").await;
+        app.ok("POST", "/api/v1/providers", Some(json!({"name": "Claude", "type": "anthropic", "credentials": {"api_key": "k"}}))).await;
+        let ok = semantic_proxy("S");
+        app.ok("POST", "/api/v1/proxies", Some(ok.clone())).await;
+        let with = |pointer: &str, v: Value| {
+            let mut b = ok.clone();
+            b["name"] = json!("T");
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            b.pointer_mut(parent).unwrap()[key] = v;
+            b
+        };
+        let without = |key: &str| {
+            let mut b = ok.clone();
+            b["name"] = json!("T");
+            b.as_object_mut().unwrap().remove(key);
+            b
+        };
+        let bad = StatusCode::UNPROCESSABLE_ENTITY;
+        let path = "/api/v1/proxies";
+        // Thresholds between 0 and 1.
+        app.rejects("POST", path, with("/routing/threshold", json!(1.5)), bad, "routing.threshold").await;
+        app.rejects("POST", path, with("/prompt_guard/threshold", json!(-0.1)), bad, "prompt_guard.threshold").await;
+        app.rejects("POST", path, with("/routes/0/topics/0/threshold", json!(2)), bad, "routes[0].topics[0].threshold").await;
+        // Topics need utterances and a unique name.
+        app.rejects("POST", path, with("/routes/0/topics/0/utterances", json!([])), bad, "routes[0].topics[0].utterances").await;
+        app.rejects("POST", path, with("/routes/0/topics/0/utterances", json!(["  "])), bad, "routes[0].topics[0].utterances").await;
+        app.rejects("POST", path, with("/prompt_guard/deny/0/utterances", json!([])), bad, "prompt_guard.deny[0].utterances").await;
+        app.rejects("POST", path, with("/routes/1/topics", json!([{"name": "other", "utterances": []}])), bad, "routes[1].topics[0].utterances").await;
+        app.rejects("POST", path, with("/routes/0/topics/0/name", json!("")), bad, "routes[0].topics[0].name").await;
+        app.rejects("POST", path, with("/prompt_guard/deny/0/name", json!("code")), bad, "prompt_guard.deny[0].name").await;
+        app.rejects("POST", path, with("/routes/0/topics/0/utterances_file", json!("topics/code.txt")), bad, "routes[0].topics[0].utterances_file").await;
+        // The semantic strategy needs a fallback, topics and a service.
+        app.rejects("POST", path, with("/routing/fallback", Value::Null), bad, "routing.fallback").await;
+        app.rejects("POST", path, with("/routes/0/topics", json!([])), bad, "routes").await;
+        let mut b = without("semantic_service");
+        b.as_object_mut().unwrap().remove("prompt_guard");
+        app.rejects("POST", path, b, bad, "semantic_service").await;
+        // Topics and a threshold only with the semantic strategy.
+        let weighted = json!({"strategy": "weighted"});
+        let mut b = with("/routing", weighted.clone());
+        b.as_object_mut().unwrap().remove("prompt_guard");
+        app.rejects("POST", path, b.clone(), bad, "routes[0].topics").await;
+        b["routes"][0]["topics"] = json!([]);
+        b["routing"]["threshold"] = json!(0.5);
+        app.rejects("POST", path, b.clone(), bad, "routing.threshold").await;
+        // A service nothing uses; a guard without a service.
+        b["routing"] = weighted.clone();
+        app.rejects("POST", path, b.clone(), bad, "semantic_service").await;
+        b.as_object_mut().unwrap().remove("semantic_service");
+        app.ok("POST", path, Some(b.clone())).await;
+        b["name"] = json!("U");
+        b["prompt_guard"] = ok["prompt_guard"].clone();
+        app.rejects("POST", path, b.clone(), bad, "semantic_service").await;
+        b["prompt_guard"]["deny"] = json!([]);
+        b["semantic_service"] = ok["semantic_service"].clone();
+        app.rejects("POST", path, b.clone(), bad, "prompt_guard.deny").await;
+        // The service itself.
+        app.rejects("POST", path, with("/semantic_service/provider", json!("claude")), bad, "semantic_service.provider").await;
+        app.rejects("POST", path, with("/semantic_service/provider", json!("nope")), bad, "semantic_service.provider").await;
+        app.rejects("POST", path, with("/semantic_service/model", json!("")), bad, "semantic_service.model").await;
+        app.rejects("POST", path, with("/semantic_service/timeout_ms", json!(0)), bad, "semantic_service.timeout_ms").await;
+        // `single` takes one route.
+        app.rejects("POST", path, with("/routing", json!({"strategy": "single"})), bad, "routing.strategy").await;
+        // PATCH is held to the same rules.
+        app.rejects("PATCH", "/api/v1/proxies/s", json!({"routing": {"strategy": "semantic", "fallback": {"route": "chat"}, "threshold": 3}}), bad, "routing.threshold").await;
+        app.rejects("PATCH", "/api/v1/proxies/s", json!({"prompt_guard": {"deny": [{"name": "weapons", "utterances": []}]}}), bad, "prompt_guard.deny[0].utterances").await;
+        assert_eq!(app.ok("GET", "/api/v1/proxies/s", None).await["revision"], 1);
+    })
+    .await;
+}
+
+/// `app` serving with policies' embeddings on `provider`.
+fn with_policy_embeddings(app: App, provider: &str) -> App {
+    let mut state = app.state.clone();
+    state.policy_embeddings = Some(portcullis_admin::PolicyEmbeddings {
+        provider: provider.into(),
+        model: "text-embedding-3-small".into(),
+    });
+    App {
+        router: router(state.clone()),
+        state,
+        admin: app.admin,
+    }
+}
+
+#[tokio::test]
+async fn managed_config_gives_policies_an_embeddings_endpoint() {
+    on_each_db(async |app| {
+        let app = with_policy_embeddings(app, "emb");
+        app.provider("Chat").await;
+        app.provider("Emb").await;
+        app.ok(
+            "POST",
+            "/api/v1/proxies",
+            Some(json!({"name": "G", "provider": "chat"})),
+        )
+        .await;
+        let (gw, token) = app.gateway("edge").await;
+        app.ok(
+            "POST",
+            "/api/v1/proxies/g/deployments",
+            Some(json!({"gateway": gw})),
+        )
+        .await;
+        let config = async || {
+            let (_, _, cfg) = app
+                .call_h("GET", "/api/v1/gateway/config", Some(&token), None, &[])
+                .await;
+            serde_json::from_value::<portcullis_types::managed::ManagedConfig>(cfg).unwrap()
+        };
+        // No policy attached: no policy engine, and the provider stays out.
+        let cfg = config().await;
+        assert!(cfg.config.policy_engine.is_none());
+        assert_eq!(cfg.config.providers.len(), 1);
+
+        app.ok(
+            "POST",
+            "/api/v1/proxies/g/policies",
+            Some(json!({"name": "word-filter", "version": "1.0.0"})),
+        )
+        .await;
+        app.ok(
+            "POST",
+            "/api/v1/proxies/g/deployments",
+            Some(json!({"gateway": gw})),
+        )
+        .await;
+        let cfg = config().await;
+        let emb = cfg
+            .config
+            .policy_engine
+            .as_ref()
+            .and_then(|e| e.embeddings.clone())
+            .expect("policy_engine.embeddings");
+        assert_eq!(
+            (emb.url.as_str(), emb.model.as_str()),
+            ("http://127.0.0.1:9/v1/embeddings", "text-embedding-3-small")
+        );
+        // The key travels like provider keys: by variable name, in `secrets`.
+        let var = emb.api_key_env.expect("api_key_env");
+        assert_eq!(cfg.secrets[&var], "sk-Emb-secret");
+        assert!(
+            cfg.config
+                .providers
+                .iter()
+                .any(|p| p.name == "emb" && p.api_key_env.as_deref() == Some(var.as_str()))
+        );
+
+        // A provider that cannot serve the policy engine: left out, the
+        // rest of the configuration still served.
+        app.ok(
+            "POST",
+            "/api/v1/providers",
+            Some(json!({"name": "Claude", "type": "anthropic", "credentials": {"api_key": "k"}})),
+        )
+        .await;
+        let other = with_policy_embeddings(
+            App {
+                router: app.router.clone(),
+                state: app.state.clone(),
+                admin: app.admin.clone(),
+            },
+            "claude",
+        );
+        let (s, _, cfg) = other
+            .call_h("GET", "/api/v1/gateway/config", Some(&token), None, &[])
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(
+            cfg["config"]["policy_engine"].get("embeddings").is_none(),
+            "{}",
+            cfg["config"]["policy_engine"]
+        );
+        assert_eq!(
+            cfg["config"]["proxies"][0]["policies"][0]["name"],
+            "word-filter"
+        );
+    })
+    .await;
+}
+
+#[test]
+fn policy_embeddings_settings_come_in_pairs() {
+    use portcullis_admin::PolicyEmbeddings;
+    assert_eq!(PolicyEmbeddings::from_parts(None, None).unwrap(), None);
+    let e = PolicyEmbeddings::from_parts(Some("emb".into()), Some("m".into()))
+        .unwrap()
+        .unwrap();
+    assert_eq!((e.provider.as_str(), e.model.as_str()), ("emb", "m"));
+    assert!(PolicyEmbeddings::from_parts(Some("emb".into()), None).is_err());
+    assert!(PolicyEmbeddings::from_parts(None, Some("m".into())).is_err());
 }
 
 // ------------------------------------------------------------ audit
