@@ -436,6 +436,7 @@ async fn json_log_line_carries_the_request_id() {
     assert_eq!(v["proxy"], "openai");
     assert_eq!(v["key"], "tester");
     assert_eq!(v["provider"], "openai");
+    assert_eq!(v["route"], "openai");
     assert_eq!(v["model"], "gpt-5-mini");
     assert_eq!(v["status"], 200);
     assert_eq!(v["input_tokens"], usage["input_tokens"]);
