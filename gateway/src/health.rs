@@ -170,6 +170,27 @@ impl RouteHealth {
         }
     }
 
+    /// Takes over `old`'s state: `old` is the same route in the
+    /// configuration this one replaces, so that a configuration change
+    /// (a reload, a managed deployment) neither puts an ejected route back
+    /// in rotation nor forgets a `retry-after`. Call before the route
+    /// serves.
+    pub fn carry_from(&self, old: &RouteHealth) {
+        self.consecutive_failures.store(
+            old.consecutive_failures.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        self.pause_ms
+            .store(old.pause_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.unavailable_until.store(
+            old.unavailable_until.load(Ordering::Acquire),
+            Ordering::Release,
+        );
+        if let Some(g) = old.gauge.get() {
+            self.attach_gauge(g.clone());
+        }
+    }
+
     /// Connects the route's gauge and sets it to the current state.
     pub fn attach_gauge(&self, gauge: IntGauge) {
         let gauge = self.gauge.get_or_init(|| gauge);

@@ -55,7 +55,9 @@ impl RuntimeHandle {
     /// Swaps in `runtime`; requests in flight finish on the old one.
     pub fn replace(&self, runtime: Runtime) {
         let new = Arc::new(runtime);
-        crate::semantic::prepare(&new, Some(&self.current()));
+        let old = self.current();
+        crate::routing::carry_health(&new, &old);
+        crate::semantic::prepare(&new, Some(&old));
         match self.slot.write() {
             Ok(mut g) => *g = new,
             Err(p) => *p.into_inner() = new,

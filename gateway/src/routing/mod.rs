@@ -69,6 +69,31 @@ fn bare_model<'a>(proxy: &'a Proxy, requested: &'a str) -> &'a str {
         .unwrap_or(bare)
 }
 
+/// Carries route health over from the configuration `new` replaces: a
+/// route keeps its state when its proxy (same base path and id) has a
+/// route of the same name to the same endpoint and model.
+pub fn carry_health(new: &Runtime, old: &Runtime) {
+    for (context, proxy) in &new.proxies {
+        let Some(prev) = old.proxies.get(context).filter(|p| p.id == proxy.id) else {
+            continue;
+        };
+        for (i, route) in proxy.routes.iter().enumerate() {
+            let same = prev.routes.iter().position(|r| {
+                r.name == route.name
+                    && r.provider_name == route.provider_name
+                    && r.upstream.host_header == route.upstream.host_header
+                    && r.upstream.port == route.upstream.port
+                    && r.target_model == route.target_model
+            });
+            if let (Some(j), Some(h)) = (same, proxy.routing.health.get(i))
+                && let Some(old_h) = prev.routing.health.get(j)
+            {
+                h.carry_from(old_h);
+            }
+        }
+    }
+}
+
 /// Runs the prompt guard and semantic routing (when configured), then
 /// lists the candidates for this request. `chat` is the request for chat
 /// completions (`None` for embeddings, which carry no prompt).

@@ -262,6 +262,30 @@ async fn a_new_configuration_keeps_indexes_of_unchanged_topics() {
 }
 
 #[test]
+fn a_new_configuration_keeps_the_health_of_unchanged_routes() {
+    let config = |b_model: &str| {
+        runtime(&format!(
+            "routes:\n  - {{ provider: local, name: a, model: m }}\n  - {{ provider: local, name: b, model: {b_model} }}\nrouting: {{ strategy: failover, health: {{ failures: 1, cooldown_ms: 60000 }} }}"
+        ))
+        .unwrap()
+    };
+    let first = |rt: &crate::config::Runtime| rt.proxies.values().next().unwrap().clone();
+    let old = config("m");
+    let p = first(&old);
+    let policy = p.routing.health_policy.clone();
+    for h in &p.routing.health {
+        h.record_failure(now_ms(), &policy);
+        assert!(!h.is_healthy());
+    }
+    // Route a unchanged, route b now sends another model.
+    let new = config("other");
+    carry_health(&new, &old);
+    let q = first(&new);
+    assert!(!q.routing.health[0].is_healthy(), "a stays ejected");
+    assert!(q.routing.health[1].is_healthy(), "b is a new route");
+}
+
+#[test]
 fn max_attempts_caps_the_candidates() {
     let p = proxy(
         r#"routes:
