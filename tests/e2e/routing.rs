@@ -386,6 +386,47 @@ proxies:
 }
 
 #[tokio::test]
+async fn failover_moves_past_a_dead_and_a_silent_provider() {
+    let (slow, good) = (Mock::start().await, Mock::start().await);
+    // `dead` refuses connections (port 1); `slow` answers after the
+    // gateway's read timeout.
+    let gw = gateway(&format!(
+        r#"
+timeouts: {{ read_ms: 1000 }}
+providers:
+  - {{ name: dead, type: openai, base_url: "http://127.0.0.1:1/v1", api_key: sk }}
+  - {{ name: slow, type: openai, base_url: "{}/v1", api_key: sk }}
+  - {{ name: good, type: openai, base_url: "{}/v1", api_key: sk }}
+proxies:
+  - name: fo
+    routes: [{{ provider: dead }}, {{ provider: slow }}, {{ provider: good }}]
+    routing: {{ strategy: failover, health: {{ failures: 100 }} }}
+    {KEYS}
+"#,
+        slow.url, good.url
+    ))
+    .await;
+    slow.behave(json!({"delay_ms": 5000})).await;
+    let (status, route, body) = chat(&gw, "fo", "gpt-4o", "hi").await;
+    assert_eq!((status, route.as_str()), (200, "good"), "{body}");
+    assert_eq!(reply(&body), "Mock reply from openai model gpt-4o: hi");
+    // (`slow` journals its request only once it has answered.)
+    assert_eq!(chats(&good).await, 1);
+    let text = gw.metrics_after(1.0).await;
+    for (route, reason) in [("dead", "connect"), ("slow", "timeout")] {
+        assert_eq!(
+            sample(
+                &text,
+                "portcullis_route_failovers_total",
+                &[("proxy", "fo"), ("route", route), ("reason", reason)]
+            ),
+            1.0,
+            "{route}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn streams_fail_over_only_before_the_first_byte() {
     let (m1, m2) = (Mock::start().await, Mock::start().await);
     let policies = crate::policies::policy_dir();
