@@ -49,6 +49,13 @@ pub struct AdminArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// How the admin service (client subcommands) and the hub (serving)
+    /// are trusted.
+    #[command(flatten)]
+    pub trust: crate::net_args::TrustArgs,
+    /// How the API is served (HTTPS, connection limit, deadlines).
+    #[command(flatten)]
+    pub serve: crate::net_args::ServeArgs,
 }
 
 /// Client subcommands.
@@ -166,6 +173,20 @@ pub enum ProxyCommand {
     Revisions {
         id: String,
     },
+    /// Give a proxy (with its keys, attachments and deployments) to a team
+    /// or a team-less token (admin).
+    Owner {
+        id: String,
+        #[arg(
+            long,
+            conflicts_with = "token_id",
+            required_unless_present = "token_id"
+        )]
+        team: Option<String>,
+        /// An API token id (`tok_...`) without a team.
+        #[arg(long)]
+        token_id: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -202,6 +223,9 @@ pub enum PolicyCommand {
         name: String,
         #[arg(long)]
         version: String,
+        /// The module SHA-256 you expect (hex); refused unless the hub has it.
+        #[arg(long)]
+        sha256: Option<String>,
         /// Settings as JSON.
         #[arg(long)]
         settings: Option<String>,
@@ -233,6 +257,9 @@ pub enum TokenCommand {
         name: String,
         #[arg(long)]
         role: String,
+        /// The team the token acts for (developers see only its proxies).
+        #[arg(long)]
+        team: Option<String>,
     },
     Revoke {
         id: String,
@@ -294,6 +321,13 @@ fn request(cmd: AdminCommand) -> anyhow::Result<(&'static str, String, Option<Va
             }
             ProxyCommand::Delete { id } => ("DELETE", format!("{p}/{id}"), None),
             ProxyCommand::Revisions { id } => ("GET", format!("{p}/{id}/revisions"), None),
+            ProxyCommand::Owner { id, team, token_id } => {
+                let body = match (team, token_id) {
+                    (Some(team), _) => json!({ "team": team }),
+                    (None, token) => json!({ "token": token }),
+                };
+                ("PUT", format!("{p}/{id}/owner"), Some(body))
+            }
         },
         AdminCommand::Keys { command } => match command {
             KeyCommand::List { proxy } => ("GET", format!("{p}/{proxy}/keys"), None),
@@ -330,12 +364,16 @@ fn request(cmd: AdminCommand) -> anyhow::Result<(&'static str, String, Option<Va
                 proxy,
                 name,
                 version,
+                sha256,
                 settings,
                 phase,
                 order,
                 on_error,
             } => {
                 let mut body = json!({ "name": name, "version": version });
+                if let Some(d) = sha256 {
+                    body["sha256"] = json!(d);
+                }
                 if let Some(s) = settings {
                     body["settings"] = parse_json(&s)?;
                 }
@@ -365,11 +403,13 @@ fn request(cmd: AdminCommand) -> anyhow::Result<(&'static str, String, Option<Va
         },
         AdminCommand::Tokens { command } => match command {
             TokenCommand::List => ("GET", "/api/v1/tokens".into(), None),
-            TokenCommand::Create { name, role } => (
-                "POST",
-                "/api/v1/tokens".into(),
-                Some(json!({ "name": name, "role": role })),
-            ),
+            TokenCommand::Create { name, role, team } => {
+                let mut body = json!({ "name": name, "role": role });
+                if let Some(t) = team {
+                    body["team"] = json!(t);
+                }
+                ("POST", "/api/v1/tokens".into(), Some(body))
+            }
             TokenCommand::Revoke { id } => ("POST", format!("/api/v1/tokens/{id}/revoke"), None),
         },
         AdminCommand::Audit { limit } => ("GET", format!("/api/v1/audit?limit={limit}"), None),
@@ -398,7 +438,10 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .token
                 .clone()
                 .context("set --token or PORTCULLIS_ADMIN_TOKEN")?;
-            let code = rt.block_on(call(&args.url, &token, method, &path, body))?;
+            let tls = args.trust.tls();
+            tls.check_url(&args.url, "--url")?;
+            let client = tls.client()?;
+            let code = rt.block_on(call(&client, &args.url, &token, method, &path, body))?;
             std::process::exit(code)
         }
     }
@@ -410,8 +453,10 @@ async fn serve(args: &AdminArgs) -> anyhow::Result<()> {
         database_url: args.database_url.clone(),
         data_dir: args.data_dir.clone(),
         hub_url: args.hub_url.clone(),
+        client_tls: args.trust.tls(),
     })
     .await?;
+    let options = args.serve.options()?;
     // Flags win over the environment `open` read.
     opened.state.policy_embeddings = portcullis_admin::PolicyEmbeddings::from_parts(
         args.policy_embeddings_provider.clone(),
@@ -423,19 +468,25 @@ async fn serve(args: &AdminArgs) -> anyhow::Result<()> {
     if let Some(t) = &opened.bootstrap_token {
         println!("admin token: {t}   (shown once; set PORTCULLIS_ADMIN_TOKEN to choose your own)");
     }
-    println!("admin listening on http://{}", listener.local_addr()?);
-    portcullis_admin::serve(listener, opened.state).await
+    println!(
+        "admin listening on {}://{}",
+        options.scheme(),
+        listener.local_addr()?
+    );
+    // Runs until the process is stopped: a graceful stop would wait for
+    // the gateways' long polls.
+    portcullis_admin::serve(listener, opened.state, options, std::future::pending()).await
 }
 
 /// Sends one request and prints the answer; returns the exit code.
 async fn call(
+    client: &reqwest::Client,
     url: &str,
     token: &str,
     method: &str,
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<i32> {
-    let client = reqwest::Client::new();
     let m = reqwest::Method::from_bytes(method.as_bytes())?;
     let mut req = client
         .request(m, format!("{}{path}", url.trim_end_matches('/')))
@@ -461,5 +512,65 @@ async fn call(
     } else {
         eprintln!("{status}\n{pretty}");
         Ok(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        admin: AdminArgs,
+    }
+
+    fn req(args: &[&str]) -> (&'static str, String, Option<Value>) {
+        let cli = Cli::try_parse_from(std::iter::once("admin").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        request(cli.admin.command.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn ownership_and_pinning_flags_become_request_fields() {
+        let (m, path, body) = req(&[
+            "tokens",
+            "create",
+            "--name",
+            "a",
+            "--role",
+            "developer",
+            "--team",
+            "payments",
+        ]);
+        assert_eq!((m, path.as_str()), ("POST", "/api/v1/tokens"));
+        assert_eq!(body.unwrap()["team"], "payments");
+        let (m, path, body) = req(&["proxies", "owner", "chat", "--team", "search"]);
+        assert_eq!((m, path.as_str()), ("PUT", "/api/v1/proxies/chat/owner"));
+        assert_eq!(body.unwrap(), json!({"team": "search"}));
+        let (_, _, body) = req(&[
+            "--token",
+            "pat-x",
+            "proxies",
+            "owner",
+            "chat",
+            "--token-id",
+            "tok_1",
+        ]);
+        assert_eq!(body.unwrap(), json!({"token": "tok_1"}));
+        assert!(Cli::try_parse_from(["admin", "proxies", "owner", "chat"]).is_err());
+        let (_, _, body) = req(&[
+            "policies",
+            "attach",
+            "chat",
+            "--name",
+            "p",
+            "--version",
+            "1.0.0",
+            "--sha256",
+            "ab",
+        ]);
+        assert_eq!(body.unwrap()["sha256"], "ab");
     }
 }

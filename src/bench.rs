@@ -26,6 +26,8 @@ pub struct BenchOptions {
     pub body_bytes: usize,
     /// Requests per second in total (open loop); 0 for a closed loop.
     pub rate: u32,
+    /// Make every request's prompt different (a cache never hits).
+    pub unique: bool,
 }
 
 struct Sample {
@@ -33,9 +35,20 @@ struct Sample {
     first_byte: Duration,
 }
 
+/// Where `unique` puts each request's number in the prompt.
+const MARK: &str = "#0000000000";
+
+/// `body` with its mark replaced by `n` (same length, so the request
+/// size does not change as `n` grows).
+fn unique_body(body: &bytes::Bytes, n: u64) -> bytes::Bytes {
+    let text = String::from_utf8_lossy(body);
+    bytes::Bytes::from(text.replacen(MARK, &format!("#{n:010}"), 1))
+}
+
 /// Runs the load and prints one JSON line of results.
 pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
+    // The gateway's data plane, over http or https (webpki roots).
+    let client = portcullis_net::client_builder(None)?
         .pool_max_idle_per_host(o.concurrency)
         .build()?;
     // Pad the user message so the request is about `body_bytes` long.
@@ -43,14 +56,16 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
     let body = serde_json::to_vec(&serde_json::json!({
         "model": o.model,
         "stream": o.stream,
-        "messages": [{"role": "user", "content": format!("Benchmark request. {filler}")}]
+        "messages": [{"role": "user", "content": format!("Benchmark request {MARK}. {filler}")}]
     }))?;
     let body = bytes::Bytes::from(body);
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let o = Arc::new(o);
 
     let run_phase = |len: Duration| {
         let client = client.clone();
         let body = body.clone();
+        let counter = counter.clone();
         let o = o.clone();
         async move {
             let begin = Instant::now();
@@ -63,6 +78,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
             for worker in 0..o.concurrency {
                 let client = client.clone();
                 let body = body.clone();
+                let counter = counter.clone();
                 let o = o.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut samples = Vec::new();
@@ -79,13 +95,19 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<()> {
                         if Instant::now() >= end {
                             break;
                         }
+                        let body = if o.unique {
+                            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            unique_body(&body, n)
+                        } else {
+                            body.clone()
+                        };
                         let start = Instant::now();
                         let resp = client
                             .post(&o.url)
                             .bearer_auth(&o.key)
                             .header("api-key", &o.key)
                             .header("content-type", "application/json")
-                            .body(body.clone())
+                            .body(body)
                             .send()
                             .await;
                         let Ok(resp) = resp else {

@@ -61,11 +61,11 @@ fn artifact(root: &Path, wasm_dir: &Path, name: &str) -> anyhow::Result<Artifact
             wasm_path.display()
         )
     })?;
-    Ok(Artifact {
+    Ok(Artifact::new(
         manifest,
         wasm,
-        origin: wasm_path.display().to_string(),
-    })
+        wasm_path.display().to_string(),
+    ))
 }
 
 pub fn run(o: Options) -> anyhow::Result<()> {

@@ -17,6 +17,10 @@ pub struct UpOptions {
     /// Port of the hub `up` starts.
     pub hub_port: u16,
     pub data_dir: PathBuf,
+    /// How admin and the hub `up` starts are served.
+    pub serve: crate::net_args::ServeArgs,
+    /// How `up`'s clients trust admin and the hub.
+    pub trust: crate::net_args::TrustArgs,
 }
 
 /// A new random proxy key (122 random bits from two v4 UUIDs' worth).

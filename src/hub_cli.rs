@@ -36,6 +36,9 @@ pub struct HubArgs {
     /// with their components under `target/wasm32-wasip2/release`), if any.
     #[arg(long, env = "PORTCULLIS_HUB_BUILTIN_DIR")]
     pub builtin_dir: Option<PathBuf>,
+    /// How the API is served (HTTPS, connection limit, deadlines).
+    #[command(flatten)]
+    pub serve: crate::net_args::ServeArgs,
 }
 
 /// The built-in policies to seed: `--builtin-dir`, else the checkout's.
@@ -78,6 +81,7 @@ pub fn hub_config(args: &HubArgs) -> anyhow::Result<portcullis_hub::HubConfig> {
 /// Runs the hub until Ctrl-C.
 pub fn run_hub(args: HubArgs) -> anyhow::Result<()> {
     let config = hub_config(&args)?;
+    let options = args.serve.options()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         if config.tokens.is_empty() {
@@ -87,8 +91,12 @@ pub fn run_hub(args: HubArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("binding {}", args.listen))?;
-        eprintln!("policy hub listening on http://{}", listener.local_addr()?);
-        portcullis_hub::serve(listener, hub, async {
+        eprintln!(
+            "policy hub listening on {}://{}",
+            options.scheme(),
+            listener.local_addr()?
+        );
+        portcullis_hub::serve(listener, hub, options, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
@@ -113,6 +121,8 @@ pub struct PublishArgs {
     /// A publisher token of that hub.
     #[arg(long, env = "PORTCULLIS_HUB_TOKEN")]
     pub token: String,
+    #[command(flatten)]
+    pub trust: crate::net_args::TrustArgs,
 }
 
 /// Reads a built policy's manifest and module.
@@ -142,8 +152,11 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<PolicyVersion> {
         manifest,
         module: base64::engine::general_purpose::STANDARD.encode(module),
     };
+    let tls = args.trust.tls();
+    tls.check_url(&args.hub, "--hub")?;
     let url = format!("{}/api/v1/policies", args.hub.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    let response = tls
+        .client()?
         .post(&url)
         .bearer_auth(&args.token)
         .json(&body)
@@ -180,10 +193,11 @@ pub fn run_publish(args: PublishArgs) -> anyhow::Result<()> {
 }
 
 /// Starts a hub on its own threads (for `portcullis up`), with the
-/// checkout's built-in policies; returns its URL once it listens.
-pub fn start_background(args: HubArgs) -> anyhow::Result<String> {
+/// checkout's built-in policies; returns once it listens.
+pub fn start_background(args: HubArgs) -> anyhow::Result<()> {
     let config = hub_config(&args)?;
-    let (tx, rx) = std::sync::mpsc::channel::<anyhow::Result<String>>();
+    let options = args.serve.options()?;
+    let (tx, rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     std::thread::Builder::new()
         .name("policy-hub".into())
         .spawn(move || {
@@ -208,13 +222,10 @@ pub fn start_background(args: HubArgs) -> anyhow::Result<String> {
                 };
                 match started.await {
                     Ok((hub, listener)) => {
-                        let url = listener
-                            .local_addr()
-                            .map(|a| format!("http://{a}"))
-                            .unwrap_or_default();
-                        let _ = tx.send(Ok(url));
+                        let _ = tx.send(Ok(()));
                         if let Err(e) =
-                            portcullis_hub::serve(listener, hub, std::future::pending()).await
+                            portcullis_hub::serve(listener, hub, options, std::future::pending())
+                                .await
                         {
                             tracing::error!(error = %e, "policy hub stopped");
                         }

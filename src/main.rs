@@ -5,6 +5,7 @@ mod bench;
 mod bench_policies;
 mod demo;
 mod hub_cli;
+mod net_args;
 mod policy_cli;
 mod up;
 
@@ -59,6 +60,14 @@ enum Command {
         /// Where state is kept.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// How admin and the hub are served (HTTPS, limits, deadlines).
+        /// With TLS, `up`'s own gateway and demo set-up reach them at
+        /// https://localhost:PORT: the certificate must name `localhost`
+        /// (trusted through --ca-file for a private CA).
+        #[command(flatten)]
+        serve: net_args::ServeArgs,
+        #[command(flatten)]
+        trust: net_args::TrustArgs,
     },
     /// Run a gateway from a declarative configuration file.
     Gateway {
@@ -91,6 +100,18 @@ enum Command {
         /// Managed mode: where the last good configuration is kept.
         #[arg(long, default_value = "./data/gateway")]
         data_dir: PathBuf,
+        /// Hosts the gateway may send requests to: `host`, `host:port` or
+        /// `*.domain`, repeatable or comma-separated. Replaces the file's
+        /// (or admin's) `egress_allow`.
+        #[arg(long, env = "PORTCULLIS_EGRESS_ALLOW", value_delimiter = ',')]
+        egress_allow: Vec<String>,
+        /// Seconds `/readyz` reports "shutting down" before the listeners
+        /// close on SIGTERM, so load balancers stop sending first.
+        #[arg(long, default_value_t = 5)]
+        drain_seconds: u64,
+        /// Managed mode: how admin (and the hub it names) is trusted.
+        #[command(flatten)]
+        trust: net_args::TrustArgs,
     },
     /// Run the admin service, or call it (`portcullis admin proxies list`).
     Admin(admin_cli::AdminArgs),
@@ -128,6 +149,10 @@ enum Command {
         /// (0: closed loop, each connection sends as soon as it is answered).
         #[arg(long, default_value_t = 0)]
         rate: u32,
+        /// Make every request different (its prompt carries a number), so
+        /// a cache policy misses.
+        #[arg(long)]
+        unique: bool,
     },
     /// Benchmark the policy chain (0, 1 and 4 policies) on the built
     /// policy components; prints the table of docs/benchmarks.md.
@@ -194,9 +219,31 @@ fn init_logging(format: &str) {
     }
 }
 
+/// mimalloc instead of glibc malloc: per-thread heaps without arena lock
+/// contention on the request path (measured: docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Returns the memory freed since a configuration compiled policy modules
+/// to the OS. mimalloc keeps a thread's freed pages until that thread
+/// allocates again, and the compiler's threads (rayon's pool, used by
+/// wasmtime) then sit idle: without this a gateway keeps ~70 MB of
+/// compiler scratch resident (docs/benchmarks.md, loading).
+#[allow(unsafe_code)]
+fn release_compiler_memory() {
+    // SAFETY: mi_collect has no preconditions: it frees and purges the
+    // calling thread's unused pages of mimalloc, our global allocator.
+    rayon::broadcast(|_| unsafe { libmimalloc_sys::mi_collect(true) });
+    // SAFETY: as above.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
+    portcullis_gateway::policy::after_compile(release_compiler_memory);
+    // Every TLS client in the process (reqwest's included) runs on ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Gateway {
             config,
@@ -207,11 +254,15 @@ fn main() -> anyhow::Result<()> {
             listen,
             ops_listen,
             data_dir,
+            egress_allow,
+            drain_seconds,
+            trust,
         } => {
             let mut opts = portcullis_gateway::run::RunOptions::default();
             if let Some(t) = threads {
                 opts.threads = t;
             }
+            opts.drain = std::time::Duration::from_secs(drain_seconds);
             let Some(config) = config else {
                 let (Some(admin_url), Some(token)) = (admin, token) else {
                     anyhow::bail!("managed mode needs --admin URL and --token T");
@@ -226,10 +277,13 @@ fn main() -> anyhow::Result<()> {
                         run: opts,
                         poll_wait: 25,
                         heartbeat_every: std::time::Duration::from_secs(5),
+                        egress_allow,
+                        tls: trust.tls(),
                     },
                 );
             };
-            let runtime = match portcullis_gateway::config::load_file(&config) {
+            let egress = (!egress_allow.is_empty()).then_some(egress_allow.as_slice());
+            let runtime = match portcullis_gateway::config::load_file_with_egress(&config, egress) {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("{}: invalid configuration: {e}", config.display());
@@ -265,7 +319,11 @@ fn main() -> anyhow::Result<()> {
             hub_url,
             hub_port,
             data_dir,
+            serve,
+            trust,
         } => demo::up(demo::UpOptions {
+            serve,
+            trust,
             hub_port,
             demo,
             port,
@@ -285,6 +343,7 @@ fn main() -> anyhow::Result<()> {
             warmup,
             body_bytes,
             rate,
+            unique,
         } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(bench::run(bench::BenchOptions {
@@ -297,6 +356,7 @@ fn main() -> anyhow::Result<()> {
                 warmup: std::time::Duration::from_secs(warmup),
                 body_bytes,
                 rate,
+                unique,
             }))
         }
         Command::BenchPolicies {

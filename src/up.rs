@@ -24,11 +24,23 @@ struct AdminReady {
 /// Runs `portcullis up [--demo]`.
 pub fn run(o: UpOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&o.data_dir)?;
-    let admin_url = format!("http://127.0.0.1:{}", o.admin_port);
+    let serve = o.serve.options()?;
+    let trust = o.trust.tls();
+    // With TLS, `up`'s own clients (the gateway, the demo set-up) reach
+    // admin and the hub by the name `localhost`, which the certificate
+    // must carry.
+    let (scheme, host) = match serve.tls {
+        Some(_) => ("https", "localhost"),
+        None => ("http", "127.0.0.1"),
+    };
+    let admin_url = format!("{scheme}://{host}:{}", o.admin_port);
     // The hub first: admin validates policy settings against it, and the
     // gateway fetches attached policies from it.
     let hub_url = match &o.hub_url {
-        Some(url) => url.clone(),
+        Some(url) => {
+            trust.check_url(url, "--hub-url")?;
+            url.clone()
+        }
         None => {
             let args = crate::hub_cli::HubArgs {
                 listen: format!("0.0.0.0:{}", o.hub_port),
@@ -37,9 +49,10 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
                 publish_tokens: Vec::new(),
                 max_module_bytes: portcullis_hub::DEFAULT_MAX_MODULE_BYTES,
                 builtin_dir: None,
+                serve: o.serve.clone(),
             };
             crate::hub_cli::start_background(args)?;
-            format!("http://127.0.0.1:{}", o.hub_port)
+            format!("{scheme}://{host}:{}", o.hub_port)
         }
     };
     let gateway_url = format!("http://127.0.0.1:{}", o.port);
@@ -51,7 +64,9 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
         database_url: None,
         data_dir: o.data_dir.join("admin"),
         hub_url: Some(hub_url.clone()),
+        client_tls: trust.clone(),
     };
+    let admin_serve = serve.clone();
     let gw_url = gateway_url.clone();
     std::thread::Builder::new()
         .name("admin".into())
@@ -91,7 +106,14 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
                             gateway_token,
                             up_token,
                         }));
-                        if let Err(e) = portcullis_admin::serve(listener, opened.state).await {
+                        if let Err(e) = portcullis_admin::serve(
+                            listener,
+                            opened.state,
+                            admin_serve,
+                            std::future::pending(),
+                        )
+                        .await
+                        {
                             tracing::error!(error = %e, "admin stopped");
                         }
                     }
@@ -110,6 +132,7 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
             .enable_all()
             .build()?;
         let (keys, policy_note) = rt.block_on(demo_setup(
+            trust.client()?,
             &admin_url,
             &hub_url,
             &ready.up_token,
@@ -166,18 +189,20 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
         run: portcullis_gateway::run::RunOptions::default(),
         poll_wait: 25,
         heartbeat_every: Duration::from_secs(5),
+        egress_allow: Vec::new(),
+        tls: trust,
     })
 }
 
 /// Creates (if missing) the demo providers and proxies, deploys them to
 /// `local` and issues a key per proxy; returns (proxy id, key), `/demo` first.
 async fn demo_setup(
+    c: reqwest::Client,
     admin: &str,
     hub: &str,
     token: &str,
     mock_port: u16,
 ) -> anyhow::Result<(Vec<(String, String)>, String)> {
-    let c = reqwest::Client::new();
     let call = |method: reqwest::Method, path: String, body: Option<Value>| {
         let mut req = c
             .request(method, format!("{admin}{path}"))

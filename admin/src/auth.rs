@@ -1,7 +1,8 @@
 //! Who is calling: bearer tokens with a role (`admin` does everything;
 //! `developer` manages proxies, keys, policy attachments and deployments,
-//! but not providers or gateway registration), and gateway tokens, which
-//! only fetch their configuration and heartbeat.
+//! but not providers or gateway registration, and only those its team or
+//! token owns: see `ownership`), and gateway tokens, which only fetch their
+//! configuration and heartbeat.
 //!
 //! Tokens are stored as SHA-256 hashes. The first start creates an admin
 //! token (from `PORTCULLIS_ADMIN_TOKEN` when set, else a random one that is
@@ -54,12 +55,17 @@ pub struct Caller {
     pub token_id: String,
     pub name: String,
     pub role: Role,
+    /// The team the token belongs to; what it creates belongs to the team.
+    pub team: Option<String>,
 }
 
 impl Caller {
     /// The audit log's "who".
     pub fn actor(&self) -> String {
-        format!("{} ({})", self.name, self.role.as_str())
+        match &self.team {
+            Some(t) => format!("{} ({}, team {t})", self.name, self.role.as_str()),
+            None => format!("{} ({})", self.name, self.role.as_str()),
+        }
     }
 
     /// 403 unless the caller is an admin.
@@ -92,7 +98,7 @@ impl FromRequestParts<AppState> for Caller {
             ApiError::unauthorized("send an API token as `Authorization: Bearer <token>`")
         })?;
         let row = sqlx::query(
-            "SELECT id, name, role FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL",
+            "SELECT id, name, role, team FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL",
         )
         .bind(sha256_hex(token))
         .fetch_optional(&state.pool)
@@ -104,6 +110,7 @@ impl FromRequestParts<AppState> for Caller {
             name: row.try_get("name")?,
             role: Role::parse(&role)
                 .ok_or_else(|| ApiError::internal(format!("bad role {role}")))?,
+            team: row.try_get("team")?,
         })
     }
 }
@@ -149,7 +156,7 @@ pub async fn bootstrap(
             .await?
             .is_some();
         if !exists {
-            insert_token(&mut tx, "bootstrap", Role::Admin, &token).await?;
+            insert_token(&mut tx, "bootstrap", Role::Admin, None, &token).await?;
         }
         tx.commit().await?;
         return Ok(None);
@@ -162,7 +169,7 @@ pub async fn bootstrap(
         return Ok(None);
     }
     let token = new_secret("pat-");
-    insert_token(&mut tx, "bootstrap", Role::Admin, &token).await?;
+    insert_token(&mut tx, "bootstrap", Role::Admin, None, &token).await?;
     tx.commit().await?;
     Ok(Some(token))
 }
@@ -171,15 +178,17 @@ async fn insert_token(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     name: &str,
     role: Role,
+    team: Option<&str>,
     token: &str,
 ) -> Result<String, sqlx::Error> {
     let id = new_id("tok");
     sqlx::query(
-        "INSERT INTO api_tokens (id, name, role, token_sha256, prefix, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO api_tokens (id, name, role, team, token_sha256, prefix, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id.clone())
     .bind(name.to_owned())
     .bind(role.as_str())
+    .bind(team.map(str::to_owned))
     .bind(sha256_hex(token))
     .bind(display_prefix(token))
     .bind(now_ms())
@@ -196,6 +205,10 @@ async fn insert_token(
 pub struct CreateToken {
     pub name: String,
     pub role: Role,
+    /// The team the token acts for: proxies it creates belong to the team,
+    /// and a developer token sees and changes the team's proxies only.
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 fn token_json(row: &sqlx::any::AnyRow) -> ApiResult<Value> {
@@ -204,6 +217,7 @@ fn token_json(row: &sqlx::any::AnyRow) -> ApiResult<Value> {
         "id": row.try_get::<String, _>("id")?,
         "name": row.try_get::<String, _>("name")?,
         "role": row.try_get::<String, _>("role")?,
+        "team": row.try_get::<Option<String>, _>("team")?,
         "prefix": row.try_get::<String, _>("prefix")?,
         "created_at": rfc3339(row.try_get("created_at")?),
         "status": if revoked.is_some() { "revoked" } else { "active" },
@@ -222,17 +236,26 @@ pub async fn create_token(
     if name.is_empty() {
         return Err(ApiError::invalid("name", "must not be empty"));
     }
+    let team = body.team.as_deref().map(str::trim);
+    if let Some(t) = team
+        && !crate::ownership::valid_team(t)
+    {
+        return Err(ApiError::invalid(
+            "team",
+            "1 to 64 lowercase letters, digits and hyphens",
+        ));
+    }
     let token = new_secret("pat-");
     let mut tx = st.pool.begin().await?;
     let seq = bump(&mut tx).await?;
-    let id = insert_token(&mut tx, name, body.role, &token).await?;
+    let id = insert_token(&mut tx, name, body.role, team, &token).await?;
     audit(
         &mut tx,
         seq,
         &caller.actor(),
         "token.create",
         &format!("tokens/{id}"),
-        Some(json!({"name": name, "role": body.role})),
+        Some(json!({"name": name, "role": body.role, "team": team})),
     )
     .await?;
     let row = sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
@@ -350,7 +373,7 @@ pub async fn issue_token(pool: &sqlx::AnyPool, name: &str, role: Role) -> anyhow
         .bind(name.to_owned())
         .execute(&mut *tx)
         .await?;
-    insert_token(&mut tx, name, role, &token).await?;
+    insert_token(&mut tx, name, role, None, &token).await?;
     tx.commit().await?;
     Ok(token)
 }

@@ -12,8 +12,19 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use crate::error::{ApiError, ApiResult};
 
 /// Migrations, embedded so the binary carries its schema.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "ownership",
+        include_str!("../migrations/0002_ownership.sql"),
+    ),
+    (
+        3,
+        "proxy_errors",
+        include_str!("../migrations/0003_proxy_errors.sql"),
+    ),
+];
 
 /// Opens the database at `url` (`sqlite://path`, `sqlite::memory:`,
 /// `postgres://...`) and brings its schema up to date.
@@ -35,8 +46,12 @@ pub async fn connect(url: &str) -> anyhow::Result<AnyPool> {
             .idle_timeout(None)
             .max_lifetime(None);
     } else if url.starts_with("sqlite:") {
-        // SQLite has one writer; a small pool avoids lock contention.
-        opts = opts.max_connections(4);
+        // SQLite has one writer, and a deferred transaction that reads
+        // before it writes fails at once ("database is locked", not
+        // retried) when another connection wrote meanwhile: a heartbeat
+        // beside a key creation was a 500. One connection serialises
+        // them; admin's statements are short and nothing waits holding it.
+        opts = opts.max_connections(1);
     } else {
         opts = opts.max_connections(10);
     }

@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::db::{audit, bump, new_id, now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult, Body};
+use crate::ownership::{authorize, load_owner};
 use crate::proxies::{invoke_base, load_required};
 
 /// Body of `POST /proxies/{id}/deployments`.
@@ -29,14 +30,29 @@ fn deployment_json(r: &sqlx::any::AnyRow) -> ApiResult<Value> {
     let context: String = r.try_get("context")?;
     let stopped: Option<i64> = r.try_get("stopped_at")?;
     let base = invoke_base(&url, &context);
+    let proxy_id: String = r.try_get("proxy_id")?;
+    let mut status: String = r.try_get("status")?;
+    // An active deployment the gateway reported it could not load.
+    let error = match status.as_str() {
+        "Active" => crate::gateways::load_error(
+            r.try_get::<Option<String>, _>("gateway_proxy_errors")?
+                .as_deref(),
+            &proxy_id,
+        ),
+        _ => None,
+    };
+    if error.is_some() {
+        status = "Failed".into();
+    }
     Ok(json!({
         "id": r.try_get::<String, _>("id")?,
-        "proxy_id": r.try_get::<String, _>("proxy_id")?,
+        "proxy_id": proxy_id,
         "gateway_id": r.try_get::<String, _>("gateway_id")?,
         "gateway": r.try_get::<String, _>("gateway_name")?,
         "revision": r.try_get::<i64, _>("revision")?,
         "context": context,
-        "status": r.try_get::<String, _>("status")?,
+        "status": status,
+        "error": error,
         "deployed_at": rfc3339(r.try_get("deployed_at")?),
         "stopped_at": stopped.map(rfc3339),
         "invoke_url": format!("{base}/chat/completions"),
@@ -47,7 +63,7 @@ fn deployment_json(r: &sqlx::any::AnyRow) -> ApiResult<Value> {
 macro_rules! select {
     ($rest:literal) => {
         concat!(
-            "SELECT d.*, g.name AS gateway_name, g.url AS gateway_url FROM deployments d JOIN gateways g ON g.id = d.gateway_id ",
+            "SELECT d.*, g.name AS gateway_name, g.url AS gateway_url, g.proxy_errors AS gateway_proxy_errors FROM deployments d JOIN gateways g ON g.id = d.gateway_id ",
             $rest
         )
     };
@@ -60,6 +76,7 @@ pub async fn deploy(
     Path(proxy_id): Path<String>,
     Body(input): Body<DeployInput>,
 ) -> ApiResult<impl IntoResponse> {
+    authorize(&st, &caller, &proxy_id, "deployment.create").await?;
     let mut tx = st.pool.begin().await?;
     let proxy = load_required(&mut tx, &proxy_id).await?;
     let gw = sqlx::query("SELECT id FROM gateways WHERE id = $1 OR name = $1")
@@ -79,9 +96,19 @@ pub async fn deploy(
     .await?;
     if let Some(r) = clash {
         let other: String = r.try_get("proxy_id")?;
+        // Another owner's proxy is not named to a developer.
+        let visible = match load_owner(&mut *tx, &other).await? {
+            Some(owner) => caller.may_access(owner.as_ref()),
+            None => false,
+        };
+        let who = if visible {
+            format!("proxy `{other}`")
+        } else {
+            "another proxy".to_owned()
+        };
         return Err(ApiError::conflict(
             "context",
-            format!("proxy `{other}` already serves `{context}` on gateway `{gateway_id}`"),
+            format!("{who} already serves `{context}` on gateway `{gateway_id}`"),
         ));
     }
     let seq = bump(&mut tx).await?;
@@ -138,12 +165,10 @@ pub async fn deploy(
 /// marked `latest`.
 pub async fn history(
     State(st): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(proxy_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    if crate::proxies::load(&st.pool, &proxy_id).await?.is_none() {
-        return Err(ApiError::not_found("proxy", &proxy_id));
-    }
+    authorize(&st, &caller, &proxy_id, "deployment.list").await?;
     let rows = sqlx::query(select!("WHERE d.proxy_id = $1 ORDER BY d.seq DESC"))
         .bind(proxy_id)
         .fetch_all(&st.pool)
@@ -163,6 +188,7 @@ pub async fn stop(
     caller: Caller,
     Path((proxy_id, dep_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
+    authorize(&st, &caller, &proxy_id, "deployment.stop").await?;
     let mut tx = st.pool.begin().await?;
     let row = sqlx::query("SELECT status FROM deployments WHERE id = $1 AND proxy_id = $2")
         .bind(dep_id.clone())

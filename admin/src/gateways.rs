@@ -13,7 +13,7 @@ use portcullis_types::gateway_config::{
     FileConfig, KeyFile, PolicyEmbeddingsFile, PolicyEngineFile, PolicyHubFile, ProviderFile,
     ProviderKind, ProxyFile,
 };
-use portcullis_types::managed::{DeployedProxy, Heartbeat, ManagedConfig};
+use portcullis_types::managed::{DeployedProxy, Heartbeat, ManagedConfig, ProxyLoadFailure};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -37,26 +37,42 @@ pub struct RegisterInput {
     pub url: String,
 }
 
-async fn gateway_json(st: &AppState, r: &sqlx::any::AnyRow) -> ApiResult<Value> {
+/// A gateway as `caller` may see it: a developer sees only the deployments
+/// of proxies it owns, and not the last configuration error (which may be
+/// about another owner's proxy).
+async fn gateway_json(st: &AppState, caller: &Caller, r: &sqlx::any::AnyRow) -> ApiResult<Value> {
     let id: String = r.try_get("id")?;
     let url: String = r.try_get("url")?;
     let last_seen: Option<i64> = r.try_get("last_seen_at")?;
     let active = last_seen.is_some_and(|t| now_ms() - t <= st.heartbeat_window.as_millis() as i64);
     let last_error: Option<String> = r.try_get("last_error")?;
-    let rows = sqlx::query(
+    let visible = caller.visible_proxies(2);
+    let sql = format!(
         "SELECT d.id, d.proxy_id, d.revision, d.context, d.deployed_at, p.name FROM deployments d \
-         JOIN proxies p ON p.id = d.proxy_id WHERE d.gateway_id = $1 AND d.status = 'Active' ORDER BY d.context",
-    )
-    .bind(id.clone())
-    .fetch_all(&st.pool)
-    .await?;
+         JOIN proxies p ON p.id = d.proxy_id WHERE d.gateway_id = $1 AND d.status = 'Active' {} ORDER BY d.context",
+        visible
+            .as_ref()
+            .map(|(cond, _)| format!("AND {cond}"))
+            .unwrap_or_default()
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.clone());
+    if let Some((_, value)) = visible {
+        query = query.bind(value);
+    }
+    let rows = query.fetch_all(&st.pool).await?;
+    let last_error = last_error.filter(|_| caller.role == crate::auth::Role::Admin);
+    let left_out: Option<String> = r.try_get("proxy_errors")?;
     let deployments = rows
         .iter()
         .map(|d| {
             let context: String = d.try_get("context")?;
+            let proxy_id: String = d.try_get("proxy_id")?;
+            let error = load_error(left_out.as_deref(), &proxy_id);
             Ok(json!({
                 "deployment_id": d.try_get::<String, _>("id")?,
-                "proxy_id": d.try_get::<String, _>("proxy_id")?,
+                "status": if error.is_some() { "Failed" } else { "Active" },
+                "error": error,
+                "proxy_id": proxy_id,
                 "proxy": d.try_get::<String, _>("name")?,
                 "revision": d.try_get::<i64, _>("revision")?,
                 "deployed_at": rfc3339(d.try_get("deployed_at")?),
@@ -133,7 +149,7 @@ pub async fn register(
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
-    let mut out = gateway_json(&st, &row).await?;
+    let mut out = gateway_json(&st, &caller, &row).await?;
     out["token"] = json!(token);
     Ok((StatusCode::CREATED, Json(out)))
 }
@@ -184,13 +200,13 @@ pub async fn ensure_gateway(pool: &AnyPool, name: &str, url: &str) -> anyhow::Re
 }
 
 /// `GET /gateways`.
-pub async fn list(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn list(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let rows = sqlx::query("SELECT * FROM gateways ORDER BY name")
         .fetch_all(&st.pool)
         .await?;
     let mut items = Vec::new();
     for r in &rows {
-        items.push(gateway_json(&st, r).await?);
+        items.push(gateway_json(&st, &caller, r).await?);
     }
     Ok(Json(json!({ "items": items })))
 }
@@ -198,7 +214,7 @@ pub async fn list(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json
 /// `GET /gateways/{id}`: also whether the gateway serves the newest config.
 pub async fn get(
     State(st): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let row = sqlx::query("SELECT * FROM gateways WHERE id = $1")
@@ -206,7 +222,7 @@ pub async fn get(
         .fetch_optional(&st.pool)
         .await?
         .ok_or_else(|| ApiError::not_found("gateway", &id))?;
-    let mut out = gateway_json(&st, &row).await?;
+    let mut out = gateway_json(&st, &caller, &row).await?;
     let (cfg, _) = build_config(&st, &id).await?;
     out["in_sync"] = json!(out["config_version"] == json!(cfg.version));
     out["current_version"] = json!(cfg.version);
@@ -293,14 +309,20 @@ pub async fn build_config(
     let mut keys: BTreeMap<String, Vec<KeyFile>> = BTreeMap::new();
     let mut next_expiry: Option<i64> = None;
     for k in &key_rows {
-        if let Some(e) = k.try_get::<Option<i64>, _>("expires_at")? {
+        let expires: Option<i64> = k.try_get("expires_at")?;
+        if let Some(e) = expires {
             next_expiry = Some(next_expiry.map_or(e, |n| n.min(e)));
         }
-        let entry: KeyFile = serde_json::from_value(json!({
+        // The expiry travels with the key: the gateway refuses it on time
+        // by itself, even when it cannot hear admin's next configuration.
+        let mut entry = json!({
             "name": k.try_get::<String, _>("name")?,
             "sha256": k.try_get::<String, _>("key_sha256")?,
-        }))
-        .map_err(ApiError::internal)?;
+        });
+        if let Some(e) = expires {
+            entry["expires_at"] = json!(crate::db::rfc3339(e));
+        }
+        let entry: KeyFile = serde_json::from_value(entry).map_err(ApiError::internal)?;
         keys.entry(k.try_get("proxy_id")?).or_default().push(entry);
     }
     let providers = crate::providers::load_all(st, &st.pool).await?;
@@ -339,12 +361,16 @@ pub async fn build_config(
         .map(|p| p.to_file(&mut secrets))
         .collect();
     let embeddings = embeddings.map(|(e, url)| PolicyEmbeddingsFile {
-        url,
         model: e.model.clone(),
         api_key_env: provider_files
             .iter()
             .find(|p| p.name == e.provider)
             .and_then(|p| p.api_key_env.clone()),
+        // The endpoint is the provider's own, which admins chose (plain
+        // http included, as for its routes): gateways accept it as such.
+        allow_insecure_http: needs_insecure_opt_in(&url).then_some(true),
+        url,
+        ca_file: None,
     });
     let config: FileConfig = serde_json::from_value(json!({})).map_err(ApiError::internal)?;
     // Gateways fetch attached policies from the same hub admin validated
@@ -357,6 +383,11 @@ pub async fn build_config(
             url: url.to_owned(),
             cache_dir: None,
             timeout_ms: None,
+            // Gateways bring their own CA bundle (`--ca-file`).
+            ca_file: None,
+            // Admin took this URL at start only if it is https, loopback,
+            // or its operator opted in to plain http: gateways follow.
+            allow_insecure_http: needs_insecure_opt_in(url).then_some(true),
         });
     let policy_engine = (hub.is_some() || embeddings.is_some()).then(|| PolicyEngineFile {
         hub,
@@ -487,19 +518,24 @@ pub async fn heartbeat(
         Some(e) => Some(serde_json::to_string(e).map_err(ApiError::internal)?),
         None => None,
     };
+    let proxy_errors = match hb.proxy_errors.is_empty() {
+        true => None,
+        false => Some(serde_json::to_string(&hb.proxy_errors).map_err(ApiError::internal)?),
+    };
     // Heartbeats are not audited (machine traffic, every few seconds) and
     // do not bump the generation: they change no gateway's configuration
     // (`last_used_at` is not part of it).
     let mut tx = st.pool.begin().await?;
     sqlx::query(
         "UPDATE gateways SET last_seen_at = $1, config_version = $2, proxies_served = $3, last_error = $4, \
-         last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE $1 END WHERE id = $5",
+         last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE $1 END, proxy_errors = $6 WHERE id = $5",
     )
     .bind(now)
     .bind(hb.version.clone())
     .bind(hb.proxies as i64)
     .bind(error)
     .bind(gw.id.clone())
+    .bind(proxy_errors)
     .execute(&mut *tx)
     .await?;
     // Key uses: only keys of proxies deployed to this gateway (a gateway
@@ -526,5 +562,29 @@ pub async fn heartbeat(
     if let Some(e) = &hb.error {
         tracing::warn!(gateway = %gw.name, version = %e.version, field = %e.field, message = %e.message, "gateway rejected a configuration");
     }
+    for e in &hb.proxy_errors {
+        tracing::warn!(gateway = %gw.name, proxy = %e.proxy_id, field = %e.field, message = %e.message, "gateway left a proxy out");
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Why the gateway whose last heartbeat reported `proxy_errors` (JSON, as
+/// stored) left `proxy_id` out, as `{field, message}` with the field
+/// relative to the proxy; `None` when it serves it.
+pub(crate) fn load_error(proxy_errors: Option<&str>, proxy_id: &str) -> Option<Value> {
+    let errors: Vec<ProxyLoadFailure> = serde_json::from_str(proxy_errors?).ok()?;
+    let e = errors.into_iter().find(|e| e.proxy_id == proxy_id)?;
+    // `proxies[3].routes[0].deployment` names the gateway file's index,
+    // which means nothing to the proxy's owner: keep what follows.
+    let field = match e.field.strip_prefix("proxies[") {
+        Some(rest) => rest.split_once("].").map_or(e.field.as_str(), |(_, f)| f),
+        None => e.field.as_str(),
+    };
+    Some(json!({ "field": field, "message": e.message }))
+}
+
+/// Whether a URL is plain `http://` to another machine, which gateways
+/// refuse unless told it is accepted.
+fn needs_insecure_opt_in(url: &str) -> bool {
+    portcullis_net::check_control_url(url, "", false, "").is_err()
 }

@@ -17,6 +17,7 @@ use crate::auth::Caller;
 use crate::crypto::{display_prefix, new_secret, sha256_hex};
 use crate::db::{audit, bump, new_id, now_ms, parse_time, rfc3339};
 use crate::error::{ApiError, ApiResult, Body};
+use crate::ownership::authorize;
 use crate::proxies::load_required;
 
 /// Body of `POST /proxies/{id}/keys`.
@@ -60,6 +61,7 @@ pub async fn create(
     Path(proxy_id): Path<String>,
     Body(body): Body<CreateKey>,
 ) -> ApiResult<impl IntoResponse> {
+    authorize(&st, &caller, &proxy_id, "key.create").await?;
     let name = body.name.trim().to_owned();
     if name.is_empty() {
         return Err(ApiError::invalid("name", "must not be empty"));
@@ -115,12 +117,10 @@ pub async fn create(
 /// `GET /proxies/{id}/keys`.
 pub async fn list(
     State(st): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(proxy_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    if crate::proxies::load(&st.pool, &proxy_id).await?.is_none() {
-        return Err(ApiError::not_found("proxy", &proxy_id));
-    }
+    authorize(&st, &caller, &proxy_id, "key.list").await?;
     let rows = sqlx::query("SELECT * FROM api_keys WHERE proxy_id = $1 ORDER BY created_at, id")
         .bind(proxy_id)
         .fetch_all(&st.pool)
@@ -139,6 +139,7 @@ pub async fn revoke(
     caller: Caller,
     Path((proxy_id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
+    authorize(&st, &caller, &proxy_id, "key.revoke").await?;
     let mut tx = st.pool.begin().await?;
     let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1 AND proxy_id = $2")
         .bind(key_id.clone())

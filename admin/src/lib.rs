@@ -17,6 +17,7 @@ pub mod error;
 pub mod gateways;
 pub mod keys;
 pub mod openapi;
+pub mod ownership;
 pub mod policies;
 pub mod providers;
 pub mod proxies;
@@ -142,6 +143,11 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
             axum::routing::delete(proxies::delete),
         ),
         (
+            "put",
+            "/api/v1/proxies/{id}/owner",
+            put(ownership::set_owner),
+        ),
+        (
             "get",
             "/api/v1/proxies/{id}/revisions",
             get(proxies::revisions),
@@ -248,6 +254,8 @@ pub struct AdminOptions {
     pub data_dir: PathBuf,
     /// The policy hub's base URL.
     pub hub_url: Option<String>,
+    /// How admin trusts the hub (CA bundle, plain-http opt-in).
+    pub client_tls: portcullis_net::ClientTls,
 }
 
 /// A started admin service's state, plus the bootstrap token if one was
@@ -267,7 +275,10 @@ pub async fn open(o: &AdminOptions) -> anyhow::Result<Opened> {
     let pool = db::connect(&url).await?;
     let sealer = Sealer::load(std::env::var(crypto::DATA_KEY_ENV).ok(), &o.data_dir)?;
     let hub: Hub = match &o.hub_url {
-        Some(u) => Arc::new(policies::HttpHub::new(u)),
+        Some(u) => {
+            o.client_tls.check_url(u, "--hub-url")?;
+            Arc::new(policies::HttpHub::new(u, &o.client_tls)?)
+        }
         None => Arc::new(policies::NoHub),
     };
     let policy_embeddings = PolicyEmbeddings::from_parts(
@@ -283,8 +294,14 @@ pub async fn open(o: &AdminOptions) -> anyhow::Result<Opened> {
     })
 }
 
-/// Serves `state` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> anyhow::Result<()> {
-    axum::serve(listener, router(state)).await?;
+/// Serves `state` on `listener` (HTTPS, connection limit and deadlines
+/// as `options` say) until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    options: portcullis_net::ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    portcullis_net::serve::serve(listener, router(state), options, shutdown).await?;
     Ok(())
 }

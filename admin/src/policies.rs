@@ -2,6 +2,12 @@
 //! one validates its settings against the JSON Schema the hub publishes
 //! for that version (422 naming the JSON pointer of a bad setting). Each
 //! attach, update or detach is a new proxy revision.
+//!
+//! An attachment pins the module: admin records the SHA-256 the hub's
+//! manifest gives for the exact version when it is attached (or its
+//! version changed), and gateways refuse a module with any other digest,
+//! so neither the hub nor the network between hub and gateway can change
+//! the code a proxy runs after it was attached.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +17,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use portcullis_types::policy::{PolicyPhase, PolicyVersion, valid_policy_name};
+use portcullis_types::policy::{PolicyPhase, PolicyVersion, valid_policy_name, valid_sha256_hex};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -19,6 +25,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::db::{audit, bump, new_id};
 use crate::error::{ApiError, ApiResult, Body};
+use crate::ownership::authorize;
 use crate::proxies::{load_required, save_revision, view};
 
 /// What happens to a request when the policy fails (traps, times out):
@@ -32,6 +39,10 @@ pub struct Attachment {
     pub id: String,
     pub name: String,
     pub version: String,
+    /// The module's SHA-256 (hex), from the hub's manifest of `version`
+    /// when attached. `None` only for attachments made before pinning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     pub settings: Value,
     /// Phases to run in; default: every phase the policy declares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,14 +98,15 @@ pub struct HttpHub {
 }
 
 impl HttpHub {
-    pub fn new(base_url: &str) -> HttpHub {
-        HttpHub {
+    /// A client for the hub at `base_url`, trusting what `tls` says.
+    pub fn new(
+        base_url: &str,
+        tls: &portcullis_net::ClientTls,
+    ) -> Result<HttpHub, portcullis_net::TlsError> {
+        Ok(HttpHub {
             base: base_url.trim_end_matches('/').to_owned(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
-        }
+            client: tls.builder()?.timeout(Duration::from_secs(5)).build()?,
+        })
     }
 
     async fn get(&self, path: &str, what: &str) -> Result<Value, HubError> {
@@ -103,7 +115,13 @@ impl HttpHub {
             .get(format!("{}{path}", self.base))
             .send()
             .await
-            .map_err(|e| HubError::Unreachable(format!("{}: {e}", self.base)))?;
+            .map_err(|e| {
+                HubError::Unreachable(format!(
+                    "{}: {}",
+                    self.base,
+                    portcullis_net::error_chain(&e)
+                ))
+            })?;
         if r.status() == reqwest::StatusCode::NOT_FOUND {
             return Err(HubError::NotFound(what.to_owned()));
         }
@@ -193,12 +211,16 @@ pub fn add_to_proxy_file(v: &mut Value, attachments: &[Attachment]) -> ApiResult
         .map(|a| {
             // The gateway runs each policy in the phases its manifest
             // declares; the attachment's phase is kept in the admin record.
-            json!({
+            let mut e = json!({
                 "name": a.name,
                 "version": a.version,
                 "settings": a.settings,
                 "on_error": a.on_error,
-            })
+            });
+            if let Some(d) = &a.sha256 {
+                e["sha256"] = json!(d);
+            }
+            e
         })
         .collect();
     v["policies"] = Value::Array(entries);
@@ -211,6 +233,10 @@ pub fn add_to_proxy_file(v: &mut Value, attachments: &[Attachment]) -> ApiResult
 pub struct AttachInput {
     pub name: String,
     pub version: String,
+    /// The module digest the caller expects; refused unless the hub's
+    /// manifest for `version` has it.
+    #[serde(default)]
+    pub sha256: Option<String>,
     #[serde(default)]
     pub settings: Option<Value>,
     #[serde(default)]
@@ -265,6 +291,13 @@ async fn resolve(
     Ok(pv)
 }
 
+/// The module digest of a resolved version, as attachments pin it.
+fn pinned_digest(pv: &PolicyVersion) -> ApiResult<String> {
+    pv.module_sha256()
+        .map(str::to_ascii_lowercase)
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "hub_bad_manifest", e))
+}
+
 /// `GET /policies`: what can be attached, from the hub.
 pub async fn catalogue(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
     Ok(Json(st.hub.catalogue().await?))
@@ -273,9 +306,10 @@ pub async fn catalogue(State(st): State<AppState>, _caller: Caller) -> ApiResult
 /// `GET /proxies/{id}/policies`: in chain order.
 pub async fn list(
     State(st): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    authorize(&st, &caller, &id, "policy.list").await?;
     let p = crate::proxies::load(&st.pool, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("proxy", &id))?;
@@ -291,6 +325,7 @@ pub async fn attach(
     Path(id): Path<String>,
     Body(input): Body<AttachInput>,
 ) -> ApiResult<impl IntoResponse> {
+    authorize(&st, &caller, &id, "policy.attach").await?;
     // The hub is asked before the transaction opens: no database lock is
     // held across a network call.
     let pv = resolve(&st, &input.name, &input.version, input.phase).await?;
@@ -298,6 +333,21 @@ pub async fn attach(
         .settings
         .unwrap_or_else(|| pv.manifest.defaults.clone());
     check_settings(&pv, &settings)?;
+    let sha256 = pinned_digest(&pv)?;
+    if let Some(want) = &input.sha256 {
+        if !valid_sha256_hex(want) {
+            return Err(ApiError::invalid("sha256", "64 hexadecimal digits"));
+        }
+        if !want.eq_ignore_ascii_case(&sha256) {
+            return Err(ApiError::invalid(
+                "sha256",
+                format!(
+                    "the hub's module for {}@{} is sha256:{sha256}, not {want}",
+                    input.name, input.version
+                ),
+            ));
+        }
+    }
     let mut tx = st.pool.begin().await?;
     let p = load_required(&mut tx, &id).await?;
     let order = input.order.unwrap_or_else(|| {
@@ -312,6 +362,7 @@ pub async fn attach(
         id: new_id("att"),
         name: input.name,
         version: input.version,
+        sha256: Some(sha256.clone()),
         settings,
         phase: input.phase,
         order,
@@ -327,7 +378,7 @@ pub async fn attach(
         &caller.actor(),
         "policy.attach",
         &format!("proxies/{id}/policies/{}", att.id),
-        Some(json!({"policy": format!("{}@{}", att.name, att.version), "revision": rev})),
+        Some(json!({"policy": format!("{}@{}", att.name, att.version), "sha256": sha256, "revision": rev})),
     )
     .await?;
     tx.commit().await?;
@@ -344,6 +395,7 @@ pub async fn update(
     Path((id, att_id)): Path<(String, String)>,
     Body(input): Body<AttachmentPatch>,
 ) -> ApiResult<Json<Value>> {
+    authorize(&st, &caller, &id, "policy.update").await?;
     let current = crate::proxies::load(&st.pool, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("proxy", &id))?;
@@ -370,9 +422,29 @@ pub async fn update(
     if let Some(s) = input.settings {
         new.settings = s;
     }
-    if new.version != old.version || new.settings != old.settings || new.phase != old.phase {
+    if new.version != old.version
+        || new.settings != old.settings
+        || new.phase != old.phase
+        || old.sha256.is_none()
+    {
         let pv = resolve(&st, &new.name, &new.version, new.phase).await?;
         check_settings(&pv, &new.settings)?;
+        let digest = pinned_digest(&pv)?;
+        match &old.sha256 {
+            // Same version, another module: the hub changed what it serves
+            // under a published version. Keep the pin; say so.
+            Some(pinned) if new.version == old.version && !pinned.eq_ignore_ascii_case(&digest) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "hub_digest_changed",
+                    format!(
+                        "the hub now serves sha256:{digest} for {}@{}, but sha256:{pinned} was pinned when it was attached; nothing was changed. Detach and attach again to accept the new module.",
+                        new.name, new.version
+                    ),
+                ));
+            }
+            _ => new.sha256 = Some(digest),
+        }
     }
     let mut tx = st.pool.begin().await?;
     let p = load_required(&mut tx, &id).await?;
@@ -389,7 +461,7 @@ pub async fn update(
         &caller.actor(),
         "policy.update",
         &format!("proxies/{id}/policies/{att_id}"),
-        Some(json!({"revision": rev})),
+        Some(json!({"revision": rev, "sha256": new.sha256})),
     )
     .await?;
     tx.commit().await?;
@@ -405,6 +477,7 @@ pub async fn detach(
     caller: Caller,
     Path((id, att_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
+    authorize(&st, &caller, &id, "policy.detach").await?;
     let mut tx = st.pool.begin().await?;
     let p = load_required(&mut tx, &id).await?;
     let mut spec = p.spec.clone();

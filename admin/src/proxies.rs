@@ -12,17 +12,18 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portcullis_types::gateway_config::{
-    InboundKind, KeyFile, PromptGuardFile, ProxyFile, Resource, RouteFile, RoutingFile,
-    RoutingStrategy, SemanticServiceFile, TopicFile,
+    InboundKind, KeyFile, PromptGuardFile, ProviderKind, ProxyFile, Resource, RouteFile,
+    RoutingFile, RoutingStrategy, SemanticServiceFile, TopicFile, effective_base_url, url_origin,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{Any, Row, Transaction};
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Role};
 use crate::db::{audit, bump, now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult, Body};
+use crate::ownership::{Owner, authorize};
 use crate::policies::Attachment;
 use crate::slug::{normalise_context, slugify, valid_context, valid_url};
 
@@ -95,21 +96,16 @@ impl ProxySpec {
         if let Some(g) = &self.prompt_guard {
             v["prompt_guard"] = serde_json::to_value(g).map_err(ApiError::internal)?;
         }
-        let plain: ProxyFile = serde_json::from_value(v.clone()).map_err(ApiError::internal)?;
-        if self.policies.is_empty() {
-            return Ok(plain);
+        if !self.policies.is_empty() {
+            crate::policies::add_to_proxy_file(&mut v, &self.policies)?;
         }
-        crate::policies::add_to_proxy_file(&mut v, &self.policies)?;
-        match serde_json::from_value(v) {
-            Ok(with_policies) => Ok(with_policies),
-            Err(e) => {
-                // The gateway schema has no policy chain yet (or a different
-                // shape): serve the proxy without it rather than not at all,
-                // and say so.
-                tracing::warn!(proxy = id, error = %e, "policy attachments not representable in the gateway config; omitted");
-                Ok(plain)
-            }
-        }
+        // A proxy is served with all its guardrails or not at all: never
+        // without attachments the schema could not carry.
+        serde_json::from_value(v).map_err(|e| {
+            ApiError::internal(format!(
+                "proxy `{id}` cannot be expressed in the gateway configuration: {e}"
+            ))
+        })
     }
 }
 
@@ -154,6 +150,8 @@ where
 /// A proxy row with its current revision.
 pub struct Proxy {
     pub id: String,
+    /// `None`: made before ownership existed; only admins reach it.
+    pub owner: Option<Owner>,
     pub revision: i64,
     pub spec: ProxySpec,
     pub created_at: i64,
@@ -166,7 +164,7 @@ where
     E: sqlx::Executor<'e, Database = Any>,
 {
     let row = sqlx::query(
-        "SELECT p.id, p.current_revision, p.created_at, p.updated_at, r.spec FROM proxies p \
+        "SELECT p.id, p.owner_team, p.owner_token, p.current_revision, p.created_at, p.updated_at, r.spec FROM proxies p \
          JOIN proxy_revisions r ON r.proxy_id = p.id AND r.revision = p.current_revision WHERE p.id = $1",
     )
     .bind(id.to_owned())
@@ -178,6 +176,7 @@ where
 fn proxy_from_row(r: &sqlx::any::AnyRow) -> ApiResult<Proxy> {
     Ok(Proxy {
         id: r.try_get("id")?,
+        owner: Owner::from_row(r)?,
         revision: r.try_get("current_revision")?,
         spec: serde_json::from_str(&r.try_get::<String, _>("spec")?).map_err(ApiError::internal)?,
         created_at: r.try_get("created_at")?,
@@ -198,6 +197,81 @@ async fn exists(tx: &mut Transaction<'_, Any>, id: String) -> ApiResult<bool> {
         .fetch_optional(&mut **tx)
         .await?;
     Ok(row.is_some())
+}
+
+/// Only admins decide where provider credentials go. A route's `base_url`
+/// sends the provider's stored key to another host, and `models: []` lets
+/// the client's model string reach the provider's URL unchecked: a
+/// developer token may keep what an admin set on a route (same provider,
+/// same value), but may not set or change either. 403 naming the field.
+pub fn check_destinations(
+    caller: &Caller,
+    old: Option<&ProxySpec>,
+    new: &ProxySpec,
+) -> ApiResult<()> {
+    if caller.role == Role::Admin {
+        return Ok(());
+    }
+    let kept =
+        |pred: &dyn Fn(&RouteFile) -> bool| old.is_some_and(|o| o.routes.iter().any(|r| pred(r)));
+    for (i, r) in new.routes.iter().enumerate() {
+        if let Some(url) = &r.base_url
+            && !kept(&|o| o.provider == r.provider && o.base_url.as_ref() == Some(url))
+        {
+            return Err(ApiError::forbidden(
+                "only an admin may set a route's base_url: it decides which host receives the provider's credentials; this token is a developer token",
+            )
+            .field(format!("routes[{i}].base_url")));
+        }
+        if r.models.as_ref().is_some_and(Vec::is_empty)
+            && !kept(&|o| o.provider == r.provider && o.models.as_ref().is_some_and(Vec::is_empty))
+        {
+            return Err(ApiError::forbidden(
+                "only an admin may open a route to any model (`models: []`); list the models this route serves, or leave `models` out for the provider's list",
+            )
+            .field(format!("routes[{i}].models")));
+        }
+    }
+    Ok(())
+}
+
+/// The gateway's rule (`build_route`): a route that overrides its
+/// provider's base URL and uses the provider's stored credentials must stay
+/// on the provider's own origin, or the credentials would go to another
+/// host. Refused here too, so admin never accepts what gateways refuse.
+async fn credentials_stay_home(
+    tx: &mut Transaction<'_, Any>,
+    i: usize,
+    provider: &str,
+    route_url: &str,
+) -> ApiResult<()> {
+    let Some(row) = sqlx::query("SELECT kind, spec, credentials FROM providers WHERE id = $1")
+        .bind(provider.to_owned())
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(()); // the caller names the missing provider
+    };
+    if row.try_get::<Option<String>, _>("credentials")?.is_none() {
+        return Ok(());
+    }
+    let kind: ProviderKind = serde_json::from_value(json!(row.try_get::<String, _>("kind")?))
+        .map_err(ApiError::internal)?;
+    let spec: Value =
+        serde_json::from_str(&row.try_get::<String, _>("spec")?).map_err(ApiError::internal)?;
+    let home = effective_base_url(kind, spec["base_url"].as_str(), spec["region"].as_str());
+    if url_origin(route_url).is_none()
+        || url_origin(route_url) != home.as_deref().and_then(url_origin)
+    {
+        return Err(ApiError::invalid(
+            format!("routes[{i}].base_url"),
+            format!(
+                "sends provider `{provider}`'s credentials to another host than the provider's own ({}); give this route its own `api_key`, or create a provider for that host",
+                home.as_deref().unwrap_or("none")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a spec against the providers that exist, naming the field.
@@ -251,6 +325,11 @@ pub async fn validate(tx: &mut Transaction<'_, Any>, spec: &ProxySpec) -> ApiRes
                 format!("routes[{i}].base_url"),
                 "must be an http:// or https:// URL",
             ));
+        }
+        if let Some(u) = &r.base_url
+            && r.api_key.is_none()
+        {
+            credentials_stay_home(tx, i, &r.provider, u).await?;
         }
     }
     if let Some(s) = &spec.semantic_service {
@@ -537,6 +616,7 @@ pub async fn view(st: &AppState, p: &Proxy) -> ApiResult<Value> {
     let s = &p.spec;
     Ok(json!({
         "id": p.id,
+        "owner": p.owner,
         "name": s.name,
         "version": s.version,
         "description": s.description,
@@ -621,6 +701,7 @@ pub async fn create(
         policies: Vec::new(),
     };
     apply(&mut spec, input);
+    check_destinations(&caller, None, &spec)?;
     validate(&mut tx, &spec).await?;
     let clash = sqlx::query("SELECT id, name FROM proxies WHERE id = $1 OR name = $2")
         .bind(id.clone())
@@ -636,10 +717,16 @@ pub async fn create(
     }
     let seq = bump(&mut tx).await?;
     let now = now_ms();
-    sqlx::query("INSERT INTO proxies (id, name, current_revision, created_at, updated_at) VALUES ($1, $2, 0, $3, $3)")
+    // The creator's team owns the proxy, or the creating token when it has
+    // no team.
+    let owner = caller.owner();
+    let (team, token) = owner.columns();
+    sqlx::query("INSERT INTO proxies (id, name, current_revision, created_at, updated_at, owner_team, owner_token) VALUES ($1, $2, 0, $3, $3, $4, $5)")
         .bind(id.clone())
         .bind(name.clone())
         .bind(now)
+        .bind(team)
+        .bind(token)
         .execute(&mut *tx)
         .await?;
     save_revision(&mut tx, &id, 0, &spec, &caller.actor()).await?;
@@ -649,7 +736,7 @@ pub async fn create(
         &caller.actor(),
         "proxy.create",
         &format!("proxies/{id}"),
-        Some(json!({"name": name, "revision": 1})),
+        Some(json!({"name": name, "revision": 1, "owner": owner})),
     )
     .await?;
     let p = load_required(&mut tx, &id).await?;
@@ -658,14 +745,22 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&st, &p).await?)))
 }
 
-/// `GET /proxies`.
-pub async fn list(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
-    let rows = sqlx::query(
-        "SELECT p.id, p.current_revision, p.created_at, p.updated_at, r.spec FROM proxies p \
-         JOIN proxy_revisions r ON r.proxy_id = p.id AND r.revision = p.current_revision ORDER BY p.created_at, p.id",
-    )
-    .fetch_all(&st.pool)
-    .await?;
+/// `GET /proxies`: every proxy for admins, the caller's own for developers.
+pub async fn list(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let visible = caller.visible_proxies(1);
+    let sql = format!(
+        "SELECT p.id, p.owner_team, p.owner_token, p.current_revision, p.created_at, p.updated_at, r.spec FROM proxies p \
+         JOIN proxy_revisions r ON r.proxy_id = p.id AND r.revision = p.current_revision {} ORDER BY p.created_at, p.id",
+        visible
+            .as_ref()
+            .map(|(cond, _)| format!("WHERE {cond}"))
+            .unwrap_or_default()
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    if let Some((_, value)) = visible {
+        query = query.bind(value);
+    }
+    let rows = query.fetch_all(&st.pool).await?;
     let mut items = Vec::new();
     for r in &rows {
         items.push(view(&st, &proxy_from_row(r)?).await?);
@@ -676,9 +771,10 @@ pub async fn list(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json
 /// `GET /proxies/{id}`.
 pub async fn get(
     State(st): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    authorize(&st, &caller, &id, "proxy.get").await?;
     let p = load(&st.pool, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("proxy", &id))?;
@@ -692,6 +788,7 @@ pub async fn update(
     Path(id): Path<String>,
     Body(input): Body<ProxyInput>,
 ) -> ApiResult<Json<Value>> {
+    authorize(&st, &caller, &id, "proxy.update").await?;
     let mut tx = st.pool.begin().await?;
     let p = load_required(&mut tx, &id).await?;
     if let Some(n) = &input.name {
@@ -728,6 +825,7 @@ async fn commit_change(
     action: &str,
     target: &str,
 ) -> ApiResult<Json<Value>> {
+    check_destinations(caller, Some(&p.spec), &spec)?;
     validate(&mut tx, &spec).await?;
     if spec == p.spec {
         // Nothing changed: no new revision.
@@ -778,9 +876,10 @@ pub fn parse_utterances(text: &str) -> Vec<String> {
 /// as `text/plain`, one per line.
 pub async fn get_utterances(
     State(st): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path((id, topic)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    authorize(&st, &caller, &id, "proxy.topic.get").await?;
     let mut p = load(&st.pool, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("proxy", &id))?;
@@ -822,6 +921,7 @@ pub async fn put_utterances(
             format!("the body is not UTF-8: {e}"),
         )
     })?;
+    authorize(&st, &caller, &id, "proxy.topic.utterances").await?;
     let utterances = parse_utterances(text);
     if utterances.is_empty() {
         return Err(ApiError::new(
@@ -847,6 +947,7 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    authorize(&st, &caller, &id, "proxy.delete").await?;
     let mut tx = st.pool.begin().await?;
     load_required(&mut tx, &id).await?;
     let active =
@@ -887,9 +988,10 @@ pub async fn delete(
 /// `GET /proxies/{id}/revisions`: newest first.
 pub async fn revisions(
     State(st): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    authorize(&st, &caller, &id, "proxy.revisions").await?;
     let p = load(&st.pool, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("proxy", &id))?;

@@ -46,6 +46,9 @@ impl PolicyHub for FakeHub {
     }
 }
 
+/// The digest the fake hub gives word-filter@1.0.0's module.
+const MODULE_SHA256: &str = "5e1f5bd5b0c0c1a34a0a4e0a6c2a2f1b3a3d1f0e9c8b7a6d5e4f3a2b1c0d9e8f";
+
 fn guardrail_manifest() -> Value {
     json!({
         "name": "word-filter", "version": "1.0.0", "category": "guardrail",
@@ -58,7 +61,7 @@ fn guardrail_manifest() -> Value {
             }
         },
         "defaults": {"words": ["secret"]},
-        "sha256": "00", "digest": "sha256:00", "size": 1, "publisher": "t",
+        "sha256": MODULE_SHA256, "digest": format!("sha256:{MODULE_SHA256}"), "size": 1, "publisher": "t",
         "published_at": "2025-01-01T00:00:00Z", "yanked": false
     })
 }
@@ -359,6 +362,77 @@ async fn auth_roles_and_tokens() {
             .await
             .unwrap();
         assert!(rows.iter().all(|r| r.get::<String, _>(0).len() == 64));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn only_admins_decide_where_provider_credentials_go() {
+    on_each_db(async |app| {
+        app.provider("OpenAI").await;
+        let dev = app.token("developer").await;
+        let call = |method: &'static str, path: String, body: Value| {
+            let dev = dev.clone();
+            let app = &app;
+            async move { app.call(method, &path, Some(&dev), Some(body)).await }
+        };
+        // A developer may not point a route at a host of its choosing...
+        let evil = json!({"name": "Exfil", "routes": [{"provider": "openai", "base_url": "http://127.0.0.1:1/v1"}]});
+        let (s, v) = call("POST", "/api/v1/proxies".into(), evil).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        assert_eq!(v["error"]["field"], "routes[0].base_url", "{v}");
+        // ...nor open a route to any model string.
+        let open = json!({"name": "Open", "routes": [{"provider": "openai", "models": []}]});
+        let (s, v) = call("POST", "/api/v1/proxies".into(), open).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        assert_eq!(v["error"]["field"], "routes[0].models", "{v}");
+        let (s, _) = call("POST", "/api/v1/proxies".into(), json!({"name": "Plain"})).await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (s, v) = call(
+            "PATCH",
+            "/api/v1/proxies/plain".into(),
+            json!({"routes": [{"provider": "openai", "base_url": "http://127.0.0.1:1/v1"}]}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+
+        // An admin may; a developer then keeps the admin's choice while
+        // editing the rest, but cannot move it.
+        let routes = json!([{"provider": "openai", "base_url": "http://127.0.0.1:9/v2", "name": "v2"}]);
+        app.ok("PATCH", "/api/v1/proxies/plain", Some(json!({"routes": routes}))).await;
+        let (s, v) = call(
+            "PATCH",
+            "/api/v1/proxies/plain".into(),
+            json!({"description": "kept", "routes": routes}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v) = call(
+            "PATCH",
+            "/api/v1/proxies/plain".into(),
+            json!({"routes": [{"provider": "openai", "base_url": "http://127.0.0.1:1/v2", "name": "v2"}]}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        let p = app.ok("GET", "/api/v1/proxies/plain", None).await;
+        assert_eq!(p["routes"][0]["base_url"], "http://127.0.0.1:9/v2");
+        assert_eq!(p["description"], "kept");
+        // Even an admin cannot send the provider's stored key elsewhere
+        // (gateways would refuse it); a route with its own key may go.
+        app.rejects(
+            "PATCH",
+            "/api/v1/proxies/plain",
+            json!({"routes": [{"provider": "openai", "base_url": "http://127.0.0.1:1/v1"}]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "routes[0].base_url",
+        )
+        .await;
+        app.ok(
+            "PATCH",
+            "/api/v1/proxies/plain",
+            Some(json!({"routes": [{"provider": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key": {"header": "x-upstream-key"}}]})),
+        )
+        .await;
     })
     .await;
 }
@@ -1033,6 +1107,66 @@ async fn policy_attachments_validated_against_hub_schema() {
     .await;
 }
 
+/// Rewrites the current revision's spec of proxy `id` in place, the way a
+/// revision stored by an older admin (or a changed hub) would look.
+async fn edit_current_spec(app: &App, id: &str, edit: impl Fn(&mut Value)) {
+    let row = sqlx::query("SELECT r.spec, r.revision FROM proxy_revisions r JOIN proxies p ON p.id = r.proxy_id AND p.current_revision = r.revision WHERE p.id = $1")
+        .bind(id.to_owned())
+        .fetch_one(&app.state.pool).await.unwrap();
+    let mut spec: Value = serde_json::from_str(&row.get::<String, _>("spec")).unwrap();
+    edit(&mut spec);
+    sqlx::query("UPDATE proxy_revisions SET spec = $1 WHERE proxy_id = $2 AND revision = $3")
+        .bind(spec.to_string())
+        .bind(id.to_owned())
+        .bind(row.get::<i64, _>("revision"))
+        .execute(&app.state.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn attachments_pin_the_module_digest_the_hub_gave() {
+    on_each_db(async |app| {
+        app.provider("P").await;
+        let (gw, token) = app.gateway("Edge").await;
+        app.ok("POST", "/api/v1/proxies", Some(json!({"name": "G"}))).await;
+        let path = "/api/v1/proxies/g/policies";
+        let a = app.ok("POST", path, Some(json!({"name": "word-filter", "version": "1.0.0"}))).await;
+        assert_eq!(a["sha256"], MODULE_SHA256);
+        // A digest the caller expects must be the hub's.
+        let v = app.rejects("POST", path, json!({"name": "word-filter", "version": "1.0.0", "sha256": "ab".repeat(32)}),
+            StatusCode::UNPROCESSABLE_ENTITY, "sha256").await;
+        assert!(v["error"]["message"].as_str().unwrap().contains(MODULE_SHA256), "{v}");
+        app.rejects("POST", path, json!({"name": "word-filter", "version": "1.0.0", "sha256": "xyz"}),
+            StatusCode::UNPROCESSABLE_ENTITY, "sha256").await;
+        app.ok("POST", path, Some(json!({"name": "word-filter", "version": "1.0.0", "sha256": MODULE_SHA256.to_uppercase()}))).await;
+        // Audited with the digest, and carried to gateways.
+        let log = app.ok("GET", "/api/v1/audit?limit=1", None).await;
+        assert_eq!(log["items"][0]["detail"]["sha256"], MODULE_SHA256);
+        app.ok("POST", "/api/v1/proxies/g/deployments", Some(json!({"gateway": gw}))).await;
+        let (s, cfg) = app.call("GET", "/api/v1/gateway/config", Some(&token), None).await;
+        assert_eq!(s, StatusCode::OK);
+        let policies = cfg["config"]["proxies"][0]["policies"].as_array().unwrap_or_else(|| panic!("{cfg}"));
+        assert_eq!(policies.len(), 2);
+        assert!(policies.iter().all(|p| p["sha256"] == MODULE_SHA256), "{cfg}");
+
+        // The hub now names another module for the pinned version: changing
+        // the attachment is refused, the pin kept.
+        let att = format!("{path}/{}", a["id"].as_str().unwrap());
+        edit_current_spec(&app, "g", |spec| spec["policies"][0]["sha256"] = json!("ff".repeat(32))).await;
+        let (s, v) = app.call("PATCH", &att, Some(&app.admin), Some(json!({"settings": {"words": ["y"]}}))).await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+        assert_eq!(v["error"]["code"], "hub_digest_changed", "{v}");
+        // An attachment from before pinning gets its pin on its next change.
+        edit_current_spec(&app, "g", |spec| {
+            spec["policies"][0].as_object_mut().unwrap().remove("sha256");
+        }).await;
+        let u = app.ok("PATCH", &att, Some(json!({"order": 7}))).await;
+        assert_eq!(u["sha256"], MODULE_SHA256);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn attaching_with_the_hub_down_is_a_503() {
     on_each_db_with(
@@ -1497,6 +1631,338 @@ async fn every_mutation_is_audited() {
             .await;
         assert_eq!(page["items"][0]["action"], "proxy.update");
         assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    })
+    .await;
+}
+
+// ------------------------------------------------------------ ownership
+
+impl App {
+    /// A token of `role` in `team` (or none): (token, id).
+    async fn member(&self, name: &str, role: &str, team: Option<&str>) -> (String, String) {
+        let v = self
+            .ok(
+                "POST",
+                "/api/v1/tokens",
+                Some(json!({"name": name, "role": role, "team": team})),
+            )
+            .await;
+        assert_eq!(v["team"], json!(team), "{v}");
+        (
+            v["token"].as_str().unwrap().to_owned(),
+            v["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The ids of the proxies `token` lists.
+    async fn proxy_ids(&self, token: &str) -> Vec<String> {
+        let (s, v) = self.call("GET", "/api/v1/proxies", Some(token), None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn developers_reach_only_the_proxies_their_team_or_token_owns() {
+    on_each_db(async |app| {
+        app.provider("OpenAI").await;
+        let (gw, _) = app.gateway("Edge").await;
+        let (alice, _) = app.member("alice", "developer", Some("payments")).await;
+        let (carol, _) = app.member("carol", "developer", Some("payments")).await;
+        let (bob, bob_id) = app.member("bob", "developer", None).await;
+
+        // Each creates a proxy; the owner is the team, or the token itself.
+        let (s, a) = app
+            .call(
+                "POST",
+                "/api/v1/proxies",
+                Some(&alice),
+                Some(json!({"name": "Pay"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{a}");
+        assert_eq!(a["owner"], json!({"team": "payments"}));
+        let (s, b) = app
+            .call(
+                "POST",
+                "/api/v1/proxies",
+                Some(&bob),
+                Some(json!({"name": "Bob"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        assert_eq!(b["owner"], json!({"token": bob_id}));
+
+        // Lists: developers see their own, a teammate the team's, admins all.
+        assert_eq!(app.proxy_ids(&alice).await, ["pay"]);
+        assert_eq!(app.proxy_ids(&carol).await, ["pay"]);
+        assert_eq!(app.proxy_ids(&bob).await, ["bob"]);
+        assert_eq!(app.proxy_ids(&app.admin).await, ["pay", "bob"]);
+
+        // The owners work with their proxies: keys, attachments, deployments.
+        let (s, key) = app
+            .call(
+                "POST",
+                "/api/v1/proxies/pay/keys",
+                Some(&carol),
+                Some(json!({"name": "app"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{key}");
+        let key_id = key["id"].as_str().unwrap().to_owned();
+        let (s, att) = app
+            .call(
+                "POST",
+                "/api/v1/proxies/pay/policies",
+                Some(&alice),
+                Some(json!({"name": "word-filter", "version": "1.0.0"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{att}");
+        let att_id = att["id"].as_str().unwrap().to_owned();
+        let (s, dep) = app
+            .call(
+                "POST",
+                "/api/v1/proxies/pay/deployments",
+                Some(&alice),
+                Some(json!({"gateway": gw})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{dep}");
+        let dep_id = dep["id"].as_str().unwrap().to_owned();
+        let (s, v) = app
+            .call(
+                "POST",
+                "/api/v1/proxies/bob/deployments",
+                Some(&bob),
+                Some(json!({"gateway": gw})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+
+        // Bob reaches none of it: every endpoint answers what a missing
+        // proxy answers, and nothing changes.
+        let (_, missing) = app
+            .call("GET", "/api/v1/proxies/nope", Some(&bob), None)
+            .await;
+        let attempts: Vec<(&str, String, Option<Value>)> = vec![
+            ("GET", "/api/v1/proxies/pay".into(), None),
+            (
+                "PATCH",
+                "/api/v1/proxies/pay".into(),
+                Some(json!({"description": "mine now"})),
+            ),
+            ("DELETE", "/api/v1/proxies/pay".into(), None),
+            ("GET", "/api/v1/proxies/pay/revisions".into(), None),
+            ("GET", "/api/v1/proxies/pay/keys".into(), None),
+            (
+                "POST",
+                "/api/v1/proxies/pay/keys".into(),
+                Some(json!({"name": "stolen"})),
+            ),
+            (
+                "POST",
+                format!("/api/v1/proxies/pay/keys/{key_id}/revoke"),
+                None,
+            ),
+            ("GET", "/api/v1/proxies/pay/policies".into(), None),
+            (
+                "POST",
+                "/api/v1/proxies/pay/policies".into(),
+                Some(json!({"name": "word-filter", "version": "1.0.0"})),
+            ),
+            (
+                "PATCH",
+                format!("/api/v1/proxies/pay/policies/{att_id}"),
+                Some(json!({"settings": {"words": ["x"]}})),
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/proxies/pay/policies/{att_id}"),
+                None,
+            ),
+            ("GET", "/api/v1/proxies/pay/deployments".into(), None),
+            (
+                "POST",
+                "/api/v1/proxies/pay/deployments".into(),
+                Some(json!({"gateway": gw})),
+            ),
+            (
+                "POST",
+                format!("/api/v1/proxies/pay/deployments/{dep_id}/stop"),
+                None,
+            ),
+        ];
+        for (method, path, body) in &attempts {
+            let (s, v) = app.call(method, path, Some(&bob), body.clone()).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{method} {path}: {v}");
+            assert_eq!(v["error"]["code"], missing["error"]["code"], "{v}");
+            assert_eq!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .replace("pay", "nope"),
+                missing["error"]["message"].as_str().unwrap(),
+                "{v}"
+            );
+        }
+        // The owners' view is unchanged: one revision more for the attach only.
+        let p = app.ok("GET", "/api/v1/proxies/pay", None).await;
+        assert_eq!(p["description"], Value::Null);
+        assert_eq!(p["revision"], 2);
+        assert_eq!(p["deployed_gateways"].as_array().unwrap().len(), 1);
+        let keys = app.ok("GET", "/api/v1/proxies/pay/keys", None).await;
+        assert_eq!(keys["items"].as_array().unwrap().len(), 1);
+        assert_eq!(keys["items"][0]["status"], "active");
+
+        // A gateway shows a developer only its own deployments.
+        let (_, g) = app
+            .call("GET", &format!("/api/v1/gateways/{gw}"), Some(&bob), None)
+            .await;
+        let proxies: Vec<&str> = g["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["proxy_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(proxies, ["bob"], "{g}");
+        let g = app.ok("GET", &format!("/api/v1/gateways/{gw}"), None).await;
+        assert_eq!(g["deployments"].as_array().unwrap().len(), 2);
+        // A base-path clash does not name another owner's proxy.
+        let (s, v) = app
+            .call(
+                "POST",
+                "/api/v1/proxies",
+                Some(&bob),
+                Some(json!({"name": "Bob 2", "context": "/pay"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) = app
+            .call(
+                "POST",
+                "/api/v1/proxies/bob-2/deployments",
+                Some(&bob),
+                Some(json!({"gateway": gw})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        assert!(
+            !v["error"]["message"].as_str().unwrap().contains("`pay`"),
+            "{v}"
+        );
+
+        // Admins change anyone's proxy and reassign owners.
+        app.ok(
+            "PATCH",
+            "/api/v1/proxies/bob",
+            Some(json!({"description": "by admin"})),
+        )
+        .await;
+        let (s, v) = app
+            .call(
+                "PUT",
+                "/api/v1/proxies/bob/owner",
+                Some(&bob),
+                Some(json!({"team": "payments"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        app.rejects(
+            "PUT",
+            "/api/v1/proxies/bob/owner",
+            json!({"team": "payments", "token": bob_id}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "team",
+        )
+        .await;
+        app.rejects(
+            "PUT",
+            "/api/v1/proxies/bob/owner",
+            json!({"team": "Pay Ments"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "team",
+        )
+        .await;
+        let (_, alice_id) = app.member("alice 2", "developer", Some("payments")).await;
+        app.rejects(
+            "PUT",
+            "/api/v1/proxies/bob/owner",
+            json!({"token": alice_id}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "token",
+        )
+        .await;
+        let moved = app
+            .ok(
+                "PUT",
+                "/api/v1/proxies/bob/owner",
+                Some(json!({"team": "payments"})),
+            )
+            .await;
+        assert_eq!(moved["owner"], json!({"team": "payments"}));
+        assert_eq!(app.proxy_ids(&alice).await, ["pay", "bob"]);
+        assert_eq!(app.proxy_ids(&bob).await, ["bob-2"]);
+
+        // A proxy nobody owns (made before ownership existed): admins only.
+        sqlx::query("UPDATE proxies SET owner_team = NULL, owner_token = NULL WHERE id = 'bob-2'")
+            .execute(&app.state.pool)
+            .await
+            .unwrap();
+        assert_eq!(app.proxy_ids(&bob).await, Vec::<String>::new());
+        let p = app.ok("GET", "/api/v1/proxies/bob-2", None).await;
+        assert_eq!(p["owner"], Value::Null);
+
+        // The audit log: every refusal, the owners given and changed.
+        let log = app.ok("GET", "/api/v1/audit?limit=1000", None).await;
+        let items = log["items"].as_array().unwrap();
+        let denied: Vec<&Value> = items
+            .iter()
+            .filter(|e| e["action"] == "access.denied")
+            .collect();
+        assert_eq!(denied.len(), attempts.len(), "{log}");
+        assert!(denied.iter().all(|e| e["resource"] == "proxies/pay"
+            && e["detail"]["token"] == json!(bob_id)
+            && e["detail"]["owner"] == json!({"team": "payments"})
+            && e["actor"] == "bob (developer)"));
+        let tried: Vec<&str> = denied
+            .iter()
+            .map(|e| e["detail"]["action"].as_str().unwrap())
+            .collect();
+        for action in [
+            "proxy.update",
+            "proxy.delete",
+            "key.create",
+            "key.revoke",
+            "policy.attach",
+            "policy.update",
+            "policy.detach",
+            "deployment.create",
+            "deployment.stop",
+        ] {
+            assert!(tried.contains(&action), "{action} not audited: {tried:?}");
+        }
+        let owner = items.iter().find(|e| e["action"] == "proxy.owner").unwrap();
+        assert_eq!(
+            owner["detail"],
+            json!({"from": {"token": bob_id}, "to": {"team": "payments"}})
+        );
+        let created = items
+            .iter()
+            .find(|e| e["action"] == "proxy.create" && e["resource"] == "proxies/pay")
+            .unwrap();
+        assert_eq!(created["detail"]["owner"], json!({"team": "payments"}));
+        assert_eq!(created["actor"], "alice (developer, team payments)");
+        let token = items
+            .iter()
+            .find(|e| e["action"] == "token.create")
+            .unwrap();
+        assert!(token["detail"].get("team").is_some(), "{token}");
     })
     .await;
 }

@@ -18,7 +18,7 @@ use crate::error::GatewayError;
 use crate::providers::{self, AwsCredentials, Provider, ProviderSettings};
 
 /// A configuration error, naming the field that is wrong.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{path}: {message}")]
 pub struct ConfigError {
     /// Where in the file, e.g. `proxies[0].routes[1].provider`.
@@ -47,7 +47,10 @@ pub struct Runtime {
     pub max_body_bytes: usize,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Total time to read a request body.
     pub client_body_timeout: Duration,
+    /// Client connection limits (applied by the listener at start).
+    pub connections: crate::listener::ConnLimits,
     pub telemetry: Telemetry,
 }
 
@@ -171,6 +174,40 @@ impl Runtime {
 /// How long a DNS answer for a provider is reused.
 const DNS_TTL: Duration = Duration::from_secs(30);
 
+/// Default of `limits.max_held_response_bytes`: far above any model's
+/// output (a 128k-token answer is about half a megabyte of text).
+pub const DEFAULT_MAX_HELD_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Limits and timeouts that must be positive to mean anything: zero
+/// connections or a zero deadline would refuse every client.
+fn check_positive(file: &FileConfig) -> Result<(), ConfigError> {
+    let limits = [
+        (
+            "limits.max_body_bytes",
+            file.limits.max_body_bytes.map(|v| v as u64),
+        ),
+        (
+            "limits.max_client_connections",
+            file.limits.max_client_connections.map(|v| v as u64),
+        ),
+        (
+            "limits.max_held_response_bytes",
+            file.limits.max_held_response_bytes.map(|v| v as u64),
+        ),
+        ("timeouts.connect_ms", file.timeouts.connect_ms),
+        ("timeouts.read_ms", file.timeouts.read_ms),
+        ("timeouts.client_body_ms", file.timeouts.client_body_ms),
+        ("timeouts.client_header_ms", file.timeouts.client_header_ms),
+        ("timeouts.client_idle_ms", file.timeouts.client_idle_ms),
+    ];
+    for (path, value) in limits {
+        if value == Some(0) {
+            return Err(cfg_err(path, "must be greater than 0"));
+        }
+    }
+    Ok(())
+}
+
 /// A provider endpoint.
 #[derive(Clone)]
 pub struct Upstream {
@@ -238,11 +275,34 @@ pub fn parse_file(text: &str) -> Result<FileConfig, ConfigError> {
 
 /// Reads and validates a configuration file.
 pub fn load_file(path: &Path) -> Result<Runtime, ConfigError> {
+    load_file_with_egress(path, None)
+}
+
+/// Like `load_file`; `egress_allow`, when given (the `--egress-allow`
+/// flag), replaces the file's `egress_allow`.
+pub fn load_file_with_egress(
+    path: &Path,
+    egress_allow: Option<&[String]>,
+) -> Result<Runtime, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| cfg_err(path.display().to_string(), format!("cannot read: {e}")))?;
     let mut file = parse_file(&text)?;
     crate::routing::rebase_files(&mut file, path);
+    if let Some(allow) = egress_allow {
+        file.egress_allow = allow.to_vec();
+    }
     build_runtime(&file, &|name| std::env::var(name).ok())
+}
+
+/// A proxy left out of a configuration built with
+/// [`build_runtime_isolating`].
+#[derive(Debug, Clone)]
+pub struct ProxyFailure {
+    /// Its index in the file's `proxies`.
+    pub index: usize,
+    /// Its id (the configured one, or the slug of its name).
+    pub id: String,
+    pub error: ConfigError,
 }
 
 /// Validates a parsed file into the runtime form. `env` reads environment
@@ -251,6 +311,26 @@ pub fn build_runtime(
     file: &FileConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Runtime, ConfigError> {
+    build(file, env, false).map(|(rt, _)| rt)
+}
+
+/// [`build_runtime`], except that a proxy that cannot be built is left out
+/// and reported instead of failing the whole configuration (managed
+/// gateways: one bad deployment must not block every other change, key
+/// revocations included). Errors outside proxies still fail it.
+pub fn build_runtime_isolating(
+    file: &FileConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Runtime, Vec<ProxyFailure>), ConfigError> {
+    build(file, env, true)
+}
+
+fn build(
+    file: &FileConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    isolate: bool,
+) -> Result<(Runtime, Vec<ProxyFailure>), ConfigError> {
+    check_positive(file)?;
     let mut providers_by_name: HashMap<&str, (usize, &ProviderFile)> = HashMap::new();
     for (i, p) in file.providers.iter().enumerate() {
         if providers_by_name.insert(p.name.as_str(), (i, p)).is_some() {
@@ -267,129 +347,190 @@ pub fn build_runtime(
         }
     }
 
-    let mut proxies = HashMap::new();
-    // Created when the first proxy attaches a policy, shared by all.
-    let mut policy_engine = None;
-    let mut ids = HashSet::new();
-    for (pi, pf) in file.proxies.iter().enumerate() {
-        let at = |field: &str| format!("proxies[{pi}].{field}");
-        let id = match &pf.id {
-            Some(id) => {
-                if slugify(id) != *id {
-                    return Err(cfg_err(
-                        at("id"),
-                        "must be lowercase letters, digits and single hyphens",
-                    ));
-                }
-                id.clone()
-            }
-            None => slugify(&pf.name),
-        };
-        if id.is_empty() {
-            return Err(cfg_err(at("name"), "must contain a letter or digit"));
-        }
-        if !ids.insert(id.clone()) {
-            return Err(cfg_err(at("id"), format!("duplicate proxy id `{id}`")));
-        }
-        let context = normalise_context(pf.context.as_deref().unwrap_or(&id));
-        if proxies.contains_key(&context) {
+    if let Some(e) = file
+        .policy_engine
+        .as_ref()
+        .and_then(|p| p.embeddings.as_ref())
+        && !file.egress_allow.is_empty()
+    {
+        let allowed = url_origin(&e.url)
+            .is_some_and(|(_, host, port)| egress_allows(&file.egress_allow, &host, port));
+        if !allowed {
             return Err(cfg_err(
-                at("context"),
-                format!("another proxy already uses base path `{context}`"),
+                "policy_engine.embeddings.url",
+                format!(
+                    "not in the gateway's egress allow-list ({})",
+                    file.egress_allow.join(", ")
+                ),
             ));
         }
-        if pf.routes.is_empty() {
-            return Err(cfg_err(at("routes"), "a proxy needs at least one route"));
-        }
-        let mut routes = Vec::new();
-        for (ri, rf) in pf.routes.iter().enumerate() {
-            let rat = |field: &str| format!("proxies[{pi}].routes[{ri}].{field}");
-            let Some((prov_i, prov)) = providers_by_name.get(rf.provider.as_str()).copied() else {
-                return Err(cfg_err(
-                    rat("provider"),
-                    format!("no provider named `{}`", rf.provider),
-                ));
-            };
-            routes.push(build_route(rf, prov, prov_i, &rat, env)?);
-        }
-        let routing = crate::routing::build(pi, pf, &routes, &file.providers, env)?;
-        let mut keys = HashMap::new();
-        for (ki, kf) in pf.keys.iter().enumerate() {
-            let kat = format!("proxies[{pi}].keys[{ki}]");
-            let hash = match (&kf.sha256, &kf.env) {
-                (Some(hex_hash), None) => {
-                    let bytes = hex::decode(hex_hash.trim())
-                        .ok()
-                        .filter(|b| b.len() == 32)
-                        .ok_or_else(|| cfg_err(format!("{kat}.sha256"), "must be 64 hex digits"))?;
-                    let mut h = [0u8; 32];
-                    h.copy_from_slice(&bytes);
-                    h
+    }
+
+    let mut proxies = HashMap::new();
+    // The engine, sources and artifacts, made once for every proxy.
+    let mut chains = crate::policy::ChainLoader::new(file, env);
+    let mut failures = Vec::new();
+    let mut ids = HashSet::new();
+    for (pi, pf) in file.proxies.iter().enumerate() {
+        // One proxy, all or nothing: inserted only once every part built.
+        let built = (|| -> Result<(), ConfigError> {
+            let at = |field: &str| format!("proxies[{pi}].{field}");
+            let id = match &pf.id {
+                Some(id) => {
+                    if slugify(id) != *id {
+                        return Err(cfg_err(
+                            at("id"),
+                            "must be lowercase letters, digits and single hyphens",
+                        ));
+                    }
+                    id.clone()
                 }
-                (None, Some(var)) => {
-                    let key = env(var).filter(|k| !k.is_empty()).ok_or_else(|| {
-                        cfg_err(
-                            format!("{kat}.env"),
-                            format!("environment variable {var} is not set"),
-                        )
-                    })?;
-                    hash_key(&key)
-                }
-                _ => return Err(cfg_err(kat, "set exactly one of sha256 or env")),
+                None => slugify(&pf.name),
             };
-            keys.insert(
-                hash,
-                crate::key_usage::KeyEntry::new(Arc::from(kf.name.as_str())),
-            );
-        }
-        let mut models = Vec::new();
-        for r in &routes {
-            match &r.target_model {
-                Some(m) => models.push(m.clone()),
-                None => models.extend(r.models.iter().cloned()),
+            if id.is_empty() {
+                return Err(cfg_err(at("name"), "must contain a letter or digit"));
             }
-        }
-        let mut seen = HashSet::new();
-        models.extend(routing.listed_aliases().cloned());
-        models.retain(|m| seen.insert(m.clone()));
-        let inbound = pf
-            .inbound
-            .clone()
-            .unwrap_or_else(|| vec![InboundKind::Openai])
-            .into_iter()
-            .collect();
-        let resources = pf
-            .resources
-            .clone()
-            .unwrap_or_else(|| {
-                vec![
-                    Resource::ChatCompletions,
-                    Resource::Embeddings,
-                    Resource::Models,
-                ]
-            })
-            .into_iter()
-            .collect();
-        proxies.insert(
-            context.clone(),
-            Arc::new(Proxy {
+            if !ids.insert(id.clone()) {
+                return Err(cfg_err(at("id"), format!("duplicate proxy id `{id}`")));
+            }
+            let context = normalise_context(pf.context.as_deref().unwrap_or(&id));
+            if proxies.contains_key(&context) {
+                return Err(cfg_err(
+                    at("context"),
+                    format!("another proxy already uses base path `{context}`"),
+                ));
+            }
+            if pf.routes.is_empty() {
+                return Err(cfg_err(at("routes"), "a proxy needs at least one route"));
+            }
+            let mut routes = Vec::new();
+            for (ri, rf) in pf.routes.iter().enumerate() {
+                let rat = |field: &str| format!("proxies[{pi}].routes[{ri}].{field}");
+                let Some((prov_i, prov)) = providers_by_name.get(rf.provider.as_str()).copied()
+                else {
+                    return Err(cfg_err(
+                        rat("provider"),
+                        format!("no provider named `{}`", rf.provider),
+                    ));
+                };
+                routes.push(build_route(
+                    rf,
+                    prov,
+                    prov_i,
+                    &rat,
+                    env,
+                    &file.egress_allow,
+                )?);
+            }
+            let routing =
+                crate::routing::build(pi, pf, &routes, &file.providers, env, &file.egress_allow)?;
+            let mut keys = HashMap::new();
+            for (ki, kf) in pf.keys.iter().enumerate() {
+                let kat = format!("proxies[{pi}].keys[{ki}]");
+                let hash = match (&kf.sha256, &kf.env) {
+                    (Some(hex_hash), None) => {
+                        let bytes = hex::decode(hex_hash.trim())
+                            .ok()
+                            .filter(|b| b.len() == 32)
+                            .ok_or_else(|| {
+                                cfg_err(format!("{kat}.sha256"), "must be 64 hex digits")
+                            })?;
+                        let mut h = [0u8; 32];
+                        h.copy_from_slice(&bytes);
+                        h
+                    }
+                    (None, Some(var)) => {
+                        let key = env(var).filter(|k| !k.is_empty()).ok_or_else(|| {
+                            cfg_err(
+                                format!("{kat}.env"),
+                                format!("environment variable {var} is not set"),
+                            )
+                        })?;
+                        hash_key(&key)
+                    }
+                    _ => return Err(cfg_err(kat, "set exactly one of sha256 or env")),
+                };
+                let expires_ms = match &kf.expires_at {
+                    Some(t) => Some(
+                        chrono::DateTime::parse_from_rfc3339(t.trim())
+                            .map_err(|e| {
+                                cfg_err(
+                                    format!("{kat}.expires_at"),
+                                    format!(
+                                        "not an RFC 3339 time such as 2027-01-31T00:00:00Z: {e}"
+                                    ),
+                                )
+                            })?
+                            .timestamp_millis(),
+                    ),
+                    None => None,
+                };
+                keys.insert(
+                    hash,
+                    crate::key_usage::KeyEntry::new(Arc::from(kf.name.as_str()), expires_ms),
+                );
+            }
+            let mut models = Vec::new();
+            for r in &routes {
+                match &r.target_model {
+                    Some(m) => models.push(m.clone()),
+                    None => models.extend(r.models.iter().cloned()),
+                }
+            }
+            let mut seen = HashSet::new();
+            models.extend(routing.listed_aliases().cloned());
+            models.retain(|m| seen.insert(m.clone()));
+            let inbound = pf
+                .inbound
+                .clone()
+                .unwrap_or_else(|| vec![InboundKind::Openai])
+                .into_iter()
+                .collect();
+            let resources = pf
+                .resources
+                .clone()
+                .unwrap_or_else(|| {
+                    vec![
+                        Resource::ChatCompletions,
+                        Resource::Embeddings,
+                        Resource::Models,
+                    ]
+                })
+                .into_iter()
+                .collect();
+            proxies.insert(
+                context.clone(),
+                Arc::new(Proxy {
+                    id,
+                    name: pf.name.clone(),
+                    context,
+                    inbound,
+                    resources,
+                    track_stream_tokens: pf.track_stream_tokens.unwrap_or(true),
+                    keys,
+                    routes,
+                    models,
+                    routing,
+                    policies: chains.chain_for_proxy(pi, pf)?,
+                }),
+            );
+            Ok(())
+        })();
+        if let Err(error) = built {
+            if !isolate {
+                return Err(error);
+            }
+            let id = pf.id.clone().unwrap_or_else(|| slugify(&pf.name));
+            failures.push(ProxyFailure {
+                index: pi,
                 id,
-                name: pf.name.clone(),
-                context,
-                inbound,
-                resources,
-                track_stream_tokens: pf.track_stream_tokens.unwrap_or(true),
-                keys,
-                routes,
-                models,
-                routing,
-                policies: crate::policy::chain_for_proxy(&mut policy_engine, file, pi, pf, env)?,
-            }),
-        );
+                error,
+            });
+        }
     }
 
     let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
-    Ok(Runtime {
+    let runtime = Runtime {
         proxies,
         listen: file.listen.clone().unwrap_or_else(|| "0.0.0.0:8080".into()),
         ops_listen: file
@@ -400,9 +541,16 @@ pub fn build_runtime(
         max_body_bytes: file.limits.max_body_bytes.unwrap_or(10 * 1024 * 1024),
         connect_timeout: ms(file.timeouts.connect_ms, 5_000),
         read_timeout: ms(file.timeouts.read_ms, 120_000),
-        client_body_timeout: ms(file.timeouts.client_body_ms, 30_000),
+        client_body_timeout: ms(file.timeouts.client_body_ms, 60_000),
+        connections: crate::listener::ConnLimits {
+            max_connections: file.limits.max_client_connections.unwrap_or(10_000),
+            idle: ms(file.timeouts.client_idle_ms, 60_000),
+            header: ms(file.timeouts.client_header_ms, 10_000),
+            body: ms(file.timeouts.client_body_ms, 60_000),
+        },
         telemetry: build_telemetry(&file.telemetry)?,
-    })
+    };
+    Ok((runtime, failures))
 }
 
 pub(crate) fn build_route(
@@ -411,23 +559,20 @@ pub(crate) fn build_route(
     prov_i: usize,
     rat: &dyn Fn(&str) -> String,
     env: &dyn Fn(&str) -> Option<String>,
+    egress: &[String],
 ) -> Result<Route, ConfigError> {
     let pat = |field: &str| format!("providers[{prov_i}].{field}");
     let region = prov.region.clone();
-    let base_url = match (&rf.base_url, &prov.base_url) {
+    let provider_url = effective_base_url(prov.kind, prov.base_url.as_deref(), region.as_deref());
+    let base_url = match (&rf.base_url, &provider_url) {
         (Some(u), _) => u.clone(),
         (None, Some(u)) => u.clone(),
-        (None, None) => match (prov.kind, &region) {
-            (ProviderKind::Bedrock, Some(r)) => {
-                format!("https://bedrock-runtime.{r}.amazonaws.com")
-            }
-            (kind, _) => kind.default_base_url().map(str::to_owned).ok_or_else(|| {
-                cfg_err(
-                    pat("base_url"),
-                    format!("required for provider type `{}`", kind.label()),
-                )
-            })?,
-        },
+        (None, None) => {
+            return Err(cfg_err(
+                pat("base_url"),
+                format!("required for provider type `{}`", prov.kind.label()),
+            ));
+        }
     };
     let base_at = if rf.base_url.is_some() {
         rat("base_url")
@@ -435,7 +580,39 @@ pub(crate) fn build_route(
         pat("base_url")
     };
     let (upstream, base_path) =
-        parse_base_url(&base_url, prov.ca_file.as_deref()).map_err(|m| cfg_err(base_at, m))?;
+        parse_base_url(&base_url, prov.ca_file.as_deref()).map_err(|m| cfg_err(&base_at, m))?;
+    if !egress.is_empty() && !egress_allows(egress, &upstream.host, upstream.port) {
+        return Err(cfg_err(
+            base_at,
+            format!(
+                "{}:{} is not in the gateway's egress allow-list ({})",
+                upstream.host,
+                upstream.port,
+                egress.join(", ")
+            ),
+        ));
+    }
+    // The provider's own credentials go to the provider's own host only: a
+    // route that points elsewhere must bring its own key (or none).
+    if let Some(route_url) = &rf.base_url
+        && rf.api_key.is_none()
+        && (prov.api_key.is_some()
+            || prov.api_key_env.is_some()
+            || prov.kind == ProviderKind::Bedrock)
+    {
+        let here = url_origin(route_url);
+        let home = provider_url.as_deref().and_then(url_origin);
+        if here.is_none() || here != home {
+            return Err(cfg_err(
+                rat("base_url"),
+                format!(
+                    "sends provider `{}`'s credentials to another host than the provider's own ({}); give this route its own `api_key`, or declare a provider for that host",
+                    prov.name,
+                    provider_url.as_deref().unwrap_or("none")
+                ),
+            ));
+        }
+    }
 
     let provider_key = match (&prov.api_key_env, &prov.api_key) {
         (Some(var), _) => Some(env(var).ok_or_else(|| {
@@ -667,6 +844,92 @@ proxies:
         );
         assert!(matches!(&p.routes[0].key, KeySource::Static(k) if k == "sk-mock"));
         assert_eq!(rt.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(rt.connections.max_connections, 10_000);
+        assert_eq!(rt.connections.idle, Duration::from_secs(60));
+        assert_eq!(rt.connections.header, Duration::from_secs(10));
+        assert_eq!(rt.connections.body, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn connection_limits_are_read_and_zero_is_refused() {
+        let with = |extra: &str| parse_file(&format!("{extra}\n{GOOD}")).unwrap();
+        let f = with(
+            "limits: {max_client_connections: 2500}\ntimeouts: {client_idle_ms: 1500, client_header_ms: 700}",
+        );
+        let rt = build_runtime(&f, &env).unwrap();
+        assert_eq!(rt.connections.max_connections, 2500);
+        assert_eq!(rt.connections.idle, Duration::from_millis(1500));
+        assert_eq!(rt.connections.header, Duration::from_millis(700));
+        let e = build_runtime(&with("timeouts: {client_header_ms: 0}"), &env)
+            .err()
+            .unwrap();
+        assert_eq!(e.path, "timeouts.client_header_ms");
+        let e = build_runtime(&with("limits: {max_client_connections: 0}"), &env)
+            .err()
+            .unwrap();
+        assert_eq!(e.path, "limits.max_client_connections");
+    }
+
+    #[test]
+    fn provider_credentials_go_to_the_providers_host_only() {
+        let route = |extra: &str| {
+            GOOD.replace(
+                "      - provider: mock\n",
+                &format!("      - provider: mock\n{extra}"),
+            )
+        };
+        // Another host with the provider's key: refused, naming the field.
+        let f = parse_file(&route("        base_url: http://169.254.169.254/latest\n")).unwrap();
+        let e = build_runtime(&f, &env).err().unwrap();
+        assert_eq!(e.path, "proxies[0].routes[0].base_url");
+        assert!(e.message.contains("credentials"), "{e}");
+        // Another port of the same host is another server: refused too.
+        let f = parse_file(&route("        base_url: http://127.0.0.1:8098/v1\n")).unwrap();
+        assert!(build_runtime(&f, &env).is_err());
+        // The same origin under another path is the provider's own server.
+        let f = parse_file(&route("        base_url: http://127.0.0.1:8099/v2\n")).unwrap();
+        assert!(build_runtime(&f, &env).is_ok());
+        // A route that brings its own key may go anywhere.
+        let f = parse_file(&route(
+            "        base_url: http://10.1.2.3:8000/v1\n        api_key: { header: x-upstream-key }\n",
+        ))
+        .unwrap();
+        assert!(build_runtime(&f, &env).is_ok());
+    }
+
+    #[test]
+    fn egress_allow_list_bounds_every_upstream() {
+        let f = parse_file(&format!("egress_allow: [api.openai.com]\n{GOOD}")).unwrap();
+        let e = build_runtime(&f, &env).err().unwrap();
+        assert_eq!(e.path, "providers[0].base_url");
+        assert!(e.message.contains("egress allow-list"), "{e}");
+        let f = parse_file(&format!("egress_allow: [\"127.0.0.1:8099\"]\n{GOOD}")).unwrap();
+        assert!(build_runtime(&f, &env).is_ok());
+        let f = parse_file(&format!(
+            "egress_allow: [\"127.0.0.1:8099\"]\npolicy_engine: {{ embeddings: {{ url: \"http://10.0.0.5/v1/embeddings\", model: m }} }}\n{GOOD}"
+        ))
+        .unwrap();
+        let e = build_runtime(&f, &env).err().unwrap();
+        assert_eq!(e.path, "policy_engine.embeddings.url");
+    }
+
+    #[test]
+    fn key_expiry_is_parsed_and_enforced_by_the_entry() {
+        let with = |t: &str| {
+            GOOD.replace(
+                "        env: DEMO_KEY\n",
+                &format!("        env: DEMO_KEY\n        expires_at: \"{t}\"\n"),
+            )
+        };
+        let rt = build_runtime(&parse_file(&with("2030-01-01T00:00:00Z")).unwrap(), &env).unwrap();
+        let entry = &rt.proxies["/llm-test"].keys[&hash_key("pk-demo")];
+        assert_eq!(entry.expires_ms, Some(1_893_456_000_000));
+        assert!(!entry.expired(1_893_455_999_999));
+        assert!(entry.expired(1_893_456_000_000));
+        let e = build_runtime(&parse_file(&with("next tuesday")).unwrap(), &env)
+            .err()
+            .unwrap();
+        assert_eq!(e.path, "proxies[0].keys[0].expires_at");
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub enum ErrorKind {
     UpstreamTimeout,
     UpstreamConnect,
     UpstreamProtocol,
+    /// The client went away before the answer was delivered (status 499).
+    ClientCancelled,
     Internal,
 }
 
@@ -46,6 +48,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamConnect => "upstream_connect",
             ErrorKind::UpstreamProtocol => "upstream_protocol",
+            ErrorKind::ClientCancelled => "client_cancelled",
             ErrorKind::Internal => "internal",
         }
     }
@@ -247,6 +250,16 @@ impl GatewayError {
             message,
         );
         e.code = Some("bad_upstream_response".into());
+        e
+    }
+
+    /// 502: the provider's answer is larger than the gateway holds back
+    /// for response policies (`limits.max_held_response_bytes`).
+    pub fn held_too_large(limit: usize) -> Self {
+        let mut e = Self::upstream_protocol(format!(
+            "The provider's answer is larger than the {limit} bytes the gateway holds for response policies."
+        ));
+        e.code = Some("response_too_large".into());
         e
     }
 

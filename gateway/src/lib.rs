@@ -4,12 +4,14 @@
 //! inbound format into canonical types, routes to a provider adapter,
 //! translates the answer back (streams too) and counts tokens.
 
+pub mod accounting;
 pub mod config;
 pub mod error;
 pub mod health;
 pub mod inbound;
 pub mod json;
 pub mod key_usage;
+pub mod listener;
 pub mod managed;
 pub mod metrics;
 pub mod ops;

@@ -17,11 +17,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use portcullis_types::managed::{
-    CONFIG_PATH, HEARTBEAT_PATH, Heartbeat, LoadFailure, ManagedConfig,
+    CONFIG_PATH, HEARTBEAT_PATH, Heartbeat, LoadFailure, ManagedConfig, ProxyLoadFailure,
 };
 
-use crate::config::{ConfigError, FileConfig, Runtime, build_runtime};
+use crate::config::{ConfigError, FileConfig, Runtime, build_runtime_isolating};
 use crate::key_usage::{KeyUsage, Uses, to_wire};
+use crate::ops::Readiness;
 use crate::run::RunOptions;
 
 /// Swaps the configuration of a running gateway, and reads which keys it
@@ -30,13 +31,28 @@ use crate::run::RunOptions;
 pub struct RuntimeHandle {
     slot: Arc<RwLock<Arc<Runtime>>>,
     key_usage: Arc<KeyUsage>,
+    readiness: Arc<Readiness>,
 }
 
 impl RuntimeHandle {
     /// Wraps the gateway's runtime slot and key-use record (see
     /// `Gateway::runtime_handle`).
-    pub fn new(slot: Arc<RwLock<Arc<Runtime>>>, key_usage: Arc<KeyUsage>) -> Self {
-        RuntimeHandle { slot, key_usage }
+    pub fn new(
+        slot: Arc<RwLock<Arc<Runtime>>>,
+        key_usage: Arc<KeyUsage>,
+        readiness: Arc<Readiness>,
+    ) -> Self {
+        RuntimeHandle {
+            slot,
+            key_usage,
+            readiness,
+        }
+    }
+
+    /// Marks the runtime in force as a real configuration (loaded from
+    /// disk at start), so `/readyz` may report ready.
+    pub fn mark_configured(&self) {
+        self.readiness.set_configured();
     }
 
     /// The keys the gateway authenticated requests with, and when.
@@ -62,6 +78,7 @@ impl RuntimeHandle {
             Ok(mut g) => *g = new,
             Err(p) => *p.into_inner() = new,
         }
+        self.readiness.set_configured();
     }
 }
 
@@ -80,6 +97,12 @@ pub struct ManagedOptions {
     /// Seconds a long-poll waits for a change before asking again.
     pub poll_wait: u64,
     pub heartbeat_every: Duration,
+    /// Hosts this gateway may send requests to (`--egress-allow`); when
+    /// non-empty it replaces whatever admin's configuration says.
+    pub egress_allow: Vec<String>,
+    /// How admin and the hub are trusted: the CA bundle (`--ca-file`)
+    /// also applies to the hub and embeddings URLs admin hands over.
+    pub tls: portcullis_net::ClientTls,
 }
 
 /// The file the last good configuration is kept in.
@@ -90,15 +113,81 @@ pub fn last_good_path(data_dir: &Path) -> PathBuf {
 /// Validates a managed configuration into a runtime on `listen`/`ops_listen`.
 /// Secrets come from the configuration only, never from the process
 /// environment: a managed gateway must not pick up the host's credentials.
-pub fn build(mc: &ManagedConfig, listen: &str, ops_listen: &str) -> Result<Runtime, ConfigError> {
+/// A proxy that cannot be loaded is left out and reported (the rest of the
+/// version applies); errors outside proxies reject the whole version.
+pub fn build(
+    mc: &ManagedConfig,
+    local: &Local,
+) -> Result<(Runtime, Vec<ProxyLoadFailure>), ConfigError> {
     let mut file: FileConfig = mc.config.clone();
-    file.listen = Some(listen.to_owned());
-    file.ops_listen = Some(ops_listen.to_owned());
-    build_runtime(&file, &|name| mc.secrets.get(name).cloned())
+    file.listen = Some(local.listen.clone());
+    file.ops_listen = Some(local.ops_listen.clone());
+    if !local.egress_allow.is_empty() {
+        file.egress_allow = local.egress_allow.clone();
+    }
+    // Policies fetched from the hub are cached with the gateway's other
+    // state, not in whatever directory the process was started from.
+    if let Some(hub) = file.policy_engine.as_mut().and_then(|e| e.hub.as_mut())
+        && hub.cache_dir.is_none()
+    {
+        hub.cache_dir = Some(local.data_dir.join("policy-cache").display().to_string());
+    }
+    // This gateway's `--ca-file` is trusted for the hub and the
+    // embeddings endpoint too: admin cannot know the gateway's files.
+    if let (Some(ca), Some(engine)) = (&local.ca_file, file.policy_engine.as_mut()) {
+        let ca = ca.display().to_string();
+        if let Some(hub) = engine.hub.as_mut() {
+            hub.ca_file.get_or_insert_with(|| ca.clone());
+        }
+        if let Some(e) = engine.embeddings.as_mut() {
+            e.ca_file.get_or_insert(ca);
+        }
+    }
+    let (runtime, failures) =
+        build_runtime_isolating(&file, &|name| mc.secrets.get(name).cloned())?;
+    let failures = failures
+        .into_iter()
+        .map(|f| {
+            tracing::error!(version = %mc.version, proxy = %f.id, field = %f.error.path, error = %f.error.message, "proxy left out: it cannot be loaded");
+            ProxyLoadFailure {
+                proxy_id: f.id,
+                field: f.error.path,
+                message: f.error.message,
+            }
+        })
+        .collect();
+    Ok((runtime, failures))
+}
+
+/// What the gateway's own operator decides, whatever admin sends: where
+/// it listens and which hosts it may reach.
+#[derive(Debug, Clone, Default)]
+pub struct Local {
+    pub listen: String,
+    pub ops_listen: String,
+    pub egress_allow: Vec<String>,
+    /// The gateway's `--data-dir`: the last good configuration and the
+    /// policy cache live there.
+    pub data_dir: PathBuf,
+    /// The gateway's `--ca-file`, trusted for admin's hub and embeddings
+    /// URLs as well.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Local {
+    fn of(o: &ManagedOptions) -> Local {
+        Local {
+            listen: o.listen.clone(),
+            ops_listen: o.ops_listen.clone(),
+            egress_allow: o.egress_allow.clone(),
+            data_dir: o.data_dir.clone(),
+            ca_file: o.tls.ca_file.clone(),
+        }
+    }
 }
 
 /// An empty configuration: no proxies, every path a 404, until admin answers.
-fn empty(listen: &str, ops_listen: &str) -> anyhow::Result<Runtime> {
+fn empty(local: &Local) -> anyhow::Result<Runtime> {
     let file: FileConfig = serde_json::from_str("{}")?;
     let mc = ManagedConfig {
         version: String::new(),
@@ -106,7 +195,7 @@ fn empty(listen: &str, ops_listen: &str) -> anyhow::Result<Runtime> {
         secrets: Default::default(),
         deployments: Vec::new(),
     };
-    Ok(build(&mc, listen, ops_listen)?)
+    Ok(build(&mc, local)?.0)
 }
 
 /// Reads the last good configuration, if there is one that still loads.
@@ -145,14 +234,14 @@ struct Status {
     served: Option<String>,
     proxies: usize,
     error: Option<LoadFailure>,
+    proxy_errors: Vec<ProxyLoadFailure>,
 }
 
 /// Applies configurations to a gateway and remembers the outcome.
 pub struct Applier {
     handle: RuntimeHandle,
     data_dir: PathBuf,
-    listen: String,
-    ops_listen: String,
+    local: Local,
     status: Mutex<Status>,
 }
 
@@ -165,17 +254,11 @@ pub enum Applied {
 }
 
 impl Applier {
-    pub fn new(
-        handle: RuntimeHandle,
-        data_dir: PathBuf,
-        listen: String,
-        ops_listen: String,
-    ) -> Self {
+    pub fn new(handle: RuntimeHandle, data_dir: PathBuf, local: Local) -> Self {
         Applier {
             handle,
             data_dir,
-            listen,
-            ops_listen,
+            local,
             status: Mutex::new(Status::default()),
         }
     }
@@ -194,11 +277,13 @@ impl Applier {
         }
     }
 
-    /// Records that `mc` is being served already (loaded at start).
-    pub fn mark_served(&self, mc: &ManagedConfig) {
+    /// Records that `mc` is being served already (loaded at start), but
+    /// for the proxies in `left_out`.
+    pub fn mark_served(&self, mc: &ManagedConfig, left_out: Vec<ProxyLoadFailure>) {
         self.set_status(|s| {
             s.served = Some(mc.version.clone());
-            s.proxies = mc.config.proxies.len();
+            s.proxies = mc.config.proxies.len().saturating_sub(left_out.len());
+            s.proxy_errors = left_out;
         });
     }
 
@@ -208,20 +293,22 @@ impl Applier {
         if self.status().served.as_deref() == Some(mc.version.as_str()) {
             return Applied::Unchanged;
         }
-        match build(mc, &self.listen, &self.ops_listen) {
-            Ok(rt) => {
+        match build(mc, &self.local) {
+            Ok((rt, left_out)) => {
                 // On disk first: once a version is served (a revoked key
                 // refused), a restart must not bring back the one before.
                 if let Err(e) = save_last_good(&self.data_dir, mc) {
                     tracing::warn!(error = %e, "cannot write the last good configuration");
                 }
                 self.handle.replace(rt);
+                let served = mc.config.proxies.len().saturating_sub(left_out.len());
                 self.set_status(|s| {
                     s.served = Some(mc.version.clone());
-                    s.proxies = mc.config.proxies.len();
+                    s.proxies = served;
                     s.error = None;
+                    s.proxy_errors = left_out;
                 });
-                tracing::info!(version = %mc.version, proxies = mc.config.proxies.len(), "configuration applied");
+                tracing::info!(version = %mc.version, proxies = served, "configuration applied");
                 Applied::Swapped
             }
             Err(e) => {
@@ -246,6 +333,7 @@ impl Applier {
             proxies: s.proxies,
             error: s.error,
             keys_used: Default::default(),
+            proxy_errors: s.proxy_errors,
         }
     }
 
@@ -338,8 +426,11 @@ impl Client {
 
 /// Runs a managed gateway until the process is stopped.
 pub fn run(o: ManagedOptions) -> anyhow::Result<()> {
+    // Before anything connects: the link carries the gateway token and
+    // every provider secret.
+    o.tls.check_url(&o.admin_url, "--admin")?;
     let client = Arc::new(Client {
-        http: reqwest::Client::new(),
+        http: o.tls.client()?,
         admin: o.admin_url.trim_end_matches('/').to_owned(),
         token: o.token.clone(),
     });
@@ -358,7 +449,7 @@ pub fn run(o: ManagedOptions) -> anyhow::Result<()> {
         Ok(Ok(Fetched::Changed(mc))) => Some(mc),
         Ok(Ok(Fetched::Unchanged)) => None,
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "admin unreachable at start");
+            tracing::warn!(error = format!("{e:#}"), "admin unreachable at start");
             None
         }
         Err(_) => {
@@ -366,44 +457,46 @@ pub fn run(o: ManagedOptions) -> anyhow::Result<()> {
             None
         }
     };
-    let mut initial: Option<(ManagedConfig, Runtime)> = None;
+    let mut initial: Option<(ManagedConfig, (Runtime, Vec<ProxyLoadFailure>))> = None;
     let mut rejected: Option<(ManagedConfig, ConfigError)> = None;
     if let Some(mc) = from_admin {
-        match build(&mc, &o.listen, &o.ops_listen) {
-            Ok(rt) => {
+        match build(&mc, &Local::of(&o)) {
+            Ok(built) => {
                 if let Err(e) = save_last_good(&o.data_dir, &mc) {
                     tracing::warn!(error = %e, "cannot write the last good configuration");
                 }
-                initial = Some((mc, rt));
+                initial = Some((mc, built));
             }
             Err(e) => rejected = Some((mc, e)),
         }
     }
     if initial.is_none() {
         if let Some(mc) = load_last_good(&o.data_dir) {
-            match build(&mc, &o.listen, &o.ops_listen) {
-                Ok(rt) => {
+            match build(&mc, &Local::of(&o)) {
+                Ok(built) => {
                     tracing::info!(version = %mc.version, "serving the last good configuration from disk");
-                    initial = Some((mc, rt));
+                    initial = Some((mc, built));
                 }
                 Err(e) => tracing::warn!(error = %e, "the configuration on disk no longer loads"),
             }
         }
     }
     let (served, runtime) = match initial {
-        Some((mc, rt)) => (Some(mc), rt),
-        None => (None, empty(&o.listen, &o.ops_listen)?),
+        Some((mc, (rt, left_out))) => (Some((mc, left_out)), rt),
+        None => (None, empty(&Local::of(&o))?),
     };
     let opts = o.clone();
     crate::run::run_with(runtime, o.run.clone(), move |handle| {
+        if served.is_some() {
+            handle.mark_configured();
+        }
         let applier = Arc::new(Applier::new(
             handle,
             opts.data_dir.clone(),
-            opts.listen.clone(),
-            opts.ops_listen.clone(),
+            Local::of(&opts),
         ));
-        if let Some(mc) = &served {
-            applier.mark_served(mc);
+        if let Some((mc, left_out)) = served {
+            applier.mark_served(&mc, left_out);
         }
         if let Some((mc, e)) = &rejected {
             applier.apply(mc);
@@ -470,7 +563,11 @@ async fn agent(client: Arc<Client>, applier: Arc<Applier>, o: ManagedOptions) {
             }
             Err(e) => {
                 // Admin is down or unreachable: keep serving what we have.
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach admin");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "cannot reach admin"
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -503,18 +600,12 @@ mod tests {
 
     fn applier(dir: &Path) -> (Applier, RuntimeHandle) {
         let handle = RuntimeHandle::new(
-            Arc::new(RwLock::new(Arc::new(
-                empty("127.0.0.1:0", "127.0.0.1:0").unwrap(),
-            ))),
+            Arc::new(RwLock::new(Arc::new(empty(&test_local()).unwrap()))),
+            Arc::default(),
             Arc::default(),
         );
         (
-            Applier::new(
-                handle.clone(),
-                dir.to_owned(),
-                "127.0.0.1:0".into(),
-                "127.0.0.1:0".into(),
-            ),
+            Applier::new(handle.clone(), dir.to_owned(), test_local()),
             handle,
         )
     }
@@ -538,21 +629,50 @@ mod tests {
         assert_eq!(before.proxies.len(), 0);
         assert_eq!(a.apply(&managed("v1", 2, "mock")), Applied::Unchanged);
 
-        // A bad version: reported with its field, the good one stays.
-        assert_eq!(a.apply(&managed("v2", 3, "nope")), Applied::Rejected);
+        // A version that cannot load at all (two providers with one name):
+        // reported with its field, the good one stays.
+        let mut bad = managed("v2", 3, "mock");
+        bad.config.providers.push(bad.config.providers[0].clone());
+        assert_eq!(a.apply(&bad), Applied::Rejected);
         assert_eq!(handle.current().proxies.len(), 2);
         let hb = a.heartbeat();
         assert_eq!(hb.version.as_deref(), Some("v1"));
         let err = hb.error.unwrap();
         assert_eq!(
             (err.version.as_str(), err.field.as_str()),
-            ("v2", "proxies[0].routes[0].provider")
+            ("v2", "providers[1].name")
         );
         // On disk: the last good one only.
         assert_eq!(load_last_good(&dir).unwrap().version, "v1");
         // The next good version clears the error.
         assert_eq!(a.apply(&managed("v3", 1, "mock")), Applied::Swapped);
         assert!(a.heartbeat().error.is_none());
+
+        // One proxy that cannot load is left out and reported; the rest of
+        // its version applies, a key revocation on another proxy included.
+        let mut mixed = managed("v4", 3, "mock");
+        mixed.config.proxies[1].routes[0].provider = "nope".into();
+        mixed.config.proxies[2].keys.clear();
+        assert_eq!(a.apply(&mixed), Applied::Swapped);
+        let rt = handle.current();
+        assert_eq!(rt.proxies.len(), 2);
+        assert!(!rt.proxies.contains_key("/p1"));
+        assert!(rt.proxies["/p2"].keys.is_empty(), "the revocation applied");
+        let hb = a.heartbeat();
+        assert_eq!((hb.version.as_deref(), hb.proxies), (Some("v4"), 2));
+        assert!(hb.error.is_none());
+        assert_eq!(
+            hb.proxy_errors,
+            vec![ProxyLoadFailure {
+                proxy_id: "p1".into(),
+                field: "proxies[1].routes[0].provider".into(),
+                message: "no provider named `nope`".into(),
+            }]
+        );
+        assert_eq!(load_last_good(&dir).unwrap().version, "v4");
+        // Fixed in the next version: nothing left out any more.
+        assert_eq!(a.apply(&managed("v5", 3, "mock")), Applied::Swapped);
+        assert!(a.heartbeat().proxy_errors.is_empty());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -624,7 +744,7 @@ mod tests {
 
         let (admin, mut got) = fake_admin(vec![503, 204, 204, 422, 204]).await;
         let client = Client {
-            http: reqwest::Client::new(),
+            http: portcullis_net::ClientTls::default().client().unwrap(),
             admin,
             token: "gwt-test".into(),
         };
@@ -653,14 +773,41 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    fn test_local() -> Local {
+        Local {
+            listen: "127.0.0.1:0".into(),
+            ops_listen: "127.0.0.1:0".into(),
+            egress_allow: Vec::new(),
+            data_dir: std::env::temp_dir().join("portcullis-managed-test"),
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn the_operators_egress_allow_list_overrides_admins() {
+        let mc = managed("v1", 1, "mock");
+        let mut local = test_local();
+        local.egress_allow = vec!["api.openai.com".into()];
+        let (rt, left_out) = build(&mc, &local).unwrap();
+        assert!(rt.proxies.is_empty());
+        assert!(left_out[0].field.ends_with("base_url"), "{left_out:?}");
+        assert!(
+            left_out[0].message.contains("egress allow-list"),
+            "{left_out:?}"
+        );
+        local.egress_allow = vec!["127.0.0.1".into()];
+        let (rt, left_out) = build(&mc, &local).unwrap();
+        assert_eq!((rt.proxies.len(), left_out.len()), (1, 0));
+    }
+
     #[test]
     fn secrets_come_from_admin_not_the_environment() {
         let mut mc = managed("v1", 1, "mock");
         mc.secrets.clear();
         // PATH is set in every process environment; it must not be read.
         mc.config.providers[0].api_key_env = Some("PATH".into());
-        let e = build(&mc, "127.0.0.1:0", "127.0.0.1:0").err().unwrap();
-        assert_eq!(e.path, "providers[0].api_key_env");
+        let (_, left_out) = build(&mc, &test_local()).unwrap();
+        assert_eq!(left_out[0].field, "providers[0].api_key_env");
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub time_per_output_token: HistogramVec,
     pub gateway_overhead: HistogramVec,
     pub inflight: IntGauge,
+    /// Client connections open (traffic listeners).
+    pub client_connections: IntGauge,
+    /// Client connections the gateway closed or refused, by reason.
+    pub client_connections_closed: IntCounterVec,
     pub policy_executions: IntCounterVec,
     pub policy_duration: HistogramVec,
     pub rate_limit_rejections: IntCounterVec,
@@ -174,6 +178,16 @@ impl Metrics {
             ),
             inflight: IntGauge::new("portcullis_inflight_requests", "Requests being processed.")
                 .expect("valid metric"),
+            client_connections: IntGauge::new(
+                "portcullis_client_connections",
+                "Client connections open on the traffic listeners.",
+            )
+            .expect("valid metric"),
+            client_connections_closed: counter(
+                "portcullis_client_connections_closed_total",
+                "Client connections the gateway refused or closed, by reason (limit, idle, header_timeout, header_too_large).",
+                &["reason"],
+            ),
             policy_executions: counter(
                 "portcullis_policy_executions_total",
                 "Policy runs by policy, version, phase and outcome (continue, modified, rejected, responded, error, timeout, memory).",
@@ -225,6 +239,8 @@ impl Metrics {
             Box::new(m.time_per_output_token.clone()),
             Box::new(m.gateway_overhead.clone()),
             Box::new(m.inflight.clone()),
+            Box::new(m.client_connections.clone()),
+            Box::new(m.client_connections_closed.clone()),
             Box::new(m.policy_executions.clone()),
             Box::new(m.policy_duration.clone()),
             Box::new(m.rate_limit_rejections.clone()),

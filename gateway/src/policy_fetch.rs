@@ -2,14 +2,22 @@
 //!
 //! [`HubSource`] is one more [`PolicySource`] for the engine's lookup
 //! (`policy_engine.hub` in the configuration, searched after
-//! `policy_engine.dirs`). For `name@version` it asks the hub for the
-//! version's manifest, takes the module from the cache when its digest is
-//! there (modules are content-addressed, so a cached module never goes
-//! stale) and downloads it otherwise, verifying the SHA-256 either way.
-//! Manifests are cached by `name@version` (a published version never
-//! changes). When the hub is unreachable (connection refused, timeout, or
-//! a 5xx) the cached manifest and module are used, so a gateway restarts
-//! and reloads while the hub is down; only a policy it never fetched fails.
+//! `policy_engine.dirs`). For `name@version` it reads the version's
+//! manifest from the disk cache first (a published version never changes)
+//! and asks the hub only when it is not there, or when the cached one
+//! names another module than the attachment pins (`sha256`). The module
+//! comes from the cache when its digest is there (modules are
+//! content-addressed, so a cached module never goes stale) and is
+//! downloaded otherwise, verifying the SHA-256 either way. A manifest is
+//! cached only when its module matches the attachment's pin, so a hub (or
+//! a network in the middle) that once served another module does not
+//! poison the cache. When the hub is unreachable (connection refused,
+//! timeout, or a 5xx) the cached manifest and module are used, so a
+//! gateway restarts and reloads while the hub is down; only a policy it
+//! never fetched fails.
+//!
+//! The pin itself is checked by the engine's lookup (`policy::mod`) for
+//! every source alike, before a module is compiled.
 //!
 //! The engine's lookup is synchronous (configuration load); the fetch runs
 //! on a short-lived runtime in a scoped thread, so it works both from
@@ -49,10 +57,21 @@ impl HubSource {
             .timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_TIMEOUT);
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .build()
+        // Checked before any request: a module from the hub runs in the
+        // gateway, so the link must be authenticated.
+        portcullis_net::check_control_url(
+            &file.url,
+            "policy_engine.hub.url",
+            file.allow_insecure_http.unwrap_or(false),
+            "policy_engine.hub.allow_insecure_http",
+        )
+        .map_err(|e| e.to_string())?;
+        let client = portcullis_net::client_builder(file.ca_file.as_deref().map(Path::new))
+            .and_then(|b| {
+                Ok(b.timeout(timeout)
+                    .connect_timeout(timeout.min(Duration::from_secs(3)))
+                    .build()?)
+            })
             .map_err(|e| format!("policy hub client: {e}"))?;
         Ok(HubSource {
             url: file.url.trim_end_matches('/').to_string(),
@@ -75,12 +94,9 @@ impl HubSource {
 
     async fn get(&self, path: &str) -> Result<Option<reqwest::Response>, HubFailure> {
         let url = format!("{}{path}", self.url);
-        let r = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| HubFailure::Unreachable(format!("GET {url}: {e}")))?;
+        let r = self.client.get(&url).send().await.map_err(|e| {
+            HubFailure::Unreachable(format!("GET {url}: {}", portcullis_net::error_chain(&e)))
+        })?;
         let status = r.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -110,6 +126,7 @@ impl HubSource {
         &self,
         name: &str,
         version: &str,
+        pin: Option<&str>,
     ) -> Result<Option<(PolicyVersion, Vec<u8>)>, HubFailure> {
         let Some(r) = self
             .get(&format!("/api/v1/policies/{name}/versions/{version}"))
@@ -129,7 +146,7 @@ impl HubSource {
                 pv.manifest.name, pv.manifest.version
             )));
         }
-        let hex = digest_hex(&pv).map_err(HubFailure::Bad)?.to_string();
+        let hex = pv.module_sha256().map_err(HubFailure::Bad)?.to_string();
         if pv.yanked {
             tracing::warn!(policy = %name, %version, "using a yanked policy version");
         }
@@ -154,8 +171,10 @@ impl HubSource {
                 bytes.to_vec()
             }
         };
-        write_atomic(&self.manifest_path(name, version), text.as_bytes())
-            .map_err(HubFailure::Bad)?;
+        if pin.is_none_or(|p| p.eq_ignore_ascii_case(&hex)) {
+            write_atomic(&self.manifest_path(name, version), text.as_bytes())
+                .map_err(HubFailure::Bad)?;
+        }
         Ok(Some((pv, module)))
     }
 
@@ -177,7 +196,7 @@ impl HubSource {
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let pv: PolicyVersion =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let hex = digest_hex(&pv)?;
+        let hex = pv.module_sha256()?;
         let module = self
             .cached_module(hex)
             .ok_or_else(|| format!("module sha256:{hex} is not in {}", self.cache.display()))?;
@@ -204,6 +223,7 @@ impl HubSource {
         &self,
         name: &str,
         version: Option<&str>,
+        pin: Option<&str>,
     ) -> Result<Option<Artifact>, String> {
         let version = match version {
             Some(v) => v.to_string(),
@@ -227,7 +247,15 @@ impl HubSource {
         if !safe_version(&version) {
             return Err(format!("version `{version}` is not a semantic version"));
         }
-        let (pv, wasm) = match self.fetch(name, &version).await {
+        // The cache first: a published version never changes.
+        if let Ok((pv, wasm)) = self.load_cached(name, &version)
+            && pin.is_none_or(|p| pv.module_sha256().is_ok_and(|h| h.eq_ignore_ascii_case(p)))
+        {
+            tracing::debug!(policy = %name, %version, "policy manifest and module from the disk cache");
+            let origin = format!("{} {name}@{version} ({})", self.cache.display(), pv.digest);
+            return Ok(Some(Artifact::new(pv.manifest, wasm, origin)));
+        }
+        let (pv, wasm) = match self.fetch(name, &version, pin).await {
             Ok(Some(found)) => found,
             Ok(None) => return Ok(None),
             Err(HubFailure::Bad(e)) => return Err(e),
@@ -240,16 +268,17 @@ impl HubSource {
             }
         };
         let origin = format!("{} {name}@{version} ({})", self.url, pv.digest);
-        Ok(Some(Artifact {
-            manifest: pv.manifest,
-            wasm,
-            origin,
-        }))
+        Ok(Some(Artifact::new(pv.manifest, wasm, origin)))
     }
 }
 
 impl PolicySource for HubSource {
-    fn find(&self, name: &str, version: Option<&str>) -> Result<Option<Artifact>, String> {
+    fn find(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        sha256: Option<&str>,
+    ) -> Result<Option<Artifact>, String> {
         // Names become cache file names and URL segments.
         if !valid_policy_name(name) {
             return Ok(None);
@@ -260,28 +289,12 @@ impl PolicySource for HubSource {
                     .enable_all()
                     .build()
                     .map_err(|e| format!("policy hub fetch runtime: {e}"))?;
-                rt.block_on(self.find_async(name, version))
+                rt.block_on(self.find_async(name, version, sha256))
             })
             .join()
             .unwrap_or_else(|_| Err("policy hub fetch panicked".into()))
         })
     }
-}
-
-/// The hex digest of a hub record; its `digest` and `sha256` must agree.
-fn digest_hex(pv: &PolicyVersion) -> Result<&str, String> {
-    let hex = pv
-        .digest
-        .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| format!("bad module digest `{}` from the hub", pv.digest))?;
-    if pv.manifest.sha256.as_deref().is_some_and(|s| s != hex) {
-        return Err(format!(
-            "the hub's digest {} and sha256 disagree",
-            pv.digest
-        ));
-    }
-    Ok(hex)
 }
 
 /// Semver characters only: the version becomes part of a file name.
@@ -323,6 +336,7 @@ mod tests {
     struct FakeHub {
         url: String,
         module_gets: Arc<AtomicUsize>,
+        manifest_gets: Arc<AtomicUsize>,
         stop: Arc<AtomicBool>,
     }
 
@@ -339,8 +353,10 @@ mod tests {
         })
         .to_string();
         let module_gets = Arc::new(AtomicUsize::new(0));
+        let manifest_gets = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (gets, stopped) = (module_gets.clone(), stop.clone());
+        let manifests = manifest_gets.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
@@ -354,6 +370,7 @@ mod tests {
                 let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
                 let (status, body): (&str, Vec<u8>) =
                     if path == "/api/v1/policies/deny/versions/1.0.0" {
+                        manifests.fetch_add(1, Ordering::SeqCst);
                         ("200 OK", version.clone().into_bytes())
                     } else if path == format!("/api/v1/modules/sha256:{hex}") {
                         gets.fetch_add(1, Ordering::SeqCst);
@@ -372,6 +389,7 @@ mod tests {
         FakeHub {
             url,
             module_gets,
+            manifest_gets,
             stop,
         }
     }
@@ -389,6 +407,8 @@ mod tests {
             url: url.into(),
             cache_dir: Some(cache.into()),
             timeout_ms: Some(2000),
+            ca_file: None,
+            allow_insecure_http: None,
         })
         .unwrap()
     }
@@ -400,7 +420,10 @@ mod tests {
         let cache = cache_dir("ok");
         let src = source(&hub.url, &cache);
 
-        let a = src.find("deny", Some("1.0.0")).unwrap().expect("found");
+        let a = src
+            .find("deny", Some("1.0.0"), None)
+            .unwrap()
+            .expect("found");
         assert_eq!(a.wasm, module);
         assert_eq!(a.manifest.name, "deny");
         assert_eq!(a.manifest.defaults, serde_json::json!({"word": "x"}));
@@ -415,21 +438,26 @@ mod tests {
         assert_eq!(hub.module_gets.load(Ordering::SeqCst), 1);
 
         // Cached by digest: the second lookup downloads nothing.
-        src.find("deny", Some("1.0.0")).unwrap().expect("found");
+        src.find("deny", Some("1.0.0"), None)
+            .unwrap()
+            .expect("found");
         assert_eq!(hub.module_gets.load(Ordering::SeqCst), 1);
 
         // Hub down: served from the cache, including an unpinned lookup.
         hub.stop.store(true, Ordering::SeqCst);
         let a = src
-            .find("deny", Some("1.0.0"))
+            .find("deny", Some("1.0.0"), None)
             .unwrap()
             .expect("from cache");
         assert_eq!(a.wasm, module);
-        let a = src.find("deny", None).unwrap().expect("highest cached");
+        let a = src
+            .find("deny", None, None)
+            .unwrap()
+            .expect("highest cached");
         assert_eq!(a.manifest.version, "1.0.0");
         // Never fetched: a clear error naming the hub failure.
         let e = source(&hub.url, &cache_dir("empty"))
-            .find("deny", Some("1.0.0"))
+            .find("deny", Some("1.0.0"), None)
             .err()
             .unwrap();
         assert!(e.contains("unreachable") && e.contains("not cached"), "{e}");
@@ -442,7 +470,7 @@ mod tests {
         let hub = fake_hub(module, b"tampered bytes".to_vec());
         let cache = cache_dir("bad");
         let e = source(&hub.url, &cache)
-            .find("deny", Some("1.0.0"))
+            .find("deny", Some("1.0.0"), None)
             .err()
             .unwrap();
         assert!(e.contains("does not match"), "{e}");
@@ -456,16 +484,64 @@ mod tests {
         // Unknown policies are not this source's: the engine tries others.
         assert!(
             source(&hub.url, &cache)
-                .find("other", Some("1.0.0"))
+                .find("other", Some("1.0.0"), None)
                 .unwrap()
                 .is_none()
         );
         assert!(
             source(&hub.url, &cache)
-                .find("../etc", Some("1.0.0"))
+                .find("../etc", Some("1.0.0"), None)
                 .unwrap()
                 .is_none()
         );
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+
+    #[test]
+    fn manifests_come_from_the_cache_first_and_only_pinned_ones_are_cached() {
+        let module = b"the published module".to_vec();
+        let hub = fake_hub(module.clone(), module.clone());
+        let cache = cache_dir("pin");
+        let src = source(&hub.url, &cache);
+        let manifest = Path::new(&cache).join("manifests").join("deny@1.0.0.json");
+        let good = hex::encode(Sha256::digest(&module));
+        let other = hex::encode(Sha256::digest(b"another module"));
+
+        // The hub's module is not the pinned one: the source hands it over
+        // (the engine refuses it) but does not cache the manifest.
+        let a = src
+            .find("deny", Some("1.0.0"), Some(&other))
+            .unwrap()
+            .expect("found");
+        assert_eq!(a.wasm, module);
+        assert!(
+            !manifest.exists(),
+            "a manifest not matching the pin is not cached"
+        );
+
+        // Pinned to the hub's module: cached; the module was already cached
+        // by digest.
+        src.find("deny", Some("1.0.0"), Some(&good))
+            .unwrap()
+            .expect("found");
+        assert!(manifest.exists());
+        assert_eq!(hub.module_gets.load(Ordering::SeqCst), 1);
+        assert_eq!(hub.manifest_gets.load(Ordering::SeqCst), 2);
+
+        // From now on the hub is not asked, pinned or not.
+        for pin in [Some(good.as_str()), None] {
+            let a = src
+                .find("deny", Some("1.0.0"), pin)
+                .unwrap()
+                .expect("cached");
+            assert_eq!(a.wasm, module);
+        }
+        assert_eq!(hub.manifest_gets.load(Ordering::SeqCst), 2);
+        // A pin the cached manifest does not match asks the hub again.
+        src.find("deny", Some("1.0.0"), Some(&other))
+            .unwrap()
+            .expect("found");
+        assert_eq!(hub.manifest_gets.load(Ordering::SeqCst), 3);
         let _ = std::fs::remove_dir_all(&cache);
     }
 }

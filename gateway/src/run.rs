@@ -2,15 +2,18 @@
 //! and the operations listener.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use pingora::server::Server;
+use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Runtime;
+use crate::listener::ClientListener;
 use crate::metrics::Metrics;
-use crate::ops::OpsApp;
+use crate::ops::{OpsApp, Readiness};
 use crate::server::Gateway;
 
 /// Options of a gateway process that are not part of its configuration.
@@ -18,6 +21,9 @@ use crate::server::Gateway;
 pub struct RunOptions {
     /// Worker threads for the traffic service (default: the number of CPUs).
     pub threads: usize,
+    /// On SIGTERM (or SIGQUIT), how long `/readyz` answers 503 while the
+    /// gateway still serves, before its listeners close (default 5 s).
+    pub drain: Duration,
 }
 
 impl Default for RunOptions {
@@ -26,12 +32,53 @@ impl Default for RunOptions {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            drain: Duration::from_secs(5),
         }
     }
 }
 
-/// Sets `ready` once a TCP connection to `listen` succeeds.
-fn spawn_ready_probe(listen: &str, ready: Arc<AtomicBool>) {
+/// Pingora's shutdown signals, with readiness dropped first: on SIGTERM or
+/// SIGQUIT `/readyz` turns 503 and the gateway keeps serving for `drain`,
+/// so load balancers take it out of rotation before its listeners close.
+/// SIGINT (Ctrl-C) stops at once.
+struct DrainingSignal {
+    readiness: Arc<Readiness>,
+    drain: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainingSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stopping");
+            return ShutdownSignal::FastShutdown;
+        };
+        let kind = tokio::select! {
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+        };
+        self.readiness.set_stopping();
+        if !matches!(kind, ShutdownSignal::FastShutdown) {
+            tracing::info!(
+                drain_seconds = self.drain.as_secs_f64(),
+                "shutting down: /readyz now 503, still serving while load balancers drain"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(self.drain) => {}
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+            }
+        }
+        kind
+    }
+}
+
+/// Marks `readiness` listening once a TCP connection to `listen` succeeds.
+fn spawn_ready_probe(listen: &str, readiness: Arc<Readiness>) {
     let target = match listen.parse::<std::net::SocketAddr>() {
         Ok(mut addr) => {
             // A wildcard listener is reached through loopback.
@@ -45,7 +92,7 @@ fn spawn_ready_probe(listen: &str, ready: Arc<AtomicBool>) {
         }
         Err(_) => {
             // Not an IP:port (a host name): nothing to probe cheaply.
-            ready.store(true, Ordering::Release);
+            readiness.set_listening();
             return;
         }
     };
@@ -54,17 +101,22 @@ fn spawn_ready_probe(listen: &str, ready: Arc<AtomicBool>) {
         while std::net::TcpStream::connect_timeout(&target, timeout).is_err() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        ready.store(true, Ordering::Release);
+        readiness.set_listening();
     });
 }
 
 /// Runs the gateway until the process is stopped. Never returns.
 pub fn run(runtime: Runtime, opts: RunOptions) -> anyhow::Result<()> {
-    run_with(runtime, opts, |_| Ok(()))
+    run_with(runtime, opts, |handle| {
+        handle.mark_configured();
+        Ok(())
+    })
 }
 
 /// Like `run`, first handing `on_start` a handle that swaps the
-/// configuration while the gateway serves (managed mode).
+/// configuration while the gateway serves (managed mode). The gateway
+/// reports ready only once the handle marks it configured (or swaps a
+/// configuration in).
 pub fn run_with(
     runtime: Runtime,
     opts: RunOptions,
@@ -81,17 +133,19 @@ pub fn run_with(
     server.bootstrap();
 
     let metrics = Arc::new(Metrics::new(runtime.telemetry.key_label));
-    let ready = Arc::new(AtomicBool::new(false));
     let listen = runtime.listen.clone();
     let ops_listen = runtime.ops_listen.clone();
     let tls = runtime.tls.clone();
+    let limits = runtime.connections;
+    crate::listener::raise_fd_limit(limits.max_connections);
     let gateway = Gateway::new(runtime, metrics.clone());
+    let readiness = gateway.readiness.clone();
     on_start(gateway.runtime_handle())?;
 
-    let mut traffic = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "portcullis-gateway",
+    let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut traffic = Service::new(
+        "portcullis-gateway".to_owned(),
+        ClientListener::new(proxy, limits, &metrics),
     );
     traffic.add_tcp(&listen);
     if let Some(tls) = &tls {
@@ -101,7 +155,7 @@ pub fn run_with(
         "portcullis-ops".to_owned(),
         OpsApp {
             metrics,
-            ready: ready.clone(),
+            readiness: readiness.clone(),
         },
     );
     ops.add_tcp(&ops_listen);
@@ -110,15 +164,21 @@ pub fn run_with(
     // Pingora binds the listeners inside `run_forever`; report ready only
     // once the traffic port accepts connections, so a load balancer (or a
     // test) that waits for /readyz never sends to a port not yet bound.
-    spawn_ready_probe(&listen, ready);
+    spawn_ready_probe(&listen, readiness.clone());
     tracing::info!(%listen, %ops_listen, tls = tls.as_ref().map(|t| t.listen.as_str()).unwrap_or("off"), "gateway listening");
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainingSignal {
+            readiness,
+            drain: opts.drain,
+        }),
+    });
+    std::process::exit(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     #[test]
     fn ready_only_once_the_traffic_port_accepts() {
@@ -127,14 +187,15 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let ready = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(Readiness::default());
+        ready.set_configured();
         // A wildcard address is probed through loopback.
         spawn_ready_probe(&format!("0.0.0.0:{port}"), ready.clone());
         std::thread::sleep(Duration::from_millis(100));
-        assert!(!ready.load(Ordering::Acquire), "nothing listens yet");
+        assert!(ready.check().is_err(), "nothing listens yet");
         let _listener = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ready.load(Ordering::Acquire) {
+        while ready.check().is_err() {
             assert!(Instant::now() < deadline, "never became ready");
             std::thread::sleep(Duration::from_millis(10));
         }

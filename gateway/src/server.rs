@@ -45,6 +45,8 @@ pub struct Gateway {
     routing_metrics: RoutingMetrics,
     /// Which keys authenticated requests, for managed heartbeats.
     key_usage: Arc<KeyUsage>,
+    /// What `/readyz` answers; a swapped-in configuration marks it configured.
+    pub readiness: Arc<crate::ops::Readiness>,
 }
 
 /// Per-request state, kept for the access log and metrics.
@@ -114,6 +116,7 @@ impl Gateway {
             metrics,
             tracer,
             key_usage: Arc::default(),
+            readiness: Arc::default(),
         }
     }
 
@@ -128,7 +131,11 @@ impl Gateway {
     /// A handle that swaps this gateway's configuration from outside the
     /// service (the managed-mode agent), like `replace_runtime`.
     pub fn runtime_handle(&self) -> crate::managed::RuntimeHandle {
-        crate::managed::RuntimeHandle::new(self.runtime.clone(), self.key_usage.clone())
+        crate::managed::RuntimeHandle::new(
+            self.runtime.clone(),
+            self.key_usage.clone(),
+            self.readiness.clone(),
+        )
     }
 
     /// Swaps in a new configuration; requests in flight finish on the old one.
@@ -191,6 +198,7 @@ impl Gateway {
             Endpoint::Embeddings => {
                 let body = read_body(session, &rt).await?;
                 let req = inbound::openai::parse_embeddings(&body)?;
+                inbound::check_model(&req.model)?;
                 self.embeddings(session, ctx, &rt, &proxy, req).await
             }
             Endpoint::Chat(kind) => {
@@ -200,9 +208,11 @@ impl Gateway {
                     InboundKind::Anthropic => inbound::anthropic::parse_request(&body)?,
                     InboundKind::Gemini => unreachable_gemini(),
                 };
+                inbound::check_model(&req.model)?;
                 self.chat(session, ctx, &rt, &proxy, kind, req).await
             }
             Endpoint::GeminiChat { model, stream } => {
+                inbound::check_model(&model)?;
                 let body = read_body(session, &rt).await?;
                 let mut req = inbound::gemini::parse_request(&body, &model, stream)?;
                 req.stream = stream;
@@ -229,39 +239,9 @@ impl Gateway {
         let mut policies = None;
         if let Some(chain) = &proxy.policies {
             let mut run = chain.start(Some(self.metrics.clone())).await?;
-            let meta = crate::policy::RequestMeta {
-                request_id: &ctx.request_id,
-                proxy_id: &proxy.id,
-                key_id: ctx.key_name.as_deref().unwrap_or(""),
-                format,
-                headers: &session.req_header().headers,
-            };
+            let meta = request_meta(session, ctx, proxy, format);
             let outcome = run.on_request(&mut req, &meta);
-            // What policies signal for the operator's dashboards: a cache
-            // policy's `x-cache` verdict, and rate-limit rejections.
-            if let Some((_, v)) = run
-                .response_headers()
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("x-cache"))
-            {
-                let result = if v.eq_ignore_ascii_case("hit") {
-                    "hit"
-                } else {
-                    "miss"
-                };
-                self.metrics
-                    .cache_lookups
-                    .with_label_values(&[&proxy.id, result])
-                    .inc();
-            }
-            if let Err(e) = &outcome {
-                if e.status == 429 {
-                    self.metrics
-                        .rate_limit_rejections
-                        .with_label_values(&[&proxy.id])
-                        .inc();
-                }
-            }
+            self.note_policy_signals(proxy, &run, outcome.as_ref().err());
             match outcome? {
                 crate::policy::RequestOutcome::Continue => policies = Some(run),
                 crate::policy::RequestOutcome::Respond { status, response } => {
@@ -384,7 +364,9 @@ impl Gateway {
                 ctx.usage = summary.usage;
                 ctx.response_model = Some(summary.model);
                 ctx.status = 200;
-                write_json(session, ctx, 200, body, &route_headers).await;
+                if !write_json(session, ctx, 200, body, &route_headers).await {
+                    client_left(ctx);
+                }
                 return Ok(());
             }
             let mut resp = route.provider.chat_response(&body, &call)?;
@@ -405,9 +387,18 @@ impl Gateway {
                 InboundKind::Gemini => inbound::gemini::render_response(&resp),
             };
             ctx.status = 200;
-            write_json(session, ctx, 200, out, &route_headers).await;
+            if !write_json(session, ctx, 200, out, &route_headers).await {
+                // The answer was generated whole: it is charged whole.
+                client_left(ctx);
+            }
             if let Some(run) = policies.as_mut() {
-                run.complete(200, Some(&resp), false, resp.usage.as_ref(), &resp.model);
+                run.complete(
+                    ctx.status,
+                    Some(&resp),
+                    false,
+                    resp.usage.as_ref(),
+                    &resp.model,
+                );
             }
             return Ok(());
         }
@@ -434,6 +425,9 @@ impl Gateway {
         let mut header = Some(header);
         let track = proxy.track_stream_tokens;
         let mut usage: Option<Usage> = None;
+        // What the provider generated so far, for the charge of a stream
+        // the client leaves before the provider's usage arrives.
+        let mut generated = crate::accounting::WordCount::default();
         let mut finish_reason = None;
         let mut events = Vec::new();
         let mut out = BytesMut::new();
@@ -462,6 +456,7 @@ impl Gateway {
                         if let Some(u) = chunk.usage.take() {
                             usage.get_or_insert_with(Usage::default).merge_max(&u);
                         }
+                        generated.feed_chunk(&chunk);
                         if let Some(fr) = chunk.choices.iter().find_map(|c| c.finish_reason) {
                             finish_reason = Some(fr);
                         }
@@ -498,24 +493,33 @@ impl Gateway {
             }
             if !out.is_empty() {
                 let piece = out.split().freeze();
+                let mut delivered = true;
                 if let Some(h) = header.take() {
                     ctx.status = 200;
-                    if session
+                    delivered = session
                         .write_response_header(Box::new(h), false)
                         .await
-                        .is_err()
-                    {
-                        return Ok(()); // the client went away
-                    }
+                        .is_ok();
                 }
-                if session
-                    .write_response_body(Some(piece), false)
-                    .await
-                    .is_err()
-                {
-                    ctx.error = Some(ErrorKind::Internal);
-                    ctx.status = 499;
-                    return Ok(()); // client disconnected; dropping the upstream session cancels it
+                delivered = delivered
+                    && session
+                        .write_response_body(Some(piece), false)
+                        .await
+                        .is_ok();
+                if !delivered {
+                    // The client went away: it is charged what the
+                    // provider generated so far, and dropping the upstream
+                    // session stops the provider.
+                    let charged =
+                        crate::accounting::charged_stream_usage(usage.as_ref(), req, &generated);
+                    client_left(ctx);
+                    if let Some(run) = policies.as_mut() {
+                        let model = ctx.response_model.clone().unwrap_or_default();
+                        run.complete(ctx.status, None, true, Some(&charged), &model);
+                    }
+                    ctx.usage = track.then_some(charged);
+                    ctx.upstream_time = Some(upstream_started.elapsed());
+                    return Ok(());
                 }
             }
             if ended {
@@ -560,17 +564,24 @@ impl Gateway {
         }
         // Untracked proxies show usage a client asked for, but do not count it.
         ctx.usage = if track { usage } else { None };
+        // The whole answer was generated (and, held back, charged above):
+        // a client that leaves now only changes how the request is counted.
+        let mut delivered = true;
         if let Some(h) = header.take() {
             ctx.status = 200;
-            if session
+            delivered = session
                 .write_response_header(Box::new(h), false)
                 .await
-                .is_err()
-            {
-                return Ok(());
-            }
+                .is_ok();
         }
-        let _ = session.write_response_body(Some(out.freeze()), true).await;
+        delivered = delivered
+            && session
+                .write_response_body(Some(out.freeze()), true)
+                .await
+                .is_ok();
+        if !delivered && failed.is_none() {
+            client_left(ctx);
+        }
         Ok(())
     }
 
@@ -624,15 +635,59 @@ impl Gateway {
         Ok(())
     }
 
+    /// What the request phase of a policy chain signals for the operator's
+    /// dashboards: a cache policy's `x-cache` verdict, and rate-limit
+    /// rejections.
+    fn note_policy_signals(
+        &self,
+        proxy: &Proxy,
+        run: &crate::policy::ChainRun,
+        rejected: Option<&GatewayError>,
+    ) {
+        if let Some((_, v)) = run
+            .response_headers()
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("x-cache"))
+        {
+            let result = if v.eq_ignore_ascii_case("hit") {
+                "hit"
+            } else {
+                "miss"
+            };
+            self.metrics
+                .cache_lookups
+                .with_label_values(&[&proxy.id, result])
+                .inc();
+        }
+        if rejected.is_some_and(|e| e.status == 429) {
+            self.metrics
+                .rate_limit_rejections
+                .with_label_values(&[&proxy.id])
+                .inc();
+        }
+    }
+
+    /// Routes an embeddings request after the request phase of the
+    /// proxy's policy chain (rate limits, input masking, guardrails; see
+    /// `ChainRun::on_embeddings_request`) and tries its routes in turn.
     async fn embeddings(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         rt: &Runtime,
         proxy: &Proxy,
-        req: portcullis_types::EmbeddingsRequest,
+        mut req: portcullis_types::EmbeddingsRequest,
     ) -> Result<(), GatewayError> {
         ctx.operation = "embeddings";
+        let mut policies = None;
+        if let Some(chain) = &proxy.policies {
+            let mut run = chain.start(Some(self.metrics.clone())).await?;
+            let meta = request_meta(session, ctx, proxy, InboundKind::Openai);
+            let outcome = run.on_embeddings_request(&mut req, &meta);
+            self.note_policy_signals(proxy, &run, outcome.as_ref().err());
+            outcome?;
+            policies = Some(run);
+        }
         let env = RoutingEnv {
             connector: &self.connector,
             runtime: rt,
@@ -645,7 +700,15 @@ impl Gateway {
             let route = attempts.route();
             self.note_route(ctx, proxy, route, &req.model, attempts.model());
             let result = self
-                .embeddings_once(session, ctx, rt, &req, route, attempts.model())
+                .embeddings_once(
+                    session,
+                    ctx,
+                    rt,
+                    &req,
+                    route,
+                    attempts.model(),
+                    &mut policies,
+                )
                 .await;
             match result {
                 Ok(()) => {
@@ -666,6 +729,7 @@ impl Gateway {
 
     /// One embeddings attempt on one route; `Err` means nothing was sent
     /// to the client.
+    #[allow(clippy::too_many_arguments)]
     async fn embeddings_once(
         &self,
         session: &mut Session,
@@ -674,6 +738,7 @@ impl Gateway {
         req: &portcullis_types::EmbeddingsRequest,
         route: &Route,
         upstream_model: &str,
+        policies: &mut Option<crate::policy::ChainRun>,
     ) -> Result<(), GatewayError> {
         let api_key = provider_key(session, route)?;
         let call = UpstreamCall {
@@ -705,18 +770,28 @@ impl Gateway {
             return Err(err);
         }
         let resp = route.provider.embeddings_response(&body, &call)?;
-        ctx.usage = Some(Usage::new(resp.usage.prompt_tokens, 0));
+        let input = crate::accounting::embeddings_input_tokens(resp.usage.prompt_tokens, req);
+        let usage = Usage::new(input, 0);
         ctx.response_model = Some(resp.model.clone());
         let out = serde_json::to_vec(&resp).map_err(|e| GatewayError::internal(e.to_string()))?;
+        // Headers the request-phase policies added (e.g. x-ratelimit-*).
+        let policy_headers = policies
+            .as_ref()
+            .map(|r| r.response_headers().to_vec())
+            .unwrap_or_default();
+        let mut headers = vec![("x-portcullis-route", route.name.as_str())];
+        headers.extend(policy_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        // The response phase is chat-only; `on-complete` settles what the
+        // request phase reserved with the input tokens, before the client
+        // has the answer (so its next request sees the settled count).
+        if let Some(run) = policies.as_mut() {
+            run.complete(200, None, false, Some(&usage), &resp.model);
+        }
+        ctx.usage = Some(usage);
         ctx.status = 200;
-        write_json(
-            session,
-            ctx,
-            200,
-            out,
-            &[("x-portcullis-route", route.name.as_str())],
-        )
-        .await;
+        if !write_json(session, ctx, 200, out, &headers).await {
+            client_left(ctx);
+        }
         Ok(())
     }
 
@@ -1216,6 +1291,15 @@ fn authenticate(
     let Some(entry) = proxy.keys.get(&hash) else {
         return Err(GatewayError::unauthorized("Incorrect API key provided."));
     };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    if entry.expired(now_ms) {
+        return Err(GatewayError::unauthorized(
+            "This API key has expired. Ask the proxy's owner for a new one.",
+        ));
+    }
     usage.record(&hash, entry);
     Ok(entry.name.clone())
 }
@@ -1289,7 +1373,8 @@ impl AttemptClock {
     }
 }
 
-/// Reads the whole request body under the configured limit.
+/// Reads the whole request body under the configured size limit and
+/// total deadline (a client dripping its body is cut off).
 async fn read_body(session: &mut Session, rt: &Runtime) -> Result<Bytes, GatewayError> {
     let limit = rt.max_body_bytes;
     if let Some(len) = session
@@ -1304,8 +1389,9 @@ async fn read_body(session: &mut Session, rt: &Runtime) -> Result<Bytes, Gateway
         }
     }
     let mut buf = BytesMut::new();
+    let deadline = tokio::time::Instant::now() + rt.client_body_timeout;
     loop {
-        let next = tokio::time::timeout(rt.client_body_timeout, session.read_request_body())
+        let next = tokio::time::timeout_at(deadline, session.read_request_body())
             .await
             .map_err(|_| GatewayError::invalid_request("Timed out reading the request body."))?
             .map_err(|e| {
@@ -1337,22 +1423,46 @@ fn response_header(status: u16, ctx: &RequestCtx, extra: &[(&str, &str)]) -> Res
     h
 }
 
+/// Who the request is, for the policies' view of it.
+fn request_meta<'a>(
+    session: &'a Session,
+    ctx: &'a RequestCtx,
+    proxy: &'a Proxy,
+    format: InboundKind,
+) -> crate::policy::RequestMeta<'a> {
+    crate::policy::RequestMeta {
+        request_id: &ctx.request_id,
+        proxy_id: &proxy.id,
+        key_id: ctx.key_name.as_deref().unwrap_or(""),
+        format,
+        headers: &session.req_header().headers,
+    }
+}
+
+/// Writes a whole JSON response; false when the client was gone.
 async fn write_json(
     session: &mut Session,
     ctx: &RequestCtx,
     status: u16,
     body: impl Into<Bytes>,
     extra: &[(&str, &str)],
-) {
+) -> bool {
     let body: Bytes = body.into();
     let mut h = response_header(status, ctx, extra);
     let _ = h.insert_header("content-type", "application/json");
     let _ = h.insert_header("content-length", body.len().to_string());
-    if session
+    session
         .write_response_header(Box::new(h), false)
         .await
         .is_ok()
-    {
-        let _ = session.write_response_body(Some(body), true).await;
-    }
+        && session.write_response_body(Some(body), true).await.is_ok()
+}
+
+/// Marks a request whose client went away before its answer was
+/// delivered: status 499 (nginx's "client closed request") and the
+/// `client_cancelled` error type, a client event rather than a gateway
+/// failure. Its usage is still counted.
+fn client_left(ctx: &mut RequestCtx) {
+    ctx.status = 499;
+    ctx.error = Some(ErrorKind::ClientCancelled);
 }

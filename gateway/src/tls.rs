@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::HttpProxy;
 use pingora::services::listening::Service;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
@@ -107,9 +106,9 @@ fn dns_names(der: &[u8]) -> anyhow::Result<Vec<String>> {
 }
 
 /// Adds the HTTPS listener to the traffic service.
-pub fn add_tls_listener<A>(svc: &mut Service<HttpProxy<A, ()>>, tls: &TlsFile) -> anyhow::Result<()>
+pub fn add_tls_listener<A>(svc: &mut Service<A>, tls: &TlsFile) -> anyhow::Result<()>
 where
-    HttpProxy<A, ()>: pingora::apps::ServerApp + Send + Sync + 'static,
+    A: pingora::apps::ServerApp + Send + Sync + 'static,
 {
     let resolver = build_resolver(tls)?;
     let mut settings = TlsSettings::intermediate("", "")?;

@@ -33,6 +33,12 @@ pub async fn send(
     host_header: &str,
     req: &UpstreamRequest,
 ) -> Result<UpstreamExchange, GatewayError> {
+    // Built before any connection: a request that cannot be expressed
+    // (a header value from the client that is not a valid header) is the
+    // client's error, never a failure of the route.
+    let header = request_header(host_header, req).map_err(|e| {
+        GatewayError::invalid_request(format!("The request cannot be sent to the provider: {e}"))
+    })?;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -44,7 +50,7 @@ pub async fn send(
         // phase; reads and writes of the exchange get them here.
         session.set_read_timeout(peer.options.read_timeout);
         session.set_write_timeout(peer.options.write_timeout);
-        match exchange(&mut session, host_header, req).await {
+        match exchange(&mut session, header.clone(), req).await {
             Ok(()) => {
                 let header = session.response_header().ok_or_else(|| {
                     GatewayError::upstream_protocol("provider sent no response header")
@@ -75,11 +81,7 @@ pub async fn send(
     }
 }
 
-async fn exchange(
-    session: &mut HttpSession,
-    host_header: &str,
-    req: &UpstreamRequest,
-) -> pingora::Result<()> {
+fn request_header(host_header: &str, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
     let mut header = RequestHeader::build(
         req.method.clone(),
         req.path.as_bytes(),
@@ -96,6 +98,14 @@ async fn exchange(
     for (name, value) in &req.headers {
         header.insert_header(*name, value.as_str())?;
     }
+    Ok(header)
+}
+
+async fn exchange(
+    session: &mut HttpSession,
+    header: RequestHeader,
+    req: &UpstreamRequest,
+) -> pingora::Result<()> {
     session.write_request_header(Box::new(header)).await?;
     session.write_request_body(req.body.clone(), true).await?;
     session.finish_request_body().await?;

@@ -147,13 +147,14 @@ impl Hub {
     }
 }
 
-/// Serves the hub on `listener` until `shutdown` completes.
+/// Serves the hub on `listener` (HTTPS, connection limit and deadlines as
+/// `options` say) until `shutdown` completes, then lets requests in
+/// flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     hub: Arc<Hub>,
+    options: portcullis_net::ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(hub))
-        .with_graceful_shutdown(shutdown)
-        .await
+    portcullis_net::serve::serve(listener, router(hub), options, shutdown).await
 }

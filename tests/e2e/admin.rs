@@ -8,7 +8,9 @@
 //!
 //! A guardrail from the policy hub is attached over REST (a bad setting
 //! refused with its JSON pointer), deployed, and enforced by the managed
-//! gateway, which fetches the module from the hub.
+//! gateway, which fetches the module from the hub; a module other than the
+//! one pinned when it was attached is refused even when the hub (or a
+//! network in the middle) serves it under a matching digest.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +18,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::harness::{Mock, Proc, TempDir, free_port, wait_ready};
+use std::path::Path;
+
+use crate::harness::{Mock, Proc, TempDir, free_port, get_json, wait_ready, wait_ready_with};
 
 const ADMIN_TOKEN: &str = "pat-e2e-admin-token";
 
@@ -24,6 +28,10 @@ const ADMIN_TOKEN: &str = "pat-e2e-admin-token";
 struct Admin {
     _proc: Proc,
     url: String,
+    /// A client that trusts it (the test CA when it serves HTTPS).
+    client: reqwest::Client,
+    /// Its log, shown when a call that must succeed fails.
+    log: std::path::PathBuf,
 }
 
 impl Admin {
@@ -32,6 +40,12 @@ impl Admin {
     }
 
     async fn start_with_hub(dir: &TempDir, hub_url: Option<&str>) -> Admin {
+        Self::spawn(dir, hub_url, None).await
+    }
+
+    /// With `certs` (a `tls::make_certs` directory), admin serves HTTPS
+    /// as `localhost` and trusts the test CA for the hub.
+    async fn spawn(dir: &TempDir, hub_url: Option<&str>, certs: Option<&Path>) -> Admin {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
         cmd.args([
@@ -44,26 +58,37 @@ impl Admin {
         if let Some(url) = hub_url {
             cmd.args(["--hub-url", url]);
         }
+        cmd.args(serve_tls_args(certs));
+        if let Some(c) = certs {
+            cmd.arg("--ca-file").arg(c.join("ca.pem"));
+        }
+        let log = dir.0.join(format!("admin-{port}.log"));
         let child = cmd
             .env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start admin");
+        let (url, client) = match certs {
+            Some(c) => (format!("https://localhost:{port}"), ca_client(c)),
+            None => (format!("http://127.0.0.1:{port}"), crate::client()),
+        };
         let a = Admin {
             _proc: Proc::new(child),
-            url: format!("http://127.0.0.1:{port}"),
+            url,
+            client,
+            log,
         };
         assert!(
-            wait_ready(&format!("{}/api/v1/health", a.url)).await,
+            wait_ready_with(&a.client, &format!("{}/api/v1/health", a.url)).await,
             "admin did not start"
         );
         a
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let c = reqwest::Client::new();
-        let mut req = c
+        let mut req = self
+            .client
             .request(method.parse().unwrap(), format!("{}{path}", self.url))
             .bearer_auth(ADMIN_TOKEN);
         if let Some(b) = body {
@@ -77,8 +102,49 @@ impl Admin {
 
     async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (s, v) = self.call(method, path, body).await;
-        assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
+        if !(200..300).contains(&s) {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            panic!("{method} {path}: {s} {v}\nadmin log:\n{log}");
+        }
         v
+    }
+
+    /// Issues a key named `name` on `proxy`; answers the key.
+    async fn key(&self, proxy: &str, name: &str) -> String {
+        let v = self
+            .ok(
+                "POST",
+                &format!("/api/v1/proxies/{proxy}/keys"),
+                Some(json!({ "name": name })),
+            )
+            .await;
+        v["key"].as_str().unwrap().to_owned()
+    }
+
+    /// Deploys `proxy`'s current revision to gateway `gw`.
+    async fn deploy(&self, proxy: &str, gw: &str) -> Value {
+        self.ok(
+            "POST",
+            &format!("/api/v1/proxies/{proxy}/deployments"),
+            Some(json!({ "gateway": gw })),
+        )
+        .await
+    }
+
+    /// Waits for gateway `gw` to report a configuration it could not load;
+    /// answers the gateway.
+    async fn until_load_error(&self, gw: &str, within: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let g = self
+                .ok("GET", &format!("/api/v1/gateways/{gw}"), None)
+                .await;
+            if g["last_error"].is_object() {
+                return g;
+            }
+            assert!(started.elapsed() < within, "no load failure reported: {g}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -92,6 +158,18 @@ struct Managed {
 
 impl Managed {
     async fn start(admin_url: &str, token: &str, dir: &TempDir, port: u16, ops: u16) -> Managed {
+        Self::start_with(admin_url, token, dir, port, ops, &[]).await
+    }
+
+    /// [`Managed::start`] with extra flags (`--ca-file ...`).
+    async fn start_with(
+        admin_url: &str,
+        token: &str,
+        dir: &TempDir,
+        port: u16,
+        ops: u16,
+        extra: &[String],
+    ) -> Managed {
         let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args([
                 "gateway",
@@ -110,6 +188,7 @@ impl Managed {
                 "--data-dir",
             ])
             .arg(dir.0.join("gateway"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.0.join(format!("gateway-{port}.log"))).unwrap())
             .spawn()
@@ -129,7 +208,7 @@ impl Managed {
 }
 
 async fn chat(url: &str, key: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let r = crate::client()
         .post(format!("{url}/chat/completions"))
         .bearer_auth(key)
         .json(&json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "Hello admin"}]}))
@@ -138,6 +217,20 @@ async fn chat(url: &str, key: &str) -> (u16, Value) {
         .unwrap();
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Asserts that a chat request with `prompt` is refused by a guardrail.
+async fn assert_guardrail_refuses(base: &str, key: &str, prompt: &str) {
+    let r = crate::client()
+        .post(format!("{base}/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": prompt}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "guardrail_violation", "{v}");
 }
 
 /// Polls until `chat` answers `status`; returns how long it took.
@@ -194,24 +287,11 @@ async fn rest_to_managed_gateway_keys_deploy_stop_and_restart_from_disk() {
     admin
         .ok("POST", "/api/v1/proxies", Some(json!({"name": "Chat API"})))
         .await;
-    let key = admin
-        .ok(
-            "POST",
-            "/api/v1/proxies/chat-api/keys",
-            Some(json!({"name": "app"})),
-        )
-        .await;
-    let key = key["key"].as_str().unwrap().to_owned();
+    let key = admin.key("chat-api", "app").await;
     let base = format!("{}/chat-api", gw.url);
     assert_eq!(chat(&base, &key).await.0, 404, "not deployed yet");
 
-    let dep = admin
-        .ok(
-            "POST",
-            "/api/v1/proxies/chat-api/deployments",
-            Some(json!({"gateway": gw_id})),
-        )
-        .await;
+    let dep = admin.deploy("chat-api", &gw_id).await;
     assert_eq!(dep["invoke_url"], format!("{base}/chat/completions"));
     let took = until_status(&base, &key, 200, Duration::from_secs(5)).await;
     assert!(
@@ -306,27 +386,54 @@ async fn rest_to_managed_gateway_keys_deploy_stop_and_restart_from_disk() {
 }
 
 #[tokio::test]
+async fn an_expired_key_is_refused_by_the_gateway_itself_with_admin_down() {
+    let dir = TempDir::new();
+    let (admin, _mock, gw, _token, gw_id) = setup(&dir).await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/proxies",
+            Some(json!({"name": "Short Lived"})),
+        )
+        .await;
+    let expires = (chrono::Utc::now() + chrono::Duration::seconds(4)).to_rfc3339();
+    let key = admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/short-lived/keys",
+            Some(json!({"name": "temp", "expires_at": expires})),
+        )
+        .await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/short-lived/deployments",
+            Some(json!({"gateway": gw_id})),
+        )
+        .await;
+    let base = format!("{}/short-lived", gw.url);
+    until_status(&base, &key, 200, Duration::from_secs(5)).await;
+    // Admin goes away before the key expires: no new configuration can
+    // come, so only the gateway can refuse the key on time.
+    drop(admin);
+    until_status(&base, &key, 401, Duration::from_secs(10)).await;
+    let (_, v) = chat(&base, &key).await;
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("expired"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
 async fn stopping_a_deployment_404s_and_bad_configs_are_reported() {
     let dir = TempDir::new();
     let (admin, _mock, gw, _token, gw_id) = setup(&dir).await;
     admin
         .ok("POST", "/api/v1/proxies", Some(json!({"name": "Stop Me"})))
         .await;
-    let key = admin
-        .ok(
-            "POST",
-            "/api/v1/proxies/stop-me/keys",
-            Some(json!({"name": "k"})),
-        )
-        .await;
-    let key = key["key"].as_str().unwrap().to_owned();
-    let dep = admin
-        .ok(
-            "POST",
-            "/api/v1/proxies/stop-me/deployments",
-            Some(json!({"gateway": gw_id})),
-        )
-        .await;
+    let key = admin.key("stop-me", "k").await;
+    let dep = admin.deploy("stop-me", &gw_id).await;
     let base = format!("{}/stop-me", gw.url);
     until_status(&base, &key, 200, Duration::from_secs(5)).await;
 
@@ -348,21 +455,8 @@ async fn stopping_a_deployment_404s_and_bad_configs_are_reported() {
     admin
         .ok("POST", "/api/v1/proxies", Some(json!({"name": "Good"})))
         .await;
-    let gk = admin
-        .ok(
-            "POST",
-            "/api/v1/proxies/good/keys",
-            Some(json!({"name": "k"})),
-        )
-        .await;
-    let gk = gk["key"].as_str().unwrap().to_owned();
-    admin
-        .ok(
-            "POST",
-            "/api/v1/proxies/good/deployments",
-            Some(json!({"gateway": gw_id})),
-        )
-        .await;
+    let gk = admin.key("good", "k").await;
+    admin.deploy("good", &gw_id).await;
     until_status(
         &format!("{}/good", gw.url),
         &gk,
@@ -380,35 +474,16 @@ async fn stopping_a_deployment_404s_and_bad_configs_are_reported() {
             Some(json!({"name": "Broken", "provider": "azure"})),
         )
         .await;
-    admin
-        .ok(
-            "POST",
-            "/api/v1/proxies/broken/deployments",
-            Some(json!({"gateway": gw_id})),
-        )
-        .await;
-    let started = Instant::now();
-    loop {
-        let g = admin
-            .ok("GET", &format!("/api/v1/gateways/{gw_id}"), None)
-            .await;
-        if g["last_error"].is_object() {
-            assert!(
-                g["last_error"]["field"]
-                    .as_str()
-                    .unwrap()
-                    .contains("routes[0].model"),
-                "{g}"
-            );
-            assert_eq!(g["in_sync"], false);
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no load failure reported: {g}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    admin.deploy("broken", &gw_id).await;
+    let g = admin.until_load_error(&gw_id, Duration::from_secs(5)).await;
+    assert!(
+        g["last_error"]["field"]
+            .as_str()
+            .unwrap()
+            .contains("routes[0].model"),
+        "{g}"
+    );
+    assert_eq!(g["in_sync"], false);
     assert_eq!(
         chat(&format!("{}/good", gw.url), &gk).await.0,
         200,
@@ -423,27 +498,14 @@ async fn a_stream_runs_through_deployment_changes() {
     admin
         .ok("POST", "/api/v1/proxies", Some(json!({"name": "Streamer"})))
         .await;
-    let key = admin
-        .ok(
-            "POST",
-            "/api/v1/proxies/streamer/keys",
-            Some(json!({"name": "k"})),
-        )
-        .await;
-    let key = key["key"].as_str().unwrap().to_owned();
-    admin
-        .ok(
-            "POST",
-            "/api/v1/proxies/streamer/deployments",
-            Some(json!({"gateway": gw_id})),
-        )
-        .await;
+    let key = admin.key("streamer", "k").await;
+    admin.deploy("streamer", &gw_id).await;
     let base = format!("{}/streamer", gw.url);
     until_status(&base, &key, 200, Duration::from_secs(5)).await;
 
     mock.behave(json!({"chunk_delay_ms": 150, "times": 1}))
         .await;
-    let resp = reqwest::Client::new()
+    let resp = crate::client()
         .post(format!("{base}/chat/completions"))
         .bearer_auth(&key)
         .json(&json!({"model": "gpt-5-mini", "stream": true,
@@ -472,23 +534,11 @@ async fn a_stream_runs_through_deployment_changes() {
                     Some(json!({"description": "changed mid-stream"})),
                 )
                 .await;
-            admin
-                .ok(
-                    "POST",
-                    "/api/v1/proxies/streamer/deployments",
-                    Some(json!({"gateway": gw_id})),
-                )
-                .await;
+            admin.deploy("streamer", &gw_id).await;
             admin
                 .ok("POST", "/api/v1/proxies", Some(json!({"name": "Newcomer"})))
                 .await;
-            admin
-                .ok(
-                    "POST",
-                    "/api/v1/proxies/newcomer/deployments",
-                    Some(json!({"gateway": gw_id})),
-                )
-                .await;
+            admin.deploy("newcomer", &gw_id).await;
         }
     }
     assert!(changed, "the stream ended before the change");
@@ -535,6 +585,11 @@ async fn a_stream_runs_through_deployment_changes() {
 
 /// A policy hub holding the built policies as its built-ins.
 async fn start_hub(dir: &TempDir, builtins: &TempDir) -> (Proc, String) {
+    spawn_hub(dir, builtins, None).await
+}
+
+/// [`start_hub`], serving HTTPS as `localhost` with `certs`.
+async fn spawn_hub(dir: &TempDir, builtins: &TempDir, certs: Option<&Path>) -> (Proc, String) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args([
@@ -546,17 +601,44 @@ async fn start_hub(dir: &TempDir, builtins: &TempDir) -> (Proc, String) {
         .arg(dir.0.join("hub"))
         .arg("--builtin-dir")
         .arg(&builtins.0)
+        .args(serve_tls_args(certs))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start hub");
-    let url = format!("http://127.0.0.1:{port}");
+    let (url, client) = match certs {
+        Some(c) => (format!("https://localhost:{port}"), ca_client(c)),
+        None => (format!("http://127.0.0.1:{port}"), crate::client()),
+    };
     let proc = Proc::new(child);
     assert!(
-        wait_ready(&format!("{url}/healthz")).await,
+        wait_ready_with(&client, &format!("{url}/healthz")).await,
         "the hub did not start"
     );
     (proc, url)
+}
+
+/// The flags that serve HTTPS with the `localhost` certificate of `certs`.
+fn serve_tls_args(certs: Option<&Path>) -> Vec<String> {
+    let Some(c) = certs else {
+        return Vec::new();
+    };
+    let path = |name: &str| c.join(name).display().to_string();
+    vec![
+        "--tls-cert".into(),
+        path("localhost.pem"),
+        "--tls-key".into(),
+        path("localhost.key"),
+    ]
+}
+
+/// A client trusting the test CA in `certs` (and nothing for plain http
+/// to other machines: the tests' servers are all on loopback).
+fn ca_client(certs: &Path) -> reqwest::Client {
+    portcullis_net::client_builder(Some(&certs.join("ca.pem")))
+        .expect("test CA")
+        .build()
+        .expect("client")
 }
 
 #[tokio::test]
@@ -605,41 +687,405 @@ async fn a_guardrail_attached_from_the_hub_is_enforced_on_the_managed_gateway() 
         .await;
     assert!(listed.to_string().contains("forbidden topic"), "{listed}");
 
-    let key = admin
-        .ok(
-            "POST",
-            "/api/v1/proxies/guarded/keys",
-            Some(json!({"name": "app"})),
-        )
-        .await;
-    let key = key["key"].as_str().unwrap().to_owned();
-    admin
-        .ok(
-            "POST",
-            "/api/v1/proxies/guarded/deployments",
-            Some(json!({"gateway": gw_id})),
-        )
-        .await;
+    let key = admin.key("guarded", "app").await;
+    admin.deploy("guarded", &gw_id).await;
     let base = format!("{}/guarded", gw.url);
     until_status(&base, &key, 200, Duration::from_secs(10)).await;
 
     // The guardrail runs on the managed gateway: the request never reaches
     // the provider.
     let before = mock.journal().await.len();
-    let r = reqwest::Client::new()
-        .post(format!("{base}/chat/completions"))
-        .bearer_auth(&key)
-        .json(&json!({"model": "gpt-5-mini", "messages": [
-            {"role": "user", "content": "Tell me about the Forbidden   Topic please"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "guardrail_violation", "{v}");
+    assert_guardrail_refuses(&base, &key, "Tell me about the Forbidden   Topic please").await;
     assert_eq!(
         mock.journal().await.len(),
         before,
         "the provider was not called"
     );
+}
+
+/// A network in the middle between admin, the gateway and the hub: it
+/// passes every request on to the hub, and while `tamper` is set it
+/// answers the manifest at `target` (a `/versions/` path) with the digest
+/// and size of `swap` (another policy version the hub holds). The hub then
+/// serves that other module under the digest the manifest names, so the
+/// gateway's download matches "the hub's digest".
+struct Middle {
+    url: String,
+    tamper: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Middle {
+    async fn start(hub: &str, target: &str, swap: &str) -> Middle {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let tamper = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (hub, target, swap, on) = (
+            hub.to_owned(),
+            target.to_owned(),
+            swap.to_owned(),
+            tamper.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let client = crate::client();
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (client, hub, target, swap, on) = (
+                    client.clone(),
+                    hub.clone(),
+                    target.clone(),
+                    swap.clone(),
+                    on.clone(),
+                );
+                tokio::spawn(async move {
+                    // GET requests only: read the head.
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let Ok(r) = client.get(format!("{hub}{path}")).send().await else {
+                        return;
+                    };
+                    let status = r.status().as_u16();
+                    let mut body = r.bytes().await.unwrap_or_default().to_vec();
+                    if path == target && on.load(std::sync::atomic::Ordering::SeqCst) {
+                        let other = get_json(&format!("{hub}{swap}")).await;
+                        let mut v: Value = serde_json::from_slice(&body).unwrap();
+                        for field in ["digest", "sha256", "size"] {
+                            v[field] = other[field].clone();
+                        }
+                        body = v.to_string().into_bytes();
+                    }
+                    let _ = conn
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                    let _ = conn.write_all(&body).await;
+                });
+            }
+        });
+        Middle {
+            url,
+            tamper,
+            _task: task,
+        }
+    }
+
+    fn tamper(&self, on: bool) {
+        self.tamper.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_module_other_than_the_pinned_one_is_refused_even_with_a_matching_hub_digest() {
+    let dir = TempDir::new();
+    let built = crate::policies::policy_dir();
+    let (_hub, hub_url) = start_hub(&dir, &built).await;
+    let target = "/api/v1/policies/guardrails/versions/0.1.0";
+    let middle = Middle::start(
+        &hub_url,
+        target,
+        "/api/v1/policies/pii-masking/versions/0.1.0",
+    )
+    .await;
+    let admin = Admin::start_with_hub(&dir, Some(&middle.url)).await;
+    let (admin, mock, gw, _token, gw_id) = setup_with(admin, &dir).await;
+    admin
+        .ok("POST", "/api/v1/proxies", Some(json!({"name": "Pinned"})))
+        .await;
+
+    // Attached while the hub answers truthfully: admin pins its digest.
+    let published = get_json(&format!("{hub_url}{target}")).await;
+    let pinned = published["sha256"].as_str().unwrap().to_owned();
+    let att = admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/pinned/policies",
+            Some(json!({"name": "guardrails", "version": "0.1.0",
+                "settings": {"request": {"deny_words": ["forbidden topic"]}}})),
+        )
+        .await;
+    assert_eq!(att["sha256"], pinned.as_str(), "{att}");
+
+    // From now on the hub answers with another module, which it serves
+    // under the digest it names: the managed gateway refuses to load it.
+    middle.tamper(true);
+    let key = admin.key("pinned", "app").await;
+    admin.deploy("pinned", &gw_id).await;
+    let error = admin
+        .until_load_error(&gw_id, Duration::from_secs(30))
+        .await["last_error"]
+        .clone();
+    assert_eq!(error["field"], "proxies[0].policies[0].sha256", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains(&pinned) && message.contains("refusing"),
+        "{error}"
+    );
+    let base = format!("{}/pinned", gw.url);
+    let (status, _) = chat(&base, &key).await;
+    assert_eq!(
+        status, 404,
+        "the proxy is not served with an unpinned module"
+    );
+    assert!(
+        mock.journal().await.is_empty(),
+        "the provider was not called"
+    );
+
+    // The hub tells the truth again; the next configuration loads the
+    // pinned module and the guardrail is enforced.
+    middle.tamper(false);
+    admin.key("pinned", "another").await;
+    until_status(&base, &key, 200, Duration::from_secs(30)).await;
+    assert_guardrail_refuses(&base, &key, "Tell me about the forbidden topic").await;
+    let g = admin
+        .ok("GET", &format!("/api/v1/gateways/{gw_id}"), None)
+        .await;
+    assert_eq!(g["in_sync"], true, "{g}");
+}
+
+/// The control plane over HTTPS with a private CA: the hub and admin serve
+/// TLS; admin reaches the hub, the managed gateway reaches admin and
+/// fetches a policy from the hub, and the CLI calls admin, all trusting
+/// the CA through `--ca-file`. Without it the gateway refuses admin's
+/// certificate and serves nothing; a plain-http admin URL to another
+/// machine is refused before anything connects.
+#[tokio::test]
+async fn the_control_plane_speaks_tls_with_a_private_ca() {
+    let dir = TempDir::new();
+    let certs = TempDir::new();
+    crate::tls::make_certs(&certs.0);
+    let ca = certs.0.join("ca.pem").display().to_string();
+    let built = crate::policies::policy_dir();
+    let (_hub, hub_url) = spawn_hub(&dir, &built, Some(&certs.0)).await;
+    assert!(hub_url.starts_with("https://localhost:"), "{hub_url}");
+    let admin = Admin::spawn(&dir, Some(&hub_url), Some(&certs.0)).await;
+
+    // The gateway trusts admin (and the hub admin names) through the CA.
+    let mock = Mock::start().await;
+    let (port, ops) = (free_port(), free_port());
+    let reg = admin
+        .ok(
+            "POST",
+            "/api/v1/gateways",
+            Some(json!({"name": "edge", "url": format!("http://127.0.0.1:{port}")})),
+        )
+        .await;
+    let token = reg["token"].as_str().unwrap().to_owned();
+    let gw_id = reg["id"].as_str().unwrap().to_owned();
+    let gw = Managed::start_with(
+        &admin.url,
+        &token,
+        &dir,
+        port,
+        ops,
+        &["--ca-file".into(), ca.clone()],
+    )
+    .await;
+    admin
+        .ok("POST", "/api/v1/providers", Some(json!({"name": "mock", "type": "openai",
+            "base_url": format!("{}/v1", mock.url), "models": ["gpt-5-mini"], "credentials": {"api_key": "sk-mock"}})))
+        .await;
+    admin
+        .ok("POST", "/api/v1/proxies", Some(json!({"name": "Guarded"})))
+        .await;
+    // Admin checks the settings against the hub's schema, over TLS.
+    admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/guarded/policies",
+            Some(json!({"name": "guardrails", "version": "0.1.0",
+                "settings": {"request": {"deny_words": ["forbidden topic"]}}})),
+        )
+        .await;
+    let key = admin.key("guarded", "app").await;
+    admin.deploy("guarded", &gw_id).await;
+    let base = format!("{}/guarded", gw.url);
+    until_status(&base, &key, 200, Duration::from_secs(15)).await;
+    // The guardrail the gateway fetched from the hub over TLS runs.
+    assert_guardrail_refuses(&base, &key, "a forbidden topic").await;
+
+    // The CLI over HTTPS: with the CA it lists the gateway; without it the
+    // certificate is refused and the error says why.
+    let cli = |extra: &[&str]| {
+        let mut args = vec!["admin", "--url", admin.url.as_str(), "--token", ADMIN_TOKEN];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["gateways", "list"]);
+        crate::harness::run_cli(&args)
+    };
+    let (code, out, err) = cli(&["--ca-file", ca.as_str()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&gw_id), "{out}");
+    let (code, out, err) = cli(&[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    // A gateway without the CA does not accept admin's certificate: it
+    // never gets a configuration, and its log says why.
+    let (port2, ops2) = (free_port(), free_port());
+    let log = dir.0.join("untrusting.log");
+    let _untrusting = Proc::new(
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args([
+                "gateway",
+                "--threads",
+                "1",
+                "--admin",
+                &admin.url,
+                "--token",
+                &token,
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port2}")])
+            .args(["--ops-listen", &format!("127.0.0.1:{ops2}"), "--data-dir"])
+            .arg(dir.0.join("untrusting"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start gateway"),
+    );
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("cannot reach admin") || text.contains("admin unreachable") {
+            assert!(text.to_lowercase().contains("certificate"), "{text}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no TLS failure logged: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = crate::client()
+        .get(format!("http://127.0.0.1:{ops2}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "an unconfigured gateway is not ready");
+
+    // Plain http to another machine is refused before connecting, naming
+    // the flag and the opt-in.
+    let (code, _, err) = crate::harness::run_cli(&[
+        "gateway",
+        "--admin",
+        "http://192.0.2.10:8090",
+        "--token",
+        "gwt-x",
+        "--listen",
+        "127.0.0.1:0",
+        "--ops-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--admin http://192.0.2.10:8090"), "{err}");
+    assert!(err.contains("--allow-insecure-http"), "{err}");
+}
+
+/// A proxy the gateway cannot load (an Azure route without a deployment
+/// name, which admin accepts) is left out and reported: admin shows its
+/// deployment Failed with the field and reason, and every other change of
+/// the same configuration applies, a key revocation included.
+#[tokio::test]
+async fn a_proxy_the_gateway_cannot_load_is_isolated_and_reported() {
+    let dir = TempDir::new();
+    let (admin, _mock, gw, _token, gw_id) = setup(&dir).await;
+    admin
+        .ok("POST", "/api/v1/proxies", Some(json!({"name": "Good"})))
+        .await;
+    let revoked = admin.key("good", "old").await;
+    admin.deploy("good", &gw_id).await;
+    let good = format!("{}/good", gw.url);
+    until_status(&good, &revoked, 200, Duration::from_secs(10)).await;
+
+    admin
+        .ok(
+            "POST",
+            "/api/v1/providers",
+            Some(json!({"name": "az", "type": "azure-openai",
+            "base_url": "http://127.0.0.1:9/openai", "credentials": {"api_key": "x"}})),
+        )
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/proxies",
+            Some(json!({"name": "Broken",
+            "routes": [{"provider": "az"}]})),
+        )
+        .await;
+    let broken_key = admin.key("broken", "app").await;
+    admin.deploy("broken", &gw_id).await;
+    // In the same configuration: the good proxy's key revoked, a new one.
+    let keys = admin.ok("GET", "/api/v1/proxies/good/keys", None).await;
+    let old_id = keys["items"][0]["id"].as_str().unwrap().to_owned();
+    admin
+        .ok(
+            "POST",
+            &format!("/api/v1/proxies/good/keys/{old_id}/revoke"),
+            None,
+        )
+        .await;
+    let fresh = admin.key("good", "new").await;
+    until_status(&good, &fresh, 200, Duration::from_secs(10)).await;
+    assert_eq!(chat(&good, &revoked).await.0, 401, "the revocation applied");
+    assert_eq!(
+        chat(&format!("{}/broken", gw.url), &broken_key).await.0,
+        404
+    );
+
+    // Admin shows the broken deployment Failed, with the field and reason.
+    let started = Instant::now();
+    let failed = loop {
+        let deps = admin
+            .ok("GET", "/api/v1/proxies/broken/deployments", None)
+            .await;
+        let d = deps["items"][0].clone();
+        if d["status"] == "Failed" {
+            break d;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never Failed: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failed["error"]["field"], "routes[0].model", "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deployment name"),
+        "{failed}"
+    );
+    let g = admin
+        .ok("GET", &format!("/api/v1/gateways/{gw_id}"), None)
+        .await;
+    let deps = g["deployments"].as_array().unwrap();
+    let status = |p: &str| deps.iter().find(|d| d["proxy_id"] == p).unwrap()["status"].clone();
+    assert_eq!(
+        (status("good"), status("broken")),
+        (json!("Active"), json!("Failed")),
+        "{g}"
+    );
+    assert_eq!(g["proxies_served"], 1, "{g}");
+    assert!(g["last_error"].is_null(), "{g}");
+    let good_deps = admin
+        .ok("GET", "/api/v1/proxies/good/deployments", None)
+        .await;
+    assert_eq!(good_deps["items"][0]["status"], "Active", "{good_deps}");
 }

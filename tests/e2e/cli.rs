@@ -123,20 +123,21 @@ async fn up_demo_prints_a_curl_line_that_works() {
             .any(|l| l.contains("/demo carries pii-masking@")),
         "{lines:?}"
     );
-    let r = reqwest::Client::new()
+    let r = crate::client()
         .post(format!("http://127.0.0.1:{port}/demo/chat/completions"))
         .bearer_auth(&key)
         .json(&serde_json::json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "Mail me at jane@example.com"}]}))
                 .send()
         .await
         .unwrap();
-    let journal: serde_json::Value =
-        reqwest::get(format!("http://127.0.0.1:{mock}/_mock/requests"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let journal: serde_json::Value = crate::client()
+        .get(format!("http://127.0.0.1:{mock}/_mock/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     // The provider saw a placeholder; the client gets the address back.

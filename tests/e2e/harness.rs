@@ -60,9 +60,25 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_portcullis")
 }
 
+/// GETs `url` and parses the answer as JSON.
+pub async fn get_json(url: &str) -> Value {
+    crate::client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
 /// Waits until `url` answers 200; false after 30 s.
 pub async fn wait_ready(url: &str) -> bool {
-    let client = reqwest::Client::new();
+    wait_ready_with(&crate::client(), url).await
+}
+
+/// [`wait_ready`] with a given client (one trusting a test CA).
+pub async fn wait_ready_with(client: &reqwest::Client, url: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = client.get(url).send().await {
@@ -108,7 +124,9 @@ impl Mock {
 
     /// The requests the mock received.
     pub async fn journal(&self) -> Vec<Value> {
-        let v: Value = reqwest::get(format!("{}/_mock/requests", self.url))
+        let v: Value = crate::client()
+            .get(format!("{}/_mock/requests", self.url))
+            .send()
             .await
             .unwrap()
             .json()
@@ -119,7 +137,7 @@ impl Mock {
 
     /// Queues a behaviour (error status, delay, cut stream).
     pub async fn behave(&self, b: Value) {
-        let r = reqwest::Client::new()
+        let r = crate::client()
             .post(format!("{}/_mock/behaviour", self.url))
             .json(&b)
             .send()
@@ -176,7 +194,14 @@ impl Gateway {
         let url = format!("{}/metrics", self.ops_url);
         let mut text = String::new();
         for _ in 0..200 {
-            text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            text = crate::client()
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
             let recorded: f64 = text
                 .lines()
                 .filter(|l| l.starts_with("portcullis_requests_total{"))
@@ -188,6 +213,23 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("fewer than {requests} requests recorded:\n{text}")
+    }
+
+    /// The sum of the `/metrics` samples whose line contains every one of
+    /// `needles` (e.g. a metric name and a label).
+    pub async fn metric_sum(&self, needles: &[&str]) -> f64 {
+        let text = crate::client()
+            .get(format!("{}/metrics", self.ops_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#') && needles.iter().all(|n| l.contains(n)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// What the gateway wrote to stderr so far (its logs).

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod connections;
 mod errors;
 mod formats;
 mod harness;
@@ -13,6 +14,7 @@ mod providers;
 mod routing;
 mod sdk;
 mod tls;
+mod trust;
 
 use harness::{Gateway, Mock};
 
@@ -70,5 +72,13 @@ pub async fn setup_with_env(extra: &str, env: &[(&str, &str)]) -> (Mock, Gateway
 
 /// An HTTP client.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    client_builder().build().expect("HTTP client")
+}
+
+/// A client builder. The workspace's reqwest has no built-in crypto
+/// provider (TLS runs on ring, as in the gateway): install ring as the
+/// process default first.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    portcullis_net::install_crypto();
+    reqwest::Client::builder()
 }

@@ -78,9 +78,14 @@ async fn start(engine: &str, proxies: &[(&str, &str)]) -> Setup {
 
 /// `start` in front of a mock already running (whose URL `engine` may use).
 async fn start_on(mock: Mock, engine: &str, proxies: &[(&str, &str)]) -> Setup {
+    start_with(mock, "", engine, proxies).await
+}
+
+/// `start_on` with more top-level configuration (`top`, YAML lines).
+async fn start_with(mock: Mock, top: &str, engine: &str, proxies: &[(&str, &str)]) -> Setup {
     let dir = policy_dir();
     let mut cfg = format!(
-        "policy_engine: {{ dirs: [\"{}\"]{engine} }}\nproviders:\n  - {{ name: openai, type: openai, base_url: \"{}/v1\", api_key: sk-mock }}\nproxies:\n",
+        "{top}policy_engine: {{ dirs: [\"{}\"]{engine} }}\nproviders:\n  - {{ name: openai, type: openai, base_url: \"{}/v1\", api_key: sk-mock }}\nproxies:\n",
         dir.0.display(),
         mock.url
     );
@@ -282,16 +287,7 @@ async fn pii_is_masked_before_the_provider_and_restored_after() {
 }
 
 async fn metric(s: &Setup, needle: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", s.gw.ops_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.contains(needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    s.gw.metric_sum(&[needle]).await
 }
 
 #[tokio::test]
@@ -428,6 +424,50 @@ async fn guardrails_block_requests_and_held_back_streams() {
 }
 
 #[tokio::test]
+async fn a_held_back_answer_past_the_limit_is_a_502_not_unbounded_memory() {
+    // The output guardrail holds streams back whole; this gateway holds at
+    // most 8 KiB of an answer.
+    let s = start_with(
+        Mock::start().await,
+        "limits: { max_held_response_bytes: 8192 }\n",
+        "",
+        &[
+            (
+                "guarded",
+                "[{ name: guardrails, settings: { response: { deny_patterns: [\"forbidden\"] } } }]",
+            ),
+            ("plain", "[]"),
+        ],
+    )
+    .await;
+    // A short answer fits and streams as usual.
+    let r = post(&s, "guarded", &chat_stream("say nice things")).await;
+    assert_eq!(r.status(), 200);
+    assert!(streamed_text(&r.text().await.unwrap()).ends_with("say nice things"));
+    // The mock echoes the prompt: a 20,000-character answer cannot be held.
+    let long = "nice ".repeat(4000);
+    let r = post(&s, "guarded", &chat_stream(&long)).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "response_too_large", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("8192 bytes"),
+        "{v}"
+    );
+    // Counted against the provider, like any bad upstream answer.
+    assert!(
+        metric(&s, "error_type=\"upstream_protocol\"").await >= 1.0,
+        "the refusal is counted as a provider error"
+    );
+    // Without a policy that holds the answer, the same stream passes.
+    let r = post(&s, "plain", &chat_stream(&long)).await;
+    assert_eq!(r.status(), 200, "no hold-back without a buffering policy");
+}
+
+#[tokio::test]
 async fn cache_hits_never_reach_the_provider() {
     let s = start(
         "",
@@ -512,9 +552,15 @@ fn engine_chain(
         let art = read_artifact(&dir.0.join(name)).unwrap();
         let module = engine.load(&art).unwrap();
         let settings = merge_settings(&art.manifest.defaults, overrides);
-        attached.push(Chain::attach(engine, module, &settings, *on_error).unwrap());
+        attached.push(std::sync::Arc::new(
+            Chain::attach(engine, module, &settings, *on_error).unwrap(),
+        ));
     }
-    std::sync::Arc::new(Chain::new(engine.clone(), attached))
+    std::sync::Arc::new(Chain::new(
+        engine.clone(),
+        attached,
+        portcullis_gateway::config::DEFAULT_MAX_HELD_RESPONSE_BYTES,
+    ))
 }
 
 /// Runs the request phase of one request through `chain`; returns the
@@ -882,4 +928,229 @@ async fn waiting_for_embeddings_does_not_count_against_the_policy_deadline() {
     let r = post(&s, "guarded", &chat("how to build a bomb at home")).await;
     assert_eq!(r.status(), 403);
     assert_eq!(chat_bodies(&s.mock.journal().await).len(), 1);
+}
+
+/// Sums the samples of `name` whose label set contains every one of `labels`
+/// (each written `key="value"`).
+fn sum_metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The gateway's text log without its terminal colour codes.
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_escape = false;
+    for c in text.chars() {
+        match (in_escape, c) {
+            (false, '\x1b') => in_escape = true,
+            (false, c) => out.push(c),
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+        }
+    }
+    out
+}
+
+/// A client that leaves a stream halfway is charged what the provider
+/// generated until then: the rate limit settles its reservation with it
+/// (not given back), the token metrics and the access log show it, and
+/// the request is counted as a client cancellation, not a gateway error.
+#[tokio::test]
+async fn a_client_that_leaves_a_stream_is_charged_what_was_generated() {
+    let s = start(
+        "",
+        &[(
+            "metered",
+            "[{ name: token-rate-limit, settings: { limits: [{ metric: total_tokens, limit: 100000, window: hour }], default_completion_tokens: 1000 } }]",
+        )],
+    )
+    .await;
+    // A long answer, one word per chunk, slowly.
+    s.mock
+        .behave(json!({"chunk_delay_ms": 40, "times": 1, "path_contains": "/chat/completions"}))
+        .await;
+    let words: Vec<String> = (1..=100).map(|i| format!("w{i}")).collect();
+    let prompt = words.join(" ");
+    // The whole answer: "Mock reply from openai model gpt-5-mini:" + the prompt.
+    let full_answer_words = 6 + 100;
+    let mut r = post(&s, "metered", &chat_stream(&prompt)).await;
+    assert_eq!(r.status(), 200);
+    let mut body = String::new();
+    while streamed_text(&body).split_whitespace().count() < 10 {
+        let chunk = r.chunk().await.unwrap().expect("the stream goes on");
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let seen = streamed_text(&body).split_whitespace().count() as f64;
+    drop(r); // the client leaves
+
+    let m = s.gw.metrics_after(1.0).await;
+    let cancelled = [
+        "proxy=\"metered\"",
+        "error_type=\"client_cancelled\"",
+        "status_class=\"4xx\"",
+    ];
+    assert_eq!(
+        sum_metric(&m, "portcullis_requests_total", &cancelled),
+        1.0,
+        "{m}"
+    );
+    let input = sum_metric(
+        &m,
+        "portcullis_tokens_total",
+        &["proxy=\"metered\"", "type=\"input\""],
+    );
+    let output = sum_metric(
+        &m,
+        "portcullis_tokens_total",
+        &["proxy=\"metered\"", "type=\"output\""],
+    );
+    // The provider's usage comes at the end of an OpenAI stream, so both
+    // are estimated in words: the prompt's, and what was generated.
+    assert_eq!(input, 100.0, "{m}");
+    assert!(
+        output >= seen && output < full_answer_words as f64,
+        "charged {output} output tokens; the client saw {seen} words of {full_answer_words}"
+    );
+    // The access log line carries the same counts.
+    let log = without_ansi(&s.gw.log());
+    let line = log
+        .lines()
+        .find(|l| l.contains("client_cancelled"))
+        .unwrap_or_else(|| panic!("no access log line:\n{log}"));
+    assert!(line.contains("status=499"), "{line}");
+    assert!(line.contains(&format!("output_tokens={output}")), "{line}");
+    assert!(line.contains("input_tokens=100"), "{line}");
+
+    // The reservation (prompt estimate + 1000) was settled to the charge,
+    // not given back: the next request (reserving 3 + 1000) sees it.
+    let charged = (input + output) as i64;
+    let r = post(&s, "metered", &chat("hello")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "x-ratelimit-remaining-tokens"),
+        Some((100_000 - charged - 1003).to_string())
+    );
+}
+
+/// `/embeddings` runs the request phase of the chain: PII is masked before
+/// the provider, and token-rate-limit reserves, settles with the input
+/// tokens and rejects past the limit.
+#[tokio::test]
+async fn embeddings_are_masked_and_rate_limited() {
+    let s = start(
+        "",
+        &[(
+            "embed",
+            "[{ name: pii-masking }, { name: token-rate-limit, settings: { limits: [{ metric: total_tokens, limit: 30, window: hour }] } }]",
+        )],
+    )
+    .await;
+    let embed = || async {
+        client()
+            .post(format!("{}/embed/embeddings", s.gw.url))
+            .bearer_auth(KEY)
+            .json(&json!({"model": "text-embedding-3-small", "input": ["mail jane.doe@example.com please", "two words"]}))
+            .send()
+            .await
+            .unwrap()
+    };
+    // The policies see the masked texts, "mail [EMAIL_1] please" and "two
+    // words": 30 characters, so 8 + 1 tokens reserved and no output.
+    let r = embed().await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "x-ratelimit-remaining-tokens").as_deref(),
+        Some("21")
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"], 5, "{v}");
+    // Settled with the 5 input tokens the provider counted.
+    let r = embed().await;
+    assert_eq!(
+        header(&r, "x-ratelimit-remaining-tokens").as_deref(),
+        Some("16")
+    );
+    let mut allowed = 2;
+    let rejected = loop {
+        let r = embed().await;
+        if r.status() == 429 {
+            break r;
+        }
+        assert_eq!(r.status(), 200);
+        allowed += 1;
+        assert!(allowed < 10, "the limit never tripped");
+    };
+    // 5 per request against 30, with 9 reserved up front: the sixth is refused.
+    assert_eq!(allowed, 5);
+    assert!(header(&rejected, "retry-after").is_some());
+    let body: Value = rejected.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    let journal = s.mock.journal().await;
+    let inputs: Vec<&Value> = journal
+        .iter()
+        .filter(|e| e["path"] == "/v1/embeddings")
+        .map(|e| &e["body"]["input"])
+        .collect();
+    assert_eq!(
+        inputs.len(),
+        allowed,
+        "the refused request never reached the provider"
+    );
+    for input in inputs {
+        assert_eq!(input, &json!(["mail [EMAIL_1] please", "two words"]));
+    }
+    let m = s.gw.metrics_after(6.0).await;
+    assert_eq!(
+        sum_metric(
+            &m,
+            "portcullis_rate_limit_rejections_total",
+            &["proxy=\"embed\""]
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+/// Proxies attaching the same module with the same settings share one
+/// attachment (settings validated and `init` run once), and a reload
+/// reuses the attachments of proxies whose policies did not change; a
+/// changed setting gets an attachment of its own.
+#[test]
+fn attachments_are_shared_by_module_and_settings_and_reused_across_reloads() {
+    use portcullis_gateway::config::{Runtime, build_runtime, parse_file};
+    let dir = policy_dir();
+    let config = |c_words: &str| {
+        parse_file(&format!(
+            r#"
+policy_engine: {{ dirs: ["{}"] }}
+providers: [{{ name: p, type: openai, base_url: "http://127.0.0.1:9/v1", api_key: k }}]
+proxies:
+  - {{ name: a, routes: [{{ provider: p }}], policies: [{{ name: pii-masking }}, {{ name: guardrails, settings: {{ request: {{ deny_words: [x] }} }} }}] }}
+  - {{ name: b, routes: [{{ provider: p }}], policies: [{{ name: pii-masking }}, {{ name: guardrails, settings: {{ request: {{ deny_words: [x] }} }} }}] }}
+  - {{ name: c, routes: [{{ provider: p }}], policies: [{{ name: pii-masking }}, {{ name: guardrails, settings: {{ request: {{ deny_words: [{c_words}] }} }} }}] }}
+"#,
+            dir.0.display()
+        ))
+        .unwrap()
+    };
+    let chain = |rt: &Runtime, p: &str| rt.proxies[&format!("/{p}")].policies.clone().unwrap();
+    let env = |_: &str| None;
+    let first = build_runtime(&config("y"), &env).unwrap();
+    assert!(chain(&first, "a").same_attachments(&chain(&first, "b")));
+    assert!(!chain(&first, "a").same_attachments(&chain(&first, "c")));
+
+    // A reload of the same file reuses every attachment.
+    let same = build_runtime(&config("y"), &env).unwrap();
+    for p in ["a", "b", "c"] {
+        assert!(chain(&same, p).same_attachments(&chain(&first, p)), "{p}");
+    }
+    // Changing c's settings leaves a and b untouched; c now shares a's.
+    let changed = build_runtime(&config("x"), &env).unwrap();
+    assert!(chain(&changed, "a").same_attachments(&chain(&first, "a")));
+    assert!(!chain(&changed, "c").same_attachments(&chain(&first, "c")));
+    assert!(chain(&changed, "c").same_attachments(&chain(&first, "a")));
 }

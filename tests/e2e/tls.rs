@@ -10,7 +10,9 @@ use serde_json::Value;
 use crate::KEY;
 use crate::harness::{Gateway, Mock, TempDir, free_port};
 
-fn make_certs(dir: &std::path::Path) {
+/// A test CA (`ca.pem`) and certificates it signed for `alpha.test`,
+/// `beta.test` and `localhost` (also IP 127.0.0.1), each `NAME.pem`/`NAME.key`.
+pub fn make_certs(dir: &std::path::Path) {
     let sh = r#"set -e
 openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=Portcullis Test CA"
 for n in alpha.test beta.test localhost; do
@@ -145,7 +147,7 @@ proxies:
     };
     let body = serde_json::json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "hop"}]});
     let b = Gateway::start_with_env(&upstream(true), &[("PC_KEY", KEY)]).await;
-    let r = reqwest::Client::new()
+    let r = crate::client()
         .post(format!("{}/via-a/chat/completions", b.url))
         .bearer_auth(KEY)
         .json(&body)
@@ -161,7 +163,7 @@ proxies:
 
     // Without the CA, the provider's certificate is not trusted.
     let b2 = Gateway::start_with_env(&upstream(false), &[("PC_KEY", KEY)]).await;
-    let r = reqwest::Client::new()
+    let r = crate::client()
         .post(format!("{}/via-a/chat/completions", b2.url))
         .bearer_auth(KEY)
         .json(&body)

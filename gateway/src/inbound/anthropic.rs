@@ -1140,7 +1140,7 @@ mod tests {
     fn events(bytes: &[u8]) -> Vec<(String, Value)> {
         let mut p = SseParser::default();
         let mut out: Vec<SseEvent> = Vec::new();
-        p.feed(bytes, &mut out);
+        p.feed(bytes, &mut out).unwrap();
         assert!(bytes.ends_with(b"\n\n"));
         out.into_iter()
             .map(|e| (e.event.unwrap(), serde_json::from_str(&e.data).unwrap()))

@@ -1104,8 +1104,8 @@ mod tests {
         }
         let mut parser = SseParser::default();
         let mut evs = Vec::new();
-        parser.feed(out, &mut evs);
-        parser.finish(&mut evs);
+        parser.feed(out, &mut evs).unwrap();
+        parser.finish(&mut evs).unwrap();
         evs.iter()
             .map(|e| serde_json::from_str(&e.data).unwrap())
             .collect()

@@ -123,7 +123,7 @@ mod tests {
             enc.chunk(&chunk, &mut out);
             enc.finish(Some(&Usage::new(3, 1)), Some(FinishReason::Stop), &mut out);
             let mut events = Vec::new();
-            SseParser::default().feed(&out, &mut events);
+            SseParser::default().feed(&out, &mut events).unwrap();
             assert_eq!(events.last().unwrap().data, "[DONE]");
             assert_eq!(events.len(), if show { 3 } else { 2 });
             if show {

@@ -2,14 +2,17 @@
 //! Redis so that limits and cached answers are shared by every gateway.
 //!
 //! Calls are synchronous because policies call them from inside a wasm
-//! call. The in-process backend is a mutex-protected map (sub-microsecond);
+//! call. The in-process backend keeps counters in a bounded map, sharded
+//! by key behind one mutex per shard (sub-microsecond; see
+//! [`MemoryCounters`]);
 //! the Redis backend blocks the calling worker for one round trip, which
 //! is the price of limits that hold across replicas. Redis failures never
 //! fail a request on their own: a counter that cannot be read is reported
 //! as allowed, a cache miss as a miss, and both are logged.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The state of a counter after an operation.
@@ -29,10 +32,236 @@ pub trait Backend: Send + Sync {
     fn cache_set(&self, key: &str, value: &[u8], ttl_ms: u64);
 }
 
-/// In-process counters and a byte-bounded cache (oldest entries evicted first).
+/// In-process counters (bounded, see [`MemoryCounters`]) and a
+/// byte-bounded cache (oldest entries evicted first).
 pub struct MemoryBackend {
-    counters: Mutex<HashMap<String, (i64, Instant)>>,
+    counters: MemoryCounters,
     cache: Mutex<MemoryCache>,
+}
+
+/// Counters kept in process by default (`policy_engine.max_counters`).
+pub const DEFAULT_MAX_COUNTERS: usize = 100_000;
+
+/// Longest TTL a counter or cache entry gets (400 days): a policy's TTL
+/// is its own input and must not overflow the clock.
+const MAX_TTL_MS: u64 = 400 * 86_400_000;
+
+/// Expired counters one operation removes at most, so no call does work
+/// proportional to the map: expired entries a call does not reach are
+/// ignored when read and go when their turn comes.
+const EXPIRE_PER_CALL: usize = 8;
+
+/// When `now + ttl_ms` expires, with the TTL capped.
+fn expiry(now: Instant, ttl_ms: u64) -> Instant {
+    let ttl = Duration::from_millis(ttl_ms.min(MAX_TTL_MS));
+    now.checked_add(ttl).unwrap_or(now)
+}
+
+/// In-process counters: a map bounded to `max` entries, least recently
+/// used evicted first, expired entries removed a few at a time. Keys are
+/// spread over shards by a per-process random hash (so nobody can aim
+/// keys at one shard), each shard with its own lock and its share of the
+/// bound. Every operation is O(log n) in its shard and removes at most
+/// `EXPIRE_PER_CALL` expired entries and one least recently used entry.
+///
+/// Evicting a live counter forgets its count (its window starts over), so
+/// the bound should exceed the live counters of normal traffic; the
+/// policies bound how many counters one caller can open (token-rate-limit:
+/// `max_values_per_key`), and the host bounds key length.
+pub struct MemoryCounters {
+    shards: Vec<Mutex<CounterShard>>,
+    hasher: RandomState,
+}
+
+/// What the counters hold and what their bound has cost so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CounterStats {
+    /// Entries held now (some may have expired and not been removed yet).
+    pub entries: usize,
+    /// Least recently used entries removed to stay under the bound.
+    pub evicted: u64,
+    /// Expired entries removed.
+    pub expired: u64,
+    /// The most entries one operation removed.
+    pub max_removed_per_call: usize,
+}
+
+struct CounterShard {
+    cap: usize,
+    /// Bumped on every use; orders `by_use`.
+    tick: u64,
+    entries: HashMap<Arc<str>, Counter>,
+    /// Keys by last use, least recent first.
+    by_use: BTreeMap<u64, Arc<str>>,
+    /// Keys by expiry (with their creation tick, unique), soonest first.
+    by_expiry: BTreeMap<(Instant, u64), Arc<str>>,
+    evicted: u64,
+    expired: u64,
+    max_removed_per_call: usize,
+}
+
+struct Counter {
+    value: i64,
+    expires: Instant,
+    used: u64,
+    created: u64,
+}
+
+impl MemoryCounters {
+    /// Counters bounded to `max` entries (at least 1).
+    pub fn new(max: usize) -> Self {
+        let max = max.max(1);
+        // Small bounds stay exact in one shard.
+        let n = if max >= 1024 { 16 } else { 1 };
+        let shards = (0..n)
+            .map(|_| {
+                Mutex::new(CounterShard {
+                    cap: (max / n).max(1),
+                    tick: 0,
+                    entries: HashMap::new(),
+                    by_use: BTreeMap::new(),
+                    by_expiry: BTreeMap::new(),
+                    evicted: 0,
+                    expired: 0,
+                    max_removed_per_call: 0,
+                })
+            })
+            .collect();
+        MemoryCounters {
+            shards,
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, CounterShard> {
+        let i = (self.hasher.hash_one(key) % self.shards.len() as u64) as usize;
+        match self.shards[i].lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// See [`Backend::counter`].
+    pub fn counter(&self, key: &str, delta: i64, limit: Option<i64>, ttl_ms: u64) -> CounterState {
+        let now = Instant::now();
+        let mut shard = self.shard(key);
+        let mut removed = shard.expire(now);
+        let live = shard
+            .entries
+            .get(key)
+            .filter(|c| c.expires > now)
+            .map(|c| (c.value, c.expires));
+        let (value, expires) = live.unwrap_or((0, expiry(now, ttl_ms)));
+        let next = value.saturating_add(delta);
+        let allowed = limit.is_none_or(|l| next <= l);
+        let stored = if allowed { next } else { value };
+        let exists = live.is_some() || (allowed && delta != 0);
+        if live.is_some() {
+            shard.update(key, stored);
+        } else if exists {
+            removed += shard.insert(key, stored, expires);
+        }
+        shard.max_removed_per_call = shard.max_removed_per_call.max(removed);
+        CounterState {
+            allowed,
+            value: stored,
+            ttl_ms: if exists {
+                expires.saturating_duration_since(now).as_millis() as u64
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Entries, evictions and removals so far, over all shards.
+    pub fn stats(&self) -> CounterStats {
+        let mut s = CounterStats::default();
+        for shard in &self.shards {
+            let g = match shard.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            s.entries += g.entries.len();
+            s.evicted += g.evicted;
+            s.expired += g.expired;
+            s.max_removed_per_call = s.max_removed_per_call.max(g.max_removed_per_call);
+        }
+        s
+    }
+}
+
+impl CounterShard {
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    /// Removes up to `EXPIRE_PER_CALL` expired entries; returns how many.
+    fn expire(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        while n < EXPIRE_PER_CALL {
+            match self.by_expiry.first_key_value() {
+                Some(((exp, _), _)) if *exp <= now => {}
+                _ => break,
+            }
+            if let Some((_, key)) = self.by_expiry.pop_first() {
+                if let Some(c) = self.entries.remove(&key) {
+                    self.by_use.remove(&c.used);
+                }
+                self.expired += 1;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Sets a live entry's value and marks it used.
+    fn update(&mut self, key: &str, value: i64) {
+        let tick = self.next_tick();
+        let Some(c) = self.entries.get_mut(key) else {
+            return;
+        };
+        let old = std::mem::replace(&mut c.used, tick);
+        c.value = value;
+        if let Some(k) = self.by_use.remove(&old) {
+            self.by_use.insert(tick, k);
+        }
+    }
+
+    /// Inserts a new entry (replacing an expired one under the same key)
+    /// and evicts the least recently used one past the bound; returns how
+    /// many entries were removed.
+    fn insert(&mut self, key: &str, value: i64, expires: Instant) -> usize {
+        let mut removed = 0;
+        if let Some(old) = self.entries.remove(key) {
+            self.by_use.remove(&old.used);
+            self.by_expiry.remove(&(old.expires, old.created));
+            removed += 1;
+        }
+        let tick = self.next_tick();
+        let k: Arc<str> = Arc::from(key);
+        self.entries.insert(
+            k.clone(),
+            Counter {
+                value,
+                expires,
+                used: tick,
+                created: tick,
+            },
+        );
+        self.by_use.insert(tick, k.clone());
+        self.by_expiry.insert((expires, tick), k);
+        if self.entries.len() > self.cap
+            && let Some((_, lru)) = self.by_use.pop_first()
+        {
+            if let Some(c) = self.entries.remove(&lru) {
+                self.by_expiry.remove(&(c.expires, c.created));
+            }
+            self.evicted += 1;
+            removed += 1;
+        }
+        removed
+    }
 }
 
 struct MemoryCache {
@@ -44,9 +273,11 @@ struct MemoryCache {
 }
 
 impl MemoryBackend {
-    pub fn new(cache_max_bytes: usize) -> Self {
+    /// A backend holding at most `max_counters` counters and
+    /// `cache_max_bytes` of cached entries.
+    pub fn new(max_counters: usize, cache_max_bytes: usize) -> Self {
         MemoryBackend {
-            counters: Mutex::new(HashMap::new()),
+            counters: MemoryCounters::new(max_counters),
             cache: Mutex::new(MemoryCache {
                 max_bytes: cache_max_bytes,
                 bytes: 0,
@@ -59,34 +290,7 @@ impl MemoryBackend {
 
 impl Backend for MemoryBackend {
     fn counter(&self, key: &str, delta: i64, limit: Option<i64>, ttl_ms: u64) -> CounterState {
-        let now = Instant::now();
-        let mut map = match self.counters.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        // Expired counters are dropped lazily, and all at once when the
-        // map grows, so it never holds more than the live windows.
-        if map.len() > 100_000 {
-            map.retain(|_, (_, exp)| *exp > now);
-        }
-        let live = map.get(key).copied().filter(|(_, exp)| *exp > now);
-        let (value, expires) = live.unwrap_or((0, now + Duration::from_millis(ttl_ms)));
-        let next = value.saturating_add(delta);
-        let allowed = limit.is_none_or(|l| next <= l);
-        let stored = if allowed { next } else { value };
-        let exists = live.is_some() || (allowed && delta != 0);
-        if exists {
-            map.insert(key.to_owned(), (stored, expires));
-        }
-        CounterState {
-            allowed,
-            value: stored,
-            ttl_ms: if exists {
-                expires.saturating_duration_since(now).as_millis() as u64
-            } else {
-                0
-            },
-        }
+        self.counters.counter(key, delta, limit, ttl_ms)
     }
 
     fn cache_get(&self, key: &str) -> Option<Vec<u8>> {
@@ -120,7 +324,7 @@ impl Backend for MemoryBackend {
                 c.bytes -= oldest.len() + old.len();
             }
         }
-        let expires = Instant::now() + Duration::from_millis(ttl_ms);
+        let expires = expiry(Instant::now(), ttl_ms);
         c.entries.insert(key.to_owned(), (value.to_vec(), expires));
         c.order.push_back(key.to_owned());
         c.bytes += size;
@@ -290,12 +494,72 @@ mod tests {
 
     #[test]
     fn memory_backend() {
-        exercise(&MemoryBackend::new(1 << 20), "t");
+        exercise(&MemoryBackend::new(1000, 1 << 20), "t");
+        exercise(
+            &MemoryBackend::new(DEFAULT_MAX_COUNTERS, 1 << 20),
+            "sharded",
+        );
+    }
+
+    /// A million distinct keys (a caller inventing rate-limit keys) leave
+    /// the map at its bound, and no operation removes more than a few
+    /// entries: the work per call does not grow with the map.
+    #[test]
+    fn a_million_distinct_counters_stay_bounded() {
+        let max = 10_000;
+        let c = MemoryCounters::new(max);
+        for i in 0..1_000_000u32 {
+            let s = c.counter(&format!("flood|{i}"), 1, Some(100), 60_000);
+            assert!(s.allowed && s.value == 1);
+        }
+        let s = c.stats();
+        assert!(s.entries <= max, "{s:?}");
+        assert!(s.entries >= max - 16, "the bound is used: {s:?}");
+        assert_eq!(s.evicted, 1_000_000 - s.entries as u64, "{s:?}");
+        assert!(s.max_removed_per_call <= 1 + EXPIRE_PER_CALL, "{s:?}");
+        // A counter in steady use is the most recently used, not evicted.
+        let c = MemoryCounters::new(100);
+        for i in 0..10_000u32 {
+            c.counter("busy", 1, None, 60_000);
+            c.counter(&format!("flood|{i}"), 1, None, 60_000);
+        }
+        assert_eq!(c.counter("busy", 0, None, 0).value, 10_000);
+        assert!(c.stats().entries <= 100);
+    }
+
+    /// Expired counters leave a few per call, never all at once.
+    #[test]
+    fn expired_counters_are_removed_a_few_at_a_time() {
+        let c = MemoryCounters::new(100_000);
+        for i in 0..5_000u32 {
+            c.counter(&format!("short|{i}"), 1, None, 1);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        for i in 0..2_000u32 {
+            let s = c.counter(&format!("new|{i}"), 1, None, 60_000);
+            assert_eq!(s.value, 1);
+        }
+        let s = c.stats();
+        assert!(s.max_removed_per_call <= 1 + EXPIRE_PER_CALL, "{s:?}");
+        assert!(s.expired > 0, "{s:?}");
+        assert_eq!(s.entries as u64 + s.expired, 7_000, "{s:?}");
+        // An expired counter reads as absent and starts a new window.
+        assert_eq!(c.counter("short|4999", 0, None, 0).value, 0);
+        assert_eq!(c.counter("short|4999", 2, None, 60_000).value, 2);
+    }
+
+    #[test]
+    fn huge_ttls_do_not_overflow_the_clock() {
+        let b = MemoryBackend::new(10, 1 << 20);
+        let s = b.counter("k", 1, None, u64::MAX);
+        assert!(s.ttl_ms > 0 && s.ttl_ms <= MAX_TTL_MS, "{s:?}");
+        b.cache_set("k", b"v", u64::MAX);
+        assert_eq!(b.cache_get("k"), Some(b"v".to_vec()));
     }
 
     #[test]
     fn memory_cache_is_bounded() {
-        let b = MemoryBackend::new(100);
+        let b = MemoryBackend::new(10, 100);
         b.cache_set("a", &[0; 40], 60_000);
         b.cache_set("b", &[0; 40], 60_000);
         b.cache_set("c", &[0; 40], 60_000);

@@ -3,7 +3,8 @@
 //! what the server does per non-streamed request: start a run (pool
 //! slot), the request phase on a 1 KB chat request (instances taken warm
 //! or created from the pre-instantiated components), the response phase
-//! on a 100-word answer, and the complete phase.
+//! on a 100-word answer, and the complete phase. Every request is a new
+//! one, so a cache policy misses and stores each answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,12 +75,16 @@ pub async fn time_chain(
     let mut attached = Vec::new();
     for a in artifacts {
         let module = engine.load(a)?;
-        attached.push(
+        attached.push(Arc::new(
             Chain::attach(&engine, module, &settings(a), OnError::Closed)
                 .map_err(|(pointer, msg)| format!("{}: {pointer}: {msg}", a.manifest.name))?,
-        );
+        ));
     }
-    let chain = Arc::new(Chain::new(engine.clone(), attached));
+    let chain = Arc::new(Chain::new(
+        engine.clone(),
+        attached,
+        crate::config::DEFAULT_MAX_HELD_RESPONSE_BYTES,
+    ));
     let req = request();
     let resp = response();
     let headers = http::HeaderMap::new();
@@ -94,6 +99,13 @@ pub async fn time_chain(
     let mut times: Vec<Duration> = Vec::with_capacity(iterations);
     for i in 0..warmup + iterations {
         let mut r = req.clone();
+        // Every request differs, so a cache policy misses (and stores) as
+        // under real traffic, instead of answering from its first entry.
+        if let Some(m) = r.messages.first_mut() {
+            m.content = Some(portcullis_types::Content::Text(format!(
+                "You are a helpful assistant ({i})."
+            )));
+        }
         let mut a = resp.clone();
         let started = Instant::now();
         let mut run = chain.start(None).await.map_err(|e| e.message.clone())?;

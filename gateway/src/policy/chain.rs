@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use portcullis_types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta,
-    FinishReason, Message, Role, Usage,
+    EmbeddingInput, EmbeddingsRequest, FinishReason, Message, Role, Usage,
 };
 use wasmtime::Store;
 
@@ -122,8 +122,12 @@ impl Warm {
 /// A proxy's ordered policies.
 pub struct Chain {
     engine: Arc<PolicyEngine>,
-    policies: Vec<Attached>,
+    /// Shared with every chain attaching the same module and settings.
+    policies: Vec<Arc<Attached>>,
     hold_stream: bool,
+    /// Most bytes of one answer kept for the policies (held-back chunks,
+    /// or the text a stream sent, for `on-complete`).
+    max_held_bytes: usize,
 }
 
 impl Chain {
@@ -166,7 +170,47 @@ impl Chain {
         })
     }
 
-    pub fn new(engine: Arc<PolicyEngine>, policies: Vec<Attached>) -> Chain {
+    /// The attachment of `module` with `settings` (merged over the
+    /// manifest's defaults) and `on_error`, shared with every chain that
+    /// attaches the same: made (after `validate` passes) only when no
+    /// live chain has it. 1,000 proxies attaching the same four policies
+    /// so cost four `init` calls, not 4,000, and a reload reuses them.
+    pub fn shared(
+        engine: &Arc<PolicyEngine>,
+        module: Arc<LoadedModule>,
+        sha256: [u8; 32],
+        settings: &serde_json::Value,
+        on_error: OnError,
+        validate: impl FnOnce() -> Result<(), (String, String)>,
+    ) -> Result<Arc<Attached>, (String, String)> {
+        let key = (sha256, settings.to_string(), on_error);
+        let lock = || match engine.attachments.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(a) = lock().get(&key).and_then(std::sync::Weak::upgrade)
+            && Arc::ptr_eq(&a.module, &module)
+        {
+            return Ok(a);
+        }
+        validate()?;
+        let attached = Arc::new(Self::attach(engine, module, settings, on_error)?);
+        let mut map = lock();
+        // Forget attachments no chain holds any more, now and then.
+        if map.len() >= 64 && map.len().is_power_of_two() {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        map.insert(key, Arc::downgrade(&attached));
+        Ok(attached)
+    }
+
+    /// A chain keeping at most `max_held_bytes` of an answer for its
+    /// policies (`limits.max_held_response_bytes`).
+    pub fn new(
+        engine: Arc<PolicyEngine>,
+        policies: Vec<Arc<Attached>>,
+        max_held_bytes: usize,
+    ) -> Chain {
         let hold_stream = policies
             .iter()
             .any(|p| p.info.response == wit::ResponseMode::Buffer);
@@ -174,6 +218,7 @@ impl Chain {
             engine,
             policies,
             hold_stream,
+            max_held_bytes,
         }
     }
 
@@ -191,6 +236,18 @@ impl Chain {
             .iter()
             .map(|p| format!("{}@{}", p.name, p.version))
             .collect()
+    }
+
+    /// Whether two chains run the very same attachments, in order (one
+    /// proxy's chain across a reload, or two proxies attaching the same
+    /// modules with the same settings).
+    pub fn same_attachments(&self, other: &Chain) -> bool {
+        self.policies.len() == other.policies.len()
+            && self
+                .policies
+                .iter()
+                .zip(&other.policies)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 
     /// Whether streams are held back whole for this chain.
@@ -230,6 +287,7 @@ impl Chain {
             metrics,
             streamed: Vec::new(),
             held: Vec::new(),
+            held_bytes: 0,
             template: None,
             fed_stream: false,
             completed: false,
@@ -301,6 +359,9 @@ pub struct ChainRun {
     streamed: Vec<String>,
     /// Chunks held back (hold mode).
     held: Vec<ChatChunk>,
+    /// Bytes kept in `held` (as JSON) or `streamed`, against the chain's
+    /// `max_held_bytes`.
+    held_bytes: usize,
     /// Identity (id, model, created) of the stream's chunks, for the
     /// chunks the chain adds.
     template: Option<ChatChunk>,
@@ -328,6 +389,7 @@ impl ChainRun {
     /// must not move to another route.
     pub fn retry_stream(&mut self) -> bool {
         self.held.clear();
+        self.held_bytes = 0;
         self.template = None;
         self.streamed.clear();
         !self.fed_stream
@@ -427,6 +489,34 @@ impl ChainRun {
         req: &mut ChatRequest,
         meta: &RequestMeta<'_>,
     ) -> Result<RequestOutcome, GatewayError> {
+        self.request_phase(req, meta, true)
+    }
+
+    /// The request phase on an embeddings request. The policy world has
+    /// no embeddings shape, so policies see it as a chat request (see
+    /// [`embeddings_as_chat`]): one user message per input text and
+    /// `max-tokens` 0, as embeddings generate no output. Their edits of
+    /// those texts (masking) and of the model apply to the input. A direct
+    /// response (a cache hit) is a chat completion, which cannot answer an
+    /// embeddings request: it is ignored and the chain goes on, so the
+    /// policies after it (a rate limit) still run.
+    pub fn on_embeddings_request(
+        &mut self,
+        req: &mut EmbeddingsRequest,
+        meta: &RequestMeta<'_>,
+    ) -> Result<(), GatewayError> {
+        let mut chat = embeddings_as_chat(req)?;
+        self.request_phase(&mut chat, meta, false)?;
+        apply_chat_to_embeddings(chat, req);
+        Ok(())
+    }
+
+    fn request_phase(
+        &mut self,
+        req: &mut ChatRequest,
+        meta: &RequestMeta<'_>,
+        direct_responses: bool,
+    ) -> Result<RequestOutcome, GatewayError> {
         let mut view: Option<wit::Request> = None;
         for i in 0..self.chain.policies.len() {
             self.ran_request = i + 1;
@@ -462,6 +552,9 @@ impl ChainRun {
                 }
                 Some(wit::RequestVerdict::Reject(r)) => {
                     return Err(self.rejection(r));
+                }
+                Some(wit::RequestVerdict::Respond(_)) if !direct_responses => {
+                    tracing::debug!(policy = %self.chain.policies[i].name, "direct response ignored: it cannot answer this request");
                 }
                 Some(wit::RequestVerdict::Respond(d)) => {
                     let mut response: ChatResponse = serde_json::from_str(&d.body).map_err(|e| {
@@ -541,6 +634,7 @@ impl ChainRun {
             ));
         }
         if self.chain.hold_stream {
+            self.keep(json_len(chunk))?;
             self.held.push(chunk.clone());
             return Ok(false);
         }
@@ -549,7 +643,7 @@ impl ChainRun {
                 continue;
             };
             let text = self.filter_text(0, choice.index, text)?;
-            self.note_streamed(choice.index, &text);
+            self.note_streamed(choice.index, &text)?;
             if !text.is_empty() {
                 choice.delta.content = Some(text);
             }
@@ -599,14 +693,26 @@ impl ChainRun {
         Ok(text)
     }
 
-    fn note_streamed(&mut self, choice: u32, text: &str) {
+    /// Counts `bytes` more kept for the policies: past the chain's limit
+    /// the answer fails (502) instead of growing memory without bound.
+    fn keep(&mut self, bytes: usize) -> Result<(), GatewayError> {
+        self.held_bytes = self.held_bytes.saturating_add(bytes);
+        if self.held_bytes > self.chain.max_held_bytes {
+            return Err(GatewayError::held_too_large(self.chain.max_held_bytes));
+        }
+        Ok(())
+    }
+
+    fn note_streamed(&mut self, choice: u32, text: &str) -> Result<(), GatewayError> {
         let i = choice as usize;
         if i < 16 {
+            self.keep(text.len())?;
             if self.streamed.len() <= i {
                 self.streamed.resize(i + 1, String::new());
             }
             self.streamed[i].push_str(text);
         }
+        Ok(())
     }
 
     /// The end of a stream that completed. Pass-through mode: text the
@@ -625,6 +731,8 @@ impl ChainRun {
         let template = &template;
         if self.chain.hold_stream {
             let held = std::mem::take(&mut self.held);
+            // The held chunks become the text noted below.
+            self.held_bytes = 0;
             let mut resp = assemble(&held, template, usage, finish_reason);
             let before: Vec<String> = resp
                 .choices
@@ -638,7 +746,7 @@ impl ChainRun {
                 .map(|c| c.message.text_content())
                 .collect();
             for (i, t) in after.iter().enumerate() {
-                self.note_streamed(i as u32, t);
+                self.note_streamed(i as u32, t)?;
             }
             if before == after {
                 return Ok(held);
@@ -657,7 +765,7 @@ impl ChainRun {
                 if text.is_empty() {
                     continue;
                 }
-                self.note_streamed(c.choice, &text);
+                self.note_streamed(c.choice, &text)?;
                 let mut chunk = template.clone();
                 chunk.usage = None;
                 chunk.choices = vec![ChunkChoice {
@@ -932,6 +1040,40 @@ pub fn request_view(req: &ChatRequest, meta: &RequestMeta<'_>) -> wit::Request {
     }
 }
 
+/// An embeddings request as the chat request policies see: its model,
+/// one user message per input text (none for token-id input), no output
+/// (`max_tokens: 0`), not streamed.
+pub fn embeddings_as_chat(req: &EmbeddingsRequest) -> Result<ChatRequest, GatewayError> {
+    let messages: Vec<serde_json::Value> = req
+        .input
+        .texts()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| serde_json::json!({"role": "user", "content": t}))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "model": req.model,
+        "messages": messages,
+        "max_tokens": 0,
+    }))
+    .map_err(|e| GatewayError::internal(format!("embeddings request view: {e}")))
+}
+
+/// Carries the policies' edits of an embeddings request's chat view back:
+/// the model, and the texts (one input per message, in order). Token-id
+/// input, which has no text, is left as it is.
+fn apply_chat_to_embeddings(chat: ChatRequest, req: &mut EmbeddingsRequest) {
+    req.model = chat.model;
+    if chat.messages.is_empty() {
+        return;
+    }
+    let mut texts: Vec<String> = chat.messages.iter().map(Message::text_content).collect();
+    req.input = match (&req.input, texts.len()) {
+        (EmbeddingInput::One(_), 1) => EmbeddingInput::One(texts.remove(0)),
+        _ => EmbeddingInput::Many(texts),
+    };
+}
+
 /// Applies a policy's request edit.
 fn apply_request_edit(req: &mut ChatRequest, edit: &wit::RequestEdit) -> Result<(), GatewayError> {
     if let Some(raw) = &edit.raw {
@@ -998,6 +1140,25 @@ fn response_view(resp: &ChatResponse, status: u16, streamed: bool) -> wit::Respo
         streamed,
         raw: serde_json::to_string(resp).unwrap_or_default(),
     }
+}
+
+/// The size of `chunk` as JSON, counted without allocating.
+fn json_len(chunk: &ChatChunk) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing to a counter cannot fail; a chunk that could not be
+    // serialised would count as empty, and none exists (plain data).
+    let _ = serde_json::to_writer(&mut n, chunk);
+    n.0
 }
 
 /// A whole response from held-back chunks.
@@ -1119,6 +1280,54 @@ mod tests {
         };
         assert_eq!(p.len(), 3, "the image stays");
         assert_eq!(req.messages[1].text_content(), "B\nC");
+    }
+
+    #[test]
+    fn embeddings_are_seen_as_user_messages_and_edits_come_back() {
+        let mut req: EmbeddingsRequest =
+            serde_json::from_str(r#"{"model":"e","input":["mail a@b.c","two"],"dimensions":8}"#)
+                .unwrap();
+        let mut chat = embeddings_as_chat(&req).unwrap();
+        assert_eq!(chat.model, "e");
+        assert_eq!(chat.max_output_tokens(), Some(0));
+        assert!(!chat.stream);
+        let texts: Vec<String> = chat.messages.iter().map(Message::text_content).collect();
+        assert_eq!(texts, ["mail a@b.c", "two"]);
+        assert!(chat.messages.iter().all(|m| m.role == Role::User));
+        // A masking policy's edit of the first text.
+        let edit = wit::RequestEdit {
+            messages: Some(vec![
+                wit::Message {
+                    role: wit::Role::User,
+                    parts: vec!["mail [EMAIL_1]".into()],
+                },
+                wit::Message {
+                    role: wit::Role::User,
+                    parts: vec!["two".into()],
+                },
+            ]),
+            raw: None,
+            response_headers: vec![],
+        };
+        apply_request_edit(&mut chat, &edit).unwrap();
+        apply_chat_to_embeddings(chat, &mut req);
+        assert_eq!(
+            req.input,
+            EmbeddingInput::Many(vec!["mail [EMAIL_1]".into(), "two".into()])
+        );
+        assert_eq!(req.dimensions, Some(8), "other fields stay");
+        // One string stays one string; token ids have no text to show.
+        let mut one: EmbeddingsRequest =
+            serde_json::from_str(r#"{"model":"e","input":"x"}"#).unwrap();
+        let chat = embeddings_as_chat(&one).unwrap();
+        apply_chat_to_embeddings(chat, &mut one);
+        assert_eq!(one.input, EmbeddingInput::One("x".into()));
+        let mut tokens: EmbeddingsRequest =
+            serde_json::from_str(r#"{"model":"e","input":[1,2,3]}"#).unwrap();
+        let chat = embeddings_as_chat(&tokens).unwrap();
+        assert!(chat.messages.is_empty());
+        apply_chat_to_embeddings(chat, &mut tokens);
+        assert_eq!(tokens.input, EmbeddingInput::Tokens(vec![1, 2, 3]));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -27,6 +27,7 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::backend::{Backend, MemoryBackend, RedisBackend};
+use super::chain::Attached;
 use super::manifest::{Artifact, Manifest, capability_interface};
 use crate::metrics::Metrics;
 use portcullis_types::policy::Capability;
@@ -56,6 +57,8 @@ pub struct EngineSettings {
     pub max_idle_instances: u32,
     pub redis_url: Option<String>,
     pub cache_max_bytes: usize,
+    /// Counters kept in process at most (see `backend::MemoryCounters`).
+    pub max_counters: usize,
     pub embeddings: Option<EmbeddingsSettings>,
 }
 
@@ -69,6 +72,7 @@ impl Default for EngineSettings {
             max_idle_instances: 256,
             redis_url: None,
             cache_max_bytes: 64 << 20,
+            max_counters: super::backend::DEFAULT_MAX_COUNTERS,
             embeddings: None,
         }
     }
@@ -81,7 +85,13 @@ pub struct EmbeddingsSettings {
     pub url: String,
     pub model: String,
     pub api_key: Option<String>,
+    /// Extra CA certificates trusted for the endpoint (PEM file).
+    pub ca_file: Option<std::path::PathBuf>,
 }
+
+/// What makes two attachments the same: the module's SHA-256, the merged
+/// settings (JSON text) and what a failure does.
+pub(crate) type AttachmentKey = ([u8; 32], String, portcullis_types::gateway_config::OnError);
 
 /// A compiled policy module.
 pub struct LoadedModule {
@@ -98,6 +108,13 @@ pub struct PolicyEngine {
     /// Compiled modules by sha256, so a module attached to many proxies
     /// (or kept across a reload) is compiled once.
     modules: Mutex<HashMap<[u8; 32], Arc<LoadedModule>>>,
+    /// Modules compiled so far.
+    compiles: std::sync::atomic::AtomicU64,
+    /// Attachments by module, settings and error mode: every proxy that
+    /// attaches the same module with the same settings shares one (its
+    /// settings validated once, `init` run once, its warm instances), in
+    /// one configuration and across reloads while any chain holds it.
+    pub(crate) attachments: Mutex<HashMap<AttachmentKey, Weak<Attached>>>,
     pub(crate) regexes: Mutex<HashMap<(String, bool), Arc<regex::Regex>>>,
     pub(crate) schemas: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
     /// Room for policy instances (see `EngineSettings::max_instances`).
@@ -175,7 +192,10 @@ impl PolicyEngine {
 
         let backend: Arc<dyn Backend> = match &settings.redis_url {
             Some(url) => Arc::new(RedisBackend::connect(url, Duration::from_secs(2))?),
-            None => Arc::new(MemoryBackend::new(settings.cache_max_bytes)),
+            None => Arc::new(MemoryBackend::new(
+                settings.max_counters,
+                settings.cache_max_bytes,
+            )),
         };
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
@@ -205,6 +225,8 @@ impl PolicyEngine {
             settings,
             backend,
             modules: Mutex::new(HashMap::new()),
+            compiles: std::sync::atomic::AtomicU64::new(0),
+            attachments: Mutex::new(HashMap::new()),
             regexes: Mutex::new(HashMap::new()),
             schemas: Mutex::new(HashMap::new()),
             embed_client,
@@ -214,15 +236,16 @@ impl PolicyEngine {
     }
 
     /// Compiles (or reuses) a module and checks it against its manifest:
-    /// it must implement the world, and import no capability it did not declare.
+    /// it must implement the world, and import no capability it did not
+    /// declare.
     pub fn load(&self, artifact: &Artifact) -> Result<Arc<LoadedModule>, String> {
-        use sha2::{Digest, Sha256};
-        let sha: [u8; 32] = Sha256::digest(&artifact.wasm).into();
+        let sha = artifact.sha256;
         if let Some(m) = self.modules.lock().ok().and_then(|g| g.get(&sha).cloned()) {
             if m.manifest == artifact.manifest {
                 return Ok(m);
             }
         }
+        self.compiles.fetch_add(1, Ordering::Relaxed);
         let component = Component::new(&self.engine, &artifact.wasm)
             .map_err(|e| format!("{}: not a valid component: {e:#}", artifact.origin))?;
         let ty = component.component_type();
@@ -271,6 +294,11 @@ impl PolicyEngine {
             g.insert(sha, loaded.clone());
         }
         Ok(loaded)
+    }
+
+    /// How many modules this engine has compiled.
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
     }
 
     /// A store for one request. `policy` names the instance's owner for
@@ -479,9 +507,33 @@ impl ResourceLimiter for HostState {
     }
 }
 
+/// Longest counter or cache key the host stores, in bytes, namespace
+/// included. A longer key (a policy keying on a header value or model
+/// name a client chose) is stored as its first `KEY_PREFIX_BYTES` bytes
+/// and the SHA-256 of the whole key: distinct keys stay distinct, and no
+/// client can make one entry arbitrarily large.
+const MAX_KEY_BYTES: usize = 256;
+const KEY_PREFIX_BYTES: usize = 128;
+
+/// The stored form of a policy's counter or cache key: namespaced by the
+/// policy, and length-limited (see `MAX_KEY_BYTES`).
+fn stored_key(namespace: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let full = format!("pc:{namespace}:{key}");
+    if full.len() <= MAX_KEY_BYTES {
+        return full;
+    }
+    let mut cut = KEY_PREFIX_BYTES;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let digest = hex::encode(Sha256::digest(full.as_bytes()));
+    format!("{}#{digest}", &full[..cut])
+}
+
 impl HostState {
     fn key(&self, key: &str) -> String {
-        format!("pc:{}:{key}", self.current.namespace)
+        stored_key(&self.current.namespace, key)
     }
 
     /// Records a wait for the embeddings endpoint that ended `now`.
@@ -864,7 +916,9 @@ impl EmbedClient {
             .enable_all()
             .build()
             .map_err(|e| format!("embeddings runtime: {e}"))?;
-        let http = reqwest::Client::new();
+        let http = portcullis_net::client_builder(s.ca_file.as_deref())
+            .and_then(|b| Ok(b.build()?))
+            .map_err(|e| format!("embeddings client: {e}"))?;
         std::thread::Builder::new()
             .name("policy-embeddings".into())
             .spawn(move || {
@@ -906,7 +960,7 @@ async fn embed_once(
     let resp = req
         .send()
         .await
-        .map_err(|e| format!("embeddings request: {e}"))?;
+        .map_err(|e| format!("embeddings request: {}", portcullis_net::error_chain(&e)))?;
     if !resp.status().is_success() {
         return Err(format!("embeddings endpoint answered {}", resp.status()));
     }
@@ -929,6 +983,22 @@ async fn embed_once(
 mod tests {
     use super::*;
     use portcullis::policy::embeddings::Host as _;
+
+    #[test]
+    fn long_counter_keys_are_hashed_and_stay_distinct() {
+        assert_eq!(stored_key("trl", "p|Header|alice"), "pc:trl:p|Header|alice");
+        let a = stored_key("trl", &format!("p|Header|{}a", "é".repeat(300)));
+        let b = stored_key("trl", &format!("p|Header|{}b", "é".repeat(300)));
+        assert!(a.len() <= KEY_PREFIX_BYTES + 1 + 64, "{}", a.len());
+        assert!(a.starts_with("pc:trl:p|Header|é"));
+        assert_ne!(a, b, "the digest covers the whole key");
+        assert_eq!(
+            a,
+            stored_key("trl", &format!("p|Header|{}a", "é".repeat(300)))
+        );
+        let at_limit = "k".repeat(MAX_KEY_BYTES - "pc:trl:".len());
+        assert_eq!(stored_key("trl", &at_limit).len(), MAX_KEY_BYTES);
+    }
 
     #[test]
     fn the_embed_cache_is_bounded_and_gives_read_entries_a_second_chance() {
@@ -1076,6 +1146,7 @@ mod tests {
             url,
             model: "m".into(),
             api_key: None,
+            ca_file: None,
         }));
         // The host function blocks on the embeddings thread, as it does
         // inside a wasm call.

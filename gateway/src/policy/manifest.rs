@@ -50,21 +50,53 @@ pub fn check_manifest(m: &Manifest) -> Result<(), String> {
 pub struct Artifact {
     pub manifest: Manifest,
     pub wasm: Vec<u8>,
+    /// SHA-256 of `wasm`, computed once: pins, the compiled-module cache
+    /// and shared attachments all key on it.
+    pub sha256: [u8; 32],
     /// Where it was found, for messages.
     pub origin: String,
+}
+
+impl Artifact {
+    pub fn new(manifest: Manifest, wasm: Vec<u8>, origin: String) -> Artifact {
+        let sha256 = Sha256::digest(&wasm).into();
+        Artifact {
+            manifest,
+            wasm,
+            sha256,
+            origin,
+        }
+    }
+
+    /// The module's SHA-256 as lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
 }
 
 /// Finds policy artifacts by name and version.
 pub trait PolicySource: Send + Sync {
     /// The artifact, `Ok(None)` when this source does not have it.
-    fn find(&self, name: &str, version: Option<&str>) -> Result<Option<Artifact>, String>;
+    /// `sha256` is the module digest the attachment pins, if any: a source
+    /// may use it to choose among copies; the caller verifies it.
+    fn find(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        sha256: Option<&str>,
+    ) -> Result<Option<Artifact>, String>;
 }
 
 /// A local directory of artifacts: `<dir>/<name>/<version>/` or `<dir>/<name>/`.
 pub struct DirSource(pub PathBuf);
 
 impl PolicySource for DirSource {
-    fn find(&self, name: &str, version: Option<&str>) -> Result<Option<Artifact>, String> {
+    fn find(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        _sha256: Option<&str>,
+    ) -> Result<Option<Artifact>, String> {
         let base = self.0.join(name);
         if !base.is_dir() {
             return Ok(None);
@@ -122,8 +154,9 @@ pub fn read_artifact(path: &Path) -> Result<Artifact, String> {
     check_manifest(&manifest).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
     let wasm = std::fs::read(&wasm_path)
         .map_err(|e| format!("cannot read {}: {e}", wasm_path.display()))?;
-    if let Some(want) = &manifest.sha256 {
-        let got = hex::encode(Sha256::digest(&wasm));
+    let artifact = Artifact::new(manifest, wasm, wasm_path.display().to_string());
+    if let Some(want) = &artifact.manifest.sha256 {
+        let got = artifact.sha256_hex();
         if !want.eq_ignore_ascii_case(&got) {
             return Err(format!(
                 "{}: sha256 {got} does not match the manifest's {want}",
@@ -131,11 +164,7 @@ pub fn read_artifact(path: &Path) -> Result<Artifact, String> {
             ));
         }
     }
-    Ok(Artifact {
-        manifest,
-        wasm,
-        origin: wasm_path.display().to_string(),
-    })
+    Ok(artifact)
 }
 
 /// Merges attachment settings over defaults: objects key by key, anything

@@ -247,8 +247,11 @@ impl AnthropicUsage {
     /// are added back, and cache reads are reported as `cached_tokens`.
     pub fn into_usage(self) -> Usage {
         let read = self.cache_read_input_tokens.unwrap_or(0);
-        let prompt =
-            self.input_tokens.unwrap_or(0) + read + self.cache_creation_input_tokens.unwrap_or(0);
+        let prompt = self
+            .input_tokens
+            .unwrap_or(0)
+            .saturating_add(read)
+            .saturating_add(self.cache_creation_input_tokens.unwrap_or(0));
         let mut usage = Usage::new(prompt, self.output_tokens.unwrap_or(0));
         if self.cache_read_input_tokens.is_some() {
             usage.prompt_tokens_details = Some(PromptTokensDetails {
@@ -256,7 +259,7 @@ impl AnthropicUsage {
                 audio_tokens: None,
             });
         }
-        usage
+        usage.capped()
     }
 }
 
@@ -1057,17 +1060,23 @@ impl MessagesStreamDecoder {
 impl StreamDecoder for MessagesStreamDecoder {
     fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) {
         let mut events = Vec::new();
-        self.parser.feed(data, &mut events);
+        let limit = self.parser.feed(data, &mut events);
         for ev in events {
             self.handle(ev, out);
+        }
+        if let Err(e) = limit {
+            out.push(StreamEvent::Error(e.into()));
         }
     }
 
     fn finish(&mut self, out: &mut Vec<StreamEvent>) {
         let mut events = Vec::new();
-        self.parser.finish(&mut events);
+        let limit = self.parser.finish(&mut events);
         for ev in events {
             self.handle(ev, out);
+        }
+        if let Err(e) = limit {
+            out.push(StreamEvent::Error(e.into()));
         }
     }
 

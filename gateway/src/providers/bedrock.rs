@@ -610,7 +610,10 @@ impl TokenUsage {
     /// `cached_tokens`).
     fn into_usage(self) -> Usage {
         let cached = self.cache_read_input_tokens.unwrap_or(0);
-        let prompt = self.input_tokens + cached + self.cache_write_input_tokens.unwrap_or(0);
+        let prompt = self
+            .input_tokens
+            .saturating_add(cached)
+            .saturating_add(self.cache_write_input_tokens.unwrap_or(0));
         let mut usage = Usage::new(prompt, self.output_tokens);
         usage.total_tokens = usage.total_tokens.max(self.total_tokens);
         if cached > 0 {
@@ -619,7 +622,7 @@ impl TokenUsage {
                 audio_tokens: None,
             });
         }
-        usage
+        usage.capped()
     }
 }
 

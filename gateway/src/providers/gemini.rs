@@ -361,7 +361,10 @@ impl UsageMetadata {
     pub fn into_usage(&self) -> Usage {
         let prompt = self.prompt_token_count.unwrap_or(0);
         let thoughts = self.thoughts_token_count.unwrap_or(0);
-        let completion = self.candidates_token_count.unwrap_or(0) + thoughts;
+        let completion = self
+            .candidates_token_count
+            .unwrap_or(0)
+            .saturating_add(thoughts);
         let mut usage = Usage::new(prompt, completion);
         if let Some(total) = self.total_token_count {
             usage.total_tokens = total;
@@ -378,7 +381,7 @@ impl UsageMetadata {
                 audio_tokens: None,
             });
         }
-        usage
+        usage.capped()
     }
 
     /// The reverse of [`UsageMetadata::into_usage`].
@@ -1170,17 +1173,23 @@ impl GeminiStreamDecoder {
 impl StreamDecoder for GeminiStreamDecoder {
     fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) {
         let mut events = Vec::new();
-        self.parser.feed(data, &mut events);
+        let limit = self.parser.feed(data, &mut events);
         for ev in events {
             self.event(&ev.data, out);
+        }
+        if let Err(e) = limit {
+            out.push(StreamEvent::Error(e.into()));
         }
     }
 
     fn finish(&mut self, out: &mut Vec<StreamEvent>) {
         let mut events = Vec::new();
-        self.parser.finish(&mut events);
+        let limit = self.parser.finish(&mut events);
         for ev in events {
             self.event(&ev.data, out);
+        }
+        if let Err(e) = limit {
+            out.push(StreamEvent::Error(e.into()));
         }
     }
 
@@ -1210,6 +1219,8 @@ impl GeminiProvider {
     /// `models/x` (Gemini's resource name) is accepted too.
     fn model_path(&self, model: &str, method: &str) -> String {
         let model = model.strip_prefix("models/").unwrap_or(model);
+        // One path segment, whatever the client sent.
+        let model = super::sigv4::uri_encode(model, true);
         format!("{}/v1beta/models/{model}:{method}", self.settings.base_path)
     }
 

@@ -43,7 +43,8 @@ impl OpenAiProvider {
             ProviderKind::AzureOpenai => format!(
                 "{}/openai/deployments/{}/{resource}?api-version={}",
                 self.settings.base_path,
-                model,
+                // One path segment, whatever the client sent.
+                super::sigv4::uri_encode(model, true),
                 self.settings
                     .api_version
                     .as_deref()
@@ -275,13 +276,19 @@ impl OpenAiStreamDecoder {
 
 impl StreamDecoder for OpenAiStreamDecoder {
     fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) {
-        self.sse.feed(data, &mut self.events);
+        let limit = self.sse.feed(data, &mut self.events);
         self.decode(out);
+        if let Err(e) = limit {
+            out.push(StreamEvent::Error(e.into()));
+        }
     }
 
     fn finish(&mut self, out: &mut Vec<StreamEvent>) {
-        self.sse.finish(&mut self.events);
+        let limit = self.sse.finish(&mut self.events);
         self.decode(out);
+        if let Err(e) = limit {
+            out.push(StreamEvent::Error(e.into()));
+        }
     }
 
     fn is_complete(&self) -> bool {
@@ -369,6 +376,19 @@ mod tests {
             "/openai/deployments/gpt-5-mini/chat/completions?api-version=2024-06-01"
         );
         assert!(up.headers.contains(&("api-key", "sk-test".into())));
+        // Whatever the deployment is called, it stays one path segment.
+        let mut c = call(false);
+        c.model = "../../v1/files?x=1 y";
+        let up = p
+            .chat_request(
+                &req(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#),
+                &c,
+            )
+            .unwrap();
+        assert_eq!(
+            up.path,
+            "/openai/deployments/..%2F..%2Fv1%2Ffiles%3Fx%3D1%20y/chat/completions?api-version=2024-06-01"
+        );
     }
 
     #[test]
@@ -425,13 +445,46 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cut_stream_is_not_complete_and_errors_are_events() {
+    /// A decoder fed the first two chunks of `STREAM`, and what it decoded.
+    fn after_two_chunks() -> (Box<dyn crate::providers::StreamDecoder>, Vec<StreamEvent>) {
         let p = OpenAiProvider::new(ProviderKind::Openai, settings("/v1"));
         let mut d = p.stream_decoder(&call(true));
         let mut out = Vec::new();
         let cut = STREAM.match_indices("data: ").nth(2).unwrap().0;
-        d.feed(STREAM[..cut].as_bytes(), &mut out);
+        d.feed(&STREAM.as_bytes()[..cut], &mut out);
+        (d, out)
+    }
+
+    #[test]
+    fn a_line_past_the_sse_limit_ends_the_stream_with_a_provider_error() {
+        let (mut d, mut out) = after_two_chunks();
+        d.feed(b"data: ", &mut out);
+        let piece = vec![b'x'; 64 * 1024];
+        for _ in 0..(crate::sse::MAX_LINE_BYTES / piece.len() + 1) {
+            d.feed(&piece, &mut out);
+        }
+        d.finish(&mut out);
+        let errors: Vec<_> = out
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::Error(e) => Some(e),
+                StreamEvent::Chunk(_) => None,
+            })
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(out.len(), 3, "the chunks before it are kept");
+        let e = errors[0];
+        assert_eq!(
+            (e.status, e.kind),
+            (502, crate::error::ErrorKind::UpstreamProtocol)
+        );
+        assert!(e.message.contains("longer than"), "{e}");
+        assert!(!d.is_complete());
+    }
+
+    #[test]
+    fn cut_stream_is_not_complete_and_errors_are_events() {
+        let (mut d, mut out) = after_two_chunks();
         d.feed(b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n", &mut out);
         d.finish(&mut out);
         assert!(!d.is_complete());

@@ -210,6 +210,7 @@ pub fn build(
     routes: &[Route],
     providers: &[ProviderFile],
     env: &dyn Fn(&str) -> Option<String>,
+    egress: &[String],
 ) -> Result<RoutingTable, ConfigError> {
     let at = |field: &str| format!("proxies[{pi}].{field}");
     let rat = |ri: usize, field: &str| format!("proxies[{pi}].routes[{ri}].{field}");
@@ -533,7 +534,7 @@ pub fn build(
                 priority: None,
                 topics: Vec::new(),
             };
-            let route = crate::config::build_route(&rf, prov, prov_i, &sat, env)?;
+            let route = crate::config::build_route(&rf, prov, prov_i, &sat, env, egress)?;
             Some(Semantic::new(
                 SemanticService {
                     route,

@@ -6,10 +6,18 @@
 //! reservation that would pass a limit rejects the request with 429 and
 //! `retry-after`, and undoes the reservations already made. After the
 //! response, the estimate is replaced by the usage the provider reported
-//! (streams included); a failed request gives its tokens back.
+//! (streams included); a failed request gives its tokens back. A stream
+//! the client left early is settled with the usage the gateway charged it
+//! (what was generated until then), not given back.
 //!
 //! Windows are aligned to the clock (a minute window resets on the
 //! minute), so every gateway sharing the counters (Redis) agrees on them.
+//!
+//! Keyed by a header or the model, the key's value comes from the client,
+//! and each new value opens new counters (with a fresh budget). So each
+//! API key may open at most `max_values_per_key` values per limit and
+//! window; a request with one more value is rejected with 429. Values
+//! already open in the window keep working.
 
 use portcullis_policy_sdk::host::{self, counters};
 use portcullis_policy_sdk::{
@@ -53,6 +61,12 @@ struct Settings {
     default_completion_tokens: i64,
     #[serde(default = "default_cpt")]
     chars_per_token: f64,
+    #[serde(default = "default_max_values")]
+    max_values_per_key: i64,
+}
+
+fn default_max_values() -> i64 {
+    1000
 }
 
 fn default_completion() -> i64 {
@@ -135,6 +149,38 @@ impl TokenRateLimit {
                 .unwrap_or("(none)"),
         };
         format!("{}|{:?}|{value}", req.proxy_id, self.s.key)
+    }
+
+    /// Whether the key's value comes from the client (header or model).
+    fn client_keyed(&self) -> bool {
+        matches!(self.s.key, KeyBy::Header | KeyBy::Model)
+    }
+
+    /// What the client-chosen part of the key is, for messages.
+    fn value_name(&self) -> String {
+        match (&self.s.key, &self.s.header) {
+            (KeyBy::Header, Some(h)) => format!("values of the `{h}` header"),
+            _ => "model names".to_owned(),
+        }
+    }
+
+    /// Undoes this request's reservations and rejects it with 429.
+    fn reject(
+        &mut self,
+        what: &str,
+        message: String,
+        reset_ms: u64,
+        requests: &Option<Shown>,
+        tokens: &Option<Shown>,
+    ) -> RequestVerdict {
+        for r in self.reserved.drain(..) {
+            counters::add(&r.counter, -r.amount, r.ttl_ms);
+        }
+        let mut r = Rejection::new(429, what, message)
+            .with_code("rate_limit_exceeded")
+            .with_header("retry-after", reset_ms.div_ceil(1000).to_string());
+        r.headers.extend(headers(requests, tokens));
+        RequestVerdict::Reject(r)
     }
 
     fn estimate(&self, req: &Request, metric: Metric) -> i64 {
@@ -232,6 +278,21 @@ impl Policy for TokenRateLimit {
             // The counter lives a little past its window so late
             // corrections still find it.
             let ttl_ms = reset_ms + 5_000;
+            if self.client_keyed() && counters::get(&counter).ttl_ms == 0 {
+                // A value new in this window opens a counter: count it
+                // against the caller's API key.
+                let opened = format!("{}|values|{}|{i}|{bucket}", req.proxy_id, req.key_id);
+                let cap = self.s.max_values_per_key;
+                if !counters::try_add(&opened, 1, cap, ttl_ms).allowed {
+                    let message = format!(
+                        "Rate limit reached: this API key used {cap} distinct {} in this {} window (max_values_per_key). Try again in {}.",
+                        self.value_name(),
+                        limit.window,
+                        format_reset(reset_ms)
+                    );
+                    return self.reject("requests", message, reset_ms, &requests, &tokens);
+                }
+            }
             let state = counters::try_add(&counter, amount, limit.limit, ttl_ms);
             let shown = Shown {
                 limit: limit.limit,
@@ -240,10 +301,6 @@ impl Policy for TokenRateLimit {
             };
             let family_is_requests = limit.metric == Metric::Requests;
             if !state.allowed {
-                // Undo this request's earlier reservations.
-                for r in self.reserved.drain(..) {
-                    counters::add(&r.counter, -r.amount, r.ttl_ms);
-                }
                 if family_is_requests {
                     tighter(&mut requests, shown);
                 } else {
@@ -261,11 +318,7 @@ impl Policy for TokenRateLimit {
                     state.value,
                     format_reset(reset_ms)
                 );
-                let mut r = Rejection::new(429, what, message)
-                    .with_code("rate_limit_exceeded")
-                    .with_header("retry-after", reset_ms.div_ceil(1000).to_string());
-                r.headers.extend(headers(&requests, &tokens));
-                return RequestVerdict::Reject(r);
+                return self.reject(what, message, reset_ms, &requests, &tokens);
             }
             self.reserved.push(Reservation {
                 metric: limit.metric,
@@ -407,6 +460,69 @@ mod tests {
         assert!(matches!(h.request(&a), RequestVerdict::Continue(_)));
         assert!(matches!(h.request(&b), RequestVerdict::Continue(_)));
         assert!(matches!(h.request(&a), RequestVerdict::Reject(_)));
+    }
+
+    #[test]
+    fn a_caller_cannot_open_unlimited_header_values() {
+        testing::set_now_ms(12_000_000);
+        let mut h = Harness::<TokenRateLimit>::with_defaults(
+            MANIFEST,
+            json!({"limits": [{"metric": "requests", "limit": 5, "window": "minute"}],
+                   "key": "header", "header": "x-user", "max_values_per_key": 3}),
+        )
+        .unwrap();
+        let with = |user: &str, key: &str| {
+            let mut r = Request::user("m", "x");
+            r.key_id = key.into();
+            r.headers.push(Header::new("x-user", user));
+            r
+        };
+        for u in ["u1", "u2", "u3"] {
+            assert!(matches!(
+                h.request(&with(u, "k1")),
+                RequestVerdict::Continue(_)
+            ));
+        }
+        let RequestVerdict::Reject(r) = h.request(&with("u4", "k1")) else {
+            panic!("a fourth value is refused")
+        };
+        assert_eq!(r.status, 429);
+        assert!(r.message.contains("`x-user`"), "{}", r.message);
+        assert!(header(&r.headers, "retry-after").is_some());
+        // Values already open keep working; another API key has its own allowance.
+        assert!(matches!(
+            h.request(&with("u1", "k1")),
+            RequestVerdict::Continue(_)
+        ));
+        assert!(matches!(
+            h.request(&with("u4", "k2")),
+            RequestVerdict::Continue(_)
+        ));
+        // A new window starts over.
+        testing::advance_ms(60_000);
+        assert!(matches!(
+            h.request(&with("u4", "k1")),
+            RequestVerdict::Continue(_)
+        ));
+        // Keyed by model: each model name is a value.
+        let mut m = Harness::<TokenRateLimit>::with_defaults(
+            MANIFEST,
+            json!({"limits": [{"metric": "requests", "limit": 5, "window": "minute"}],
+                   "key": "model", "max_values_per_key": 2}),
+        )
+        .unwrap();
+        assert!(matches!(
+            m.request(&Request::user("a", "x")),
+            RequestVerdict::Continue(_)
+        ));
+        assert!(matches!(
+            m.request(&Request::user("b", "x")),
+            RequestVerdict::Continue(_)
+        ));
+        let RequestVerdict::Reject(r) = m.request(&Request::user("c", "x")) else {
+            panic!("a third model is refused")
+        };
+        assert!(r.message.contains("model names"), "{}", r.message);
     }
 
     #[test]

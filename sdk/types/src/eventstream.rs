@@ -180,10 +180,17 @@ impl std::error::Error for EventStreamError {}
 
 /// Incremental decoder: feed it bytes as they arrive from the network, then
 /// call [`EventStreamDecoder::next_message`] until it returns `Ok(None)`.
+///
+/// Bounded and linear: a message announcing more than 16 MiB is refused
+/// from its 12-byte prelude, an incomplete message costs a prelude check
+/// per call, and consumed messages are dropped from the buffer once per
+/// `feed` (not once per message, which would move the rest of a large read
+/// again for each small message in it).
 #[derive(Debug, Default)]
 pub struct EventStreamDecoder {
-    /// Bytes received but not yet returned as messages.
+    /// Bytes received; those before `start` were already returned.
     buffer: Vec<u8>,
+    start: usize,
 }
 
 impl EventStreamDecoder {
@@ -194,28 +201,31 @@ impl EventStreamDecoder {
 
     /// Appends received bytes; they may split messages anywhere.
     pub fn feed(&mut self, data: &[u8]) {
+        self.buffer.drain(..self.start);
+        self.start = 0;
         self.buffer.extend_from_slice(data);
     }
 
     /// Bytes buffered that do not yet form a whole message. Non-zero at the
     /// end of a stream means the stream was cut mid-message.
     pub fn buffered_len(&self) -> usize {
-        self.buffer.len()
+        self.buffer.len() - self.start
     }
 
     /// The next complete message, `Ok(None)` if more bytes are needed, or an
     /// error if the framing is corrupt (after which the stream is unusable).
     pub fn next_message(&mut self) -> Result<Option<EventMessage>, EventStreamError> {
-        if self.buffer.len() < PRELUDE_LEN {
+        let buf = &self.buffer[self.start..];
+        if buf.len() < PRELUDE_LEN {
             return Ok(None);
         }
-        let total_len = read_u32(&self.buffer[0..4]);
-        let headers_len = read_u32(&self.buffer[4..8]);
-        let prelude_crc = read_u32(&self.buffer[8..12]);
+        let total_len = read_u32(&buf[0..4]);
+        let headers_len = read_u32(&buf[4..8]);
+        let prelude_crc = read_u32(&buf[8..12]);
 
         // Check the prelude CRC before trusting the lengths: a corrupt length
         // must not make us wait forever for bytes that will never come.
-        let actual = crc32fast::hash(&self.buffer[0..8]);
+        let actual = crc32fast::hash(&buf[0..8]);
         if actual != prelude_crc {
             return Err(EventStreamError::PreludeCrcMismatch {
                 expected: prelude_crc,
@@ -233,13 +243,13 @@ impl EventStreamDecoder {
                 headers_len,
             });
         }
-        if self.buffer.len() < total {
+        if buf.len() < total {
             return Ok(None);
         }
 
         let crc_at = total - MESSAGE_CRC_LEN;
-        let message_crc = read_u32(&self.buffer[crc_at..total]);
-        let actual = crc32fast::hash(&self.buffer[..crc_at]);
+        let message_crc = read_u32(&buf[crc_at..total]);
+        let actual = crc32fast::hash(&buf[..crc_at]);
         if actual != message_crc {
             return Err(EventStreamError::MessageCrcMismatch {
                 expected: message_crc,
@@ -248,9 +258,9 @@ impl EventStreamDecoder {
         }
 
         let headers_end = PRELUDE_LEN + headers;
-        let parsed = parse_headers(&self.buffer[PRELUDE_LEN..headers_end])?;
-        let payload = self.buffer[headers_end..crc_at].to_vec();
-        self.buffer.drain(..total);
+        let parsed = parse_headers(&buf[PRELUDE_LEN..headers_end])?;
+        let payload = buf[headers_end..crc_at].to_vec();
+        self.start += total;
         Ok(Some(EventMessage {
             headers: parsed,
             payload,
@@ -391,6 +401,42 @@ mod tests {
             }
         }
         assert_eq!(completed_at, [first.len(), stream.len()]);
+    }
+
+    #[test]
+    fn many_messages_in_one_read_are_consumed_without_moving_the_rest() {
+        let frame = encode_message(&bedrock_headers("contentBlockDelta"), b"{}");
+        let mut read = frame.repeat(10_000);
+        read.extend_from_slice(&frame[..5]); // and the start of one more
+        let mut decoder = EventStreamDecoder::new();
+        decoder.feed(&read);
+        let mut n = 0;
+        while decoder.next_message().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 10_000);
+        // Consumed messages stay until the next feed drops them at once.
+        assert_eq!(decoder.buffer.len(), read.len());
+        assert_eq!(decoder.buffered_len(), 5);
+        decoder.feed(&frame[5..]);
+        assert_eq!(decoder.buffer.len(), frame.len());
+        assert!(decoder.next_message().unwrap().is_some());
+        assert_eq!(decoder.buffered_len(), 0);
+    }
+
+    #[test]
+    fn a_message_announcing_more_than_16_mib_is_refused_from_its_prelude() {
+        let mut prelude = Vec::new();
+        prelude.extend_from_slice(&(MAX_MESSAGE_LEN as u32 + 1).to_be_bytes());
+        prelude.extend_from_slice(&0u32.to_be_bytes());
+        let crc = crc32fast::hash(&prelude);
+        prelude.extend_from_slice(&crc.to_be_bytes());
+        let mut decoder = EventStreamDecoder::new();
+        decoder.feed(&prelude);
+        assert!(matches!(
+            decoder.next_message(),
+            Err(EventStreamError::InvalidLength { .. })
+        ));
     }
 
     #[test]

@@ -47,6 +47,79 @@ impl ProviderKind {
     }
 }
 
+/// Where a provider's requests go when neither it nor a route sets a
+/// `base_url`: the provider's public API (Bedrock's regional endpoint).
+pub fn effective_base_url(
+    kind: ProviderKind,
+    base_url: Option<&str>,
+    region: Option<&str>,
+) -> Option<String> {
+    match (base_url, kind, region) {
+        (Some(u), _, _) => Some(u.to_owned()),
+        (None, ProviderKind::Bedrock, Some(r)) => {
+            Some(format!("https://bedrock-runtime.{r}.amazonaws.com"))
+        }
+        (None, kind, _) => kind.default_base_url().map(str::to_owned),
+    }
+}
+
+/// The origin of an `http://` or `https://` URL: scheme, lowercased host
+/// (IPv6 without brackets) and port (defaulted). `None` for anything else.
+/// Admin and gateway compare origins to decide where a provider's
+/// credentials may be sent.
+pub fn url_origin(url: &str) -> Option<(&'static str, String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "http" => ("http", 80),
+        "https" => ("https", 443),
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    // Credentials in a URL are refused: they would travel to the host.
+    if authority.contains('@') {
+        return None;
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default_port,
+            None => return None,
+        };
+        (h, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (authority, default_port),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((scheme, host.to_ascii_lowercase(), port))
+}
+
+/// Whether `host:port` matches one entry of an egress allow-list: `host`
+/// (any port), `host:port`, or `*.domain` (any subdomain of `domain`).
+pub fn egress_allows(allow: &[String], host: &str, port: u16) -> bool {
+    let host = host.to_ascii_lowercase();
+    allow.iter().any(|entry| {
+        let entry = entry.trim().to_ascii_lowercase();
+        let (pattern, want_port) = match entry.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => match p.parse::<u16>() {
+                Ok(p) => (h.trim_matches(['[', ']']).to_owned(), Some(p)),
+                Err(_) => (entry.clone(), None),
+            },
+            _ => (entry.trim_matches(['[', ']']).to_owned(), None),
+        };
+        let host_ok = match pattern.strip_prefix("*.") {
+            Some(domain) => host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}")),
+            None => host == pattern,
+        };
+        host_ok && want_port.is_none_or(|p| p == port)
+    })
+}
+
 /// The configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +147,13 @@ pub struct FileConfig {
     /// The wasm policy engine (used when a proxy attaches policies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_engine: Option<PolicyEngineFile>,
+    /// Hosts the gateway may send requests to (providers, the semantic
+    /// service, the policy embeddings endpoint): `host`, `host:port` or
+    /// `*.domain`. Empty: no restriction. `portcullis gateway
+    /// --egress-allow` replaces it, so a managed gateway's operator keeps
+    /// the last word over what admin sends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_allow: Vec<String>,
 }
 
 /// The HTTPS listener.
@@ -100,6 +180,15 @@ pub struct LimitsFile {
     /// Largest accepted request body (default 10 MiB, room for images).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<usize>,
+    /// Client connections held at once over the traffic listeners (default
+    /// 10,000). Past it a new connection is answered `503` with
+    /// `Connection: close` and closed. Read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_client_connections: Option<usize>,
+    /// Largest answer held back whole for response policies (default
+    /// 16 MiB); a larger one fails with `502`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_held_response_bytes: Option<usize>,
 }
 
 /// Metrics and trace export.
@@ -119,7 +208,7 @@ pub struct TelemetryFile {
     pub service_name: Option<String>,
 }
 
-/// Upstream timeouts.
+/// Upstream and client timeouts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsFile {
@@ -130,9 +219,18 @@ pub struct TimeoutsFile {
     /// models can think for a long time before the first token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_ms: Option<u64>,
-    /// Longest wait to read the client's request body (default 30 s).
+    /// Total time to read a client's request body (default 60 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_body_ms: Option<u64>,
+    /// Total time from the first byte of a request to the end of its
+    /// header (default 10 s); past it the client gets `408` and the
+    /// connection is closed. Read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_header_ms: Option<u64>,
+    /// How long a client connection may wait for its next request,
+    /// new or kept alive (default 60 s). Read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_idle_ms: Option<u64>,
 }
 
 /// A provider.
@@ -445,6 +543,11 @@ pub struct KeyFile {
     /// Environment variable holding the key (hashed at load).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
+    /// When the key stops working (RFC 3339, e.g. `2027-01-31T00:00:00Z`).
+    /// The gateway enforces it itself, so an expired key is refused even
+    /// while admin is unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// A policy attached to a proxy.
@@ -460,6 +563,12 @@ pub struct PolicyAttachmentFile {
     /// `.wasm` file; default: looked up in `policy_engine.dirs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// SHA-256 (hex) the module must have. The gateway checks the bytes it
+    /// found (hub download, disk cache, policy directory or `module`)
+    /// before compiling them and refuses any other module. Admin sets it
+    /// from the hub's manifest when the policy is attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Settings, merged over the manifest's defaults and validated
     /// against its JSON Schema.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
@@ -470,7 +579,7 @@ pub struct PolicyAttachmentFile {
 }
 
 /// What a failing policy does to its request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// The request fails with a 500 `policy_failed` (the default: a
@@ -514,6 +623,10 @@ pub struct PolicyEngineFile {
     /// Memory bound of the in-process cache store (default 64 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_max_bytes: Option<usize>,
+    /// Counters kept in process at most (default 100,000); past it the
+    /// least recently used counter is forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_counters: Option<usize>,
     /// Endpoint of the `embeddings` capability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embeddings: Option<PolicyEmbeddingsFile>,
@@ -536,6 +649,15 @@ pub struct PolicyHubFile {
     /// Longest wait for the hub per request (default 10000 ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// PEM file of extra CA certificates trusted for this endpoint, added
+    /// to the webpki roots (for a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Accept a plain `http://` URL to a host other than this machine
+    /// (default false: such a URL is refused at load). Loopback `http://`
+    /// is always accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_insecure_http: Option<bool>,
 }
 
 /// An OpenAI-compatible embeddings endpoint for policies.
@@ -548,11 +670,66 @@ pub struct PolicyEmbeddingsFile {
     /// Environment variable holding the bearer key, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+    /// PEM file of extra CA certificates trusted for this endpoint, added
+    /// to the webpki roots (for a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Accept a plain `http://` URL to a host other than this machine
+    /// (default false: such a URL is refused at load). Loopback `http://`
+    /// is always accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_insecure_http: Option<bool>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_origins() {
+        assert_eq!(
+            url_origin("https://API.openai.com/v1"),
+            Some(("https", "api.openai.com".into(), 443))
+        );
+        assert_eq!(
+            url_origin("http://127.0.0.1:8099"),
+            Some(("http", "127.0.0.1".into(), 8099))
+        );
+        assert_eq!(
+            url_origin("http://[::1]:9/x"),
+            Some(("http", "::1".into(), 9))
+        );
+        assert_eq!(url_origin("http://user:pw@evil.example/"), None);
+        assert_eq!(url_origin("ftp://x"), None);
+        assert_eq!(url_origin("http://:80"), None);
+        assert_eq!(url_origin("http://h:notaport"), None);
+    }
+
+    #[test]
+    fn egress_allow_list_entries() {
+        let allow: Vec<String> = [
+            "api.openai.com",
+            "*.openai.azure.com",
+            "127.0.0.1:8099",
+            "[::1]:9",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert!(egress_allows(&allow, "api.openai.com", 443));
+        assert!(egress_allows(&allow, "API.OpenAI.com", 8443));
+        assert!(egress_allows(&allow, "res.openai.azure.com", 443));
+        assert!(!egress_allows(&allow, "openai.azure.com", 443));
+        assert!(!egress_allows(
+            &allow,
+            "evilopenai.azure.com.attacker.net",
+            443
+        ));
+        assert!(egress_allows(&allow, "127.0.0.1", 8099));
+        assert!(!egress_allows(&allow, "127.0.0.1", 8098));
+        assert!(egress_allows(&allow, "::1", 9));
+        assert!(!egress_allows(&allow, "169.254.169.254", 80));
+        assert!(!egress_allows(&[], "anything", 1));
+    }
 
     #[test]
     fn config_round_trips_through_json() {

@@ -66,6 +66,20 @@ pub struct Heartbeat {
     /// Absent from older gateways' heartbeats and when no key was used.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub keys_used: BTreeMap<String, i64>,
+    /// Proxies of the served version the gateway could not load and left
+    /// out (everything else in that version is served).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_errors: Vec<ProxyLoadFailure>,
+}
+
+/// A proxy a gateway left out of the configuration it serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyLoadFailure {
+    pub proxy_id: String,
+    /// The field at fault, e.g. `proxies[3].routes[0].deployment`.
+    pub field: String,
+    pub message: String,
 }
 
 /// A configuration the gateway rejected; it keeps serving the previous one.

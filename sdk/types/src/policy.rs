@@ -212,6 +212,36 @@ pub fn valid_policy_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// Whether `s` is a SHA-256 digest in hex (64 digits, either case): how
+/// a policy attachment pins the module it runs.
+pub fn valid_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl PolicyVersion {
+    /// The module's SHA-256 (hex) from `digest` (`sha256:<hex>`), which
+    /// must agree with the manifest's `sha256` when that is set.
+    pub fn module_sha256(&self) -> Result<&str, String> {
+        let hex = self
+            .digest
+            .strip_prefix("sha256:")
+            .filter(|h| valid_sha256_hex(h))
+            .ok_or_else(|| format!("bad module digest `{}` from the hub", self.digest))?;
+        if self
+            .manifest
+            .sha256
+            .as_deref()
+            .is_some_and(|s| !s.eq_ignore_ascii_case(hex))
+        {
+            return Err(format!(
+                "the hub's digest {} and sha256 disagree",
+                self.digest
+            ));
+        }
+        Ok(hex)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -371,6 +371,8 @@ pub(crate) mod testkit {
             let handle = MockLlm::new();
             let served = handle.clone();
             tokio::spawn(async move { served.serve(listener).await });
+            // The workspace's reqwest has no built-in TLS provider.
+            portcullis_net::install_crypto();
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The policy chain over HTTP: a proxy without policies beside one with the
+# four built-ins (token-rate-limit, pii-masking, guardrails, cache), at
+# concurrency 1, 16 and 64, every request different so the cache misses
+# (`portcullis bench --unique`). Prints one JSON line per run, then the
+# gateway's per-policy durations.
+#
+#   scripts/bench-chain.sh                    # builds --release first
+#   SECS=10 CONC="16 64" scripts/bench-chain.sh
+#   PERF=64 scripts/bench-chain.sh            # also `perf record` the gateway at 64 (/tmp/perf-four-64.data)
+#   GWBIN=/path/to/other/portcullis ...       # another gateway build, same mock and load generator
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p portcullis
+  cargo build-policies -q
+fi
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+BIN=${BIN:-$TARGET/release/portcullis}
+WASM=${WASM:-$TARGET/wasm32-wasip2/release}
+SECS=${SECS:-5}
+DIR=$(mktemp -d); MOCK_PORT=18199; GW_PORT=18180; OPS_PORT=18181
+cleanup() { kill $MOCK $GW 2>/dev/null || true; rm -rf "$DIR"; }
+trap cleanup EXIT
+"${MOCKBIN:-$BIN}" mock-llm --port $MOCK_PORT 2>/dev/null & MOCK=$!
+for p in token-rate-limit pii-masking guardrails cache; do
+  mkdir -p "$DIR/policies/$p"
+  cp "$WASM/portcullis_policy_${p//-/_}.wasm" "$DIR/policies/$p/policy.wasm"
+  cp "policies/$p/policy.json" "$DIR/policies/$p/manifest.json"
+done
+cat > "$DIR/gw.yaml" <<YAML
+listen: 127.0.0.1:$GW_PORT
+ops_listen: 127.0.0.1:$OPS_PORT
+policy_engine: { dirs: ["$DIR/policies"] }
+providers:
+  - { name: mock, type: openai, base_url: "http://127.0.0.1:$MOCK_PORT/v1", api_key: sk-mock, models: [gpt-5-mini] }
+proxies:
+  - { name: bench, routes: [{ provider: mock }], keys: [{ name: bench, env: BENCH_KEY }] }
+  - name: four
+    routes: [{ provider: mock }]
+    keys: [{ name: bench, env: BENCH_KEY }]
+    policies:
+      - { name: token-rate-limit, settings: { limits: [{ metric: total_tokens, limit: 1000000000000, window: minute }] } }
+      - { name: pii-masking }
+      - { name: guardrails }
+      - { name: cache }
+YAML
+BENCH_KEY=bench-key "${GWBIN:-$BIN}" gateway --config "$DIR/gw.yaml" 2>$DIR/gw.log & GW=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null && break; sleep 0.1; done
+echo "gateway pid $GW"
+for proxy in ${PROXIES:-bench four}; do
+  for c in ${CONC:-1 16 64}; do
+    if [ -n "${PERF:-}" ] && [ "$c" = "$PERF" ] && [ "$proxy" = four ]; then
+      perf record -F 999 -g -p $GW -o /tmp/perf-$proxy-$c.data -- sleep $((SECS)) >/dev/null 2>&1 & PERFPID=$!
+    fi
+    echo "$proxy c=$c $("$BIN" bench --url http://127.0.0.1:$GW_PORT/$proxy/chat/completions --key bench-key --concurrency $c --seconds $SECS --warmup 1 --unique)"
+    if [ -n "${PERFPID:-}" ]; then wait $PERFPID || true; PERFPID=; fi
+  done
+done
+curl -s http://127.0.0.1:$OPS_PORT/metrics | grep -E '^portcullis_policy_duration_seconds_(sum|count)' | head -20
