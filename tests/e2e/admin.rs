@@ -131,18 +131,32 @@ impl Admin {
         .await
     }
 
-    /// Waits for gateway `gw` to report a configuration it could not load;
-    /// answers the gateway.
-    async fn until_load_error(&self, gw: &str, within: Duration) -> Value {
+    /// Waits for gateway `gw` to report that it could not load `proxy`;
+    /// answers that deployment (with its `error`) and the gateway.
+    async fn until_deployment_failed(
+        &self,
+        gw: &str,
+        proxy: &str,
+        within: Duration,
+    ) -> (Value, Value) {
         let started = Instant::now();
         loop {
             let g = self
                 .ok("GET", &format!("/api/v1/gateways/{gw}"), None)
                 .await;
-            if g["last_error"].is_object() {
-                return g;
+            let failed = g["deployments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|d| d["proxy_id"] == proxy && d["status"] == "Failed")
+                .cloned();
+            if let Some(d) = failed {
+                return (d, g);
             }
-            assert!(started.elapsed() < within, "no load failure reported: {g}");
+            assert!(
+                started.elapsed() < within,
+                "{proxy} never reported Failed: {g}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -475,19 +489,16 @@ async fn stopping_a_deployment_404s_and_bad_configs_are_reported() {
         )
         .await;
     admin.deploy("broken", &gw_id).await;
-    let g = admin.until_load_error(&gw_id, Duration::from_secs(5)).await;
-    assert!(
-        g["last_error"]["field"]
-            .as_str()
-            .unwrap()
-            .contains("routes[0].model"),
-        "{g}"
-    );
-    assert_eq!(g["in_sync"], false);
+    let (d, g) = admin
+        .until_deployment_failed(&gw_id, "broken", Duration::from_secs(5))
+        .await;
+    assert_eq!(d["error"]["field"], "routes[0].model", "{d}");
+    // The rest of that configuration applied: nothing is left pending.
+    assert_eq!(g["in_sync"], true, "{g}");
     assert_eq!(
         chat(&format!("{}/good", gw.url), &gk).await.0,
         200,
-        "the previous config stays"
+        "the other proxies keep being served"
     );
 }
 
@@ -827,10 +838,11 @@ async fn a_module_other_than_the_pinned_one_is_refused_even_with_a_matching_hub_
     let key = admin.key("pinned", "app").await;
     admin.deploy("pinned", &gw_id).await;
     let error = admin
-        .until_load_error(&gw_id, Duration::from_secs(30))
-        .await["last_error"]
+        .until_deployment_failed(&gw_id, "pinned", Duration::from_secs(30))
+        .await
+        .0["error"]
         .clone();
-    assert_eq!(error["field"], "proxies[0].policies[0].sha256", "{error}");
+    assert_eq!(error["field"], "policies[0].sha256", "{error}");
     let message = error["message"].as_str().unwrap();
     assert!(
         message.contains(&pinned) && message.contains("refusing"),
