@@ -9,6 +9,8 @@
 #   SECS=10 CONC="16 64" scripts/bench-chain.sh
 #   PERF=64 scripts/bench-chain.sh            # also `perf record` the gateway at 64 (/tmp/perf-four-64.data)
 #   GWBIN=/path/to/other/portcullis ...       # another gateway build, same mock and load generator
+#   PROXIES="bench limit four" ...            # also token-rate-limit alone (answers pass through unparsed)
+#   WHOLE=1 ...                               # every policy treated as reading whole answers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${BIN:-}" ]; then
@@ -27,6 +29,8 @@ for p in token-rate-limit pii-masking guardrails cache; do
   mkdir -p "$DIR/policies/$p"
   cp "$WASM/portcullis_policy_${p//-/_}.wasm" "$DIR/policies/$p/policy.wasm"
   cp "policies/$p/policy.json" "$DIR/policies/$p/manifest.json"
+  # WHOLE=1: as if no policy declared `complete_reads: usage` (every answer parsed).
+  if [ -n "${WHOLE:-}" ]; then sed -i '/"complete_reads"/d' "$DIR/policies/$p/manifest.json"; fi
 done
 cat > "$DIR/gw.yaml" <<YAML
 listen: 127.0.0.1:$GW_PORT
@@ -36,6 +40,11 @@ providers:
   - { name: mock, type: openai, base_url: "http://127.0.0.1:$MOCK_PORT/v1", api_key: sk-mock, models: [gpt-5-mini] }
 proxies:
   - { name: bench, routes: [{ provider: mock }], keys: [{ name: bench, env: BENCH_KEY }] }
+  - name: limit
+    routes: [{ provider: mock }]
+    keys: [{ name: bench, env: BENCH_KEY }]
+    policies:
+      - { name: token-rate-limit, settings: { limits: [{ metric: total_tokens, limit: 1000000000000, window: minute }] } }
   - name: four
     routes: [{ provider: mock }]
     keys: [{ name: bench, env: BENCH_KEY }]

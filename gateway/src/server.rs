@@ -355,17 +355,23 @@ impl Gateway {
         if !req.stream {
             let body = upstream::read_body(&self.connector, &peer, ex, MAX_UPSTREAM_BODY).await?;
             ctx.upstream_time = Some(upstream_started.elapsed());
-            if format == InboundKind::Openai && speaks_openai(route.kind) && policies.is_none() {
-                // The provider already answered in the client's format:
-                // read only what accounting needs and forward the body as
-                // it came (faster, and keeps fields the gateway does not
-                // model, such as Azure's content-filter results).
+            let answers_read = policies.as_ref().is_some_and(|r| r.reads_answers());
+            if format == InboundKind::Openai && speaks_openai(route.kind) && !answers_read {
+                // The provider already answered in the client's format and
+                // no policy reads more than the usage: read only that and
+                // forward the body as it came (faster, and keeps fields the
+                // gateway does not model, such as Azure's content-filter
+                // results).
                 let summary: ResponseSummary = parse_upstream_json(route.kind, &body)?;
                 ctx.usage = summary.usage;
                 ctx.response_model = Some(summary.model);
                 ctx.status = 200;
                 if !write_json(session, ctx, 200, body, &route_headers).await {
                     client_left(ctx);
+                }
+                if let Some(run) = policies.as_mut() {
+                    let model = ctx.response_model.as_deref().unwrap_or(upstream_model);
+                    run.complete(ctx.status, None, false, ctx.usage.as_ref(), model);
                 }
                 return Ok(());
             }

@@ -8,7 +8,7 @@
 //! the hub can share a Postgres database with the admin service.
 
 use portcullis_types::policy::{
-    Capability, PolicyCategory, PolicyManifest, PolicyPhase, PolicyVersion,
+    Capability, CompleteReads, PolicyCategory, PolicyManifest, PolicyPhase, PolicyVersion,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -18,11 +18,18 @@ use std::borrow::Cow;
 use crate::error::ApiError;
 
 /// The hub's migrations, embedded so the binary needs no files at run time.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "policies",
-    include_str!("../migrations/0001_policies.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "policies",
+        include_str!("../migrations/0001_policies.sql"),
+    ),
+    (
+        2,
+        "complete_reads",
+        include_str!("../migrations/0002_complete_reads.sql"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -164,6 +171,7 @@ impl Store {
         .bind(&m.name)
         .bind(v.publisher)
         .bind(&now)
+        .bind(m.complete_reads.as_str())
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE hub_policies SET name = name WHERE name = $1")
@@ -203,8 +211,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO hub_policy_versions (name, version, category, display_name, description, \
              phases, capabilities, settings_schema, default_settings, docs, digest, size, publisher, \
-             published_at, yanked) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0)",
+             published_at, yanked, complete_reads) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, $15)",
         )
         .bind(&m.name)
         .bind(&m.version)
@@ -220,6 +228,7 @@ impl Store {
         .bind(v.module.len() as i64)
         .bind(v.publisher)
         .bind(&now)
+        .bind(m.complete_reads.as_str())
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -375,8 +384,8 @@ impl Store {
     ) -> Result<Option<PolicyVersion>, ApiError> {
         let row = sqlx::query(
             "SELECT name, version, category, display_name, description, phases, capabilities, \
-             settings_schema, default_settings, docs, digest, size, publisher, published_at, yanked \
-             FROM hub_policy_versions WHERE name = $1 AND version = $2",
+             settings_schema, default_settings, docs, digest, size, publisher, published_at, yanked, \
+             complete_reads FROM hub_policy_versions WHERE name = $1 AND version = $2",
         )
         .bind(name)
         .bind(version)
@@ -395,6 +404,8 @@ impl Store {
             capabilities: from_json(&row.try_get::<String, _>("capabilities")?)?,
             settings_schema: from_json(&row.try_get::<String, _>("settings_schema")?)?,
             defaults: from_json(&row.try_get::<String, _>("default_settings")?)?,
+            complete_reads: CompleteReads::parse(&row.try_get::<String, _>("complete_reads")?)
+                .unwrap_or_default(),
             docs: row.try_get("docs")?,
             sha256,
         };

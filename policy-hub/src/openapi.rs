@@ -142,6 +142,7 @@ pub fn document() -> Value {
                         "description": {"type": "string"},
                         "phases": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Phase"}},
                         "capabilities": {"type": "array", "items": {"$ref": "#/components/schemas/Capability"}},
+                        "complete_reads": {"type": "string", "enum": ["whole", "usage"], "description": "what the complete phase reads of the answer; default whole"},
                         "settings_schema": {"type": ["object", "boolean"], "description": "JSON Schema of the settings"},
                         "defaults": {"description": "valid against settings_schema; default {}"},
                         "docs": {"type": "string", "description": "markdown"},

@@ -14,7 +14,9 @@
 //! `instantiate_pre` type-checks the component's imports against them,
 //! and the generated `PolicyWorldPre` type-checks its exports.
 
-use portcullis_types::policy::{Capability, PolicyManifest, valid_policy_name};
+use portcullis_types::policy::{
+    Capability, CompleteReads, PolicyManifest, PolicyPhase, valid_policy_name,
+};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeSet;
@@ -83,6 +85,17 @@ pub fn manifest(mut m: PolicyManifest) -> Result<ValidManifest, ApiError> {
             "invalid_manifest",
             "manifest.phases",
             "a policy runs in at least one phase (request, response, stream, complete)",
+        ));
+    }
+    if m.complete_reads == CompleteReads::Usage
+        && m.phases
+            .iter()
+            .any(|p| matches!(p, PolicyPhase::Response | PolicyPhase::Stream))
+    {
+        return Err(ApiError::invalid(
+            "invalid_manifest",
+            "manifest.complete_reads",
+            "`usage` says the policy reads only the answer's usage, but its phases include response or stream, which read the whole answer",
         ));
     }
     m.phases.sort();

@@ -51,6 +51,7 @@ async fn publish_then_read_every_view() {
         assert_eq!(m["phases"], json!(["request"]));
         assert!(m["published_at"].as_str().unwrap().ends_with('Z'));
         // The shared type reads it back.
+        assert!(m.get("complete_reads").is_none(), "whole, the default: {m}");
         let typed: portcullis_types::policy::PolicyVersion = serde_json::from_value(m).unwrap();
         assert_eq!(typed.manifest.name, "deny-words");
 
@@ -98,6 +99,15 @@ async fn publish_then_read_every_view() {
             assert_eq!(r.status, StatusCode::NOT_MODIFIED, "{uri}");
             assert!(r.body.is_empty());
         }
+
+        // What the complete phase reads is kept as published.
+        let mut usage = manifest("deny-words", "1.0.1");
+        usage["phases"] = json!(["request", "complete"]);
+        usage["complete_reads"] = json!("usage");
+        let r = publish(&hub, TOKEN, &publish_body(usage, &module)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{url}: {}", r.json());
+        let r = get(&hub, "/api/v1/policies/deny-words/versions/1.0.1").await;
+        assert_eq!(r.json()["complete_reads"], "usage");
     }
 }
 
@@ -193,6 +203,19 @@ async fn publish_rejections_name_the_field() {
                 with(&|b| b["manifest"]["phases"] = json!([])),
                 "invalid_manifest",
                 "manifest.phases",
+            ),
+            (
+                with(&|b| b["manifest"]["complete_reads"] = json!("some")),
+                "invalid_manifest",
+                "manifest.complete_reads",
+            ),
+            (
+                with(&|b| {
+                    b["manifest"]["phases"] = json!(["response", "complete"]);
+                    b["manifest"]["complete_reads"] = json!("usage");
+                }),
+                "invalid_manifest",
+                "manifest.complete_reads",
             ),
             (
                 with(&|b| b["manifest"]["settings_schema"] = json!({"type": "integr"})),

@@ -539,6 +539,63 @@ async fn cache_hits_never_reach_the_provider() {
     }
 }
 
+/// Answers pass through unparsed when no policy reads more than their
+/// usage (token-rate-limit declares `complete_reads: usage`), and are
+/// parsed when one does (cache stores the whole answer). The mock's
+/// OpenAI answer carries `"logprobs":null`, which the canonical type drops
+/// when it re-serialises: its presence shows the provider's bytes came
+/// through as they were.
+#[tokio::test]
+async fn answers_pass_through_unparsed_unless_a_policy_reads_them() {
+    let s = start(
+        "",
+        &[
+            (
+                "counted",
+                "[{ name: token-rate-limit, settings: { limits: [{ metric: total_tokens, limit: 100000, window: minute }], default_completion_tokens: 1 } }]",
+            ),
+            ("cached", "[{ name: cache, settings: { ttl_seconds: 60 } }]"),
+        ],
+    )
+    .await;
+    let r = post(&s, "counted", &chat("count me")).await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "x-ratelimit-remaining-tokens").is_some());
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("\"logprobs\":null"),
+        "not the provider's bytes: {text}"
+    );
+    let used = serde_json::from_str::<Value>(&text).unwrap()["usage"]["total_tokens"]
+        .as_i64()
+        .unwrap();
+    // The complete phase still saw the usage: the reservation (about 3
+    // tokens) was corrected to what the answer used, so the next request
+    // finds at most the limit less that usage left. (`complete` runs
+    // after the answer is written: give it a moment.)
+    assert!(used > 3, "{used}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = post(&s, "counted", &chat("count me")).await;
+    let remaining: i64 = header(&r, "x-ratelimit-remaining-tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        remaining <= 100_000 - used,
+        "{remaining} left after {used} used"
+    );
+
+    let r = post(&s, "cached", &chat("store me")).await;
+    assert_eq!(header(&r, "x-cache").as_deref(), Some("MISS"));
+    let text = r.text().await.unwrap();
+    assert!(
+        !text.contains("\"logprobs\":null"),
+        "a policy reads this answer: it is parsed and re-rendered: {text}"
+    );
+    let r = post(&s, "cached", &chat("store me")).await;
+    assert_eq!(header(&r, "x-cache").as_deref(), Some("HIT"));
+}
+
 /// A chain of `names` (attached with `settings`), built on `engine`.
 fn engine_chain(
     engine: &std::sync::Arc<portcullis_gateway::policy::PolicyEngine>,

@@ -57,6 +57,16 @@ pub struct Attached {
     engine: Arc<PolicyEngine>,
 }
 
+impl Attached {
+    /// Whether this policy reads more of an answer than its status, model
+    /// and usage. What the module asked for at `init` decides; the
+    /// manifest's `complete_reads: usage` only narrows the complete phase.
+    pub fn reads_answers(&self) -> bool {
+        self.info.response != wit::ResponseMode::Skip
+            || (self.info.on_complete && self.module.manifest.complete_reads.is_whole())
+    }
+}
+
 /// A policy instance with its own store, `init` run at least once.
 struct Warm {
     store: Store<HostState>,
@@ -125,6 +135,11 @@ pub struct Chain {
     /// Shared with every chain attaching the same module and settings.
     policies: Vec<Arc<Attached>>,
     hold_stream: bool,
+    /// Whether any policy reads more of an answer than its usage: a
+    /// response phase, or a complete phase whose manifest does not say
+    /// `complete_reads: usage`. When none does, the gateway may forward
+    /// answers unparsed.
+    reads_answers: bool,
     /// Most bytes of one answer kept for the policies (held-back chunks,
     /// or the text a stream sent, for `on-complete`).
     max_held_bytes: usize,
@@ -214,12 +229,20 @@ impl Chain {
         let hold_stream = policies
             .iter()
             .any(|p| p.info.response == wit::ResponseMode::Buffer);
+        let reads_answers = policies.iter().any(|p| p.reads_answers());
         Chain {
             engine,
             policies,
             hold_stream,
+            reads_answers,
             max_held_bytes,
         }
+    }
+
+    /// Whether a policy reads more of an answer than its status, model
+    /// and usage (see [`Attached::reads_answers`]).
+    pub fn reads_answers(&self) -> bool {
+        self.reads_answers
     }
 
     pub fn len(&self) -> usize {
@@ -375,6 +398,12 @@ impl ChainRun {
     /// Headers the policies add to the client's response.
     pub fn response_headers(&self) -> &[(String, String)] {
         &self.headers
+    }
+
+    /// Whether a policy of this chain reads answers beyond their usage
+    /// ([`Chain::reads_answers`]).
+    pub fn reads_answers(&self) -> bool {
+        self.chain.reads_answers
     }
 
     /// Whether this stream must be held back whole.

@@ -59,6 +59,40 @@ pub enum PolicyPhase {
     Complete,
 }
 
+/// What a policy's `complete` phase reads of the answer (manifest
+/// `complete_reads`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompleteReads {
+    /// The whole answer: its text per choice and its raw JSON (a cache
+    /// storing it). The default.
+    #[default]
+    Whole,
+    /// Its status, model and usage only (accounting). When no policy of a
+    /// proxy reads more, the gateway forwards answers without parsing
+    /// them (docs/policies.md, What a policy reads).
+    Usage,
+}
+
+impl CompleteReads {
+    pub fn is_whole(&self) -> bool {
+        *self == CompleteReads::Whole
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CompleteReads::Whole => "whole",
+            CompleteReads::Usage => "usage",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [CompleteReads::Whole, CompleteReads::Usage]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
 /// A host capability a policy may import (`sdk/wit/policy.wit`). `compute`
 /// is always granted and is not declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -133,6 +167,9 @@ pub struct PolicyManifest {
     /// schema. (`defaults`, as `portcullis policy build` writes it.)
     #[serde(default = "empty_object")]
     pub defaults: serde_json::Value,
+    /// What the `complete` phase reads of the answer (default `whole`).
+    #[serde(default, skip_serializing_if = "CompleteReads::is_whole")]
+    pub complete_reads: CompleteReads,
     /// Markdown shown by the hub and the admin UI.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub docs: String,
