@@ -9,6 +9,7 @@
 #   N=200 scripts/bench-load.sh
 #   BIN=target/release/portcullis scripts/bench-load.sh
 #   PERF=1 scripts/bench-load.sh          # perf record the guarded --validate (/tmp/perf-load.data)
+#   PAR=1 scripts/bench-load.sh           # the requests one at a time (default 16 in parallel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${BIN:-}" ]; then
@@ -69,7 +70,7 @@ for variant in none four; do
   "$BIN" gateway --config "$cfg" 2>"$DIR/gw.log" & GW=$!
   for _ in $(seq 6000); do curl -sf "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null && break; sleep 0.005; done
   t2=$(now)
-  sleep 1
+  sleep "${IDLE_WAIT:-1}"
   idle=$(rss_kb $GW)
   for i in $(seq 1 "$N"); do
     [ "$i" = 1 ] || echo "next"
@@ -80,7 +81,7 @@ for variant in none four; do
     echo "output = ${OUT:-/dev/null}"
     echo "write-out = \"%{http_code}\\\\n\""
   done > "$DIR/curl.cfg"
-  codes=$(curl -s --no-progress-meter --parallel --parallel-max 16 -K "$DIR/curl.cfg" | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+  codes=$(curl -s --no-progress-meter --parallel --parallel-max ${PAR:-16} -K "$DIR/curl.cfg" | sort | uniq -c | tr -s ' ' | tr '\n' ';')
   after=$(rss_kb $GW)
   kill $GW; wait $GW 2>/dev/null || true; GW=
   printf '{"variant":"%s","proxies":%s,"validate_s":%.3f,"ready_s":%.3f,"rss_idle_mb":%.1f,"rss_after_requests_mb":%.1f,"statuses":"%s"}\n' \
