@@ -239,12 +239,6 @@ impl Chain {
         }
     }
 
-    /// Whether a policy reads more of an answer than its status, model
-    /// and usage (see [`Attached::reads_answers`]).
-    pub fn reads_answers(&self) -> bool {
-        self.reads_answers
-    }
-
     pub fn len(&self) -> usize {
         self.policies.len()
     }
@@ -401,7 +395,7 @@ impl ChainRun {
     }
 
     /// Whether a policy of this chain reads answers beyond their usage
-    /// ([`Chain::reads_answers`]).
+    /// (see [`Attached::reads_answers`]).
     pub fn reads_answers(&self) -> bool {
         self.chain.reads_answers
     }
