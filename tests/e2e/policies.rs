@@ -1211,3 +1211,125 @@ proxies:
     assert!(!chain(&changed, "c").same_attachments(&chain(&first, "c")));
     assert!(chain(&changed, "c").same_attachments(&chain(&first, "a")));
 }
+
+/// A relay to `target` that holds every chunk a client sends for `delay`
+/// before passing it on: a Redis that answers late. Answers come back as
+/// they are.
+async fn slow_relay(target: String, delay: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    format!("redis://{addr}/0")
+}
+
+/// Host calls that wait on the network do not hold a gateway worker: with
+/// Redis answering after 50 ms and a gateway of one worker thread, requests
+/// to a proxy whose policies never touch Redis (pii-masking) keep their
+/// latency while requests to a rate-limited proxy wait on Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_does_not_delay_proxies_that_do_not_use_it() {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        eprintln!("REDIS_URL not set (.ci/run starts a Redis); skipping the slow Redis test");
+        return;
+    };
+    let target = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let delay = Duration::from_millis(50);
+    let relay = slow_relay(target, delay).await;
+    let s = start(
+        &format!(", redis_url: \"{relay}\""),
+        &[
+            (
+                "limited",
+                "[{ name: token-rate-limit, settings: { limits: [{ metric: requests, limit: 100000, window: minute }] } }]",
+            ),
+            ("masked", "[{ name: pii-masking }]"),
+        ],
+    )
+    .await;
+    // Warm both proxies (instances, Redis connections and scripts).
+    assert_eq!(post(&s, "masked", &chat("hi")).await.status(), 200);
+    let started = Instant::now();
+    let r = post(&s, "limited", &chat("hi")).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() >= delay,
+        "the rate limit waited on the slow Redis ({:?})",
+        started.elapsed()
+    );
+
+    // Eight clients keep the rate-limited proxy busy...
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (stop, url) = (stop.clone(), format!("{}/limited/chat/completions", s.gw.url));
+        load.push(tokio::spawn(async move {
+            let mut done = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client()
+                    .post(&url)
+                    .bearer_auth(KEY)
+                    .json(&chat("hi"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                done += 1;
+            }
+            done
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...while another client's requests to the masked proxy go through
+    // without waiting for them.
+    let mut took = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let r = post(&s, "masked", &chat("mail me at jo@example.com")).await;
+        assert_eq!(r.status(), 200);
+        took.push(started.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut limited = 0;
+    for l in load {
+        limited += l.await.unwrap();
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    assert!(limited >= 8, "the rate-limited proxy was under load ({limited} requests)");
+    // Were a worker held while Redis answers, each of these would wait
+    // for the requests ahead of it on that worker, 50 ms at least.
+    assert!(
+        median < delay,
+        "requests to the proxy without Redis-backed policies waited on Redis: median {median:?}, all {took:?}"
+    );
+}

@@ -30,6 +30,12 @@ pub trait Backend: Send + Sync {
     fn counter(&self, key: &str, delta: i64, limit: Option<i64>, ttl_ms: u64) -> CounterState;
     fn cache_get(&self, key: &str) -> Option<Vec<u8>>;
     fn cache_set(&self, key: &str, value: &[u8], ttl_ms: u64);
+    /// Whether an operation waits on another process (a network round
+    /// trip): chains whose policies use such a backend run their phases
+    /// off the gateway's worker threads (see `chain::off_worker`).
+    fn waits_on_network(&self) -> bool {
+        false
+    }
 }
 
 /// In-process counters (bounded, see [`MemoryCounters`]) and a
@@ -411,6 +417,10 @@ impl RedisBackend {
 }
 
 impl Backend for RedisBackend {
+    fn waits_on_network(&self) -> bool {
+        true
+    }
+
     fn counter(&self, key: &str, delta: i64, limit: Option<i64>, ttl_ms: u64) -> CounterState {
         let script = if limit.is_some() {
             &self.try_add

@@ -28,6 +28,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use portcullis_types::policy::Capability;
 use portcullis_types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta,
     EmbeddingInput, EmbeddingsRequest, FinishReason, Message, Role, Usage,
@@ -49,6 +50,10 @@ pub struct Attached {
     pub settings: String,
     pub on_error: OnError,
     pub info: wit::PolicyInfo,
+    /// Whether calls into this policy may wait on the network: it holds
+    /// `counters` or `cache` on a Redis backend, or `embeddings` with an
+    /// endpoint configured. Such calls run off the worker threads.
+    waits_on_network: bool,
     name: Arc<str>,
     version: String,
     namespace: Arc<str>,
@@ -172,7 +177,12 @@ impl Chain {
         if engine.reserve_idle() {
             idle.push(w);
         }
+        let caps = &module.manifest.capabilities;
+        let waits_on_network = (engine.backend.waits_on_network()
+            && (caps.contains(&Capability::Counters) || caps.contains(&Capability::Cache)))
+            || (engine.has_embeddings() && caps.contains(&Capability::Embeddings));
         Ok(Attached {
+            waits_on_network,
             version: module.manifest.version.clone(),
             namespace: name.clone(),
             name,
@@ -463,9 +473,10 @@ impl ChainRun {
         outcome: impl FnOnce(&R) -> &'static str,
     ) -> Result<Option<R>, GatewayError> {
         let started = Instant::now();
-        let result = match self.ensure(i) {
-            Ok(false) => return Ok(None),
-            Ok(true) => match &mut self.instances[i] {
+        let waits = self.chain.policies[i].waits_on_network;
+        let result = off_worker(waits, || match self.ensure(i) {
+            Ok(false) => None,
+            Ok(true) => Some(match &mut self.instances[i] {
                 Slot::Ready(w) => {
                     w.store
                         .set_epoch_deadline(self.chain.engine.deadline_ticks());
@@ -473,8 +484,11 @@ impl ChainRun {
                         .map_err(|e| classify(&mut w.store, e))
                 }
                 _ => Err(Failure::Trap),
-            },
-            Err(f) => Err(f),
+            }),
+            Err(f) => Some(Err(f)),
+        });
+        let Some(result) = result else {
+            return Ok(None);
         };
         let p = &self.chain.policies[i];
         let label = match &result {
@@ -907,6 +921,25 @@ impl Drop for ChainRun {
             }
         }
     }
+}
+
+/// Runs `f`, a call into a policy that may wait on the network (see
+/// [`Attached`]'s `waits_on_network`), without holding a gateway worker
+/// thread: on a multi-threaded runtime (Pingora's) `block_in_place` hands
+/// the worker's other tasks to another thread while `f` waits, so requests
+/// to proxies that never wait keep their latency when Redis or the
+/// embeddings endpoint is slow. Elsewhere (a current-thread runtime, no
+/// runtime) `f` runs as it is. Chosen over wasmtime's async support, which
+/// would run every call, including the many that never wait, on a fiber
+/// stack of its own: see docs/policies.md.
+fn off_worker<R>(waits: bool, f: impl FnOnce() -> R) -> R {
+    if waits
+        && let Ok(rt) = tokio::runtime::Handle::try_current()
+        && rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        return tokio::task::block_in_place(f);
+    }
+    f()
 }
 
 /// Why a call failed, from its error and the store's state.

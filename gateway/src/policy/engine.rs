@@ -369,6 +369,11 @@ impl PolicyEngine {
             });
     }
 
+    /// Whether an embeddings endpoint is configured.
+    pub(crate) fn has_embeddings(&self) -> bool {
+        self.embed_client.is_some()
+    }
+
     /// Deadline of one call, in epoch ticks.
     pub(crate) fn deadline_ticks(&self) -> u64 {
         (self.settings.timeout.as_millis() as u64 / TICK.as_millis() as u64).max(1)
@@ -536,7 +541,25 @@ impl HostState {
         stored_key(&self.current.namespace, key)
     }
 
-    /// Records a wait for the embeddings endpoint that ended `now`.
+    /// Runs one counters or cache operation. A backend across the network
+    /// (Redis) is waited for like the embeddings endpoint: the round trip
+    /// is recorded as a wait, so it does not count against the policy's
+    /// deadline (the backend's own timeout bounds it).
+    fn on_backend<R>(&mut self, op: impl FnOnce(&dyn Backend) -> R) -> R {
+        let backend = &*self.engine.backend;
+        if !backend.waits_on_network() {
+            return op(backend);
+        }
+        let started = Instant::now();
+        let out = op(backend);
+        let now = Instant::now();
+        let window = self.engine.settings.timeout.max(TICK);
+        self.record_wait(now, now - started, window);
+        out
+    }
+
+    /// Records a wait for the network (the embeddings endpoint, Redis)
+    /// that ended `now`.
     fn record_wait(&mut self, now: Instant, took: Duration, window: Duration) {
         // Older waits can no longer be credited; keep the list short.
         self.waits
@@ -681,11 +704,8 @@ impl portcullis::policy::counters::Host for HostState {
         delta: i64,
         ttl_ms: u64,
     ) -> portcullis::policy::counters::CounterState {
-        let s = self
-            .engine
-            .backend
-            .counter(&self.key(&key), delta, None, ttl_ms);
-        to_wit_counter(s)
+        let key = self.key(&key);
+        to_wit_counter(self.on_backend(|b| b.counter(&key, delta, None, ttl_ms)))
     }
 
     fn try_add(
@@ -695,15 +715,13 @@ impl portcullis::policy::counters::Host for HostState {
         limit: i64,
         ttl_ms: u64,
     ) -> portcullis::policy::counters::CounterState {
-        let s = self
-            .engine
-            .backend
-            .counter(&self.key(&key), delta, Some(limit), ttl_ms);
-        to_wit_counter(s)
+        let key = self.key(&key);
+        to_wit_counter(self.on_backend(|b| b.counter(&key, delta, Some(limit), ttl_ms)))
     }
 
     fn get(&mut self, key: String) -> portcullis::policy::counters::CounterState {
-        to_wit_counter(self.engine.backend.counter(&self.key(&key), 0, None, 0))
+        let key = self.key(&key);
+        to_wit_counter(self.on_backend(|b| b.counter(&key, 0, None, 0)))
     }
 }
 
@@ -717,12 +735,13 @@ fn to_wit_counter(s: super::backend::CounterState) -> portcullis::policy::counte
 
 impl portcullis::policy::cache::Host for HostState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.engine.backend.cache_get(&self.key(&key))
+        let key = self.key(&key);
+        self.on_backend(|b| b.cache_get(&key))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) {
-        let k = self.key(&key);
-        self.engine.backend.cache_set(&k, &value, ttl_ms);
+        let key = self.key(&key);
+        self.on_backend(|b| b.cache_set(&key, &value, ttl_ms));
     }
 }
 
