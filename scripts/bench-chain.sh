@@ -7,7 +7,9 @@
 #
 #   scripts/bench-chain.sh                    # builds --release first
 #   SECS=10 CONC="16 64" scripts/bench-chain.sh
-#   PERF=64 scripts/bench-chain.sh            # also `perf record` the gateway at 64 (/tmp/perf-four-64.data)
+#   PERF=64 scripts/bench-chain.sh            # also `perf record` the gateway at 64 (/tmp/perf-PROXY-64.data)
+#   PERF_CALL_GRAPH="--call-graph dwarf" ...  # unwind with DWARF (the release build has no frame pointers)
+#   PORTCULLIS_WASM_PERFMAP=1 ...             # name policy (JIT) code in the profile
 #   GWBIN=/path/to/other/portcullis ...       # another gateway build, same mock and load generator
 #   PROXIES="bench limit four" ...            # also token-rate-limit alone (answers pass through unparsed)
 #   WHOLE=1 ...                               # every policy treated as reading whole answers
@@ -57,12 +59,27 @@ YAML
 BENCH_KEY=bench-key "${GWBIN:-$BIN}" gateway --config "$DIR/gw.yaml" 2>$DIR/gw.log & GW=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null && break; sleep 0.1; done
 echo "gateway pid $GW"
+TICKS=$(getconf CLK_TCK)
+# utime + stime of the gateway process, in clock ticks.
+gw_cpu_ticks() { awk '{print $14 + $15}' /proc/$GW/stat; }
+# Requests the gateway answered, all proxies.
+gw_requests() {
+  curl -s http://127.0.0.1:$OPS_PORT/metrics \
+    | awk '/^portcullis_requests_total\{/ {n += $NF} END {printf "%d\n", n}'
+}
 for proxy in ${PROXIES:-bench four}; do
   for c in ${CONC:-1 16 64}; do
-    if [ -n "${PERF:-}" ] && [ "$c" = "$PERF" ] && [ "$proxy" = four ]; then
-      perf record -F 999 -g -p $GW -o /tmp/perf-$proxy-$c.data -- sleep $((SECS)) >/dev/null 2>&1 & PERFPID=$!
+    if [ -n "${PERF:-}" ] && [ "$c" = "$PERF" ]; then
+      perf record -F 999 ${PERF_CALL_GRAPH:--g} -p $GW -o /tmp/perf-$proxy-$c.data -- sleep $((SECS)) >/dev/null 2>&1 & PERFPID=$!
     fi
-    echo "$proxy c=$c $("$BIN" bench --url http://127.0.0.1:$GW_PORT/$proxy/chat/completions --key bench-key --concurrency $c --seconds $SECS --warmup 1 --unique)"
+    cpu0=$(gw_cpu_ticks); n0=$(gw_requests)
+    out=$("$BIN" bench --url http://127.0.0.1:$GW_PORT/$proxy/chat/completions --key bench-key --concurrency $c --seconds $SECS --warmup 1 --unique)
+    cpu1=$(gw_cpu_ticks); n1=$(gw_requests)
+    # The gateway's own CPU time per request it answered (user + system,
+    # warmup included), steadier than req/s on a machine the mock and the
+    # load generator share.
+    cpu_us=$(( (cpu1 - cpu0) * 1000000 / TICKS / (n1 - n0) ))
+    echo "$proxy c=$c gateway_cpu_us_per_request=$cpu_us $out"
     if [ -n "${PERFPID:-}" ]; then wait $PERFPID || true; PERFPID=; fi
   done
 done

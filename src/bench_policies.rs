@@ -1,6 +1,7 @@
-//! `portcullis bench-policies`: the policy chain benchmark (0, 1 and 4
-//! policies) on the built policy components, printed as the markdown
-//! table of docs/benchmarks.md. Run it from a release build.
+//! `portcullis bench-policies`: the policy chain benchmark (no policy,
+//! each built-in alone, and the four together) on the built policy
+//! components, printed as the markdown table of docs/benchmarks.md. Run
+//! it from a release build.
 
 use std::path::{Path, PathBuf};
 
@@ -75,10 +76,13 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let pii = load("pii-masking")?;
     let guard = load("guardrails")?;
     let cache = load("cache")?;
-    let chains: [Vec<&Artifact>; 4] = [
+    let chains: [Vec<&Artifact>; 7] = [
         vec![],
         vec![&fixture],
         vec![&limit],
+        vec![&pii],
+        vec![&guard],
+        vec![&cache],
         vec![&limit, &pii, &guard, &cache],
     ];
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -154,7 +154,7 @@ enum Command {
         #[arg(long)]
         unique: bool,
     },
-    /// Benchmark the policy chain (0, 1 and 4 policies) on the built
+    /// Benchmark the policy chain (none, each built-in alone, all four) on the built
     /// policy components; prints the table of docs/benchmarks.md.
     BenchPolicies {
         /// Where `cargo build-policies` put the components.

@@ -744,9 +744,11 @@ fn the_chain_benchmark_runs() {
     ]);
     assert_eq!(code, 0, "{err}");
     let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ")).collect();
-    assert_eq!(rows.len(), 6, "{out}");
+    // Header, separator, no policy, fixture, each built-in alone, all four.
+    assert_eq!(rows.len(), 9, "{out}");
+    assert!(rows[5].starts_with("| 1 | pii-masking |"), "{out}");
     assert!(
-        rows[5].starts_with("| 4 | token-rate-limit, pii-masking, guardrails, cache |"),
+        rows[8].starts_with("| 4 | token-rate-limit, pii-masking, guardrails, cache |"),
         "{out}"
     );
 }

@@ -152,6 +152,11 @@ impl PolicyEngine {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // `perf` names policy code only when the JIT writes a perf map
+        // (/tmp/perf-PID.map): for profiling, see docs/benchmarks.md.
+        if std::env::var_os("PORTCULLIS_WASM_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let mut pool = PoolingAllocationConfig::default();
         // Slots for the instances in use, the idle warm ones, and the
         // throwaway instances that check settings when a chain is built.

@@ -100,7 +100,9 @@ struct Checks {
     max_chars: Option<usize>,
     max_words: Option<usize>,
     max_tokens: Option<usize>,
-    injection: Option<(Vec<(Regex, f64)>, f64)>,
+    /// The injection patterns with their weights, a prefilter matching
+    /// where any of them does (see `Regex::any_of`), and the threshold.
+    injection: Option<(Vec<(Regex, f64)>, Option<Regex>, f64)>,
     schema: Option<Schema>,
     url_hosts: Option<(Regex, Vec<String>)>,
 }
@@ -139,7 +141,9 @@ impl Checks {
                     *w,
                 ));
             }
-            Some((pats, s.injection_threshold))
+            let patterns: Vec<&str> = INJECTION.iter().map(|(p, _)| *p).collect();
+            let any = Regex::any_of(&patterns, true).ok();
+            Some((pats, any, s.injection_threshold))
         } else {
             None
         };
@@ -215,7 +219,9 @@ impl Checks {
                 return Some(format!("contains the denied phrase `{w}`"));
             }
         }
-        if let Some((pats, threshold)) = &self.injection {
+        if let Some((pats, any, threshold)) = &self.injection
+            && any.as_ref().is_none_or(|any| any.is_match(text))
+        {
             let mut keep = 1.0;
             for (re, w) in pats {
                 if re.is_match(text) {

@@ -184,6 +184,18 @@ impl Regex {
         }
     }
 
+    /// One expression matching where any of `patterns` matches: a
+    /// prefilter that scans a text once instead of once per pattern (each
+    /// pattern in a group of its own, so its inline flags stay its own).
+    /// Most texts match none, and then the per-pattern work is skipped.
+    pub fn any_of<S: AsRef<str>>(patterns: &[S], case_insensitive: bool) -> Result<Regex, String> {
+        let joined: Vec<String> = patterns
+            .iter()
+            .map(|p| format!("(?:{})", p.as_ref()))
+            .collect();
+        Regex::new(&joined.join("|"), case_insensitive)
+    }
+
     pub fn is_match(&self, text: &str) -> bool {
         #[cfg(target_arch = "wasm32")]
         {
