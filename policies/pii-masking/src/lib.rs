@@ -226,13 +226,14 @@ impl PiiMasking {
         found
     }
 
-    /// Applies the actions to `text`. `Err` lists blocked entity types.
-    /// In responses, `redact` masks: a value the model produced has no
-    /// placeholder to come back from.
-    fn transform(&mut self, text: &str, in_response: bool) -> Result<String, Vec<String>> {
+    /// Applies the actions to `text`: `Ok(None)` when it has nothing to
+    /// mask (most texts: neither copied nor compared), `Err` lists blocked
+    /// entity types. In responses, `redact` masks: a value the model
+    /// produced has no placeholder to come back from.
+    fn transform(&mut self, text: &str, in_response: bool) -> Result<Option<String>, Vec<String>> {
         let found = self.find(text);
         if found.is_empty() {
-            return Ok(text.to_owned());
+            return Ok(None);
         }
         let mut blocked: Vec<String> = found
             .iter()
@@ -273,7 +274,7 @@ impl PiiMasking {
             last = e;
         }
         out.push_str(&text[last..]);
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Puts redacted values back.
@@ -372,26 +373,24 @@ impl Policy for PiiMasking {
     }
 
     fn on_request(&mut self, req: &Request) -> RequestVerdict {
-        let mut changed = false;
-        let mut messages = Vec::with_capacity(req.messages.len());
-        for m in &req.messages {
-            let mut parts = Vec::with_capacity(m.parts.len());
-            for p in &m.parts {
+        // Masked texts by (message, part); the request is rebuilt only when
+        // one changed.
+        let mut masked: Vec<(usize, usize, String)> = Vec::new();
+        for (mi, m) in req.messages.iter().enumerate() {
+            for (pi, p) in m.parts.iter().enumerate() {
                 match self.transform(p, false) {
-                    Ok(t) => {
-                        changed |= t != *p;
-                        parts.push(t);
-                    }
+                    Ok(Some(t)) => masked.push((mi, pi, t)),
+                    Ok(None) => {}
                     Err(entities) => return RequestVerdict::Reject(self.blocked(&entities)),
                 }
             }
-            messages.push(Message {
-                role: m.role,
-                parts,
-            });
         }
-        if !changed {
+        if masked.is_empty() {
             return RequestVerdict::Continue(Vec::new());
+        }
+        let mut messages: Vec<Message> = req.messages.clone();
+        for (mi, pi, t) in masked {
+            messages[mi].parts[pi] = t;
         }
         RequestVerdict::Modify(RequestEdit {
             messages: Some(messages),
@@ -401,13 +400,17 @@ impl Policy for PiiMasking {
     }
 
     fn on_response(&mut self, resp: &Response) -> ResponseVerdict {
+        // Nothing to scan and no placeholder to put back.
+        if !self.scan_response && self.redacted.is_empty() {
+            return ResponseVerdict::Continue(Vec::new());
+        }
         let mut texts = Vec::new();
         let mut changed = false;
         for i in 0..resp.choices.len() {
             let text = resp.choice_text(i);
             let scanned = if self.scan_response {
                 match self.transform(&text, true) {
-                    Ok(t) => t,
+                    Ok(t) => t.unwrap_or_else(|| text.clone()),
                     Err(entities) => {
                         let mut r = self.blocked(&entities);
                         r.message = format!(
