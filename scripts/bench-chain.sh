@@ -12,6 +12,7 @@
 #   PORTCULLIS_WASM_PERFMAP=1 ...             # name policy (JIT) code in the profile
 #   GWBIN=/path/to/other/portcullis ...       # another gateway build, same mock and load generator
 #   PROXIES="bench limit four" ...            # also token-rate-limit alone (answers pass through unparsed)
+#   PROXIES="bench limit pii guard cache four" # each built-in alone, then the four
 #   WHOLE=1 ...                               # every policy treated as reading whole answers
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,9 @@ proxies:
     keys: [{ name: bench, env: BENCH_KEY }]
     policies:
       - { name: token-rate-limit, settings: { limits: [{ metric: total_tokens, limit: 1000000000000, window: minute }] } }
+  - { name: pii, routes: [{ provider: mock }], keys: [{ name: bench, env: BENCH_KEY }], policies: [{ name: pii-masking }] }
+  - { name: guard, routes: [{ provider: mock }], keys: [{ name: bench, env: BENCH_KEY }], policies: [{ name: guardrails }] }
+  - { name: cache, routes: [{ provider: mock }], keys: [{ name: bench, env: BENCH_KEY }], policies: [{ name: cache }] }
   - name: four
     routes: [{ provider: mock }]
     keys: [{ name: bench, env: BENCH_KEY }]
@@ -83,4 +87,4 @@ for proxy in ${PROXIES:-bench four}; do
     if [ -n "${PERFPID:-}" ]; then wait $PERFPID || true; PERFPID=; fi
   done
 done
-curl -s http://127.0.0.1:$OPS_PORT/metrics | grep -E '^portcullis_policy_duration_seconds_(sum|count)' | head -20
+curl -s http://127.0.0.1:$OPS_PORT/metrics | grep -E '^portcullis_policy_(duration_seconds_(sum|count)|instances_created_total)' | head -24

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub client_connections_closed: IntCounterVec,
     pub policy_executions: IntCounterVec,
     pub policy_duration: HistogramVec,
+    /// Policy instances created for requests (none were warm), by policy.
+    pub policy_instances_created: IntCounterVec,
     pub rate_limit_rejections: IntCounterVec,
     pub cache_lookups: IntCounterVec,
     pub spans_dropped: IntCounter,
@@ -193,6 +195,11 @@ impl Metrics {
                 "Policy runs by policy, version, phase and outcome (continue, modified, rejected, responded, error, timeout, memory).",
                 &["policy", "version", "phase", "outcome"],
             ),
+            policy_instances_created: counter(
+                "portcullis_policy_instances_created_total",
+                "Policy instances created because no warm one was idle, by policy: steady growth under steady load means the warm pools are too small (policy_engine.max_idle_instances).",
+                &["policy"],
+            ),
             policy_duration: histogram(
                 "portcullis_policy_duration_seconds",
                 "Time a policy took per phase.",
@@ -243,6 +250,7 @@ impl Metrics {
             Box::new(m.client_connections_closed.clone()),
             Box::new(m.policy_executions.clone()),
             Box::new(m.policy_duration.clone()),
+            Box::new(m.policy_instances_created.clone()),
             Box::new(m.rate_limit_rejections.clone()),
             Box::new(m.cache_lookups.clone()),
             Box::new(m.spans_dropped.clone()),

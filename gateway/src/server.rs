@@ -378,19 +378,35 @@ impl Gateway {
             let mut resp = route.provider.chat_response(&body, &call)?;
             ctx.usage = resp.usage.clone();
             ctx.response_model = Some(resp.model.clone());
+            // An OpenAI provider's answer to an OpenAI client is already
+            // the canonical JSON: policies read it as it came, and unless
+            // one changes the text it is forwarded as it came, not
+            // rendered again (the profile of the four built-ins had each
+            // answer rendered three times).
+            let provider_bytes = format == InboundKind::Openai && speaks_openai(route.kind);
+            let mut changed = false;
             let mut policy_headers = Vec::new();
             if let Some(run) = policies.as_mut() {
-                run.on_response(&mut resp, false)?;
+                if provider_bytes && let Ok(raw) = std::str::from_utf8(&body) {
+                    run.know_answer_raw(raw.to_owned());
+                }
+                changed = run.on_response(&mut resp, false)?;
                 policy_headers = run.response_headers().to_vec();
             }
             let mut route_headers = route_headers.clone();
             route_headers.extend(policy_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             let out = match format {
+                InboundKind::Openai if provider_bytes && !changed => body,
                 InboundKind::Openai => {
-                    serde_json::to_vec(&resp).map_err(|e| GatewayError::internal(e.to_string()))?
+                    let out = serde_json::to_vec(&resp)
+                        .map_err(|e| GatewayError::internal(e.to_string()))?;
+                    if let (Some(run), Ok(raw)) = (policies.as_mut(), std::str::from_utf8(&out)) {
+                        run.know_answer_raw(raw.to_owned());
+                    }
+                    Bytes::from(out)
                 }
-                InboundKind::Anthropic => inbound::anthropic::render_response(&resp),
-                InboundKind::Gemini => inbound::gemini::render_response(&resp),
+                InboundKind::Anthropic => Bytes::from(inbound::anthropic::render_response(&resp)),
+                InboundKind::Gemini => Bytes::from(inbound::gemini::render_response(&resp)),
             };
             ctx.status = 200;
             if !write_json(session, ctx, 200, out, &route_headers).await {

@@ -585,15 +585,23 @@ async fn answers_pass_through_unparsed_unless_a_policy_reads_them() {
         "{remaining} left after {used} used"
     );
 
+    // The cache reads whole answers: the gateway parses them, but one no
+    // policy changed is forwarded as the provider sent it, and stored so.
     let r = post(&s, "cached", &chat("store me")).await;
     assert_eq!(header(&r, "x-cache").as_deref(), Some("MISS"));
     let text = r.text().await.unwrap();
     assert!(
-        !text.contains("\"logprobs\":null"),
-        "a policy reads this answer: it is parsed and re-rendered: {text}"
+        text.contains("\"logprobs\":null"),
+        "an unchanged answer is the provider's bytes: {text}"
     );
     let r = post(&s, "cached", &chat("store me")).await;
     assert_eq!(header(&r, "x-cache").as_deref(), Some("HIT"));
+    let hit: Value = r.json().await.unwrap();
+    let stored: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        hit["choices"][0]["message"]["content"], stored["choices"][0]["message"]["content"],
+        "the hit replays the stored answer"
+    );
 }
 
 /// A chain of `names` (attached with `settings`), built on `engine`.
@@ -1293,7 +1301,10 @@ async fn a_slow_redis_does_not_delay_proxies_that_do_not_use_it() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
     for _ in 0..8 {
-        let (stop, url) = (stop.clone(), format!("{}/limited/chat/completions", s.gw.url));
+        let (stop, url) = (
+            stop.clone(),
+            format!("{}/limited/chat/completions", s.gw.url),
+        );
         load.push(tokio::spawn(async move {
             let mut done = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1327,7 +1338,10 @@ async fn a_slow_redis_does_not_delay_proxies_that_do_not_use_it() {
     }
     took.sort();
     let median = took[took.len() / 2];
-    assert!(limited >= 8, "the rate-limited proxy was under load ({limited} requests)");
+    assert!(
+        limited >= 8,
+        "the rate-limited proxy was under load ({limited} requests)"
+    );
     // Were a worker held while Redis answers, each of these would wait
     // for the requests ahead of it on that worker, 50 ms at least.
     assert!(

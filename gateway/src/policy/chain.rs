@@ -122,9 +122,12 @@ impl Attached {
         {
             Some((_, _, c)) => c.inc(),
             None => {
-                let c = m
-                    .policy_executions
-                    .with_label_values(&[&*self.name, &self.version, phase, outcome]);
+                let c = m.policy_executions.with_label_values(&[
+                    &*self.name,
+                    &self.version,
+                    phase,
+                    outcome,
+                ]);
                 c.inc();
                 s.executions.push((phase, outcome, c));
             }
@@ -372,6 +375,7 @@ impl Chain {
             template: None,
             fed_stream: false,
             completed: false,
+            answer_raw: None,
             _permit: permit,
         })
     }
@@ -449,6 +453,8 @@ pub struct ChainRun {
     /// Whether stream-mode policies were given part of a stream.
     fed_stream: bool,
     completed: bool,
+    /// See [`ChainRun::know_answer_raw`].
+    answer_raw: Option<String>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -494,10 +500,17 @@ impl ChainRun {
         let p = &self.chain.policies[i];
         let mut w = match p.take_idle() {
             Some(w) => w,
-            None => Warm::new(engine, &p.module, &p.name, &p.namespace).map_err(|e| {
-                tracing::warn!(policy = %p.name, error = %e, "policy instantiation failed");
-                Failure::Trap
-            })?,
+            None => {
+                if let Some(m) = &self.metrics {
+                    m.policy_instances_created
+                        .with_label_values(&[&*p.name])
+                        .inc();
+                }
+                Warm::new(engine, &p.module, &p.name, &p.namespace).map_err(|e| {
+                    tracing::warn!(policy = %p.name, error = %e, "policy instantiation failed");
+                    Failure::Trap
+                })?
+            }
         };
         w.store.data_mut().metrics = self.metrics.clone();
         w.store.set_epoch_deadline(engine.deadline_ticks());
@@ -662,28 +675,29 @@ impl ChainRun {
     }
 
     /// The response phase on a whole response, in attachment order.
+    /// Returns whether a policy changed the answer's text. The view's
+    /// canonical JSON is the one given by [`ChainRun::know_answer_raw`]
+    /// when there is one (the provider's own bytes), else rendered once;
+    /// while the answer is unchanged it is kept for the complete phase.
     pub fn on_response(
         &mut self,
         resp: &mut ChatResponse,
         streamed: bool,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<bool, GatewayError> {
         let mut view: Option<wit::Response> = None;
+        let mut changed = false;
         for i in 0..self.ran_request {
             if self.chain.policies[i].info.response == wit::ResponseMode::Skip {
                 continue;
             }
-            let v = match &view {
-                Some(v) => v.clone(),
-                None => {
-                    let v = response_view(resp, 200, streamed);
-                    view = Some(v.clone());
-                    v
-                }
-            };
+            // Built once and lent to each policy; rebuilt after an edit.
+            let known = &mut self.answer_raw;
+            let v: &wit::Response =
+                view.get_or_insert_with(|| response_view(resp, 200, streamed, known.take()));
             let verdict = self.call(
                 i,
                 "response",
-                |g, s| g.call_on_response(s, &v),
+                |g, s| g.call_on_response(s, v),
                 |r| match r {
                     wit::ResponseVerdict::Continue(_) => "continue",
                     wit::ResponseVerdict::Modify(_) => "modified",
@@ -699,13 +713,26 @@ impl ChainRun {
                             choice.message.content = Some(Content::Text(text));
                         }
                         view = None;
+                        changed = true;
                     }
                     self.add_headers(edit.headers);
                 }
                 Some(wit::ResponseVerdict::Reject(r)) => return Err(self.rejection(r)),
             }
         }
-        Ok(())
+        if !changed && let Some(v) = view {
+            self.answer_raw = Some(v.raw);
+        }
+        Ok(changed)
+    }
+
+    /// The answer as canonical JSON (an OpenAI chat.completion), when the
+    /// caller has it without rendering: the provider's bytes when it
+    /// speaks OpenAI, or what was rendered for an OpenAI client. The
+    /// response and complete phases then show it as `raw` instead of
+    /// rendering the answer again (once per phase).
+    pub fn know_answer_raw(&mut self, raw: String) {
+        self.answer_raw = Some(raw);
     }
 
     /// One decoded stream chunk. Returns whether to send it now: in hold
@@ -825,7 +852,8 @@ impl ChainRun {
                 .iter()
                 .map(|c| c.message.text_content())
                 .collect();
-            self.on_response(&mut resp, true)?;
+            // Whether it changed is decided below, on the text sent.
+            let _ = self.on_response(&mut resp, true)?;
             let after: Vec<String> = resp
                 .choices
                 .iter()
@@ -886,7 +914,8 @@ impl ChainRun {
         self.completed = true;
         let view = match resp {
             Some(r) => {
-                let mut v = response_view(r, status, streamed);
+                let raw = self.answer_raw.take();
+                let mut v = response_view(r, status, streamed, raw);
                 if v.usage.is_none() {
                     v.usage = usage.map(to_wit_usage);
                 }
@@ -1229,7 +1258,14 @@ fn to_wit_usage(u: &Usage) -> wit::Usage {
 }
 
 /// The policies' view of a whole response.
-fn response_view(resp: &ChatResponse, status: u16, streamed: bool) -> wit::Response {
+/// The policies' view of `resp`; `raw` is its canonical JSON when already
+/// known (else rendered here).
+fn response_view(
+    resp: &ChatResponse,
+    status: u16,
+    streamed: bool,
+    raw: Option<String>,
+) -> wit::Response {
     wit::Response {
         status,
         model: resp.model.clone(),
@@ -1243,7 +1279,7 @@ fn response_view(resp: &ChatResponse, status: u16, streamed: bool) -> wit::Respo
             .collect(),
         usage: resp.usage.as_ref().map(to_wit_usage),
         streamed,
-        raw: serde_json::to_string(resp).unwrap_or_default(),
+        raw: raw.unwrap_or_else(|| serde_json::to_string(resp).unwrap_or_default()),
     }
 }
 
