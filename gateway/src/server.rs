@@ -549,6 +549,11 @@ impl Gateway {
             }
         }
         ctx.upstream_time = Some(upstream_started.elapsed());
+        if failed.is_none() {
+            // Read to its end: the connection goes back to the pool, as a
+            // buffered answer's does (streams used to open one each).
+            upstream::release(&self.connector, &peer, ex).await;
+        }
         if failed.is_none() && !decoder.is_complete() {
             failed = Some(GatewayError::upstream_protocol(
                 "the provider closed the stream before it was complete",

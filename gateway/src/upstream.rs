@@ -136,12 +136,20 @@ pub async fn read_body(
             Err(e) => return Err(exchange_error(peer, &e)),
         }
     }
+    release(connector, peer, ex).await;
+    Ok(buf.freeze())
+}
+
+/// Hands the connection back to the pool when its response was read to
+/// the end (buffered or streamed): the next call to this provider skips
+/// the TCP and TLS handshakes. A connection with unread response bytes is
+/// dropped instead (closed).
+pub async fn release(connector: &Connector, peer: &HttpPeer, mut ex: UpstreamExchange) {
     if ex.session.response_done() {
         connector
             .release_http_session(ex.session, peer, Some(Duration::from_secs(60)))
             .await;
     }
-    Ok(buf.freeze())
 }
 
 /// Whether a failure on a reused pooled connection means the provider had

@@ -135,6 +135,19 @@ impl Mock {
         v.as_array().cloned().unwrap_or_default()
     }
 
+    /// TCP connections the mock accepted so far; each call opens one.
+    pub async fn connections(&self) -> u64 {
+        let v: Value = crate::client()
+            .get(format!("{}/_mock/connections", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["accepted"].as_u64().expect("accepted count")
+    }
+
     /// Queues a behaviour (error status, delay, cut stream).
     pub async fn behave(&self, b: Value) {
         let r = crate::client()

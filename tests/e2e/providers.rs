@@ -436,3 +436,40 @@ async fn stream_token_tracking_can_be_turned_off_per_proxy() {
         "tokens counted for an untracked proxy:\n{metrics}"
     );
 }
+
+/// Provider connections are pooled for streamed answers as for buffered
+/// ones: once each provider has been called, more calls, streamed or not,
+/// open no new connection to it.
+#[tokio::test]
+async fn streamed_and_buffered_calls_reuse_provider_connections() {
+    let (mock, gw) = setup("").await;
+    let call = |proxy: &'static str, model: &'static str, stream: bool| {
+        let url = format!("{}/{proxy}/chat/completions", gw.url);
+        async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(KEY)
+                .json(&chat_body(model, stream))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{proxy}");
+            let text = r.text().await.unwrap();
+            if stream {
+                assert_eq!(sse_events(&text).last().unwrap().1, "[DONE]", "{proxy}");
+            }
+        }
+    };
+    for (proxy, _, model, _) in CASES {
+        call(proxy, model, true).await;
+    }
+    let before = mock.connections().await;
+    for _ in 0..3 {
+        for (proxy, _, model, _) in CASES {
+            call(proxy, model, true).await;
+            call(proxy, model, false).await;
+        }
+    }
+    // Only the second look at the count itself connected.
+    assert_eq!(mock.connections().await, before + 1);
+}

@@ -28,6 +28,9 @@ pub(crate) struct Shared {
     behaviours: Mutex<Behaviours>,
     /// Last sequence number handed out; requests are numbered from 1.
     last_seq: AtomicU64,
+    /// TCP connections accepted: tests tell from it whether the gateway
+    /// reuses its provider connections.
+    accepted: AtomicU64,
 }
 
 /// Locks a mutex, ignoring poisoning: the guarded data stays consistent
@@ -45,6 +48,14 @@ impl Shared {
 
     pub(crate) fn behaviours(&self) -> MutexGuard<'_, Behaviours> {
         lock(&self.behaviours)
+    }
+
+    pub(crate) fn connection_accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connections_accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     fn next_seq(&self) -> u64 {

@@ -92,6 +92,7 @@ impl MockLlm {
             // Control and observation
             .route("/_mock/health", get(health))
             .route("/_mock/requests", get(list_requests).delete(clear_requests))
+            .route("/_mock/connections", get(connections))
             .route(
                 "/_mock/behaviour",
                 get(list_behaviours)
@@ -130,7 +131,9 @@ impl MockLlm {
         // algorithm and the client's delayed ACK stall each ~40 ms, which
         // real providers do not do.
         use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
+        let shared = Arc::clone(&self.shared);
+        let listener = listener.tap_io(move |tcp| {
+            shared.connection_accepted();
             let _ = tcp.set_nodelay(true);
         });
         axum::serve(listener, self.router()).await?;
@@ -309,6 +312,10 @@ async fn unknown_route(
 
 async fn health() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn connections(State(s): SharedState) -> Response {
+    axum::Json(json!({"accepted": s.connections_accepted()})).into_response()
 }
 
 async fn list_requests(State(s): SharedState) -> Response {
