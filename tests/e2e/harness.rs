@@ -124,28 +124,15 @@ impl Mock {
 
     /// The requests the mock received.
     pub async fn journal(&self) -> Vec<Value> {
-        let v: Value = crate::client()
-            .get(format!("{}/_mock/requests", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(&format!("{}/_mock/requests", self.url)).await;
         v.as_array().cloned().unwrap_or_default()
     }
 
     /// TCP connections the mock accepted so far; each call opens one.
     pub async fn connections(&self) -> u64 {
-        let v: Value = crate::client()
-            .get(format!("{}/_mock/connections", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["accepted"].as_u64().expect("accepted count")
+        get_json(&format!("{}/_mock/connections", self.url)).await["accepted"]
+            .as_u64()
+            .expect("accepted count")
     }
 
     /// Queues a behaviour (error status, delay, cut stream).
