@@ -330,8 +330,20 @@ impl Gateway {
         ctx.upstream_offset = Some(ctx.started.elapsed());
         let upstream_started = Instant::now();
         let peer = rt.peer(route).await?;
-        let ex =
-            upstream::send(&self.connector, &peer, &route.upstream.host_header, &up_req).await?;
+        let sent = unless_client_leaves(
+            session,
+            upstream::send(&self.connector, &peer, &route.upstream.host_header, &up_req),
+        )
+        .await;
+        let Some(ex) = sent else {
+            // The client gave up before the provider answered: dropping
+            // the call closes its connection, so the provider stops
+            // generating (and billing) for nobody.
+            ctx.upstream_time = Some(upstream_started.elapsed());
+            client_left(ctx);
+            return Ok(());
+        };
+        let ex = ex?;
         // Headers the request-phase policies added (e.g. x-ratelimit-*).
         let policy_headers: Vec<(String, String)> = policies
             .as_ref()
@@ -353,7 +365,17 @@ impl Gateway {
         }
 
         if !req.stream {
-            let body = upstream::read_body(&self.connector, &peer, ex, MAX_UPSTREAM_BODY).await?;
+            let read = unless_client_leaves(
+                session,
+                upstream::read_body(&self.connector, &peer, ex, MAX_UPSTREAM_BODY),
+            )
+            .await;
+            let Some(body) = read else {
+                ctx.upstream_time = Some(upstream_started.elapsed());
+                client_left(ctx);
+                return Ok(());
+            };
+            let body = body?;
             ctx.upstream_time = Some(upstream_started.elapsed());
             let answers_read = policies.as_ref().is_some_and(|r| r.reads_answers());
             if format == InboundKind::Openai && speaks_openai(route.kind) && !answers_read {
@@ -1489,6 +1511,30 @@ async fn write_json(
 /// delivered: status 499 (nginx's "client closed request") and the
 /// `client_cancelled` error type, a client event rather than a gateway
 /// failure. Its usage is still counted.
+/// Waits on the provider (`wait`) while watching the client: `None` when
+/// the client closed its connection first. Dropping `wait` then drops the
+/// provider call. Used for the waits that can be long (time to the first
+/// byte, a buffered answer); a stream notices a departed client at its
+/// next write.
+async fn unless_client_leaves<T>(
+    session: &mut Session,
+    wait: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let client_gone = async {
+        // The request body was read whole before: the only thing left to
+        // read is the end of the connection (an error once it is closed).
+        match session.downstream_session.read_body_or_idle(true).await {
+            Err(_) => {}
+            Ok(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        out = wait => Some(out),
+        () = client_gone => None,
+    }
+}
+
 fn client_left(ctx: &mut RequestCtx) {
     ctx.status = 499;
     ctx.error = Some(ErrorKind::ClientCancelled);

@@ -242,3 +242,59 @@ async fn a_stream_cut_by_the_provider_ends_with_an_error_event() {
     assert_eq!(r.status(), 500);
     envelope(r).await;
 }
+
+/// A client that gives up while the provider has not answered yet ends the
+/// request there: the gateway stops waiting, drops the provider call, and
+/// counts a client cancellation (499), long before the provider would
+/// have answered. Streamed and not.
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_stops_the_provider_call() {
+    let (mock, gw) = setup("").await;
+    let url = format!("{}/openai/chat/completions", gw.url);
+    for stream in [false, true] {
+        mock.behave(json!({"path_contains": "/chat/completions", "delay_ms": 20000, "times": 1}))
+            .await;
+        let started = std::time::Instant::now();
+        let mut body = hello("gpt-5-mini");
+        body["stream"] = json!(stream);
+        let r = client()
+            .post(&url)
+            .bearer_auth(KEY)
+            .json(&body)
+            .timeout(std::time::Duration::from_millis(300))
+            .send()
+            .await;
+        assert!(r.is_err(), "the client gave up");
+        let cancelled = loop {
+            let n = gw
+                .metric_sum(&[
+                    "portcullis_requests_total{",
+                    "error_type=\"client_cancelled\"",
+                ])
+                .await;
+            if n >= 1.0 + f64::from(u8::from(stream)) || started.elapsed().as_secs() >= 15 {
+                break n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            cancelled,
+            1.0 + f64::from(u8::from(stream)),
+            "the request ended as a client cancellation before the provider answered (stream: {stream})"
+        );
+        assert!(
+            started.elapsed().as_secs() < 15,
+            "ended while the provider still waited"
+        );
+    }
+    // The provider was not left holding the call: the next request is
+    // answered at once on a new or pooled connection.
+    let r = client()
+        .post(&url)
+        .bearer_auth(KEY)
+        .json(&hello("gpt-5-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
