@@ -339,8 +339,7 @@ impl Gateway {
             // The client gave up before the provider answered: dropping
             // the call closes its connection, so the provider stops
             // generating (and billing) for nobody.
-            ctx.upstream_time = Some(upstream_started.elapsed());
-            client_left(ctx);
+            left_while_waiting(ctx, upstream_started);
             return Ok(());
         };
         let ex = ex?;
@@ -371,8 +370,7 @@ impl Gateway {
             )
             .await;
             let Some(body) = read else {
-                ctx.upstream_time = Some(upstream_started.elapsed());
-                client_left(ctx);
+                left_while_waiting(ctx, upstream_started);
                 return Ok(());
             };
             let body = body?;
@@ -1533,6 +1531,12 @@ async fn unless_client_leaves<T>(
         out = wait => Some(out),
         () = client_gone => None,
     }
+}
+
+/// A client that left while the provider had not answered.
+fn left_while_waiting(ctx: &mut RequestCtx, upstream_started: Instant) {
+    ctx.upstream_time = Some(upstream_started.elapsed());
+    client_left(ctx);
 }
 
 fn client_left(ctx: &mut RequestCtx) {
