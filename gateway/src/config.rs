@@ -164,6 +164,11 @@ impl Runtime {
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.write_timeout = Some(self.read_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
+        if u.tls {
+            // HTTP/2 where the provider offers it (ALPN), else HTTP/1.1:
+            // one connection carries every concurrent call.
+            peer.options.alpn = pingora::protocols::ALPN::H2H1;
+        }
         if let Some(ca) = &u.ca {
             peer.options.ca = Some(ca.clone());
         }

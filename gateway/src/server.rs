@@ -53,6 +53,8 @@ pub struct Gateway {
 pub struct RequestCtx {
     pub request_id: String,
     pub started: Instant,
+    /// The client's HTTP version (`HTTP/1.1`, `HTTP/2`), for the access log.
+    pub protocol: &'static str,
     pub proxy_id: Option<String>,
     pub key_name: Option<Arc<str>>,
     pub route: Option<String>,
@@ -994,6 +996,7 @@ impl Gateway {
         tracing::info!(
             target: "portcullis::access",
             request_id = %ctx.request_id,
+            protocol = ctx.protocol,
             proxy,
             key = ctx.key_name.as_deref().unwrap_or("-"),
             route = ctx.route.as_deref().unwrap_or("-"),
@@ -1025,6 +1028,7 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             request_id: String::new(),
             started: Instant::now(),
+            protocol: "-",
             proxy_id: None,
             key_name: None,
             route: None,
@@ -1111,7 +1115,7 @@ impl ProxyHttp for Gateway {
     /// access log line.
     async fn logging(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _e: Option<&pingora::Error>,
         ctx: &mut RequestCtx,
     ) {
@@ -1120,6 +1124,11 @@ impl ProxyHttp for Gateway {
             ctx.inflight = false;
         }
         if ctx.status != 0 {
+            ctx.protocol = match session.req_header().version {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            };
             self.record(ctx);
             if let Some(ids) = ctx.trace {
                 self.export_spans(ctx, ids);

@@ -146,6 +146,13 @@ proxies:
         )
     };
     let body = serde_json::json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "hop"}]});
+    // Requests A answered over HTTP/2 (its access log names the protocol).
+    let h2_lines = |log: String| {
+        log.lines()
+            .filter(|l| l.contains("portcullis::access") && l.contains("HTTP/2"))
+            .count()
+    };
+    let h2_before = h2_lines(a.log());
     let b = Gateway::start_with_env(&upstream(true), &[("PC_KEY", KEY)]).await;
     let r = crate::client()
         .post(format!("{}/via-a/chat/completions", b.url))
@@ -160,6 +167,24 @@ proxies:
         v["choices"][0]["message"]["content"],
         "Mock reply from openai model gpt-5-mini: hop"
     );
+    // Streamed too, on the same HTTP/2 connection.
+    let mut streamed = body.clone();
+    streamed["stream"] = serde_json::json!(true);
+    let text = crate::client()
+        .post(format!("{}/via-a/chat/completions", b.url))
+        .bearer_auth(KEY)
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(text.contains("hop"), "{text}");
+    // B reached its HTTPS provider over HTTP/2, negotiated by ALPN.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(h2_lines(a.log()), h2_before + 2, "{}", a.log());
 
     // Without the CA, the provider's certificate is not trusted.
     let b2 = Gateway::start_with_env(&upstream(false), &[("PC_KEY", KEY)]).await;
