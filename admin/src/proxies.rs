@@ -25,7 +25,7 @@ use crate::db::{audit, bump, now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult, Body};
 use crate::ownership::{Owner, authorize};
 use crate::policies::Attachment;
-use crate::slug::{normalise_context, slugify, valid_context, valid_url};
+use crate::slug::{CONTEXT_RULE, normalise_context, slugify, valid_context, valid_url};
 
 /// What a revision holds: the whole proxy as it was.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -280,10 +280,7 @@ pub async fn validate(tx: &mut Transaction<'_, Any>, spec: &ProxySpec) -> ApiRes
         return Err(ApiError::invalid("version", "must not be empty"));
     }
     if !valid_context(&spec.context) {
-        return Err(ApiError::invalid(
-            "context",
-            "may hold letters, digits, `-`, `_`, `.`, `~` and single `/`",
-        ));
+        return Err(ApiError::invalid("context", CONTEXT_RULE));
     }
     if spec.inbound.is_empty() {
         return Err(ApiError::invalid(

@@ -1,43 +1,8 @@
-//! Ids from names, base paths and URLs: the same rules the gateway applies
-//! to its configuration file, so an id admin hands out is one the gateway
-//! accepts.
+//! Ids from names, base paths and URLs. The id and base-path rules are the
+//! gateway's own (`portcullis_types::names`), so an id admin hands out is
+//! one every gateway accepts.
 
-/// The id a name gets: lowercase ASCII letters and digits, runs of anything
-/// else become one hyphen, no leading or trailing hyphen.
-pub fn slugify(name: &str) -> String {
-    let mut out = String::new();
-    let mut hyphen = false;
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            if hyphen && !out.is_empty() {
-                out.push('-');
-            }
-            hyphen = false;
-            out.push(c.to_ascii_lowercase());
-        } else {
-            hyphen = true;
-        }
-    }
-    out
-}
-
-/// A base path with a leading `/` and no trailing `/` (`/` stays `/`).
-pub fn normalise_context(context: &str) -> String {
-    let trimmed = context.trim().trim_matches('/');
-    if trimmed.is_empty() {
-        "/".to_owned()
-    } else {
-        format!("/{trimmed}")
-    }
-}
-
-/// Whether a context is made of characters safe in a URL path.
-pub fn valid_context(context: &str) -> bool {
-    context
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
-        && !context.contains("//")
-}
+pub use portcullis_types::names::{CONTEXT_RULE, normalise_context, slugify, valid_context};
 
 /// An absolute http(s) URL with a host.
 pub fn valid_url(url: &str) -> bool {
@@ -58,13 +23,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slugs_contexts_urls() {
-        assert_eq!(slugify("Chat API  (prod)"), "chat-api-prod");
-        assert_eq!(slugify("--"), "");
-        assert_eq!(normalise_context("llmtest/"), "/llmtest");
-        assert_eq!(normalise_context(""), "/");
-        assert!(valid_context("/a/b-c"));
-        assert!(!valid_context("/a b"));
+    fn urls() {
         assert!(valid_url("http://127.0.0.1:8080"));
         assert!(!valid_url("ftp://x"));
         assert!(!valid_url("http://"));

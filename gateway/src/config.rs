@@ -236,33 +236,8 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// The id a name gets: lowercase, runs of other characters become one hyphen.
-pub fn slugify(name: &str) -> String {
-    let mut out = String::new();
-    let mut hyphen = false;
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            if hyphen && !out.is_empty() {
-                out.push('-');
-            }
-            hyphen = false;
-            out.push(c.to_ascii_lowercase());
-        } else {
-            hyphen = true;
-        }
-    }
-    out
-}
-
-/// A base path with a leading `/` and no trailing `/` (`/` stays `/`).
-pub fn normalise_context(context: &str) -> String {
-    let trimmed = context.trim().trim_matches('/');
-    if trimmed.is_empty() {
-        "/".to_owned()
-    } else {
-        format!("/{trimmed}")
-    }
-}
+use portcullis_types::names::{CONTEXT_RULE, valid_context};
+pub use portcullis_types::names::{normalise_context, slugify};
 
 /// Parses a YAML file, naming the field at fault.
 pub fn parse_file(text: &str) -> Result<FileConfig, ConfigError> {
@@ -399,6 +374,9 @@ fn build(
                 return Err(cfg_err(at("id"), format!("duplicate proxy id `{id}`")));
             }
             let context = normalise_context(pf.context.as_deref().unwrap_or(&id));
+            if !valid_context(&context) {
+                return Err(cfg_err(at("context"), CONTEXT_RULE));
+            }
             if proxies.contains_key(&context) {
                 return Err(cfg_err(
                     at("context"),
@@ -959,10 +937,24 @@ proxies:
     }
 
     #[test]
-    fn slugs_and_contexts() {
-        assert_eq!(slugify("Chat API  (prod)"), "chat-api-prod");
-        assert_eq!(normalise_context("llmtest/"), "/llmtest");
-        assert_eq!(normalise_context(""), "/");
-        assert_eq!(normalise_context("/a/b/"), "/a/b");
+    fn base_paths_follow_the_rule_admin_applies() {
+        let with = |context: &str| {
+            GOOD.replace(
+                "  - name: LLM Test\n",
+                &format!("  - name: LLM Test\n    context: \"{context}\"\n"),
+            )
+        };
+        let rt = build_runtime(&parse_file(&with("team/llm/")).unwrap(), &env).unwrap();
+        assert!(rt.proxies.contains_key("/team/llm"));
+        for bad in ["/a b", "/a//b", "/é"] {
+            let e = build_runtime(&parse_file(&with(bad)).unwrap(), &env)
+                .err()
+                .unwrap();
+            assert_eq!(
+                (e.path.as_str(), e.message.as_str()),
+                ("proxies[0].context", CONTEXT_RULE),
+                "{bad}"
+            );
+        }
     }
 }

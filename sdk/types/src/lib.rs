@@ -13,6 +13,7 @@ pub mod error;
 pub mod gateway_config;
 pub mod managed;
 pub mod models;
+pub mod names;
 pub mod policy;
 pub mod usage;
 
