@@ -1258,7 +1258,7 @@ async fn slow_relay(target: String, delay: Duration) -> String {
 }
 
 /// Host calls that wait on the network do not hold a gateway worker: with
-/// Redis answering after 50 ms and a gateway of one worker thread, requests
+/// Redis answering after 200 ms and a gateway of one worker thread, requests
 /// to a proxy whose policies never touch Redis (pii-masking) keep their
 /// latency while requests to a rate-limited proxy wait on Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1273,7 +1273,9 @@ async fn a_slow_redis_does_not_delay_proxies_that_do_not_use_it() {
         .next()
         .unwrap()
         .to_owned();
-    let delay = Duration::from_millis(50);
+    // Long enough that a request held behind it cannot be mistaken for
+    // one slowed by a busy machine (the tests run side by side).
+    let delay = Duration::from_millis(200);
     let relay = slow_relay(target, delay).await;
     let s = start(
         &format!(", redis_url: \"{relay}\""),
@@ -1343,7 +1345,7 @@ async fn a_slow_redis_does_not_delay_proxies_that_do_not_use_it() {
         "the rate-limited proxy was under load ({limited} requests)"
     );
     // Were a worker held while Redis answers, each of these would wait
-    // for the requests ahead of it on that worker, 50 ms at least.
+    // for the requests ahead of it on that worker, 200 ms at least.
     assert!(
         median < delay,
         "requests to the proxy without Redis-backed policies waited on Redis: median {median:?}, all {took:?}"
