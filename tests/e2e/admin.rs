@@ -1101,3 +1101,116 @@ async fn a_proxy_the_gateway_cannot_load_is_isolated_and_reported() {
         .await;
     assert_eq!(good_deps["items"][0]["status"], "Active", "{good_deps}");
 }
+
+/// Admin refuses exactly what a gateway refuses, naming the same field:
+/// each bad proxy goes to admin's REST API and, as the same JSON, into a
+/// gateway file checked by the gateway's own configuration code.
+#[tokio::test]
+async fn admin_and_the_gateway_refuse_the_same_proxies() {
+    let dir = TempDir::new();
+    let admin = Admin::start(&dir).await;
+    for p in ["alpha", "beta"] {
+        admin
+            .ok("POST", "/api/v1/providers", Some(json!({"name": p, "type": "openai",
+                "base_url": "http://127.0.0.1:9/v1", "models": ["gpt-5-mini"], "credentials": {"api_key": "k"}})))
+            .await;
+    }
+    let topic = json!({"name": "math", "utterances": ["solve this equation"]});
+    let service = json!({"provider": "alpha", "model": "text-embedding-3-small"});
+    let two = json!([{"provider": "alpha"}, {"provider": "beta"}]);
+    // (case, proxy fields, the field both must name)
+    let cases = [
+        (
+            "base path",
+            json!({"context": "/a b", "routes": [{"provider": "alpha"}]}),
+            "context",
+        ),
+        (
+            "two routes, no strategy",
+            json!({"routes": two}),
+            "routing.strategy",
+        ),
+        (
+            "single with two routes",
+            json!({"routes": two, "routing": {"strategy": "single"}}),
+            "routing.strategy",
+        ),
+        (
+            "unknown fallback",
+            json!({"routes": two, "routing": {"strategy": "failover", "fallback": {"route": "nope"}}}),
+            "routing.fallback.route",
+        ),
+        (
+            "threshold without semantic",
+            json!({"routes": two, "routing": {"strategy": "failover", "threshold": 0.5}}),
+            "routing.threshold",
+        ),
+        (
+            "threshold out of range",
+            json!({"routes": [{"provider": "alpha", "topics": [topic]}, {"provider": "beta"}],
+            "routing": {"strategy": "semantic", "threshold": 1.5, "fallback": {"route": "beta"}}, "semantic_service": service}),
+            "routing.threshold",
+        ),
+        (
+            "topics without semantic",
+            json!({"routes": [{"provider": "alpha", "topics": [topic]}, {"provider": "beta"}], "routing": {"strategy": "failover"}}),
+            "routes[0].topics",
+        ),
+        (
+            "semantic without topics",
+            json!({"routes": two, "routing": {"strategy": "semantic", "fallback": {"route": "beta"}}, "semantic_service": service}),
+            "routes",
+        ),
+        (
+            "semantic without fallback",
+            json!({"routes": [{"provider": "alpha", "topics": [topic]}, {"provider": "beta"}],
+            "routing": {"strategy": "semantic"}, "semantic_service": service}),
+            "routing.fallback",
+        ),
+        (
+            "guard without topics",
+            json!({"routes": [{"provider": "alpha"}], "prompt_guard": {"deny": []}, "semantic_service": service}),
+            "prompt_guard.deny",
+        ),
+        (
+            "guard without service",
+            json!({"routes": [{"provider": "alpha"}], "prompt_guard": {"deny": [topic]}}),
+            "semantic_service",
+        ),
+        (
+            "service nobody uses",
+            json!({"routes": [{"provider": "alpha"}], "semantic_service": service}),
+            "semantic_service",
+        ),
+        (
+            "denied topic threshold out of range",
+            json!({"routes": [{"provider": "alpha"}], "prompt_guard": {"deny": [{"name": "x", "utterances": ["y"], "threshold": 2.0}]},
+            "semantic_service": service}),
+            "prompt_guard.deny[0].threshold",
+        ),
+    ];
+    for (i, (case, fields, field)) in cases.iter().enumerate() {
+        let mut proxy = fields.clone();
+        proxy["name"] = json!(format!("case {i}"));
+        let (status, v) = admin
+            .call("POST", "/api/v1/proxies", Some(proxy.clone()))
+            .await;
+        assert_eq!(status, 422, "{case}: admin accepted it: {v}");
+        assert_eq!(v["error"]["field"], *field, "{case}: admin: {v}");
+
+        // The same proxy in a gateway file (JSON is YAML).
+        let file = format!(
+            "providers:\n  - {{ name: alpha, type: openai, base_url: \"http://127.0.0.1:9/v1\", api_key: k, models: [gpt-5-mini] }}\n  - {{ name: beta, type: openai, base_url: \"http://127.0.0.1:9/v1\", api_key: k, models: [gpt-5-mini] }}\nproxies:\n  - {proxy}\n"
+        );
+        let parsed = portcullis_gateway::config::parse_file(&file)
+            .unwrap_or_else(|e| panic!("{case}: the gateway cannot read it: {e}"));
+        let e = portcullis_gateway::config::build_runtime(&parsed, &|_| None)
+            .err()
+            .unwrap_or_else(|| panic!("{case}: the gateway accepted it"));
+        assert_eq!(
+            e.path,
+            format!("proxies[0].{field}"),
+            "{case}: gateway: {e}"
+        );
+    }
+}
