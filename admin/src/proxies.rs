@@ -13,8 +13,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portcullis_types::gateway_config::{
     InboundKind, KeyFile, PromptGuardFile, ProviderKind, ProxyFile, Resource, RouteFile,
-    RoutingFile, RoutingStrategy, SemanticServiceFile, TopicFile, effective_base_url, url_origin,
+    RoutingFile, SemanticServiceFile, TopicFile, effective_base_url, url_origin,
 };
+use portcullis_types::proxy_rules;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{Any, Row, Transaction};
@@ -352,169 +353,37 @@ pub async fn validate(tx: &mut Transaction<'_, Any>, spec: &ProxySpec) -> ApiRes
             ));
         }
     }
-    if spec.routes.len() > 1 && spec.routing.as_ref().and_then(|r| r.strategy).is_none() {
-        return Err(ApiError::invalid(
-            "routing.strategy",
-            "required with several routes",
-        ));
-    }
-    if let Some(fb) = spec.routing.as_ref().and_then(|r| r.fallback.as_ref()) {
-        let names: Vec<String> = spec
-            .effective_routes()
-            .iter()
-            .map(|r| match (&r.name, &r.model) {
-                (Some(n), _) => n.clone(),
-                (None, Some(m)) => format!("{}/{m}", r.provider),
-                (None, None) => r.provider.clone(),
-            })
-            .collect();
-        if !names.contains(&fb.route) {
+    // Managed gateways read no local files: utterances come inline or by
+    // upload.
+    let topics = spec
+        .routes
+        .iter()
+        .enumerate()
+        .flat_map(|(ri, r)| {
+            r.topics
+                .iter()
+                .enumerate()
+                .map(move |(ti, t)| (format!("routes[{ri}].topics[{ti}]"), t))
+        })
+        .chain(spec.prompt_guard.iter().flat_map(|g| {
+            g.deny
+                .iter()
+                .enumerate()
+                .map(|(ti, t)| (format!("prompt_guard.deny[{ti}]"), t))
+        }));
+    for (path, topic) in topics {
+        if topic.utterances_file.is_some() {
             return Err(ApiError::invalid(
-                "routing.fallback.route",
-                format!(
-                    "no route named `{}` (routes: {})",
-                    fb.route,
-                    names.join(", ")
-                ),
+                format!("{path}.utterances_file"),
+                "give the utterances inline or upload them (PUT .../topics/{topic}/utterances); managed gateways read no local files",
             ));
         }
     }
-    semantic_rules(spec)
-}
-
-/// The gateway's rules for semantic routing, topics, the prompt guard and
-/// the semantic service (`gateway/src/routing/table.rs`), so that admin
-/// refuses what every gateway would refuse, naming the same field.
-fn semantic_rules(spec: &ProxySpec) -> ApiResult<()> {
-    let routing = spec.routing.clone().unwrap_or_default();
-    let routes = spec.effective_routes().len();
-    let strategy = match routing.strategy {
-        Some(RoutingStrategy::Single) if routes != 1 => {
-            return Err(ApiError::invalid(
-                "routing.strategy",
-                format!("`single` takes exactly one route, this proxy has {routes}"),
-            ));
-        }
-        Some(s) => s,
-        None => RoutingStrategy::Single,
-    };
-    let semantic = strategy == RoutingStrategy::Semantic;
-    if let Some(t) = routing.threshold {
-        check_threshold("routing.threshold", t)?;
-        if !semantic {
-            return Err(ApiError::invalid(
-                "routing.threshold",
-                "only the semantic strategy uses a threshold",
-            ));
-        }
-    }
-    let mut names = HashSet::new();
-    let mut route_topics = 0;
-    for (i, r) in spec.routes.iter().enumerate() {
-        if !r.topics.is_empty() && !semantic {
-            return Err(ApiError::invalid(
-                format!("routes[{i}].topics"),
-                "only the semantic strategy uses topics",
-            ));
-        }
-        for (t, topic) in r.topics.iter().enumerate() {
-            check_topic(&format!("routes[{i}].topics[{t}]"), topic, &mut names)?;
-        }
-        route_topics += r.topics.len();
-    }
-    if semantic && route_topics == 0 {
-        return Err(ApiError::invalid(
-            "routes",
-            "semantic routing needs at least one route with topics",
-        ));
-    }
-    if semantic && routing.fallback.is_none() {
-        return Err(ApiError::invalid(
-            "routing.fallback",
-            "semantic routing needs a fallback route for prompts that match no topic",
-        ));
-    }
-    if let Some(g) = &spec.prompt_guard {
-        if let Some(t) = g.threshold {
-            check_threshold("prompt_guard.threshold", t)?;
-        }
-        if g.deny.is_empty() {
-            return Err(ApiError::invalid(
-                "prompt_guard.deny",
-                "list at least one denied topic",
-            ));
-        }
-        for (t, topic) in g.deny.iter().enumerate() {
-            check_topic(&format!("prompt_guard.deny[{t}]"), topic, &mut names)?;
-        }
-    }
-    let user = if semantic {
-        Some("the semantic strategy")
-    } else if spec.prompt_guard.is_some() {
-        Some("the prompt guard")
-    } else {
-        None
-    };
-    match (&spec.semantic_service, user) {
-        (None, Some(who)) => Err(ApiError::invalid(
-            "semantic_service",
-            format!("required by {who}"),
-        )),
-        (Some(_), None) => Err(ApiError::invalid(
-            "semantic_service",
-            "set, but neither the semantic strategy nor a prompt guard uses it; remove it with `\"semantic_service\": null`",
-        )),
-        (Some(s), Some(_)) if s.model.trim().is_empty() => Err(ApiError::invalid(
-            "semantic_service.model",
-            "must not be empty",
-        )),
-        (Some(s), Some(_)) if s.timeout_ms == Some(0) => Err(ApiError::invalid(
-            "semantic_service.timeout_ms",
-            "must be above 0",
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn check_threshold(field: &str, t: f32) -> ApiResult<()> {
-    if (0.0..=1.0).contains(&t) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(field, "must be between 0 and 1"))
-    }
-}
-
-/// One topic at `path`; `names` holds the topic names seen so far in the
-/// proxy (route topics and denied topics share one namespace).
-fn check_topic(path: &str, topic: &TopicFile, names: &mut HashSet<String>) -> ApiResult<()> {
-    if topic.utterances_file.is_some() {
-        return Err(ApiError::invalid(
-            format!("{path}.utterances_file"),
-            "give the utterances inline or upload them (PUT .../topics/{topic}/utterances); managed gateways read no local files",
-        ));
-    }
-    if topic.name.is_empty() {
-        return Err(ApiError::invalid(
-            format!("{path}.name"),
-            "must not be empty",
-        ));
-    }
-    if !names.insert(topic.name.clone()) {
-        return Err(ApiError::invalid(
-            format!("{path}.name"),
-            format!("topic `{}` is defined twice in this proxy", topic.name),
-        ));
-    }
-    if let Some(t) = topic.threshold {
-        check_threshold(&format!("{path}.threshold"), t)?;
-    }
-    if topic.utterances.iter().all(|u| u.trim().is_empty()) {
-        return Err(ApiError::invalid(
-            format!("{path}.utterances"),
-            format!("topic `{}` has no utterances", topic.name),
-        ));
-    }
-    Ok(())
+    // The gateway's own rules, on the form gateways get: admin refuses
+    // exactly what they would (tests/e2e/admin.rs,
+    // admin_and_the_gateway_refuse_the_same_proxies).
+    let file = spec.to_file(&slugify(&spec.name), Vec::new())?;
+    proxy_rules::check(&file).map_err(|e| ApiError::invalid(e.field, e.message))
 }
 
 /// Stores `spec` as the proxy's next revision and makes it current.

@@ -21,6 +21,7 @@ use crate::prompt_guard::PromptGuard;
 use crate::routing::budget::RetryBudget;
 use crate::routing::metrics::RoutingMetrics;
 use crate::semantic::{Semantic, SemanticService, Topic};
+use portcullis_types::proxy_rules;
 
 /// Default similarity a prompt needs to match a routing topic.
 pub const DEFAULT_ROUTE_THRESHOLD: f32 = 0.75;
@@ -214,67 +215,26 @@ pub fn build(
 ) -> Result<RoutingTable, ConfigError> {
     let at = |field: &str| format!("proxies[{pi}].{field}");
     let rat = |ri: usize, field: &str| format!("proxies[{pi}].routes[{ri}].{field}");
+    // The rules admin applies too (portcullis_types::proxy_rules): route
+    // names, strategy and fallback, topics and thresholds, the prompt
+    // guard and its semantic service. What follows builds on a proxy that
+    // passed them, and checks only what needs more (providers, files).
+    proxy_rules::check(pf).map_err(|e| cfg_err(at(&e.field), e.message))?;
     let routing = pf.routing.clone().unwrap_or_default();
 
     // Route names are how the fallback, logs and metrics refer to routes.
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    for (ri, r) in routes.iter().enumerate() {
-        if r.name.is_empty() {
-            return Err(cfg_err(rat(ri, "name"), "must not be empty"));
-        }
-        if let Some(first) = names.insert(r.name.as_str(), ri) {
-            let hint = if pf.routes[ri].name.is_none() {
-                "; give one of them a `name`"
-            } else {
-                ""
-            };
-            return Err(cfg_err(
-                rat(ri, "name"),
-                format!(
-                    "route name `{}` is already used by routes[{first}]{hint}",
-                    r.name
-                ),
-            ));
-        }
-    }
-
-    let strategy = match (routing.strategy, routes.len()) {
-        (Some(RoutingStrategy::Single), n) if n != 1 => {
-            return Err(cfg_err(
-                at("routing.strategy"),
-                format!("`single` takes exactly one route, this proxy has {n}"),
-            ));
-        }
-        (Some(s), _) => s,
-        (None, 1) => RoutingStrategy::Single,
-        (None, _) => {
-            return Err(cfg_err(
-                at("routing.strategy"),
-                "required when a proxy has several routes: single, model-based, weighted, failover or semantic",
-            ));
-        }
-    };
-
-    let fallback = match &routing.fallback {
-        None => None,
-        Some(f) => {
-            let Some(ri) = names.get(f.route.as_str()).copied() else {
-                let known: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
-                return Err(cfg_err(
-                    at("routing.fallback.route"),
-                    format!(
-                        "no route named `{}` (routes: {})",
-                        f.route,
-                        known.join(", ")
-                    ),
-                ));
-            };
-            Some(Fallback {
-                route: ri,
-                model: f.model.clone(),
-            })
-        }
-    };
+    let names: HashMap<&str, usize> = routes
+        .iter()
+        .enumerate()
+        .map(|(ri, r)| (r.name.as_str(), ri))
+        .collect();
+    let strategy = proxy_rules::strategy(pf);
+    let fallback = routing.fallback.as_ref().and_then(|f| {
+        names.get(f.route.as_str()).map(|ri| Fallback {
+            route: *ri,
+            model: f.model.clone(),
+        })
+    });
 
     let mut aliases = HashMap::new();
     for (alias, target) in &routing.aliases {
@@ -401,50 +361,12 @@ pub fn build(
     };
 
     // Semantic routing topics.
-    let threshold = |path: String, v: Option<f32>, default: f32| -> Result<f32, ConfigError> {
-        let t = v.unwrap_or(default);
-        if !(0.0..=1.0).contains(&t) {
-            return Err(cfg_err(path, "must be between 0 and 1"));
-        }
-        Ok(t)
-    };
-    let route_threshold = threshold(
-        at("routing.threshold"),
-        routing.threshold,
-        DEFAULT_ROUTE_THRESHOLD,
-    )?;
-    if routing.threshold.is_some() && strategy != RoutingStrategy::Semantic {
-        return Err(cfg_err(
-            at("routing.threshold"),
-            "only the semantic strategy uses a threshold",
-        ));
-    }
-    let mut topic_names = HashSet::new();
+    let route_threshold = routing.threshold.unwrap_or(DEFAULT_ROUTE_THRESHOLD);
     let mut route_topics = Vec::new();
     for (ri, rf) in pf.routes.iter().enumerate() {
-        if !rf.topics.is_empty() && strategy != RoutingStrategy::Semantic {
-            return Err(cfg_err(
-                rat(ri, "topics"),
-                "only the semantic strategy uses topics",
-            ));
-        }
         for (ti, tf) in rf.topics.iter().enumerate() {
             let path = rat(ri, &format!("topics[{ti}]"));
-            route_topics.push(topic(tf, ri, &path, route_threshold, &mut topic_names)?);
-        }
-    }
-    if strategy == RoutingStrategy::Semantic {
-        if route_topics.is_empty() {
-            return Err(cfg_err(
-                at("routes"),
-                "semantic routing needs at least one route with topics",
-            ));
-        }
-        if fallback.is_none() {
-            return Err(cfg_err(
-                at("routing.fallback"),
-                "semantic routing needs a fallback route for prompts that match no topic",
-            ));
+            route_topics.push(topic(tf, ri, &path, route_threshold)?);
         }
     }
 
@@ -453,20 +375,10 @@ pub fn build(
     let guard = match &pf.prompt_guard {
         None => None,
         Some(g) => {
-            let gt = threshold(
-                at("prompt_guard.threshold"),
-                g.threshold,
-                DEFAULT_GUARD_THRESHOLD,
-            )?;
-            if g.deny.is_empty() {
-                return Err(cfg_err(
-                    at("prompt_guard.deny"),
-                    "list at least one denied topic",
-                ));
-            }
+            let gt = g.threshold.unwrap_or(DEFAULT_GUARD_THRESHOLD);
             for (ti, tf) in g.deny.iter().enumerate() {
                 let path = at(&format!("prompt_guard.deny[{ti}]"));
-                guard_topics.push(topic(tf, ti, &path, gt, &mut topic_names)?);
+                guard_topics.push(topic(tf, ti, &path, gt)?);
             }
             Some(PromptGuard {
                 topics: guard_topics.iter().map(|t| t.name.clone()).collect(),
@@ -483,19 +395,8 @@ pub fn build(
         None
     };
     let semantic = match (&pf.semantic_service, needs_service) {
-        (None, Some(who)) => {
-            return Err(cfg_err(
-                at("semantic_service"),
-                format!("required by {who}"),
-            ));
-        }
-        (Some(_), None) => {
-            return Err(cfg_err(
-                at("semantic_service"),
-                "set, but neither the semantic strategy nor a prompt guard uses it",
-            ));
-        }
-        (None, None) => None,
+        // Refused above (proxy_rules) when one is set without the other.
+        (None, _) | (Some(_), None) => None,
         (Some(s), Some(_)) => {
             let sat = |field: &str| at(&format!("semantic_service.{field}"));
             let Some((prov_i, prov)) = providers
@@ -516,12 +417,6 @@ pub fn build(
                         prov.kind.label()
                     ),
                 ));
-            }
-            if s.model.is_empty() {
-                return Err(cfg_err(sat("model"), "must not be empty"));
-            }
-            if s.timeout_ms == Some(0) {
-                return Err(cfg_err(sat("timeout_ms"), "must be above 0"));
             }
             let rf = RouteFile {
                 provider: s.provider.clone(),
@@ -569,30 +464,15 @@ pub fn build(
     })
 }
 
-/// One topic from the file: inline utterances plus those of its file.
+/// One topic from the file (already checked by `proxy_rules`): inline
+/// utterances plus those of its file, which must hold some.
 fn topic(
     tf: &TopicFile,
     target: usize,
     path: &str,
     default_threshold: f32,
-    names: &mut HashSet<String>,
 ) -> Result<Topic, ConfigError> {
-    if tf.name.is_empty() {
-        return Err(cfg_err(format!("{path}.name"), "must not be empty"));
-    }
-    if !names.insert(tf.name.clone()) {
-        return Err(cfg_err(
-            format!("{path}.name"),
-            format!("topic `{}` is defined twice in this proxy", tf.name),
-        ));
-    }
     let threshold = tf.threshold.unwrap_or(default_threshold);
-    if !(0.0..=1.0).contains(&threshold) {
-        return Err(cfg_err(
-            format!("{path}.threshold"),
-            "must be between 0 and 1",
-        ));
-    }
     let mut utterances: Vec<String> = tf
         .utterances
         .iter()
