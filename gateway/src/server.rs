@@ -53,8 +53,6 @@ pub struct Gateway {
 pub struct RequestCtx {
     pub request_id: String,
     pub started: Instant,
-    /// The client's HTTP version (`HTTP/1.1`, `HTTP/2`), for the access log.
-    pub protocol: &'static str,
     pub proxy_id: Option<String>,
     pub key_name: Option<Arc<str>>,
     pub route: Option<String>,
@@ -934,7 +932,7 @@ impl Gateway {
         });
     }
 
-    fn record(&self, ctx: &RequestCtx) {
+    fn record(&self, ctx: &RequestCtx, protocol: &str) {
         let m = &self.metrics;
         let proxy = ctx.proxy_id.as_deref().unwrap_or("none");
         let model = if ctx.model_label.is_empty() {
@@ -996,7 +994,7 @@ impl Gateway {
         tracing::info!(
             target: "portcullis::access",
             request_id = %ctx.request_id,
-            protocol = ctx.protocol,
+            protocol,
             proxy,
             key = ctx.key_name.as_deref().unwrap_or("-"),
             route = ctx.route.as_deref().unwrap_or("-"),
@@ -1028,7 +1026,6 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             request_id: String::new(),
             started: Instant::now(),
-            protocol: "-",
             proxy_id: None,
             key_name: None,
             route: None,
@@ -1124,12 +1121,13 @@ impl ProxyHttp for Gateway {
             ctx.inflight = false;
         }
         if ctx.status != 0 {
-            ctx.protocol = match session.req_header().version {
+            // The client's HTTP version, for the access log.
+            let protocol = match session.req_header().version {
                 http::Version::HTTP_2 => "HTTP/2",
                 http::Version::HTTP_10 => "HTTP/1.0",
                 _ => "HTTP/1.1",
             };
-            self.record(ctx);
+            self.record(ctx, protocol);
             if let Some(ids) = ctx.trace {
                 self.export_spans(ctx, ids);
             }
@@ -1514,10 +1512,6 @@ async fn write_json(
         && session.write_response_body(Some(body), true).await.is_ok()
 }
 
-/// Marks a request whose client went away before its answer was
-/// delivered: status 499 (nginx's "client closed request") and the
-/// `client_cancelled` error type, a client event rather than a gateway
-/// failure. Its usage is still counted.
 /// Waits on the provider (`wait`) while watching the client: `None` when
 /// the client closed its connection first. Dropping `wait` then drops the
 /// provider call. Used for the waits that can be long (time to the first
@@ -1548,6 +1542,10 @@ fn left_while_waiting(ctx: &mut RequestCtx, upstream_started: Instant) {
     client_left(ctx);
 }
 
+/// Marks a request whose client went away before its answer was
+/// delivered: status 499 (nginx's "client closed request") and the
+/// `client_cancelled` error type, a client event rather than a gateway
+/// failure. Its usage is still counted.
 fn client_left(ctx: &mut RequestCtx) {
     ctx.status = 499;
     ctx.error = Some(ErrorKind::ClientCancelled);
