@@ -13,6 +13,7 @@
 #   GWBIN=/path/to/other/portcullis ...       # another gateway build, same mock and load generator
 #   PROXIES="bench limit four" ...            # also token-rate-limit alone (answers pass through unparsed)
 #   PROXIES="bench limit pii guard cache four" # each built-in alone, then the four
+#   ENGINE="max_instances: 16" ...       # extra policy_engine settings
 #   WHOLE=1 ...                               # every policy treated as reading whole answers
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ done
 cat > "$DIR/gw.yaml" <<YAML
 listen: 127.0.0.1:$GW_PORT
 ops_listen: 127.0.0.1:$OPS_PORT
-policy_engine: { dirs: ["$DIR/policies"] }
+policy_engine: { dirs: ["$DIR/policies"]${ENGINE:+, $ENGINE} }
 providers:
   - { name: mock, type: openai, base_url: "http://127.0.0.1:$MOCK_PORT/v1", api_key: sk-mock, models: [gpt-5-mini] }
 proxies:

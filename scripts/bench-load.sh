@@ -10,6 +10,11 @@
 #   BIN=target/release/portcullis scripts/bench-load.sh
 #   PERF=1 scripts/bench-load.sh          # perf record the guarded --validate (/tmp/perf-load.data)
 #   PAR=1 scripts/bench-load.sh           # the requests one at a time (default 16 in parallel)
+#   COMPILED=off scripts/bench-load.sh    # no compiled-module store: the gateway compiles at start too
+#
+# By default compiled modules are kept in a fresh directory: `--validate`
+# compiles (a first start) and the gateway started after it maps them
+# (every later start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${BIN:-}" ]; then
@@ -23,6 +28,7 @@ N=${N:-1000}
 DIR=$(mktemp -d); MOCK_PORT=18299; GW_PORT=18280; OPS_PORT=18281
 cleanup() { kill $MOCK ${GW:-} 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
+COMPILED=$([ "${COMPILED:-}" = off ] || echo "$DIR/compiled")
 "$BIN" mock-llm --port $MOCK_PORT 2>/dev/null & MOCK=$!
 for p in token-rate-limit pii-masking guardrails cache; do
   mkdir -p "$DIR/policies/$p"
@@ -34,7 +40,7 @@ write_config() { # $1: file, $2: with policies (1/0)
   {
     echo "listen: 127.0.0.1:$GW_PORT"
     echo "ops_listen: 127.0.0.1:$OPS_PORT"
-    echo "policy_engine: { dirs: [\"$DIR/policies\"] }"
+    echo "policy_engine: { dirs: [\"$DIR/policies\"], compiled_dir: \"$COMPILED\" }"
     echo "providers:"
     echo "  - { name: mock, type: openai, base_url: \"http://127.0.0.1:$MOCK_PORT/v1\", api_key: sk-mock, models: [gpt-5-mini] }"
     echo "proxies:"

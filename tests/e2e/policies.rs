@@ -1351,3 +1351,75 @@ async fn a_slow_redis_does_not_delay_proxies_that_do_not_use_it() {
         "requests to the proxy without Redis-backed policies waited on Redis: median {median:?}, all {took:?}"
     );
 }
+
+/// Compiled modules are kept on disk and mapped by the next engine
+/// instead of compiled again; a file that cannot be loaded is compiled
+/// again and replaced; a directory others may write to is refused.
+#[tokio::test]
+async fn compiled_modules_are_kept_on_disk_for_the_next_start() {
+    use portcullis_gateway::policy::{EngineSettings, PolicyEngine};
+    use portcullis_types::gateway_config::OnError;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = policy_dir();
+    let cache = TempDir::new();
+    let compiled = cache.0.join("compiled");
+    let engine = || {
+        PolicyEngine::new(EngineSettings {
+            compiled_dir: Some(compiled.clone()),
+            ..EngineSettings::default()
+        })
+    };
+    let files = || {
+        std::fs::read_dir(&compiled)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .collect::<Vec<_>>()
+    };
+    let pii = [("pii-masking", json!({}), OnError::Closed)];
+    let masked = "I am [EMAIL_1]";
+
+    let first = engine().unwrap();
+    let chain = engine_chain(&first, &dir, &pii);
+    assert_eq!(first.compiles(), 1);
+    assert_eq!(
+        run_request(&chain, "I am a@example.com").await.unwrap(),
+        masked
+    );
+    assert_eq!(files().len(), 1, "the compiled module is kept");
+    let mode = std::fs::metadata(&compiled).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+
+    // The next engine (a restart) maps it: no compilation, same answers.
+    let second = engine().unwrap();
+    let chain = engine_chain(&second, &dir, &pii);
+    assert_eq!(second.compiles(), 0);
+    assert_eq!(
+        run_request(&chain, "I am a@example.com").await.unwrap(),
+        masked
+    );
+
+    // A damaged file is compiled again and replaced. (Replaced by a
+    // rename, as the gateway writes: the running engines map the old one.)
+    let damaged = cache.0.join("damaged");
+    std::fs::write(&damaged, b"not machine code").unwrap();
+    std::fs::rename(&damaged, &files()[0]).unwrap();
+    let third = engine().unwrap();
+    let chain = engine_chain(&third, &dir, &pii);
+    assert_eq!(third.compiles(), 1);
+    assert_eq!(
+        run_request(&chain, "I am a@example.com").await.unwrap(),
+        masked
+    );
+    let fourth = engine().unwrap();
+    engine_chain(&fourth, &dir, &pii);
+    assert_eq!(fourth.compiles(), 0, "the replacement is loaded");
+
+    // Machine code is run as it is loaded: a directory others may write
+    // to is refused, naming what to do.
+    std::fs::set_permissions(&compiled, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = engine()
+        .err()
+        .expect("a world-writable directory is refused");
+    assert!(e.contains("chmod 700"), "{e}");
+}

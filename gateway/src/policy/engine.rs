@@ -28,6 +28,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::backend::{Backend, MemoryBackend, RedisBackend};
 use super::chain::Attached;
+use super::compiled::CompiledDir;
 use super::manifest::{Artifact, Manifest, capability_interface};
 use crate::metrics::Metrics;
 use portcullis_types::policy::Capability;
@@ -60,6 +61,9 @@ pub struct EngineSettings {
     /// Counters kept in process at most (see `backend::MemoryCounters`).
     pub max_counters: usize,
     pub embeddings: Option<EmbeddingsSettings>,
+    /// Where compiled modules are kept between runs (see `compiled`);
+    /// none compiles every module at every start.
+    pub compiled_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineSettings {
@@ -74,6 +78,7 @@ impl Default for EngineSettings {
             cache_max_bytes: 64 << 20,
             max_counters: super::backend::DEFAULT_MAX_COUNTERS,
             embeddings: None,
+            compiled_dir: None,
         }
     }
 }
@@ -108,8 +113,9 @@ pub struct PolicyEngine {
     /// Compiled modules by sha256, so a module attached to many proxies
     /// (or kept across a reload) is compiled once.
     modules: Mutex<HashMap<[u8; 32], Arc<LoadedModule>>>,
-    /// Modules compiled so far.
+    /// Modules compiled so far (not counting those loaded from `compiled`).
     compiles: std::sync::atomic::AtomicU64,
+    compiled: Option<CompiledDir>,
     /// Attachments by module, settings and error mode: every proxy that
     /// attaches the same module with the same settings shares one (its
     /// settings validated once, `init` run once, its warm instances), in
@@ -189,6 +195,12 @@ impl PolicyEngine {
         config.memory_reservation_for_growth(0);
         config.max_wasm_stack(512 << 10);
         let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e}"))?;
+        let compiled = settings
+            .compiled_dir
+            .as_deref()
+            .map(|d| CompiledDir::open(d, &engine))
+            .transpose()
+            .map_err(|e| format!("compiled_dir: {e}"))?;
 
         let mut linker: Linker<HostState> = Linker::new(&engine);
         link_wasi(&mut linker).map_err(|e| e.to_string())?;
@@ -231,6 +243,7 @@ impl PolicyEngine {
             backend,
             modules: Mutex::new(HashMap::new()),
             compiles: std::sync::atomic::AtomicU64::new(0),
+            compiled,
             attachments: Mutex::new(HashMap::new()),
             regexes: Mutex::new(HashMap::new()),
             schemas: Mutex::new(HashMap::new()),
@@ -250,9 +263,22 @@ impl PolicyEngine {
                 return Ok(m);
             }
         }
-        self.compiles.fetch_add(1, Ordering::Relaxed);
-        let component = Component::new(&self.engine, &artifact.wasm)
-            .map_err(|e| format!("{}: not a valid component: {e:#}", artifact.origin))?;
+        let component = match self
+            .compiled
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, &sha))
+        {
+            Some(c) => c,
+            None => {
+                self.compiles.fetch_add(1, Ordering::Relaxed);
+                let c = Component::new(&self.engine, &artifact.wasm)
+                    .map_err(|e| format!("{}: not a valid component: {e:#}", artifact.origin))?;
+                if let Some(dir) = &self.compiled {
+                    dir.store(&sha, &c);
+                }
+                c
+            }
+        };
         let ty = component.component_type();
         for (name, _) in ty.imports(&self.engine) {
             let bare = name.split('@').next().unwrap_or(name);

@@ -17,6 +17,7 @@
 pub mod backend;
 pub mod bench;
 pub mod chain;
+mod compiled;
 pub mod engine;
 pub mod manifest;
 pub mod render;
@@ -92,7 +93,40 @@ pub fn engine_settings(
         cache_max_bytes: f.cache_max_bytes.unwrap_or(d.cache_max_bytes),
         max_counters: f.max_counters.unwrap_or(d.max_counters).max(1),
         embeddings,
+        compiled_dir: compiled_dir(f, env),
     })
+}
+
+/// `compiled_dir`, else the user's cache directory (XDG), else none. The
+/// default is dropped with a warning when it cannot be used (a read-only
+/// home in a container): it only saves compile time. A directory set in
+/// the configuration is checked by the engine, and refused loudly.
+fn compiled_dir(f: &PolicyEngineFile, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    match f.compiled_dir.as_deref() {
+        Some("") => None,
+        Some(d) => Some(PathBuf::from(d)),
+        None => default_compiled_dir(env).filter(|d| match compiled::prepare(d) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "compiled policy modules are not kept between starts (set policy_engine.compiled_dir)");
+                false
+            }
+        }),
+    }
+}
+
+fn default_compiled_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    {
+        env("XDG_CACHE_HOME")
+            .filter(|d| d.starts_with('/'))
+            .map(PathBuf::from)
+            .or_else(|| {
+                env("HOME")
+                    .filter(|d| d.starts_with('/'))
+                    .map(|h| PathBuf::from(h).join(".cache"))
+            })
+            .map(|c| c.join("portcullis/compiled"))
+    }
 }
 
 /// Engines alive in this process, by settings: a reload with the same
@@ -347,6 +381,47 @@ mod tests {
         let s = engine_settings(&f, &none).unwrap();
         assert!(!s.reuse_instances);
         assert_eq!(s.max_idle_instances, 3);
+    }
+
+    #[test]
+    fn compiled_modules_go_to_the_users_cache_unless_told_otherwise() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let file = |yaml: &str| serde_yaml::from_str::<PolicyEngineFile>(yaml).unwrap();
+        // The default as resolved (not created: `/xdg` is not writable).
+        let dir = |f: &PolicyEngineFile, e: &dyn Fn(&str) -> Option<String>| match f.compiled_dir {
+            None => default_compiled_dir(e),
+            Some(_) => engine_settings(f, e).unwrap().compiled_dir,
+        };
+        let both = env(&[("XDG_CACHE_HOME", "/xdg"), ("HOME", "/home/u")]);
+        let home = env(&[("HOME", "/home/u")]);
+        let relative = env(&[("XDG_CACHE_HOME", "xdg"), ("HOME", "/home/u")]);
+        let none = env(&[]);
+        let d = PolicyEngineFile::default();
+        assert_eq!(dir(&d, &both), Some("/xdg/portcullis/compiled".into()));
+        assert_eq!(
+            dir(&d, &home),
+            Some("/home/u/.cache/portcullis/compiled".into())
+        );
+        assert_eq!(
+            dir(&d, &relative),
+            Some("/home/u/.cache/portcullis/compiled".into())
+        );
+        assert_eq!(dir(&d, &none), None);
+        assert_eq!(
+            dir(&file("{ compiled_dir: /var/c }"), &both),
+            Some("/var/c".into())
+        );
+        assert_eq!(dir(&file("{ compiled_dir: '' }"), &both), None);
+        // An unusable default is dropped, not an error.
+        let unusable = env(&[("HOME", "/proc/self")]);
+        let s = engine_settings(&d, &unusable).unwrap();
+        assert_eq!(s.compiled_dir, None);
     }
 
     /// Loads proxy 0's chain of a configuration attaching the artifact in

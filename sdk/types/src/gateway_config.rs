@@ -633,6 +633,12 @@ pub struct PolicyEngineFile {
     /// A policy hub to fetch attached policies from (after `dirs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<PolicyHubFile>,
+    /// Where compiled modules are kept, so a restart maps them instead of
+    /// compiling again (default `$XDG_CACHE_HOME/portcullis/compiled`,
+    /// else `$HOME/.cache/portcullis/compiled`; `""` turns it off). Must
+    /// be writable by the gateway's user only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiled_dir: Option<String>,
 }
 
 /// Where a gateway fetches policies: a hub, and the disk cache that keeps
