@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use portcullis_gateway::policy::bench::{table, time_chain};
+use portcullis_gateway::policy::bench::{Run, table, time_chain};
 use portcullis_gateway::policy::manifest::{Artifact, Manifest};
 
 /// Where the built-in policies' manifests live in the source tree, and
@@ -43,6 +43,10 @@ pub struct Options {
     pub fresh: bool,
     pub warmup: usize,
     pub iterations: usize,
+    /// Requests held between their phases (see `bench::Run`).
+    pub in_flight: usize,
+    /// KiB of other memory written between phases (see `bench::Run`).
+    pub evict_kb: usize,
 }
 
 fn artifact(root: &Path, wasm_dir: &Path, name: &str) -> anyhow::Result<Artifact> {
@@ -91,8 +95,17 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for chain in &chains {
         rows.push(
-            rt.block_on(time_chain(chain, !o.fresh, o.warmup, o.iterations))
-                .map_err(|e| anyhow::anyhow!(e))?,
+            rt.block_on(time_chain(
+                chain,
+                Run {
+                    reuse: !o.fresh,
+                    warmup: o.warmup,
+                    iterations: o.iterations,
+                    in_flight: o.in_flight,
+                    evict_bytes: o.evict_kb << 10,
+                },
+            ))
+            .map_err(|e| anyhow::anyhow!(e))?,
         );
     }
     print!("{}", table(&rows));

@@ -170,6 +170,15 @@ enum Command {
         warmup: usize,
         #[arg(long, default_value_t = 10000)]
         iterations: usize,
+        /// Requests in flight: each holds its own instances between its
+        /// request phase and its response phase, as concurrent requests do.
+        #[arg(long, default_value_t = 1)]
+        in_flight: usize,
+        /// KiB of other memory written before each half of a request, to
+        /// run the policies with cold CPU caches as the gateway does
+        /// between two phases (0: warm caches).
+        #[arg(long, default_value_t = 0)]
+        evict_kb: usize,
     },
     /// Run the policy hub: publish, discover and serve policies.
     Hub(hub_cli::HubArgs),
@@ -365,12 +374,16 @@ fn main() -> anyhow::Result<()> {
             fresh,
             warmup,
             iterations,
+            in_flight,
+            evict_kb,
         } => bench_policies::run(bench_policies::Options {
             root,
             wasm_dir,
             fresh,
             warmup,
             iterations: iterations.max(1),
+            in_flight,
+            evict_kb,
         }),
         Command::Hub(args) => hub_cli::run_hub(args),
         Command::Admin(args) => admin_cli::run(args),

@@ -749,6 +749,12 @@ fn the_chain_benchmark_runs() {
         "5",
         "--iterations",
         "20",
+        // Eight requests in flight, each with its own instances, and the
+        // caches disturbed between phases: the shape of HTTP load.
+        "--in-flight",
+        "8",
+        "--evict-kb",
+        "256",
     ]);
     assert_eq!(code, 0, "{err}");
     let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ")).collect();

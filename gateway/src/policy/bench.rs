@@ -59,15 +59,30 @@ fn settings(a: &Artifact) -> serde_json::Value {
     merge_settings(&a.manifest.defaults, &overrides)
 }
 
-/// Times `iterations` requests (after `warmup` unmeasured ones) through a
-/// chain of `artifacts`, in order; `reuse` keeps instances warm between
-/// requests (the default), otherwise every request creates its own.
-pub async fn time_chain(
-    artifacts: &[&Artifact],
-    reuse: bool,
-    warmup: usize,
-    iterations: usize,
-) -> Result<ChainTiming, String> {
+/// How a benchmark run drives the chain.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    /// Keep instances warm between requests (the default); otherwise
+    /// every request creates its own.
+    pub reuse: bool,
+    pub warmup: usize,
+    pub iterations: usize,
+    /// Requests between their request phase and their response phase
+    /// (1: one at a time). Each holds its own instances, as concurrent
+    /// requests do through HTTP.
+    pub in_flight: usize,
+    /// Bytes of other memory written before each half of a request
+    /// (0: none), standing in for what the gateway, the kernel and other
+    /// requests do to the CPU caches between two phases.
+    pub evict_bytes: usize,
+}
+
+/// Times `run.iterations` requests (after `run.warmup` unmeasured ones)
+/// through a chain of `artifacts`, in order. A request's time is its
+/// request phase plus its response and complete phases (not the time it
+/// waited in flight between them).
+pub async fn time_chain(artifacts: &[&Artifact], run: Run) -> Result<ChainTiming, String> {
+    let reuse = run.reuse;
     let engine = PolicyEngine::new(EngineSettings {
         reuse_instances: reuse,
         ..EngineSettings::default()
@@ -96,8 +111,17 @@ pub async fn time_chain(
         format: InboundKind::Openai,
         headers: &headers,
     };
-    let mut times: Vec<Duration> = Vec::with_capacity(iterations);
-    for i in 0..warmup + iterations {
+    let mut times: Vec<Duration> = Vec::with_capacity(run.iterations);
+    let mut other = vec![0u8; run.evict_bytes];
+    // Writes one byte per cache line of `other`.
+    let evict = |other: &mut Vec<u8>| {
+        for b in other.iter_mut().step_by(64) {
+            *b = b.wrapping_add(1);
+        }
+        std::hint::black_box(&*other);
+    };
+    let mut in_flight = std::collections::VecDeque::new();
+    for i in 0..run.warmup + run.iterations {
         let mut r = req.clone();
         // Every request differs, so a cache policy misses (and stores) as
         // under real traffic, instead of answering from its first entry.
@@ -106,17 +130,29 @@ pub async fn time_chain(
                 "You are a helpful assistant ({i})."
             )));
         }
-        let mut a = resp.clone();
+        evict(&mut other);
         let started = Instant::now();
-        let mut run = chain.start(None).await.map_err(|e| e.message.clone())?;
-        run.on_request(&mut r, &meta)
+        let mut chain_run = chain.start(None).await.map_err(|e| e.message.clone())?;
+        chain_run
+            .on_request(&mut r, &meta)
             .map_err(|e| e.message.clone())?;
-        run.on_response(&mut a, false)
+        in_flight.push_back((chain_run, started.elapsed(), i >= run.warmup));
+        if in_flight.len() < run.in_flight.max(1) {
+            continue;
+        }
+        let Some((mut chain_run, request_phase, measured)) = in_flight.pop_front() else {
+            continue;
+        };
+        let mut a = resp.clone();
+        evict(&mut other);
+        let started = Instant::now();
+        chain_run
+            .on_response(&mut a, false)
             .map_err(|e| e.message.clone())?;
-        run.complete(200, Some(&a), false, Some(&usage), "gpt-5-mini");
-        drop(run);
-        if i >= warmup {
-            times.push(started.elapsed());
+        chain_run.complete(200, Some(&a), false, Some(&usage), "gpt-5-mini");
+        drop(chain_run);
+        if measured {
+            times.push(request_phase + started.elapsed());
         }
     }
     times.sort();

@@ -622,18 +622,12 @@ impl ChainRun {
             if !self.chain.policies[i].info.on_request {
                 continue;
             }
-            let v = match &view {
-                Some(v) => v.clone(),
-                None => {
-                    let v = request_view(req, meta);
-                    view = Some(v.clone());
-                    v
-                }
-            };
+            // Built once and lent to each policy; rebuilt after an edit.
+            let v: &wit::Request = view.get_or_insert_with(|| request_view(req, meta));
             let verdict = self.call(
                 i,
                 "request",
-                |g, s| g.call_on_request(s, &v),
+                |g, s| g.call_on_request(s, v),
                 |r| match r {
                     wit::RequestVerdict::Continue(_) => "continue",
                     wit::RequestVerdict::Modify(_) => "modified",
