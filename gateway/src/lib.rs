@@ -4,12 +4,13 @@
 //! inbound format into canonical types, routes to a provider adapter,
 //! translates the answer back (streams too) and counts tokens.
 
+// Wire formats live in their own crate (no Pingora, no wasmtime); they
+// are re-exported so the gateway's modules name them as before.
+pub use portcullis_formats::{error, inbound, json, providers, sse};
+
 pub mod accounting;
 pub mod config;
-pub mod error;
 pub mod health;
-pub mod inbound;
-pub mod json;
 pub mod key_usage;
 pub mod listener;
 pub mod managed;
@@ -19,12 +20,9 @@ pub mod otlp;
 pub mod policy;
 pub mod policy_fetch;
 pub mod prompt_guard;
-pub mod providers;
 pub mod routing;
 pub mod run;
 pub mod semantic;
 pub mod server;
-
-pub mod sse;
 pub mod tls;
 pub mod upstream;
