@@ -265,6 +265,10 @@ async fn a_client_that_leaves_before_the_answer_stops_the_provider_call() {
             .send()
             .await;
         assert!(r.is_err(), "the client gave up");
+        let gave_up_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         let cancelled = loop {
             let n = gw
                 .metric_sum(&[
@@ -285,6 +289,34 @@ async fn a_client_that_leaves_before_the_answer_stops_the_provider_call() {
         assert!(
             started.elapsed().as_secs() < 15,
             "ended while the provider still waited"
+        );
+        // The provider saw the call cancelled (its connection closed)
+        // within 100 ms of the client leaving, not when it would have
+        // answered 20 s later.
+        // (Polled: the gateway may log the request a moment before it
+        // drops the provider connection.)
+        let mut entry = None;
+        for _ in 0..40 {
+            entry = mock
+                .journal()
+                .await
+                .into_iter()
+                .rev()
+                .find(|e| e["stream"] == json!(stream));
+            if entry.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let entry = entry.expect("the provider call is journaled as cancelled");
+        assert_eq!(entry["status"], 499, "cancelled, not answered: {entry}");
+        let at = entry["cancelled_at_ms"]
+            .as_u64()
+            .expect("a cancellation time");
+        assert!(
+            at <= gave_up_ms + 100,
+            "the provider call was cancelled {} ms after the client left (stream: {stream})",
+            at.saturating_sub(gave_up_ms)
         );
     }
     // The provider was not left holding the call: the next request is

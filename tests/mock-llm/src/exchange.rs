@@ -84,6 +84,7 @@ impl Shared {
             stream: false,
             usage: None,
             status: 404,
+            cancelled_at_ms: None,
         });
         let error = ApiError::new(
             StatusCode::NOT_FOUND,
@@ -241,7 +242,15 @@ impl Exchange {
         }
 
         if let Some(ms) = behaviour.delay_ms.filter(|ms| *ms > 0) {
+            // A client that leaves while the provider "thinks" closes the
+            // connection, and the server drops this future: the guard
+            // journals the request as cancelled, with when it happened.
+            let mut guard = Cancellation {
+                exchange: &self,
+                answered: false,
+            };
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            guard.answered = true;
         }
 
         let (status, usage, mut response) = match (outcome, &behaviour.body, behaviour.status) {
@@ -313,6 +322,10 @@ impl Exchange {
     }
 
     fn record(&self, status: StatusCode, usage: Option<JournalUsage>) {
+        self.record_entry(status.as_u16(), usage, None);
+    }
+
+    fn record_entry(&self, status: u16, usage: Option<JournalUsage>, cancelled_at_ms: Option<u64>) {
         let entry = JournalEntry {
             seq: self.seq,
             method: self.method.to_string(),
@@ -324,9 +337,34 @@ impl Exchange {
             model: self.model.clone(),
             stream: self.stream,
             usage,
-            status: status.as_u16(),
+            status,
+            cancelled_at_ms,
         };
         self.shared.journal().push(entry);
+    }
+}
+
+/// Journals its exchange as cancelled by the client (status 499, as
+/// nginx logs it) when dropped before the answer is on its way.
+struct Cancellation<'a> {
+    exchange: &'a Exchange,
+    answered: bool,
+}
+
+impl Drop for Cancellation<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        tracing::debug!(
+            seq = self.exchange.seq,
+            "mock LLM request cancelled by the client"
+        );
+        self.exchange.record_entry(499, None, Some(now));
     }
 }
 

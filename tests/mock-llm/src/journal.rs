@@ -48,8 +48,13 @@ pub struct JournalEntry {
     pub stream: bool,
     /// The usage the mock reported, absent for error responses.
     pub usage: Option<JournalUsage>,
-    /// HTTP status of the response.
+    /// HTTP status of the response; 499 when the client went away first.
     pub status: u16,
+    /// When the client went away before the answer (during `delay_ms`):
+    /// milliseconds since the Unix epoch, so tests compare it with their
+    /// own clock. Absent for requests that were answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_at_ms: Option<u64>,
 }
 
 /// A bounded list of entries, oldest first.
@@ -95,6 +100,7 @@ mod tests {
             stream: false,
             usage: None,
             status: 200,
+            cancelled_at_ms: None,
         }
     }
 
