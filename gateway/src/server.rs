@@ -15,6 +15,7 @@
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
+use tracing::Instrument;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -262,6 +263,7 @@ impl Gateway {
         loop {
             let route = attempts.route();
             self.note_route(ctx, proxy, route, &req.model, attempts.model());
+            let span = attempt_span(attempts.tried(), route, attempts.model());
             let result = self
                 .chat_once(
                     session,
@@ -274,6 +276,7 @@ impl Gateway {
                     attempts.model(),
                     &mut policies,
                 )
+                .instrument(span.clone())
                 .await;
             match result {
                 Ok(()) => {
@@ -287,7 +290,8 @@ impl Gateway {
                     // to another route only if the chain can start over.
                     let may_move =
                         !req.stream || policies.as_mut().is_none_or(|r| r.retry_stream());
-                    if let Err(e) = attempts.failed(e, &ctx.request_id, may_move) {
+                    if let Err(e) = span.in_scope(|| attempts.failed(e, &ctx.request_id, may_move))
+                    {
                         clock.settle(ctx);
                         return Err(e);
                     }
@@ -314,6 +318,7 @@ impl Gateway {
         upstream_model: &str,
         policies: &mut Option<crate::policy::ChainRun>,
     ) -> Result<(), GatewayError> {
+        tracing::debug!("calling the provider");
         let api_key = provider_key(session, route)?;
         let call = UpstreamCall {
             model: upstream_model,
@@ -746,6 +751,7 @@ impl Gateway {
         loop {
             let route = attempts.route();
             self.note_route(ctx, proxy, route, &req.model, attempts.model());
+            let span = attempt_span(attempts.tried(), route, attempts.model());
             let result = self
                 .embeddings_once(
                     session,
@@ -756,6 +762,7 @@ impl Gateway {
                     attempts.model(),
                     &mut policies,
                 )
+                .instrument(span.clone())
                 .await;
             match result {
                 Ok(()) => {
@@ -765,7 +772,7 @@ impl Gateway {
                 }
                 Err(e) => {
                     clock.failed(ctx);
-                    if let Err(e) = attempts.failed(e, &ctx.request_id, true) {
+                    if let Err(e) = span.in_scope(|| attempts.failed(e, &ctx.request_id, true)) {
                         clock.settle(ctx);
                         return Err(e);
                     }
@@ -787,6 +794,7 @@ impl Gateway {
         upstream_model: &str,
         policies: &mut Option<crate::policy::ChainRun>,
     ) -> Result<(), GatewayError> {
+        tracing::debug!("calling the provider");
         let api_key = provider_key(session, route)?;
         let call = UpstreamCall {
             model: upstream_model,
@@ -1075,7 +1083,17 @@ impl ProxyHttp for Gateway {
             ctx.span_name = format!("{} {}", header.method, header.uri.path());
         }
         let mut format = InboundKind::Openai;
-        if let Err(e) = self.handle(session, ctx, &mut format).await {
+        // Debug spans: events of a request nest under its id and route
+        // when debug logs are on. Warnings carry the request id as a field
+        // of their own: always-on (info) spans cost 5-9 µs of CPU per
+        // request, 10-15% of a request without policies
+        // (docs/benchmarks.md, Request spans).
+        let span = tracing::debug_span!("request", request_id = %ctx.request_id);
+        let handled = self
+            .handle(session, ctx, &mut format)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = handled {
             if e.status >= 500 {
                 tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
             }
@@ -1549,4 +1567,11 @@ fn left_while_waiting(ctx: &mut RequestCtx, upstream_started: Instant) {
 fn client_left(ctx: &mut RequestCtx) {
     ctx.status = 499;
     ctx.error = Some(ErrorKind::ClientCancelled);
+}
+
+/// The (debug) span of one attempt on one route (`n` from 1): events of
+/// the provider call, the policies' answer phases and the failover
+/// decision name the route they belong to.
+fn attempt_span(n: usize, route: &Route, model: &str) -> tracing::Span {
+    tracing::debug_span!("attempt", n, route = %route.name, provider = %route.provider_name, model = %model)
 }

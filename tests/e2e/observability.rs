@@ -404,6 +404,37 @@ async fn bogus_model_names_do_not_create_label_sets() {
     assert!(!m.contains("bogus-"));
 }
 
+/// With debug logs on, a request's events nest under its `request` span
+/// (its id) and the `attempt` span of the route they belong to.
+#[tokio::test]
+async fn debug_logs_nest_a_requests_events_under_request_and_attempt_spans() {
+    let (_mock, gw) = setup_with_env(
+        "",
+        &[
+            ("PORTCULLIS_LOG_FORMAT", "json"),
+            ("RUST_LOG", "info,portcullis_gateway=debug"),
+        ],
+    )
+    .await;
+    let r = client()
+        .post(format!("{}/openai/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .header("x-request-id", "req-span-7")
+        .json(&json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let line = log_line(&gw, "calling the provider").await;
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["spans"][0]["name"], "request", "{v}");
+    assert_eq!(v["spans"][0]["request_id"], "req-span-7", "{v}");
+    assert_eq!(v["spans"][1]["name"], "attempt", "{v}");
+    assert_eq!(v["spans"][1]["n"], 1, "{v}");
+    assert_eq!(v["spans"][1]["route"], "openai", "{v}");
+    assert_eq!(v["spans"][1]["model"], "gpt-5-mini", "{v}");
+}
+
 #[tokio::test]
 async fn json_log_line_carries_the_request_id() {
     let (mock, gw) = setup_with_env("", &[("PORTCULLIS_LOG_FORMAT", "json")]).await;

@@ -1014,7 +1014,7 @@ fn sum_metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 }
 
 /// The gateway's text log without its terminal colour codes.
-fn without_ansi(text: &str) -> String {
+pub fn without_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut in_escape = false;
     for c in text.chars() {

@@ -366,8 +366,13 @@ proxies:
         ),
         1.0
     );
-    // Each failover is logged.
-    assert!(gw.log().contains("failing over"), "{}", gw.log());
+    // Each failover is logged with the request's id.
+    let log = crate::policies::without_ansi(&gw.log());
+    let failover = log
+        .lines()
+        .find(|l| l.contains("failing over") && l.contains("from=a"))
+        .unwrap_or_else(|| panic!("no failover from a logged:\n{log}"));
+    assert!(failover.contains("request_id="), "{failover}");
 
     // Everything failing: the last error is the answer, with its route
     // and retry-after.
