@@ -50,7 +50,7 @@ pub struct Runtime {
     /// Total time to read a request body.
     pub client_body_timeout: Duration,
     /// Client connection limits (applied by the listener at start).
-    pub connections: crate::listener::ConnLimits,
+    pub connections: ConnLimits,
     pub telemetry: Telemetry,
 }
 
@@ -525,7 +525,7 @@ fn build(
         connect_timeout: ms(file.timeouts.connect_ms, 5_000),
         read_timeout: ms(file.timeouts.read_ms, 120_000),
         client_body_timeout: ms(file.timeouts.client_body_ms, 60_000),
-        connections: crate::listener::ConnLimits {
+        connections: ConnLimits {
             max_connections: file.limits.max_client_connections.unwrap_or(10_000),
             idle: ms(file.timeouts.client_idle_ms, 60_000),
             header: ms(file.timeouts.client_header_ms, 10_000),
@@ -783,6 +783,20 @@ fn parse_base_url(url: &str, ca_file: Option<&str>) -> Result<(Upstream, String)
         },
         base_path,
     ))
+}
+
+/// The client connection limits (from `limits` and `timeouts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Connections held at once, over every traffic listener.
+    pub max_connections: usize,
+    /// Longest wait for the first byte of a request (new or reused
+    /// connection).
+    pub idle: Duration,
+    /// From the first byte of a request to the end of its header.
+    pub header: Duration,
+    /// Reading the whole body; also bounds draining an unread body.
+    pub body: Duration,
 }
 
 #[cfg(test)]

@@ -68,19 +68,7 @@ const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 /// cannot hold more than this many descriptors beyond the limit.
 const MAX_REFUSING: usize = 256;
 
-/// The client connection limits (from `limits` and `timeouts`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnLimits {
-    /// Connections held at once, over every traffic listener.
-    pub max_connections: usize,
-    /// Longest wait for the first byte of a request (new or reused
-    /// connection).
-    pub idle: Duration,
-    /// From the first byte of a request to the end of its header.
-    pub header: Duration,
-    /// Reading the whole body; also bounds draining an unread body.
-    pub body: Duration,
-}
+pub use crate::config::ConnLimits;
 
 /// Why a connection was closed by the gateway (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

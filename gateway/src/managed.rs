@@ -13,7 +13,7 @@
 //! from which admin sets their `last_used_at`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portcullis_types::managed::{
@@ -21,66 +21,10 @@ use portcullis_types::managed::{
 };
 
 use crate::config::{ConfigError, FileConfig, Runtime, build_runtime_isolating};
-use crate::key_usage::{KeyUsage, Uses, to_wire};
-use crate::ops::Readiness;
+use crate::key_usage::{Uses, to_wire};
 use crate::run::RunOptions;
 
-/// Swaps the configuration of a running gateway, and reads which keys it
-/// authenticated.
-#[derive(Clone)]
-pub struct RuntimeHandle {
-    slot: Arc<RwLock<Arc<Runtime>>>,
-    key_usage: Arc<KeyUsage>,
-    readiness: Arc<Readiness>,
-}
-
-impl RuntimeHandle {
-    /// Wraps the gateway's runtime slot and key-use record (see
-    /// `Gateway::runtime_handle`).
-    pub fn new(
-        slot: Arc<RwLock<Arc<Runtime>>>,
-        key_usage: Arc<KeyUsage>,
-        readiness: Arc<Readiness>,
-    ) -> Self {
-        RuntimeHandle {
-            slot,
-            key_usage,
-            readiness,
-        }
-    }
-
-    /// Marks the runtime in force as a real configuration (loaded from
-    /// disk at start), so `/readyz` may report ready.
-    pub fn mark_configured(&self) {
-        self.readiness.set_configured();
-    }
-
-    /// The keys the gateway authenticated requests with, and when.
-    pub fn key_usage(&self) -> &KeyUsage {
-        &self.key_usage
-    }
-
-    /// The configuration in force.
-    pub fn current(&self) -> Arc<Runtime> {
-        self.slot
-            .read()
-            .map(|r| r.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
-    }
-
-    /// Swaps in `runtime`; requests in flight finish on the old one.
-    pub fn replace(&self, runtime: Runtime) {
-        let new = Arc::new(runtime);
-        let old = self.current();
-        crate::routing::carry_health(&new, &old);
-        crate::semantic::prepare(&new, Some(&old));
-        match self.slot.write() {
-            Ok(mut g) => *g = new,
-            Err(p) => *p.into_inner() = new,
-        }
-        self.readiness.set_configured();
-    }
-}
+pub use crate::live::RuntimeHandle;
 
 /// Options of a managed gateway.
 #[derive(Debug, Clone)]
@@ -579,6 +523,7 @@ async fn agent(client: Arc<Client>, applier: Arc<Applier>, o: ManagedOptions) {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::RwLock;
 
     fn managed(version: &str, proxies: usize, provider: &str) -> ManagedConfig {
         let proxies: Vec<_> = (0..proxies)

@@ -120,7 +120,7 @@ pub fn run(runtime: Runtime, opts: RunOptions) -> anyhow::Result<()> {
 pub fn run_with(
     runtime: Runtime,
     opts: RunOptions,
-    on_start: impl FnOnce(crate::managed::RuntimeHandle) -> anyhow::Result<()>,
+    on_start: impl FnOnce(crate::live::RuntimeHandle) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: opts.threads.max(1),

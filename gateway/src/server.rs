@@ -131,8 +131,8 @@ impl Gateway {
 
     /// A handle that swaps this gateway's configuration from outside the
     /// service (the managed-mode agent), like `replace_runtime`.
-    pub fn runtime_handle(&self) -> crate::managed::RuntimeHandle {
-        crate::managed::RuntimeHandle::new(
+    pub fn runtime_handle(&self) -> crate::live::RuntimeHandle {
+        crate::live::RuntimeHandle::new(
             self.runtime.clone(),
             self.key_usage.clone(),
             self.readiness.clone(),

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod chain;
 mod compiled;
 pub mod engine;
+pub mod fetch;
 pub mod manifest;
 pub mod render;
 
@@ -231,8 +232,8 @@ impl<'a> ChainLoader<'a> {
             .map(|d| Box::new(DirSource(PathBuf::from(d))) as Box<dyn PolicySource>)
             .collect();
         if let Some(hub) = &ef.hub {
-            let source = crate::policy_fetch::HubSource::new(hub)
-                .map_err(|m| err("policy_engine.hub".into(), m))?;
+            let source =
+                fetch::HubSource::new(hub).map_err(|m| err("policy_engine.hub".into(), m))?;
             sources.push(Box::new(source));
         }
         let sources = Arc::new(sources);
