@@ -292,7 +292,8 @@ fn main() -> anyhow::Result<()> {
                 );
             };
             let egress = (!egress_allow.is_empty()).then_some(egress_allow.as_slice());
-            let runtime = match portcullis_gateway::config::load_file_with_egress(&config, egress) {
+            let runtime = match portcullis_gateway::runtime::load_file_with_egress(&config, egress)
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("{}: invalid configuration: {e}", config.display());

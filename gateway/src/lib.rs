@@ -22,6 +22,7 @@ pub mod policy;
 pub mod prompt_guard;
 pub mod routing;
 pub mod run;
+pub mod runtime;
 pub mod semantic;
 pub mod server;
 pub mod tls;

@@ -8,9 +8,9 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::config::Runtime;
 use crate::key_usage::KeyUsage;
 use crate::ops::Readiness;
+use crate::runtime::Runtime;
 
 /// Swaps the configuration of a running gateway, and reads which keys it
 /// authenticated.

@@ -20,9 +20,10 @@ use portcullis_types::managed::{
     CONFIG_PATH, HEARTBEAT_PATH, Heartbeat, LoadFailure, ManagedConfig, ProxyLoadFailure,
 };
 
-use crate::config::{ConfigError, FileConfig, Runtime, build_runtime_isolating};
+use crate::config::{ConfigError, FileConfig};
 use crate::key_usage::{Uses, to_wire};
 use crate::run::RunOptions;
+use crate::runtime::{Runtime, build_runtime_isolating};
 
 pub use crate::live::RuntimeHandle;
 

@@ -24,9 +24,10 @@ use base64::Engine as _;
 use pingora::connectors::http::Connector;
 use portcullis_types::{EmbeddingInput, EmbeddingVector, EmbeddingsRequest};
 
-use crate::config::{KeySource, Route, Runtime};
+use crate::config::{KeySource, Route};
 use crate::error::GatewayError;
 use crate::providers::UpstreamCall;
+use crate::runtime::Runtime;
 use crate::upstream::{self, MAX_UPSTREAM_BODY};
 
 /// Turns texts into vectors. The gateway's implementation calls the

@@ -25,7 +25,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_types::{ChatRequest, ModelEntry, ModelList, Usage};
 
-use crate::config::{InboundKind, KeySource, Proxy, Resource, Route, Runtime, hash_key};
+use crate::config::{InboundKind, KeySource, Resource, Route, hash_key};
 use crate::error::{ErrorKind, GatewayError};
 use crate::inbound::{self, StreamEncoder};
 use crate::key_usage::KeyUsage;
@@ -33,6 +33,7 @@ use crate::metrics::{Metrics, status_class};
 use crate::otlp::{Attr, Span, TraceIds, Tracer};
 use crate::providers::{StreamEvent, UpstreamCall, parse_upstream_json};
 use crate::routing::{RoutingEnv, RoutingMetrics};
+use crate::runtime::{Proxy, Runtime};
 use crate::upstream::{self, MAX_UPSTREAM_BODY};
 
 /// The gateway service, shared by all requests.

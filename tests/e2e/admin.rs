@@ -1204,7 +1204,7 @@ async fn admin_and_the_gateway_refuse_the_same_proxies() {
         );
         let parsed = portcullis_gateway::config::parse_file(&file)
             .unwrap_or_else(|e| panic!("{case}: the gateway cannot read it: {e}"));
-        let e = portcullis_gateway::config::build_runtime(&parsed, &|_| None)
+        let e = portcullis_gateway::runtime::build_runtime(&parsed, &|_| None)
             .err()
             .unwrap_or_else(|| panic!("{case}: the gateway accepted it"));
         assert_eq!(

@@ -1194,7 +1194,8 @@ async fn embeddings_are_masked_and_rate_limited() {
 /// changed setting gets an attachment of its own.
 #[test]
 fn attachments_are_shared_by_module_and_settings_and_reused_across_reloads() {
-    use portcullis_gateway::config::{Runtime, build_runtime, parse_file};
+    use portcullis_gateway::config::parse_file;
+    use portcullis_gateway::runtime::{Runtime, build_runtime};
     let dir = policy_dir();
     let config = |c_words: &str| {
         parse_file(&format!(

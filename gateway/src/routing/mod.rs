@@ -36,10 +36,11 @@ use std::time::{Duration, Instant};
 use pingora::connectors::http::Connector;
 use portcullis_types::{ChatRequest, Role};
 
-use crate::config::{GuardOnError, Proxy, Route, RoutingStrategy, Runtime};
+use crate::config::{GuardOnError, Route, RoutingStrategy};
 use crate::error::{ErrorKind, ErrorSource, GatewayError};
 use crate::health::{Admission, Transition, now_ms};
 use crate::prompt_guard::{self, Verdict};
+use crate::runtime::{Proxy, Runtime};
 use crate::semantic::{Embedder, ServiceEmbedder, normalise};
 
 pub use metrics::RoutingMetrics;

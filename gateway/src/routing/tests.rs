@@ -6,9 +6,10 @@ use std::time::Duration;
 use prometheus::Registry;
 
 use super::*;
-use crate::config::{ConfigError, RouteFile, build_runtime, parse_file};
+use crate::config::{ConfigError, RouteFile, parse_file};
 use crate::health::HealthPolicy;
 use crate::routing::pick::SplitMix64;
+use crate::runtime::build_runtime;
 
 fn env(name: &str) -> Option<String> {
     (name == "KEY").then(|| "sk".to_owned())
@@ -29,7 +30,7 @@ fn proxy(proxy: &str) -> Arc<Proxy> {
     rt.proxies.values().next().unwrap().clone()
 }
 
-fn runtime(proxy: &str) -> Result<crate::config::Runtime, ConfigError> {
+fn runtime(proxy: &str) -> Result<crate::runtime::Runtime, ConfigError> {
     let indented = proxy.replace('\n', "\n    ");
     let text = format!("{PROVIDERS}proxies:\n  - name: p\n    {indented}\n");
     build_runtime(&parse_file(&text)?, &env)
@@ -56,7 +57,7 @@ pub(crate) fn dummy_route(name: &str) -> Route {
         topics: Vec::new(),
     };
     let file = parse_file(&format!("{PROVIDERS}proxies: []")).unwrap();
-    crate::config::build_route(&rf, &file.providers[2], 2, &|f| f.to_owned(), &env, &[]).unwrap()
+    crate::runtime::build_route(&rf, &file.providers[2], 2, &|f| f.to_owned(), &env, &[]).unwrap()
 }
 
 fn names(p: &Proxy, c: &[(usize, String)]) -> Vec<String> {
@@ -269,7 +270,7 @@ fn a_new_configuration_keeps_the_health_of_unchanged_routes() {
         ))
         .unwrap()
     };
-    let first = |rt: &crate::config::Runtime| rt.proxies.values().next().unwrap().clone();
+    let first = |rt: &crate::runtime::Runtime| rt.proxies.values().next().unwrap().clone();
     let old = config("m");
     let p = first(&old);
     let policy = p.routing.health_policy.clone();
@@ -420,7 +421,7 @@ fn utterance_files_are_read_relative_to_the_config() {
     );
     let path = dir.join("gateway.yaml");
     std::fs::write(&path, config).unwrap();
-    let rt = crate::config::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let rt = crate::runtime::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
     let p = rt.proxies.values().next().unwrap();
     let sem = p.routing.semantic.as_ref().unwrap();
     // Inline first, then the file's lines: trimmed, comments, blanks and
