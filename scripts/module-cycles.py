@@ -2,10 +2,13 @@
 """Import cycles between the top-level modules of a crate.
 
 Reads every `crate::<module>` path in src/ (use lines and inline paths
-alike; test modules included, since they compile into the same crate),
-builds the graph module -> modules it names, and prints each strongly
-connected component of more than one module: a set of modules that
-import each other, directly or not. Exits 1 when there is any.
+alike), builds the graph module -> modules it names, and prints each
+strongly connected component of more than one module: a set of modules
+that import each other, directly or not. Exits 1 when there is any.
+
+Test code is left out (`#[cfg(test)]` items and files named tests.rs):
+a test may build its fixtures with the layer above (a routing test with
+a whole runtime) without the production code depending on it.
 
     scripts/module-cycles.py                 # the gateway
     scripts/module-cycles.py admin/src       # another crate
@@ -15,6 +18,34 @@ import sys
 from pathlib import Path
 
 src = Path(sys.argv[1] if len(sys.argv) > 1 else "gateway/src")
+
+
+def without_tests(text: str) -> str:
+    """The text without `#[cfg(test)]` items (the attribute up to the end
+    of the braced item that follows it)."""
+    out = []
+    i = 0
+    while True:
+        j = text.find("#[cfg(test)]", i)
+        if j < 0:
+            out.append(text[i:])
+            return "".join(out)
+        out.append(text[i:j])
+        k = text.find("{", j)
+        semi = text.find(";", j)
+        if k < 0 or (0 <= semi < k):
+            # `#[cfg(test)] use ...;` or a unit item.
+            i = semi + 1 if semi >= 0 else len(text)
+            continue
+        depth = 0
+        for pos in range(k, len(text)):
+            if text[pos] == "{":
+                depth += 1
+            elif text[pos] == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+        i = pos + 1
 roots = {"lib.rs", "main.rs"}
 graph: dict[str, set[str]] = {}
 for path in sorted(src.rglob("*.rs")):
@@ -22,7 +53,9 @@ for path in sorted(src.rglob("*.rs")):
     if rel.name in roots and len(rel.parts) == 1:
         continue
     module = rel.parts[0].removesuffix(".rs")
-    text = path.read_text()
+    if rel.name == "tests.rs":
+        continue
+    text = without_tests(path.read_text())
     names = set(re.findall(r"\bcrate::([a-z_][a-z0-9_]*)", text))
     # `use crate::{a, b::C}` groups.
     for group in re.findall(r"\bcrate::\{([^}]*)\}", text):

@@ -59,8 +59,8 @@ impl RuntimeHandle {
     pub fn replace(&self, runtime: Runtime) {
         let new = Arc::new(runtime);
         let old = self.current();
-        crate::routing::carry_health(&new, &old);
-        crate::semantic::prepare(&new, Some(&old));
+        new.carry_health_from(&old);
+        new.prepare_semantic(Some(&old));
         match self.slot.write() {
             Ok(mut g) => *g = new,
             Err(p) => *p.into_inner() = new,

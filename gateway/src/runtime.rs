@@ -12,9 +12,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora::connectors::http::Connector;
+
 use crate::config::*;
 use crate::error::GatewayError;
-use crate::providers::{self, AwsCredentials, ProviderSettings};
+use crate::semantic::ServiceEmbedder;
 use portcullis_types::names::{CONTEXT_RULE, valid_context};
 
 /// Everything the data path needs, built once per configuration.
@@ -25,8 +27,8 @@ pub struct Runtime {
     pub ops_listen: String,
     pub tls: Option<TlsFile>,
     pub max_body_bytes: usize,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
+    /// How provider peers are reached (timeouts).
+    pub peers: PeerOptions,
     /// Total time to read a request body.
     pub client_body_timeout: Duration,
     /// Client connection limits (applied by the listener at start).
@@ -53,29 +55,109 @@ pub struct Proxy {
     pub policies: Option<Arc<crate::policy::Chain>>,
 }
 
+impl Proxy {
+    /// What routing reads of this proxy.
+    pub fn routed(&self) -> crate::routing::Routed<'_> {
+        crate::routing::Routed {
+            id: &self.id,
+            routes: &self.routes,
+            routing: &self.routing,
+        }
+    }
+}
+
 impl Runtime {
     /// The Pingora peer for a route, with this configuration's timeouts.
     pub async fn peer(
         &self,
         route: &Route,
     ) -> Result<pingora::upstreams::peer::HttpPeer, GatewayError> {
-        let u = &route.upstream;
-        let addr = u.addr().await?;
-        let mut peer = pingora::upstreams::peer::HttpPeer::new(addr, u.tls, u.sni.clone());
-        peer.options.connection_timeout = Some(self.connect_timeout);
-        peer.options.total_connection_timeout = Some(self.connect_timeout);
-        peer.options.read_timeout = Some(self.read_timeout);
-        peer.options.write_timeout = Some(self.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        if u.tls {
-            // HTTP/2 where the provider offers it (ALPN), else HTTP/1.1:
-            // one connection carries every concurrent call.
-            peer.options.alpn = pingora::protocols::ALPN::H2H1;
+        self.peers.peer(route).await
+    }
+
+    /// Carries route health over from the configuration `new` replaces: a
+    /// route keeps its state when its proxy (same base path and id) has a
+    /// route of the same name to the same endpoint and model.
+    pub fn carry_health_from(&self, old: &Runtime) {
+        let new = self;
+        for (context, proxy) in &new.proxies {
+            let Some(prev) = old.proxies.get(context).filter(|p| p.id == proxy.id) else {
+                continue;
+            };
+            for (i, route) in proxy.routes.iter().enumerate() {
+                let same = prev.routes.iter().position(|r| {
+                    r.name == route.name
+                        && r.provider_name == route.provider_name
+                        && r.upstream.host_header == route.upstream.host_header
+                        && r.upstream.port == route.upstream.port
+                        && r.target_model == route.target_model
+                });
+                if let (Some(j), Some(h)) = (same, proxy.routing.health.get(i))
+                    && let Some(old_h) = prev.routing.health.get(j)
+                {
+                    h.carry_from(old_h);
+                }
+            }
         }
-        if let Some(ca) = &u.ca {
-            peer.options.ca = Some(ca.clone());
+    }
+
+    /// Prepares the topic indexes of a configuration about to be served:
+    /// those of unchanged proxies are carried over from `old`, the others are
+    /// computed now, on a thread of their own, so that requests find them
+    /// ready instead of the first one waiting for every utterance to be
+    /// embedded. The gateway serves meanwhile; a request that arrives first
+    /// waits for the same computation. A failure is logged and left to the
+    /// request path, which retries after `INDEX_RETRY_AFTER`.
+    pub fn prepare_semantic(self: &Arc<Self>, old: Option<&Runtime>) {
+        let new = self;
+        let mut pending = Vec::new();
+        for (context, proxy) in &new.proxies {
+            let Some(sem) = &proxy.routing.semantic else {
+                continue;
+            };
+            if let Some(prev) = old
+                .and_then(|o| o.proxies.get(context))
+                .and_then(|p| p.routing.semantic.as_ref())
+            {
+                sem.adopt(prev);
+            }
+            if !sem.is_indexed() {
+                pending.push(proxy.clone());
+            }
         }
-        Ok(peer)
+        if pending.is_empty() {
+            return;
+        }
+        let runtime = new.clone();
+        let spawned = std::thread::Builder::new()
+            .name("semantic-index".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let connector = Connector::new(None);
+                rt.block_on(async {
+                    for proxy in &pending {
+                        let Some(sem) = &proxy.routing.semantic else {
+                            continue;
+                        };
+                        let embedder = ServiceEmbedder {
+                            service: &sem.service,
+                            connector: &connector,
+                            peers: &runtime.peers,
+                        };
+                        if let Err(e) = sem.indexes(&embedder).await {
+                            tracing::warn!(proxy = %proxy.id, error = %e.message, "could not index the semantic topics at load; requests will retry");
+                        }
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start indexing semantic topics; the first request will");
+        }
     }
 }
 
@@ -348,8 +430,10 @@ fn build(
             .unwrap_or_else(|| "127.0.0.1:8081".into()),
         tls: file.tls.clone(),
         max_body_bytes: file.limits.max_body_bytes.unwrap_or(10 * 1024 * 1024),
-        connect_timeout: ms(file.timeouts.connect_ms, 5_000),
-        read_timeout: ms(file.timeouts.read_ms, 120_000),
+        peers: PeerOptions {
+            connect_timeout: ms(file.timeouts.connect_ms, 5_000),
+            read_timeout: ms(file.timeouts.read_ms, 120_000),
+        },
         client_body_timeout: ms(file.timeouts.client_body_ms, 60_000),
         connections: ConnLimits {
             max_connections: file.limits.max_client_connections.unwrap_or(10_000),
@@ -360,168 +444,6 @@ fn build(
         telemetry: build_telemetry(&file.telemetry)?,
     };
     Ok((runtime, failures))
-}
-
-pub(crate) fn build_route(
-    rf: &RouteFile,
-    prov: &ProviderFile,
-    prov_i: usize,
-    rat: &dyn Fn(&str) -> String,
-    env: &dyn Fn(&str) -> Option<String>,
-    egress: &[String],
-) -> Result<Route, ConfigError> {
-    let pat = |field: &str| format!("providers[{prov_i}].{field}");
-    let region = prov.region.clone();
-    let provider_url = effective_base_url(prov.kind, prov.base_url.as_deref(), region.as_deref());
-    let base_url = match (&rf.base_url, &provider_url) {
-        (Some(u), _) => u.clone(),
-        (None, Some(u)) => u.clone(),
-        (None, None) => {
-            return Err(cfg_err(
-                pat("base_url"),
-                format!("required for provider type `{}`", prov.kind.label()),
-            ));
-        }
-    };
-    let base_at = if rf.base_url.is_some() {
-        rat("base_url")
-    } else {
-        pat("base_url")
-    };
-    let (upstream, base_path) =
-        parse_base_url(&base_url, prov.ca_file.as_deref()).map_err(|m| cfg_err(&base_at, m))?;
-    if !egress.is_empty() && !egress_allows(egress, &upstream.host, upstream.port) {
-        return Err(cfg_err(
-            base_at,
-            format!(
-                "{}:{} is not in the gateway's egress allow-list ({})",
-                upstream.host,
-                upstream.port,
-                egress.join(", ")
-            ),
-        ));
-    }
-    // The provider's own credentials go to the provider's own host only: a
-    // route that points elsewhere must bring its own key (or none).
-    if let Some(route_url) = &rf.base_url
-        && rf.api_key.is_none()
-        && (prov.api_key.is_some()
-            || prov.api_key_env.is_some()
-            || prov.kind == ProviderKind::Bedrock)
-    {
-        let here = url_origin(route_url);
-        let home = provider_url.as_deref().and_then(url_origin);
-        if here.is_none() || here != home {
-            return Err(cfg_err(
-                rat("base_url"),
-                format!(
-                    "sends provider `{}`'s credentials to another host than the provider's own ({}); give this route its own `api_key`, or declare a provider for that host",
-                    prov.name,
-                    provider_url.as_deref().unwrap_or("none")
-                ),
-            ));
-        }
-    }
-
-    let provider_key = match (&prov.api_key_env, &prov.api_key) {
-        (Some(var), _) => Some(env(var).ok_or_else(|| {
-            cfg_err(
-                pat("api_key_env"),
-                format!("environment variable {var} is not set"),
-            )
-        })?),
-        (None, Some(k)) => Some(k.clone()),
-        (None, None) => None,
-    };
-    let key = match &rf.api_key {
-        Some(KeySourceFile {
-            env: Some(var),
-            header: None,
-        }) => KeySource::Static(env(var).ok_or_else(|| {
-            cfg_err(
-                rat("api_key.env"),
-                format!("environment variable {var} is not set"),
-            )
-        })?),
-        Some(KeySourceFile {
-            env: None,
-            header: Some(h),
-        }) => KeySource::Header(
-            http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
-                .map_err(|_| cfg_err(rat("api_key.header"), "not a valid header name"))?,
-        ),
-        Some(_) => return Err(cfg_err(rat("api_key"), "set exactly one of env or header")),
-        None => provider_key
-            .map(KeySource::Static)
-            .unwrap_or(KeySource::None),
-    };
-    let aws = if prov.kind == ProviderKind::Bedrock {
-        let region = region.ok_or_else(|| cfg_err(pat("region"), "required for bedrock"))?;
-        let var = |field: &str,
-                   given: &Option<String>,
-                   default: &str|
-         -> Result<Option<String>, ConfigError> {
-            let name = given.clone().unwrap_or_else(|| default.to_owned());
-            match env(&name) {
-                Some(v) => Ok(Some(v)),
-                None if field == "aws_session_token_env" => Ok(None),
-                None => Err(cfg_err(
-                    pat(field),
-                    format!("environment variable {name} is not set"),
-                )),
-            }
-        };
-        Some(AwsCredentials {
-            access_key_id: var(
-                "aws_access_key_id_env",
-                &prov.aws_access_key_id_env,
-                "AWS_ACCESS_KEY_ID",
-            )?
-            .unwrap_or_default(),
-            secret_access_key: var(
-                "aws_secret_access_key_env",
-                &prov.aws_secret_access_key_env,
-                "AWS_SECRET_ACCESS_KEY",
-            )?
-            .unwrap_or_default(),
-            session_token: var(
-                "aws_session_token_env",
-                &prov.aws_session_token_env,
-                "AWS_SESSION_TOKEN",
-            )?,
-            region,
-        })
-    } else {
-        None
-    };
-    if prov.kind == ProviderKind::AzureOpenai && rf.model.is_none() && prov.models.is_empty() {
-        return Err(cfg_err(
-            rat("model"),
-            "azure-openai routes need a target model (the deployment name) or provider models",
-        ));
-    }
-    let settings = ProviderSettings {
-        base_path,
-        host: upstream.host_header.clone(),
-        api_version: prov.api_version.clone(),
-        anthropic_version: prov.anthropic_version.clone(),
-        default_max_tokens: prov.default_max_tokens.unwrap_or(4096),
-        aws,
-    };
-    Ok(Route {
-        name: match (&rf.name, &rf.model) {
-            (Some(n), _) => n.clone(),
-            (None, Some(m)) => format!("{}/{m}", prov.name),
-            (None, None) => prov.name.clone(),
-        },
-        provider_name: prov.name.clone(),
-        provider: providers::build(prov.kind, settings),
-        kind: prov.kind,
-        upstream,
-        target_model: rf.model.clone(),
-        key,
-        models: rf.models.clone().unwrap_or_else(|| prov.models.clone()),
-    })
 }
 
 #[cfg(test)]

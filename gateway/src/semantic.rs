@@ -24,10 +24,9 @@ use base64::Engine as _;
 use pingora::connectors::http::Connector;
 use portcullis_types::{EmbeddingInput, EmbeddingVector, EmbeddingsRequest};
 
-use crate::config::{KeySource, Route};
+use crate::config::{KeySource, PeerOptions, Route};
 use crate::error::GatewayError;
 use crate::providers::UpstreamCall;
-use crate::runtime::Runtime;
 use crate::upstream::{self, MAX_UPSTREAM_BODY};
 
 /// Turns texts into vectors. The gateway's implementation calls the
@@ -57,7 +56,7 @@ const BATCH: usize = 128;
 pub struct ServiceEmbedder<'a> {
     pub service: &'a SemanticService,
     pub connector: &'a Connector,
-    pub runtime: &'a Runtime,
+    pub peers: &'a PeerOptions,
 }
 
 #[async_trait]
@@ -103,7 +102,7 @@ impl ServiceEmbedder<'_> {
             track_usage: true,
         };
         let up = route.provider.embeddings_request(&req, &call)?;
-        let peer = self.runtime.peer(route).await?;
+        let peer = self.peers.peer(route).await?;
         let ex = upstream::send(self.connector, &peer, &route.upstream.host_header, &up).await?;
         let status = ex.status;
         let body = upstream::read_body(self.connector, &peer, ex, MAX_UPSTREAM_BODY).await?;
@@ -330,6 +329,11 @@ impl Semantic {
     /// Takes `old`'s indexes if they were computed for the same service
     /// and the same topics, so a configuration change elsewhere (a key, a
     /// deployment) does not embed every utterance again.
+    /// Whether the topic indexes are computed.
+    pub fn is_indexed(&self) -> bool {
+        self.index.get().is_some()
+    }
+
     pub fn adopt(&self, old: &Semantic) {
         if self.fingerprint == old.fingerprint
             && self.route_topics == old.route_topics
@@ -399,64 +403,6 @@ impl Semantic {
             *g = Some(Instant::now());
         }
         result
-    }
-}
-
-/// Prepares the topic indexes of a configuration about to be served:
-/// those of unchanged proxies are carried over from `old`, the others are
-/// computed now, on a thread of their own, so that requests find them
-/// ready instead of the first one waiting for every utterance to be
-/// embedded. The gateway serves meanwhile; a request that arrives first
-/// waits for the same computation. A failure is logged and left to the
-/// request path, which retries after `INDEX_RETRY_AFTER`.
-pub fn prepare(new: &Arc<Runtime>, old: Option<&Runtime>) {
-    let mut pending = Vec::new();
-    for (context, proxy) in &new.proxies {
-        let Some(sem) = &proxy.routing.semantic else {
-            continue;
-        };
-        if let Some(prev) = old
-            .and_then(|o| o.proxies.get(context))
-            .and_then(|p| p.routing.semantic.as_ref())
-        {
-            sem.adopt(prev);
-        }
-        if sem.index.get().is_none() {
-            pending.push(proxy.clone());
-        }
-    }
-    if pending.is_empty() {
-        return;
-    }
-    let runtime = new.clone();
-    let spawned = std::thread::Builder::new()
-        .name("semantic-index".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            let connector = Connector::new(None);
-            rt.block_on(async {
-                for proxy in &pending {
-                    let Some(sem) = &proxy.routing.semantic else {
-                        continue;
-                    };
-                    let embedder = ServiceEmbedder {
-                        service: &sem.service,
-                        connector: &connector,
-                        runtime: &runtime,
-                    };
-                    if let Err(e) = sem.indexes(&embedder).await {
-                        tracing::warn!(proxy = %proxy.id, error = %e.message, "could not index the semantic topics at load; requests will retry");
-                    }
-                }
-            });
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "could not start indexing semantic topics; the first request will");
     }
 }
 

@@ -110,7 +110,7 @@ impl Gateway {
             None => Tracer::disabled(dropped),
         };
         let runtime = Arc::new(runtime);
-        crate::semantic::prepare(&runtime, None);
+        runtime.prepare_semantic(None);
         Gateway {
             runtime: Arc::new(RwLock::new(runtime)),
             connector: Connector::new(None),
@@ -255,11 +255,17 @@ impl Gateway {
         }
         let env = RoutingEnv {
             connector: &self.connector,
-            runtime: rt,
+            peers: &rt.peers,
             metrics: &self.routing_metrics,
         };
-        let mut attempts =
-            crate::routing::plan(&env, proxy, &req.model, Some(&req), &ctx.request_id).await?;
+        let mut attempts = crate::routing::plan(
+            &env,
+            proxy.routed(),
+            &req.model,
+            Some(&req),
+            &ctx.request_id,
+        )
+        .await?;
         let mut clock = AttemptClock::default();
         loop {
             let route = attempts.route();
@@ -743,11 +749,11 @@ impl Gateway {
         }
         let env = RoutingEnv {
             connector: &self.connector,
-            runtime: rt,
+            peers: &rt.peers,
             metrics: &self.routing_metrics,
         };
         let mut attempts =
-            crate::routing::plan(&env, proxy, &req.model, None, &ctx.request_id).await?;
+            crate::routing::plan(&env, proxy.routed(), &req.model, None, &ctx.request_id).await?;
         let mut clock = AttemptClock::default();
         loop {
             let route = attempts.route();

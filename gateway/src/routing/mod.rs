@@ -36,11 +36,10 @@ use std::time::{Duration, Instant};
 use pingora::connectors::http::Connector;
 use portcullis_types::{ChatRequest, Role};
 
-use crate::config::{GuardOnError, Route, RoutingStrategy};
+use crate::config::{GuardOnError, PeerOptions, Route, RoutingStrategy};
 use crate::error::{ErrorKind, ErrorSource, GatewayError};
 use crate::health::{Admission, Transition, now_ms};
 use crate::prompt_guard::{self, Verdict};
-use crate::runtime::{Proxy, Runtime};
 use crate::semantic::{Embedder, ServiceEmbedder, normalise};
 
 pub use metrics::RoutingMetrics;
@@ -51,15 +50,25 @@ use budget::{RequestGuard, RetryGuard};
 /// What routing needs from the gateway for one request.
 pub struct RoutingEnv<'a> {
     pub connector: &'a Connector,
-    pub runtime: &'a Runtime,
+    pub peers: &'a PeerOptions,
     pub metrics: &'a RoutingMetrics,
+}
+
+/// What routing reads of a proxy: its id, routes and routing table
+/// (`runtime::Proxy::routed`). A view, so that routing does not import the
+/// runtime that holds its tables.
+#[derive(Clone, Copy)]
+pub struct Routed<'p> {
+    pub id: &'p str,
+    pub routes: &'p [Route],
+    pub routing: &'p RoutingTable,
 }
 
 /// The requested model without the optional `<proxy-id>:` prefix, with
 /// an alias resolved.
-fn bare_model<'a>(proxy: &'a Proxy, requested: &'a str) -> &'a str {
+fn bare_model<'a>(proxy: Routed<'a>, requested: &'a str) -> &'a str {
     let bare = requested
-        .strip_prefix(proxy.id.as_str())
+        .strip_prefix(proxy.id)
         .and_then(|m| m.strip_prefix(':'))
         .unwrap_or(requested);
     proxy
@@ -70,43 +79,18 @@ fn bare_model<'a>(proxy: &'a Proxy, requested: &'a str) -> &'a str {
         .unwrap_or(bare)
 }
 
-/// Carries route health over from the configuration `new` replaces: a
-/// route keeps its state when its proxy (same base path and id) has a
-/// route of the same name to the same endpoint and model.
-pub fn carry_health(new: &Runtime, old: &Runtime) {
-    for (context, proxy) in &new.proxies {
-        let Some(prev) = old.proxies.get(context).filter(|p| p.id == proxy.id) else {
-            continue;
-        };
-        for (i, route) in proxy.routes.iter().enumerate() {
-            let same = prev.routes.iter().position(|r| {
-                r.name == route.name
-                    && r.provider_name == route.provider_name
-                    && r.upstream.host_header == route.upstream.host_header
-                    && r.upstream.port == route.upstream.port
-                    && r.target_model == route.target_model
-            });
-            if let (Some(j), Some(h)) = (same, proxy.routing.health.get(i))
-                && let Some(old_h) = prev.routing.health.get(j)
-            {
-                h.carry_from(old_h);
-            }
-        }
-    }
-}
-
 /// Runs the prompt guard and semantic routing (when configured), then
 /// lists the candidates for this request. `chat` is the request for chat
 /// completions (`None` for embeddings, which carry no prompt).
 pub async fn plan<'p>(
     env: &RoutingEnv<'p>,
-    proxy: &'p Proxy,
+    proxy: Routed<'p>,
     requested: &str,
     chat: Option<&ChatRequest>,
     request_id: &str,
 ) -> Result<Attempts<'p>, GatewayError> {
     let table = &proxy.routing;
-    table.attach_metrics(&proxy.id, &proxy.routes, env.metrics);
+    table.attach_metrics(proxy.id, &proxy.routes, env.metrics);
     let topic_route = semantic_step(env, proxy, chat, request_id).await?;
     let model = bare_model(proxy, requested);
     let candidates = candidates(proxy, model, topic_route, now_ms(), &mut pick::random_u64);
@@ -132,7 +116,7 @@ pub async fn plan<'p>(
 /// route a topic picked, if any.
 async fn semantic_step(
     env: &RoutingEnv<'_>,
-    proxy: &Proxy,
+    proxy: Routed<'_>,
     chat: Option<&ChatRequest>,
     request_id: &str,
 ) -> Result<Option<usize>, GatewayError> {
@@ -147,7 +131,7 @@ async fn semantic_step(
             let name = ri.map(|i| proxy.routes[i].name.as_str()).unwrap_or("none");
             env.metrics
                 .semantic_decisions
-                .with_label_values(&[&proxy.id, name, outcome])
+                .with_label_values(&[proxy.id, name, outcome])
                 .inc();
         }
     };
@@ -187,7 +171,7 @@ async fn semantic_step(
     let embedder = ServiceEmbedder {
         service: &sem.service,
         connector: env.connector,
-        runtime: env.runtime,
+        peers: env.peers,
     };
     let started = Instant::now();
     let result = async {
@@ -198,14 +182,14 @@ async fn semantic_step(
     .await;
     env.metrics
         .semantic_duration
-        .with_label_values(&[&proxy.id])
+        .with_label_values(&[proxy.id])
         .observe(started.elapsed().as_secs_f64());
     let (indexes, vectors) = match result {
         Ok(r) => r,
         Err(e) => {
             env.metrics
                 .semantic_errors
-                .with_label_values(&[&proxy.id])
+                .with_label_values(&[proxy.id])
                 .inc();
             tracing::warn!(request_id, proxy = %proxy.id, error = %e, "semantic service failed");
             if guard.is_some_and(|g| g.on_error == GuardOnError::Reject) {
@@ -230,7 +214,7 @@ async fn semantic_step(
         {
             env.metrics
                 .guard_rejections
-                .with_label_values(&[&proxy.id, &topic])
+                .with_label_values(&[proxy.id, &topic])
                 .inc();
             tracing::info!(request_id, proxy = %proxy.id, topic = %topic, score, "prompt guard rejected the prompt");
             return Err(prompt_guard::denied(&topic, message));
@@ -271,7 +255,7 @@ fn last_user_text(req: &ChatRequest) -> Option<String> {
 /// `model` (bare, aliases resolved). `topic_route` is semantic routing's
 /// pick; `rng` draws the weighted order.
 pub fn candidates(
-    proxy: &Proxy,
+    proxy: Routed<'_>,
     model: &str,
     topic_route: Option<usize>,
     now: u64,
@@ -456,7 +440,7 @@ mod retry_after_tests {
 
 /// A request's walk through its candidates.
 pub struct Attempts<'p> {
-    proxy: &'p Proxy,
+    proxy: Routed<'p>,
     metrics: &'p RoutingMetrics,
     candidates: Vec<(usize, String)>,
     pos: usize,
@@ -521,7 +505,7 @@ impl<'p> Attempts<'p> {
                 None => {
                     self.metrics
                         .budget_exhausted
-                        .with_label_values(&[&self.proxy.id])
+                        .with_label_values(&[self.proxy.id])
                         .inc();
                     tracing::warn!(request_id, proxy = %self.proxy.id, route = %route.name, "retry budget spent; not failing over");
                     return Err(e);
@@ -530,7 +514,7 @@ impl<'p> Attempts<'p> {
         }
         self.metrics
             .failovers
-            .with_label_values(&[&self.proxy.id, &route.name, failure.reason()])
+            .with_label_values(&[self.proxy.id, &route.name, failure.reason()])
             .inc();
         self.pos += 1;
         tracing::warn!(
@@ -575,7 +559,7 @@ impl<'p> Attempts<'p> {
             Transition::Ejected => {
                 self.metrics
                     .ejections
-                    .with_label_values(&[&self.proxy.id, &route.name, why])
+                    .with_label_values(&[self.proxy.id, &route.name, why])
                     .inc();
                 tracing::warn!(proxy = %self.proxy.id, route = %route.name, reason = why, "route ejected");
             }

@@ -429,7 +429,7 @@ pub fn build(
                 priority: None,
                 topics: Vec::new(),
             };
-            let route = crate::runtime::build_route(&rf, prov, prov_i, &sat, env, egress)?;
+            let route = crate::config::build_route(&rf, prov, prov_i, &sat, env, egress)?;
             Some(Semantic::new(
                 SemanticService {
                     route,

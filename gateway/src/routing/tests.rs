@@ -9,7 +9,7 @@ use super::*;
 use crate::config::{ConfigError, RouteFile, parse_file};
 use crate::health::HealthPolicy;
 use crate::routing::pick::SplitMix64;
-use crate::runtime::build_runtime;
+use crate::runtime::{Proxy, build_runtime};
 
 fn env(name: &str) -> Option<String> {
     (name == "KEY").then(|| "sk".to_owned())
@@ -57,7 +57,7 @@ pub(crate) fn dummy_route(name: &str) -> Route {
         topics: Vec::new(),
     };
     let file = parse_file(&format!("{PROVIDERS}proxies: []")).unwrap();
-    crate::runtime::build_route(&rf, &file.providers[2], 2, &|f| f.to_owned(), &env, &[]).unwrap()
+    crate::config::build_route(&rf, &file.providers[2], 2, &|f| f.to_owned(), &env, &[]).unwrap()
 }
 
 fn names(p: &Proxy, c: &[(usize, String)]) -> Vec<String> {
@@ -70,7 +70,13 @@ fn pick(p: &Proxy, model: &str) -> Vec<String> {
     let mut g = SplitMix64(1);
     names(
         p,
-        &candidates(p, bare_model(p, model), None, 1, &mut || g.next_u64()),
+        &candidates(
+            p.routed(),
+            bare_model(p.routed(), model),
+            None,
+            1,
+            &mut || g.next_u64(),
+        ),
     )
 }
 
@@ -157,7 +163,9 @@ routing: { strategy: failover, health: { failures: 1, cooldown_ms: 1000 } }"#,
     );
     p.routing.health[1].record_failure(10, &policy);
     let mut rng = || 0u64;
-    let at = |t: u64, rng: &mut dyn FnMut() -> u64| names(&p, &candidates(&p, "x", None, t, rng));
+    let at = |t: u64, rng: &mut dyn FnMut() -> u64| {
+        names(&p, &candidates(p.routed(), "x", None, t, rng))
+    };
     assert_eq!(at(500, &mut rng), ["a:m-a", "c:m-c"]);
     // The one request after the cool-down probes it first; others skip it.
     assert_eq!(at(1010, &mut rng), ["b:m-b", "a:m-a", "c:m-c"]);
@@ -181,7 +189,7 @@ routing: { strategy: weighted }"#,
     let mut g = SplitMix64(99);
     let mut first = std::collections::HashMap::new();
     for _ in 0..4000 {
-        let c = candidates(&p, "x", None, 1, &mut || g.next_u64());
+        let c = candidates(p.routed(), "x", None, 1, &mut || g.next_u64());
         assert_eq!(c.len(), 3);
         assert_eq!(p.routes[c[2].0].name, "standby");
         *first.entry(p.routes[c[0].0].name.clone()).or_insert(0) += 1;
@@ -197,7 +205,7 @@ routing: { strategy: weighted }"#,
     };
     p.routing.health[0].record_failure(1, &policy);
     for _ in 0..100 {
-        let c = candidates(&p, "x", None, 2, &mut || g.next_u64());
+        let c = candidates(p.routed(), "x", None, 2, &mut || g.next_u64());
         assert_eq!(names(&p, &c), ["light:m", "standby:m"]);
     }
 }
@@ -213,11 +221,11 @@ semantic_service: { provider: embedder, model: emb }"#,
     );
     let mut rng = || 0u64;
     assert_eq!(
-        names(&p, &candidates(&p, "x", Some(0), 1, &mut rng)),
+        names(&p, &candidates(p.routed(), "x", Some(0), 1, &mut rng)),
         ["code:coder", "general:chat"]
     );
     assert_eq!(
-        names(&p, &candidates(&p, "x", None, 1, &mut rng)),
+        names(&p, &candidates(p.routed(), "x", None, 1, &mut rng)),
         ["general:chat"]
     );
     let sem = p.routing.semantic.as_ref().unwrap();
@@ -280,7 +288,7 @@ fn a_new_configuration_keeps_the_health_of_unchanged_routes() {
     }
     // Route a unchanged, route b now sends another model.
     let new = config("other");
-    carry_health(&new, &old);
+    new.carry_health_from(&old);
     let q = first(&new);
     assert!(!q.routing.health[0].is_healthy(), "a stays ejected");
     assert!(q.routing.health[1].is_healthy(), "b is a new route");
@@ -439,9 +447,9 @@ fn utterance_files_are_read_relative_to_the_config() {
 
 fn attempts<'p>(p: &'p Proxy, metrics: &'p RoutingMetrics, model: &str) -> Attempts<'p> {
     p.routing.attach_metrics(&p.id, &p.routes, metrics);
-    let candidates = candidates(p, model, None, now_ms(), &mut || 0);
+    let candidates = candidates(p.routed(), model, None, now_ms(), &mut || 0);
     Attempts {
-        proxy: p,
+        proxy: p.routed(),
         metrics,
         candidates,
         pos: 0,
