@@ -6,17 +6,28 @@
 //! Its own module so that the server, the runner and the managed agent
 //! share it without importing each other (docs/architecture.md, layering).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use crate::key_usage::KeyUsage;
 use crate::ops::Readiness;
 use crate::runtime::Runtime;
 
+/// The runtime in force. Every request loads it once (a few atomic
+/// operations, no lock shared with writers); a swap stores a new one.
+pub type Slot = Arc<ArcSwap<Runtime>>;
+
+/// A slot holding `runtime`.
+pub fn slot(runtime: Arc<Runtime>) -> Slot {
+    Arc::new(ArcSwap::new(runtime))
+}
+
 /// Swaps the configuration of a running gateway, and reads which keys it
 /// authenticated.
 #[derive(Clone)]
 pub struct RuntimeHandle {
-    slot: Arc<RwLock<Arc<Runtime>>>,
+    slot: Slot,
     key_usage: Arc<KeyUsage>,
     readiness: Arc<Readiness>,
 }
@@ -24,11 +35,7 @@ pub struct RuntimeHandle {
 impl RuntimeHandle {
     /// Wraps the gateway's runtime slot and key-use record (see
     /// `Gateway::runtime_handle`).
-    pub fn new(
-        slot: Arc<RwLock<Arc<Runtime>>>,
-        key_usage: Arc<KeyUsage>,
-        readiness: Arc<Readiness>,
-    ) -> Self {
+    pub fn new(slot: Slot, key_usage: Arc<KeyUsage>, readiness: Arc<Readiness>) -> Self {
         RuntimeHandle {
             slot,
             key_usage,
@@ -49,10 +56,7 @@ impl RuntimeHandle {
 
     /// The configuration in force.
     pub fn current(&self) -> Arc<Runtime> {
-        self.slot
-            .read()
-            .map(|r| r.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.slot.load_full()
     }
 
     /// Swaps in `runtime`; requests in flight finish on the old one.
@@ -61,10 +65,7 @@ impl RuntimeHandle {
         let old = self.current();
         new.carry_health_from(&old);
         new.prepare_semantic(Some(&old));
-        match self.slot.write() {
-            Ok(mut g) => *g = new,
-            Err(p) => *p.into_inner() = new,
-        }
+        self.slot.store(new);
         self.readiness.set_configured();
     }
 }

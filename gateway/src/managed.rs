@@ -524,7 +524,6 @@ async fn agent(client: Arc<Client>, applier: Arc<Applier>, o: ManagedOptions) {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::sync::RwLock;
 
     fn managed(version: &str, proxies: usize, provider: &str) -> ManagedConfig {
         let proxies: Vec<_> = (0..proxies)
@@ -546,7 +545,7 @@ mod tests {
 
     fn applier(dir: &Path) -> (Applier, RuntimeHandle) {
         let handle = RuntimeHandle::new(
-            Arc::new(RwLock::new(Arc::new(empty(&test_local()).unwrap()))),
+            crate::live::slot(Arc::new(empty(&test_local()).unwrap())),
             Arc::default(),
             Arc::default(),
         );

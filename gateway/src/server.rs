@@ -13,7 +13,7 @@
 //! after `request_filter` goes through a retry buffer capped at 64 KiB,
 //! too small for requests carrying images.)
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tracing::Instrument;
 
@@ -39,7 +39,7 @@ use crate::upstream::{self, MAX_UPSTREAM_BODY};
 /// The gateway service, shared by all requests.
 pub struct Gateway {
     /// Shared with the managed-mode agent, which swaps it (`runtime_handle`).
-    runtime: Arc<RwLock<Arc<Runtime>>>,
+    runtime: crate::live::Slot,
     connector: Connector,
     pub metrics: Arc<Metrics>,
     tracer: Tracer,
@@ -112,7 +112,7 @@ impl Gateway {
         let runtime = Arc::new(runtime);
         runtime.prepare_semantic(None);
         Gateway {
-            runtime: Arc::new(RwLock::new(runtime)),
+            runtime: crate::live::slot(runtime),
             connector: Connector::new(None),
             routing_metrics: RoutingMetrics::new(&metrics.registry),
             metrics,
@@ -124,10 +124,7 @@ impl Gateway {
 
     /// The configuration in force.
     pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime
-            .read()
-            .map(|r| r.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.runtime.load_full()
     }
 
     /// A handle that swaps this gateway's configuration from outside the
