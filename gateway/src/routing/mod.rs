@@ -89,8 +89,8 @@ pub async fn plan<'p>(
     chat: Option<&ChatRequest>,
     request_id: &str,
 ) -> Result<Attempts<'p>, GatewayError> {
-    let table = &proxy.routing;
-    table.attach_metrics(proxy.id, &proxy.routes, env.metrics);
+    let table = proxy.routing;
+    table.attach_metrics(proxy.id, proxy.routes, env.metrics);
     let topic_route = semantic_step(env, proxy, chat, request_id).await?;
     let model = bare_model(proxy, requested);
     let candidates = candidates(proxy, model, topic_route, now_ms(), &mut pick::random_u64);
