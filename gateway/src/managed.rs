@@ -27,6 +27,10 @@ use crate::runtime::{Runtime, build_runtime_isolating};
 
 pub use crate::live::RuntimeHandle;
 
+use pingora::server::ShutdownWatch;
+use pingora::services::ServiceWithDependents;
+use pingora::services::background::BackgroundService;
+
 /// Options of a managed gateway.
 #[derive(Debug, Clone)]
 pub struct ManagedOptions {
@@ -447,23 +451,35 @@ pub fn run(o: ManagedOptions) -> anyhow::Result<()> {
             applier.apply(mc);
             tracing::error!(error = %e, "admin's configuration was rejected at start");
         }
-        std::thread::Builder::new()
-            .name("managed-agent".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "managed agent cannot start");
-                        return;
-                    }
-                };
-                rt.block_on(agent(client, applier, opts));
-            })?;
-        Ok(())
+        let agent = AgentService {
+            client,
+            applier,
+            opts,
+        };
+        let service: Box<dyn ServiceWithDependents> = Box::new(
+            pingora::services::background::background_service("managed-agent", agent),
+        );
+        Ok(vec![service])
     })
+}
+
+/// The agent as a Pingora background service: it runs on a runtime the
+/// server owns, starts with the listeners and stops with the server,
+/// instead of on a thread and runtime of its own.
+struct AgentService {
+    client: Arc<Client>,
+    applier: Arc<Applier>,
+    opts: ManagedOptions,
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for AgentService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            () = agent(self.client.clone(), self.applier.clone(), self.opts.clone()) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// Long-polls for changes and heartbeats, forever.

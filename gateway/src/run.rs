@@ -109,18 +109,22 @@ fn spawn_ready_probe(listen: &str, readiness: Arc<Readiness>) {
 pub fn run(runtime: Runtime, opts: RunOptions) -> anyhow::Result<()> {
     run_with(runtime, opts, |handle| {
         handle.mark_configured();
-        Ok(())
+        Ok(Vec::new())
     })
 }
 
 /// Like `run`, first handing `on_start` a handle that swaps the
-/// configuration while the gateway serves (managed mode). The gateway
+/// configuration while the gateway serves (managed mode); the background
+/// services it returns (the managed agent) run beside the listeners, on
+/// runtimes the server owns and stops. The gateway
 /// reports ready only once the handle marks it configured (or swaps a
 /// configuration in).
 pub fn run_with(
     runtime: Runtime,
     opts: RunOptions,
-    on_start: impl FnOnce(crate::live::RuntimeHandle) -> anyhow::Result<()>,
+    on_start: impl FnOnce(
+        crate::live::RuntimeHandle,
+    ) -> anyhow::Result<Vec<Box<dyn pingora::services::ServiceWithDependents>>>,
 ) -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: opts.threads.max(1),
@@ -140,7 +144,7 @@ pub fn run_with(
     crate::listener::raise_fd_limit(limits.max_connections);
     let gateway = Gateway::new(runtime, metrics.clone());
     let readiness = gateway.readiness.clone();
-    on_start(gateway.runtime_handle())?;
+    let background = on_start(gateway.runtime_handle())?;
 
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     let mut traffic = Service::new(
@@ -161,6 +165,9 @@ pub fn run_with(
     ops.add_tcp(&ops_listen);
     server.add_service(traffic);
     server.add_service(ops);
+    for service in background {
+        server.add_boxed_service(service);
+    }
     // Pingora binds the listeners inside `run_forever`; report ready only
     // once the traffic port accepts connections, so a load balancer (or a
     // test) that waits for /readyz never sends to a port not yet bound.
