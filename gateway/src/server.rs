@@ -15,7 +15,6 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tracing::Instrument;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -24,6 +23,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use portcullis_types::{ChatRequest, ModelEntry, ModelList, Usage};
+use tracing::Instrument;
 
 use crate::config::{InboundKind, KeySource, Resource, Route, hash_key};
 use crate::error::{ErrorKind, GatewayError};
@@ -384,8 +384,11 @@ impl Gateway {
             };
             let body = body?;
             ctx.upstream_time = Some(upstream_started.elapsed());
+            // An OpenAI provider's answer to an OpenAI client is already
+            // the canonical JSON.
+            let provider_bytes = format == InboundKind::Openai && speaks_openai(route.kind);
             let answers_read = policies.as_ref().is_some_and(|r| r.reads_answers());
-            if format == InboundKind::Openai && speaks_openai(route.kind) && !answers_read {
+            if provider_bytes && !answers_read {
                 // The provider already answered in the client's format and
                 // no policy reads more than the usage: read only that and
                 // forward the body as it came (faster, and keeps fields the
@@ -407,12 +410,10 @@ impl Gateway {
             let mut resp = route.provider.chat_response(&body, &call)?;
             ctx.usage = resp.usage.clone();
             ctx.response_model = Some(resp.model.clone());
-            // An OpenAI provider's answer to an OpenAI client is already
-            // the canonical JSON: policies read it as it came, and unless
-            // one changes the text it is forwarded as it came, not
-            // rendered again (the profile of the four built-ins had each
-            // answer rendered three times).
-            let provider_bytes = format == InboundKind::Openai && speaks_openai(route.kind);
+            // Policies read such an answer as it came, and unless one
+            // changes the text it is forwarded as it came, not rendered
+            // again (the profile of the four built-ins had each answer
+            // rendered three times).
             let mut changed = false;
             let mut policy_headers = Vec::new();
             if let Some(run) = policies.as_mut() {
