@@ -10,6 +10,7 @@ pub use portcullis_formats::{error, inbound, json, providers, sse};
 
 pub mod accounting;
 pub mod config;
+pub mod exchange;
 pub mod health;
 pub mod key_usage;
 pub mod listener;

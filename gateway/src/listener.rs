@@ -23,7 +23,7 @@
 //!    (`408` past it, `431` past [`MAX_HEADER_BYTES`]) and hands the bytes
 //!    to Pingora as an already-read prefix (`set_pipelined_prefix`), so
 //!    Pingora parses them without reading again. The body is read by the
-//!    gateway under its own total deadline (`server::read_body`), and
+//!    gateway under its own total deadline (`exchange::ingress::read_body`), and
 //!    Pingora's drain of an unread body is bounded by the same time;
 //! 3. for HTTP/2 (TLS with ALPN `h2`), hands the connection to Pingora with
 //!    `h2_idle_timeout` set to the idle timeout.
@@ -44,8 +44,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::error::GatewayError;
+use crate::exchange::Gateway;
 use crate::metrics::Metrics;
-use crate::server::Gateway;
 
 /// Largest request header (request line and header fields) accepted.
 /// Pingora's own limit is 1 MiB; LLM requests carry their content in the

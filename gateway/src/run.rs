@@ -10,11 +10,11 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::exchange::Gateway;
 use crate::listener::ClientListener;
 use crate::metrics::Metrics;
 use crate::ops::{OpsApp, Readiness};
 use crate::runtime::Runtime;
-use crate::server::Gateway;
 
 /// Options of a gateway process that are not part of its configuration.
 #[derive(Debug, Clone)]

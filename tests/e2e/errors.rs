@@ -246,19 +246,28 @@ async fn a_stream_cut_by_the_provider_ends_with_an_error_event() {
 /// A client that gives up while the provider has not answered yet ends the
 /// request there: the gateway stops waiting, drops the provider call, and
 /// counts a client cancellation (499), long before the provider would
-/// have answered. Streamed and not.
+/// have answered. Chat (streamed and not) and embeddings.
 #[tokio::test]
 async fn a_client_that_leaves_before_the_answer_stops_the_provider_call() {
     let (mock, gw) = setup("").await;
     let url = format!("{}/openai/chat/completions", gw.url);
-    for stream in [false, true] {
-        mock.behave(json!({"path_contains": "/chat/completions", "delay_ms": 20000, "times": 1}))
+    // A whole chat answer, a stream's first token, an embeddings answer.
+    let cases = [
+        ("/chat/completions", false),
+        ("/chat/completions", true),
+        ("/embeddings", false),
+    ];
+    for (n, (endpoint, stream)) in cases.into_iter().enumerate() {
+        mock.behave(json!({"path_contains": endpoint, "delay_ms": 20000, "times": 1}))
             .await;
         let started = std::time::Instant::now();
         let mut body = hello("gpt-5-mini");
         body["stream"] = json!(stream);
+        if endpoint == "/embeddings" {
+            body = json!({"model": "gpt-5-mini", "input": "hello"});
+        }
         let r = client()
-            .post(&url)
+            .post(format!("{}/openai{endpoint}", gw.url))
             .bearer_auth(KEY)
             .json(&body)
             .timeout(std::time::Duration::from_millis(300))
@@ -270,21 +279,21 @@ async fn a_client_that_leaves_before_the_answer_stops_the_provider_call() {
             .unwrap()
             .as_millis() as u64;
         let cancelled = loop {
-            let n = gw
+            let count = gw
                 .metric_sum(&[
                     "portcullis_requests_total{",
                     "error_type=\"client_cancelled\"",
                 ])
                 .await;
-            if n >= 1.0 + f64::from(u8::from(stream)) || started.elapsed().as_secs() >= 15 {
-                break n;
+            if count >= (n + 1) as f64 || started.elapsed().as_secs() >= 15 {
+                break count;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         };
         assert_eq!(
             cancelled,
-            1.0 + f64::from(u8::from(stream)),
-            "the request ended as a client cancellation before the provider answered (stream: {stream})"
+            (n + 1) as f64,
+            "the request ended as a client cancellation before the provider answered ({endpoint}, stream: {stream})"
         );
         assert!(
             started.elapsed().as_secs() < 15,
@@ -297,12 +306,10 @@ async fn a_client_that_leaves_before_the_answer_stops_the_provider_call() {
         // drops the provider connection.)
         let mut entry = None;
         for _ in 0..40 {
-            entry = mock
-                .journal()
-                .await
-                .into_iter()
-                .rev()
-                .find(|e| e["stream"] == json!(stream));
+            entry = mock.journal().await.into_iter().rev().find(|e| {
+                e["stream"] == json!(stream)
+                    && e["path"].as_str().is_some_and(|p| p.ends_with(endpoint))
+            });
             if entry.is_some() {
                 break;
             }
@@ -315,7 +322,7 @@ async fn a_client_that_leaves_before_the_answer_stops_the_provider_call() {
             .expect("a cancellation time");
         assert!(
             at <= gave_up_ms + 100,
-            "the provider call was cancelled {} ms after the client left (stream: {stream})",
+            "the provider call was cancelled {} ms after the client left ({endpoint}, stream: {stream})",
             at.saturating_sub(gave_up_ms)
         );
     }

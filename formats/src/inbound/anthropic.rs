@@ -27,7 +27,7 @@ use portcullis_types::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::StreamEncoder;
+use super::{ChatPath, ClientFormat, StreamEncoder};
 use crate::error::GatewayError;
 use crate::providers::anthropic::{
     AnthropicUsage, Block, DocumentSource, ImageSource, MessagesResponse, TextOr, WireMessage,
@@ -50,6 +50,35 @@ struct InboundRequest {
     tools: Option<Vec<WireTool>>,
     tool_choice: Option<WireToolChoice>,
     metadata: Option<WireMetadata>,
+}
+
+/// The Anthropic Messages format (`POST {base}/messages`).
+pub struct Anthropic;
+
+impl ClientFormat for Anthropic {
+    fn kind(&self) -> portcullis_types::gateway_config::InboundKind {
+        portcullis_types::gateway_config::InboundKind::Anthropic
+    }
+
+    fn chat_path(&self, rest: &str) -> Option<ChatPath> {
+        (rest == "/messages").then(ChatPath::default)
+    }
+
+    fn parse(&self, body: &[u8], _path: &ChatPath) -> Result<ChatRequest, GatewayError> {
+        parse_request(body)
+    }
+
+    fn render_response(&self, resp: &ChatResponse) -> Vec<u8> {
+        render_response(resp)
+    }
+
+    fn render_error(&self, err: &GatewayError) -> Vec<u8> {
+        render_error(err)
+    }
+
+    fn stream_encoder(&self, req: &ChatRequest) -> Box<dyn StreamEncoder> {
+        Box::new(AnthropicStreamEncoder::new(&req.model))
+    }
 }
 
 /// Parses an Anthropic Messages request body into the canonical request.

@@ -22,7 +22,7 @@ use portcullis_types::{
 };
 use serde_json::{Map, Value, json};
 
-use super::StreamEncoder;
+use super::{ChatPath, ClientFormat, StreamEncoder};
 use crate::error::GatewayError;
 use crate::providers::gemini::{
     Candidate, Content, ErrorBody, ErrorEnvelope, FunctionCall, FunctionResponse,
@@ -279,6 +279,51 @@ fn convert_contents(contents: &[Content]) -> Result<Vec<types::Message>, Gateway
         }
     }
     Ok(messages)
+}
+
+/// The Gemini generateContent format: the model and the streaming switch
+/// are in the path, `{base}/models/{model}:generateContent` or
+/// `:streamGenerateContent`.
+pub struct Gemini;
+
+impl ClientFormat for Gemini {
+    fn kind(&self) -> portcullis_types::gateway_config::InboundKind {
+        portcullis_types::gateway_config::InboundKind::Gemini
+    }
+
+    fn chat_path(&self, rest: &str) -> Option<ChatPath> {
+        let (model, action) = rest.strip_prefix("/models/")?.rsplit_once(':')?;
+        let stream = match action {
+            "generateContent" => false,
+            "streamGenerateContent" => true,
+            _ => return None,
+        };
+        Some(ChatPath {
+            model: Some(model.to_owned()),
+            stream,
+        })
+    }
+
+    fn parse(&self, body: &[u8], path: &ChatPath) -> Result<ChatRequest, GatewayError> {
+        let model = path.model.as_deref().ok_or_else(|| {
+            GatewayError::invalid_request(
+                "A Gemini request names its model in the path: `/models/{model}:generateContent`.",
+            )
+        })?;
+        parse_request(body, model, path.stream)
+    }
+
+    fn render_response(&self, resp: &ChatResponse) -> Vec<u8> {
+        render_response(resp)
+    }
+
+    fn render_error(&self, err: &GatewayError) -> Vec<u8> {
+        render_error(err)
+    }
+
+    fn stream_encoder(&self, req: &ChatRequest) -> Box<dyn StreamEncoder> {
+        Box::new(GeminiStreamEncoder::new(&req.model))
+    }
 }
 
 /// Parses a Gemini `GenerateContentRequest` into the canonical request for

@@ -10,7 +10,8 @@ pub mod gemini;
 pub mod openai;
 
 use bytes::BytesMut;
-use portcullis_types::{ChatChunk, FinishReason, Usage};
+use portcullis_types::gateway_config::InboundKind;
+use portcullis_types::{ChatChunk, ChatRequest, ChatResponse, FinishReason, Usage};
 
 use crate::error::GatewayError;
 
@@ -48,6 +49,44 @@ pub fn check_model(model: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// What a chat endpoint's path says about the request. Gemini puts the
+/// model and the streaming switch in the path
+/// (`/models/{model}:streamGenerateContent`); the other formats carry both
+/// in the body and leave this empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChatPath {
+    pub model: Option<String>,
+    pub stream: bool,
+}
+
+/// One client format, everything the exchange needs of it: which path is
+/// its chat endpoint, the request parsed into the canonical type, and the
+/// answer, stream and errors rendered back. The gateway picks the format
+/// once (`client_format`) and never matches on the kind again.
+pub trait ClientFormat: Sync {
+    fn kind(&self) -> InboundKind;
+    /// The request's path facts when `rest` (the path after the proxy's
+    /// base path and API version) is this format's chat endpoint.
+    fn chat_path(&self, rest: &str) -> Option<ChatPath>;
+    /// The body as a canonical request; `path` comes from `chat_path`.
+    fn parse(&self, body: &[u8], path: &ChatPath) -> Result<ChatRequest, GatewayError>;
+    /// A whole (non-streamed) answer in this format.
+    fn render_response(&self, resp: &ChatResponse) -> Vec<u8>;
+    /// An error in this format's envelope.
+    fn render_error(&self, err: &GatewayError) -> Vec<u8>;
+    /// The encoder for a streamed answer to `req`.
+    fn stream_encoder(&self, req: &ChatRequest) -> Box<dyn StreamEncoder>;
+}
+
+/// The format a client of the given kind speaks.
+pub fn client_format(kind: InboundKind) -> &'static dyn ClientFormat {
+    match kind {
+        InboundKind::Openai => &openai::OpenAi,
+        InboundKind::Anthropic => &anthropic::Anthropic,
+        InboundKind::Gemini => &gemini::Gemini,
+    }
+}
+
 /// Renders canonical chunks as the client's stream format.
 pub trait StreamEncoder: Send {
     /// Appends the bytes for one chunk. Chunks reach the encoder without
@@ -68,6 +107,60 @@ pub trait StreamEncoder: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_format_claims_only_its_own_chat_path() {
+        let kinds = [
+            InboundKind::Openai,
+            InboundKind::Anthropic,
+            InboundKind::Gemini,
+        ];
+        let paths = [
+            ("/chat/completions", Some(InboundKind::Openai), None, false),
+            ("/messages", Some(InboundKind::Anthropic), None, false),
+            (
+                "/models/gemini-2.5-flash:generateContent",
+                Some(InboundKind::Gemini),
+                Some("gemini-2.5-flash"),
+                false,
+            ),
+            (
+                "/models/a:b:streamGenerateContent",
+                Some(InboundKind::Gemini),
+                Some("a:b"),
+                true,
+            ),
+            ("/models/gemini-2.5-flash", None, None, false),
+            ("/models/x:countTokens", None, None, false),
+            ("/embeddings", None, None, false),
+            ("/chat/completions/x", None, None, false),
+        ];
+        for kind in kinds {
+            let format = client_format(kind);
+            assert_eq!(format.kind(), kind);
+            for (rest, owner, model, stream) in paths {
+                let got = format.chat_path(rest);
+                if owner == Some(kind) {
+                    let path = got.unwrap_or_else(|| panic!("{kind:?} {rest}"));
+                    assert_eq!(path.model.as_deref(), model, "{rest}");
+                    assert_eq!(path.stream, stream, "{rest}");
+                } else {
+                    assert_eq!(got, None, "{kind:?} {rest}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_gemini_request_without_its_path_is_refused_not_guessed() {
+        let body = br#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#;
+        let gemini = client_format(InboundKind::Gemini);
+        let e = gemini.parse(body, &ChatPath::default()).unwrap_err();
+        assert_eq!(e.status, 400);
+        let path = gemini.chat_path("/models/m:streamGenerateContent").unwrap();
+        let req = gemini.parse(body, &path).unwrap();
+        assert_eq!((req.model.as_str(), req.stream), ("m", true));
+    }
 
     #[test]
     fn model_names_that_could_reach_other_endpoints_are_refused() {

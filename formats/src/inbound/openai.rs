@@ -2,9 +2,12 @@
 //! clients send them.
 
 use bytes::BytesMut;
-use portcullis_types::{ChatChunk, ChatRequest, EmbeddingsRequest, FinishReason, Usage};
+use portcullis_types::gateway_config::InboundKind;
+use portcullis_types::{
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, FinishReason, Usage,
+};
 
-use super::StreamEncoder;
+use super::{ChatPath, ClientFormat, StreamEncoder};
 use crate::error::GatewayError;
 use crate::sse;
 
@@ -26,6 +29,37 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Gate
             )
         }
     })
+}
+
+/// The OpenAI Chat Completions format, the canonical one: requests and
+/// answers are the canonical types' own JSON.
+pub struct OpenAi;
+
+impl ClientFormat for OpenAi {
+    fn kind(&self) -> InboundKind {
+        InboundKind::Openai
+    }
+
+    fn chat_path(&self, rest: &str) -> Option<ChatPath> {
+        (rest == "/chat/completions").then(ChatPath::default)
+    }
+
+    fn parse(&self, body: &[u8], _path: &ChatPath) -> Result<ChatRequest, GatewayError> {
+        parse_chat(body)
+    }
+
+    fn render_response(&self, resp: &ChatResponse) -> Vec<u8> {
+        // Serialising a typed value with string keys cannot fail.
+        serde_json::to_vec(resp).unwrap_or_default()
+    }
+
+    fn render_error(&self, err: &GatewayError) -> Vec<u8> {
+        err.to_openai_json()
+    }
+
+    fn stream_encoder(&self, req: &ChatRequest) -> Box<dyn StreamEncoder> {
+        Box::new(OpenAiStreamEncoder::new(req.wants_stream_usage()))
+    }
 }
 
 /// Parses and checks a chat completion request.

@@ -5,20 +5,11 @@
 use bytes::BytesMut;
 use portcullis_types::{ChatChunk, ChatRequest, ChatResponse};
 
-use crate::config::InboundKind;
-use crate::inbound::{self, StreamEncoder};
+use crate::inbound::ClientFormat;
 
 /// The whole stream body for `resp`, as the client's format streams it.
-pub fn stream_body(format: InboundKind, req: &ChatRequest, resp: &ChatResponse) -> Vec<u8> {
-    let mut encoder: Box<dyn StreamEncoder> = match format {
-        InboundKind::Openai => Box::new(inbound::openai::OpenAiStreamEncoder::new(
-            req.wants_stream_usage(),
-        )),
-        InboundKind::Anthropic => {
-            Box::new(inbound::anthropic::AnthropicStreamEncoder::new(&req.model))
-        }
-        InboundKind::Gemini => Box::new(inbound::gemini::GeminiStreamEncoder::new(&req.model)),
-    };
+pub fn stream_body(format: &dyn ClientFormat, req: &ChatRequest, resp: &ChatResponse) -> Vec<u8> {
+    let mut encoder = format.stream_encoder(req);
     let template = ChatChunk::new(resp.id.clone(), resp.model.clone(), resp.created);
     let mut out = BytesMut::new();
     let mut finish = None;
@@ -30,13 +21,4 @@ pub fn stream_body(format: InboundKind, req: &ChatRequest, resp: &ChatResponse) 
     }
     encoder.finish(resp.usage.as_ref(), finish, &mut out);
     out.to_vec()
-}
-
-/// The non-streamed body for `resp` in the client's format.
-pub fn json_body(format: InboundKind, resp: &ChatResponse) -> Vec<u8> {
-    match format {
-        InboundKind::Openai => serde_json::to_vec(resp).unwrap_or_default(),
-        InboundKind::Anthropic => inbound::anthropic::render_response(resp),
-        InboundKind::Gemini => inbound::gemini::render_response(resp),
-    }
 }
