@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use portcullis_types::gateway_config::{
+use portcullis_config::{
     FileConfig, KeyFile, PolicyEmbeddingsFile, PolicyEngineFile, PolicyHubFile, ProviderFile,
     ProviderKind, ProxyFile,
 };

@@ -30,7 +30,7 @@ use crate::proxies::{load_required, save_revision, view};
 
 /// What happens to a request when the policy fails (traps, times out):
 /// the gateway's own type, so an attachment reaches gateways unchanged.
-pub use portcullis_types::gateway_config::OnError;
+pub use portcullis_config::OnError;
 
 /// A policy attached to a proxy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use portcullis_types::gateway_config::{ProviderFile, ProviderKind};
+use portcullis_config::{ProviderFile, ProviderKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;

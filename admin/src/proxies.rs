@@ -11,11 +11,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use portcullis_types::gateway_config::{
+use portcullis_config::proxy_rules;
+use portcullis_config::{
     InboundKind, KeyFile, PromptGuardFile, ProviderKind, ProxyFile, Resource, RouteFile,
     RoutingFile, SemanticServiceFile, TopicFile, effective_base_url, url_origin,
 };
-use portcullis_types::proxy_rules;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{Any, Row, Transaction};

@@ -1,8 +1,8 @@
 //! Ids from names, base paths and URLs. The id and base-path rules are the
-//! gateway's own (`portcullis_types::names`), so an id admin hands out is
+//! gateway's own (`portcullis_config::names`), so an id admin hands out is
 //! one every gateway accepts.
 
-pub use portcullis_types::names::{CONTEXT_RULE, normalise_context, slugify, valid_context};
+pub use portcullis_config::names::{CONTEXT_RULE, normalise_context, slugify, valid_context};
 
 /// An absolute http(s) URL with a host.
 pub fn valid_url(url: &str) -> bool {

@@ -6,10 +6,10 @@
 
 // Wire formats live in their own crate (no Pingora, no wasmtime); they
 // are re-exported so the gateway's modules name them as before.
+pub use portcullis_config as config;
 pub use portcullis_formats::{error, inbound, json, providers, sse};
 
 pub mod accounting;
-pub mod config;
 pub mod exchange;
 pub mod health;
 pub mod key_usage;

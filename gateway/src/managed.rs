@@ -584,7 +584,7 @@ mod tests {
         let rt = handle.current();
         assert_eq!(rt.proxies.len(), 2);
         assert!(
-            matches!(&rt.proxies["/p0"].routes[0].key, crate::config::KeySource::Static(k) if k == "sk-from-admin")
+            matches!(&rt.proxies["/p0"].routes[0].key, crate::upstream::KeySource::Static(k) if k == "sk-from-admin")
         );
         // A request that started before the swap still holds its runtime.
         assert_eq!(before.proxies.len(), 0);

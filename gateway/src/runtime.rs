@@ -17,6 +17,7 @@ use pingora::connectors::http::Connector;
 use crate::config::*;
 use crate::error::GatewayError;
 use crate::semantic::ServiceEmbedder;
+use crate::upstream::{PeerOptions, Route, build_route};
 use portcullis_types::names::{CONTEXT_RULE, valid_context};
 
 /// Everything the data path needs, built once per configuration.
@@ -486,7 +487,9 @@ proxies:
             p.routes[0].upstream.literal,
             Some("127.0.0.1:8099".parse().unwrap())
         );
-        assert!(matches!(&p.routes[0].key, KeySource::Static(k) if k == "sk-mock"));
+        assert!(
+            matches!(&p.routes[0].key, crate::upstream::KeySource::Static(k) if k == "sk-mock")
+        );
         assert_eq!(rt.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(rt.connections.max_connections, 10_000);
         assert_eq!(rt.connections.idle, Duration::from_secs(60));

@@ -24,10 +24,10 @@ use base64::Engine as _;
 use pingora::connectors::http::Connector;
 use portcullis_types::{EmbeddingInput, EmbeddingVector, EmbeddingsRequest};
 
-use crate::config::{KeySource, PeerOptions, Route};
 use crate::error::GatewayError;
 use crate::providers::UpstreamCall;
 use crate::upstream::{self, MAX_UPSTREAM_BODY};
+use crate::upstream::{KeySource, PeerOptions, Route};
 
 /// Turns texts into vectors. The gateway's implementation calls the
 /// semantic service; tests use deterministic fakes. (A policy would get the

@@ -12,10 +12,10 @@ use pingora::upstreams::peer::HttpPeer;
 
 use super::context::RequestCtx;
 use super::egress::unless_client_leaves;
-use crate::config::Route;
 use crate::error::GatewayError;
 use crate::providers::UpstreamRequest;
 use crate::runtime::Runtime;
+use crate::upstream::Route;
 use crate::upstream::{self, MAX_UPSTREAM_BODY, UpstreamExchange};
 
 /// Largest provider error body read (its message is passed on).

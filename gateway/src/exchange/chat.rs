@@ -14,12 +14,13 @@ use super::egress::{answer_headers, policy_headers};
 use super::egress::{stream_header, write_json, write_piece};
 use super::ingress::provider_key;
 use super::stream::StreamRelay;
-use crate::config::{InboundKind, Route};
+use crate::config::InboundKind;
 use crate::error::GatewayError;
 use crate::inbound::ClientFormat;
 use crate::policy::{ChainRun, RequestOutcome};
 use crate::providers::{ProviderKind, UpstreamCall, parse_upstream_json};
 use crate::runtime::{Proxy, Runtime};
+use crate::upstream::Route;
 
 impl Gateway {
     /// Routes a chat request (prompt guard, strategy, fallback) and tries

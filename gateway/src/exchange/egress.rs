@@ -6,8 +6,8 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::context::RequestCtx;
-use crate::config::Route;
 use crate::policy::ChainRun;
+use crate::upstream::Route;
 
 /// A response header with the request id and `extra` headers.
 pub(super) fn response_header(

@@ -12,11 +12,12 @@ use super::context::RequestCtx;
 use super::egress::write_json;
 use super::egress::{answer_headers, policy_headers};
 use super::ingress::provider_key;
-use crate::config::{InboundKind, Route};
+use crate::config::InboundKind;
 use crate::error::GatewayError;
 use crate::policy::ChainRun;
 use crate::providers::UpstreamCall;
 use crate::runtime::{Proxy, Runtime};
+use crate::upstream::Route;
 
 impl Gateway {
     pub(super) async fn embeddings(

@@ -10,12 +10,13 @@ use pingora::proxy::Session;
 use portcullis_types::{ModelEntry, ModelList};
 
 use super::context::RequestCtx;
-use crate::config::{KeySource, Resource, Route, hash_key};
+use crate::config::{Resource, hash_key};
 use crate::error::GatewayError;
 use crate::inbound::{ChatPath, ClientFormat, client_format};
 use crate::key_usage::KeyUsage;
 use crate::otlp::TraceIds;
 use crate::runtime::{Proxy, Runtime};
+use crate::upstream::{KeySource, Route};
 
 /// What the client asked for, after the proxy's base path.
 pub(super) enum Endpoint {

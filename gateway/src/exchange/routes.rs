@@ -9,10 +9,10 @@ use super::Gateway;
 use super::attempt;
 use super::context::{AttemptClock, RequestCtx};
 use super::ingress::strip_proxy_prefix;
-use crate::config::Route;
 use crate::error::GatewayError;
 use crate::routing::{Attempts, RoutingEnv};
 use crate::runtime::{Proxy, Runtime};
+use crate::upstream::Route;
 use portcullis_types::ChatRequest;
 
 pub(super) struct RouteWalk<'p> {

@@ -36,11 +36,12 @@ use std::time::{Duration, Instant};
 use pingora::connectors::http::Connector;
 use portcullis_types::{ChatRequest, Role};
 
-use crate::config::{GuardOnError, PeerOptions, Route, RoutingStrategy};
+use crate::config::{GuardOnError, RoutingStrategy};
 use crate::error::{ErrorKind, ErrorSource, GatewayError};
 use crate::health::{Admission, Transition, now_ms};
 use crate::prompt_guard::{self, Verdict};
 use crate::semantic::{Embedder, ServiceEmbedder, normalise};
+use crate::upstream::{PeerOptions, Route};
 
 pub use metrics::RoutingMetrics;
 pub use table::{RetryPolicy, RoutingTable, build, rebase_files};

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::config::{
-    ConfigError, FileConfig, GuardOnError, ProviderFile, ProviderKind, ProxyFile, Route, RouteFile,
+    ConfigError, FileConfig, GuardOnError, ProviderFile, ProviderKind, ProxyFile, RouteFile,
     RoutingStrategy, TopicFile,
 };
 use crate::health::{HealthPolicy, RouteHealth};
@@ -21,6 +21,7 @@ use crate::prompt_guard::PromptGuard;
 use crate::routing::budget::RetryBudget;
 use crate::routing::metrics::RoutingMetrics;
 use crate::semantic::{Semantic, SemanticService, Topic};
+use crate::upstream::Route;
 use portcullis_types::proxy_rules;
 
 /// Default similarity a prompt needs to match a routing topic.
@@ -429,7 +430,7 @@ pub fn build(
                 priority: None,
                 topics: Vec::new(),
             };
-            let route = crate::config::build_route(&rf, prov, prov_i, &sat, env, egress)?;
+            let route = crate::upstream::build_route(&rf, prov, prov_i, &sat, env, egress)?;
             Some(Semantic::new(
                 SemanticService {
                     route,

@@ -1,4 +1,14 @@
-//! Sending one request to a provider over Pingora's pooled connector.
+//! The client side of provider calls: routes and their endpoints
+//! (`route`, `endpoint`: where a call goes, the peer it connects with,
+//! HTTP/2 by ALPN with HTTP/1.1 fallback), and sending one request over
+//! Pingora's pooled connector, reading its answer, handing the connection
+//! back to the pool.
+
+mod endpoint;
+mod route;
+
+pub use endpoint::{PeerOptions, Upstream};
+pub use route::{KeySource, Route, build_route};
 
 use std::time::Duration;
 

@@ -1,0 +1,196 @@
+//! A validated route: a provider adapter, the endpoint it calls, the key
+//! it sends and the models it serves, built from the file's route and
+//! provider entries.
+
+use std::sync::Arc;
+
+use super::endpoint::{Upstream, parse_base_url};
+use crate::config::{
+    ConfigError, KeySourceFile, ProviderFile, ProviderKind, RouteFile, cfg_err, effective_base_url,
+    egress_allows, url_origin,
+};
+use crate::providers::{self, AwsCredentials, Provider, ProviderSettings};
+
+/// A validated route.
+pub struct Route {
+    /// `provider` or `provider/model`; shown in `x-portcullis-route`.
+    pub name: String,
+    pub provider_name: String,
+    pub provider: Arc<dyn Provider>,
+    pub kind: ProviderKind,
+    pub upstream: Upstream,
+    pub target_model: Option<String>,
+    pub key: KeySource,
+    /// Models the provider declares (empty: any model is passed on).
+    pub models: Vec<String>,
+}
+
+/// Where a route's provider key comes from.
+#[derive(Clone)]
+pub enum KeySource {
+    None,
+    Static(String),
+    Header(http::HeaderName),
+}
+
+pub fn build_route(
+    rf: &RouteFile,
+    prov: &ProviderFile,
+    prov_i: usize,
+    rat: &dyn Fn(&str) -> String,
+    env: &dyn Fn(&str) -> Option<String>,
+    egress: &[String],
+) -> Result<Route, ConfigError> {
+    let pat = |field: &str| format!("providers[{prov_i}].{field}");
+    let region = prov.region.clone();
+    let provider_url = effective_base_url(prov.kind, prov.base_url.as_deref(), region.as_deref());
+    let base_url = match (&rf.base_url, &provider_url) {
+        (Some(u), _) => u.clone(),
+        (None, Some(u)) => u.clone(),
+        (None, None) => {
+            return Err(cfg_err(
+                pat("base_url"),
+                format!("required for provider type `{}`", prov.kind.label()),
+            ));
+        }
+    };
+    let base_at = if rf.base_url.is_some() {
+        rat("base_url")
+    } else {
+        pat("base_url")
+    };
+    let (upstream, base_path) =
+        parse_base_url(&base_url, prov.ca_file.as_deref()).map_err(|m| cfg_err(&base_at, m))?;
+    if !egress.is_empty() && !egress_allows(egress, &upstream.host, upstream.port) {
+        return Err(cfg_err(
+            base_at,
+            format!(
+                "{}:{} is not in the gateway's egress allow-list ({})",
+                upstream.host,
+                upstream.port,
+                egress.join(", ")
+            ),
+        ));
+    }
+    // The provider's own credentials go to the provider's own host only: a
+    // route that points elsewhere must bring its own key (or none).
+    if let Some(route_url) = &rf.base_url
+        && rf.api_key.is_none()
+        && (prov.api_key.is_some()
+            || prov.api_key_env.is_some()
+            || prov.kind == ProviderKind::Bedrock)
+    {
+        let here = url_origin(route_url);
+        let home = provider_url.as_deref().and_then(url_origin);
+        if here.is_none() || here != home {
+            return Err(cfg_err(
+                rat("base_url"),
+                format!(
+                    "sends provider `{}`'s credentials to another host than the provider's own ({}); give this route its own `api_key`, or declare a provider for that host",
+                    prov.name,
+                    provider_url.as_deref().unwrap_or("none")
+                ),
+            ));
+        }
+    }
+
+    let provider_key = match (&prov.api_key_env, &prov.api_key) {
+        (Some(var), _) => Some(env(var).ok_or_else(|| {
+            cfg_err(
+                pat("api_key_env"),
+                format!("environment variable {var} is not set"),
+            )
+        })?),
+        (None, Some(k)) => Some(k.clone()),
+        (None, None) => None,
+    };
+    let key = match &rf.api_key {
+        Some(KeySourceFile {
+            env: Some(var),
+            header: None,
+        }) => KeySource::Static(env(var).ok_or_else(|| {
+            cfg_err(
+                rat("api_key.env"),
+                format!("environment variable {var} is not set"),
+            )
+        })?),
+        Some(KeySourceFile {
+            env: None,
+            header: Some(h),
+        }) => KeySource::Header(
+            http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                .map_err(|_| cfg_err(rat("api_key.header"), "not a valid header name"))?,
+        ),
+        Some(_) => return Err(cfg_err(rat("api_key"), "set exactly one of env or header")),
+        None => provider_key
+            .map(KeySource::Static)
+            .unwrap_or(KeySource::None),
+    };
+    let aws = if prov.kind == ProviderKind::Bedrock {
+        let region = region.ok_or_else(|| cfg_err(pat("region"), "required for bedrock"))?;
+        let var = |field: &str,
+                   given: &Option<String>,
+                   default: &str|
+         -> Result<Option<String>, ConfigError> {
+            let name = given.clone().unwrap_or_else(|| default.to_owned());
+            match env(&name) {
+                Some(v) => Ok(Some(v)),
+                None if field == "aws_session_token_env" => Ok(None),
+                None => Err(cfg_err(
+                    pat(field),
+                    format!("environment variable {name} is not set"),
+                )),
+            }
+        };
+        Some(AwsCredentials {
+            access_key_id: var(
+                "aws_access_key_id_env",
+                &prov.aws_access_key_id_env,
+                "AWS_ACCESS_KEY_ID",
+            )?
+            .unwrap_or_default(),
+            secret_access_key: var(
+                "aws_secret_access_key_env",
+                &prov.aws_secret_access_key_env,
+                "AWS_SECRET_ACCESS_KEY",
+            )?
+            .unwrap_or_default(),
+            session_token: var(
+                "aws_session_token_env",
+                &prov.aws_session_token_env,
+                "AWS_SESSION_TOKEN",
+            )?,
+            region,
+        })
+    } else {
+        None
+    };
+    if prov.kind == ProviderKind::AzureOpenai && rf.model.is_none() && prov.models.is_empty() {
+        return Err(cfg_err(
+            rat("model"),
+            "azure-openai routes need a target model (the deployment name) or provider models",
+        ));
+    }
+    let settings = ProviderSettings {
+        base_path,
+        host: upstream.host_header.clone(),
+        api_version: prov.api_version.clone(),
+        anthropic_version: prov.anthropic_version.clone(),
+        default_max_tokens: prov.default_max_tokens.unwrap_or(4096),
+        aws,
+    };
+    Ok(Route {
+        name: match (&rf.name, &rf.model) {
+            (Some(n), _) => n.clone(),
+            (None, Some(m)) => format!("{}/{m}", prov.name),
+            (None, None) => prov.name.clone(),
+        },
+        provider_name: prov.name.clone(),
+        provider: providers::build(prov.kind, settings),
+        kind: prov.kind,
+        upstream,
+        target_model: rf.model.clone(),
+        key,
+        models: rf.models.clone().unwrap_or_else(|| prov.models.clone()),
+    })
+}
