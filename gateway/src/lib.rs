@@ -10,6 +10,7 @@ pub use portcullis_config as config;
 pub use portcullis_formats::{error, inbound, json, providers, sse};
 
 pub mod accounting;
+pub mod background;
 pub mod exchange;
 pub mod health;
 pub mod key_usage;

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora::connectors::http::Connector;
+use tokio::sync::mpsc;
 
 use crate::key_usage::KeyUsage;
 use crate::ops::Readiness;
@@ -23,6 +25,32 @@ pub fn slot(runtime: Arc<Runtime>) -> Slot {
     Arc::new(ArcSwap::new(runtime))
 }
 
+/// Where runtimes with semantic indexes still to compute are sent, for
+/// the indexer (`indexer`).
+pub type IndexQueue = mpsc::UnboundedSender<Arc<Runtime>>;
+
+/// The queue of runtimes to index, and the indexer that works through it:
+/// a background service of the gateway (`background::service`). Runtimes
+/// sent before the server starts wait in the queue.
+pub fn indexer() -> (
+    IndexQueue,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Arc<Runtime>>();
+    let work = async move {
+        let connector = Connector::new(None);
+        while let Some(runtime) = rx.recv().await {
+            // A newer configuration replaces one not indexed yet.
+            let mut latest = runtime;
+            while let Ok(next) = rx.try_recv() {
+                latest = next;
+            }
+            latest.index_semantic(&connector).await;
+        }
+    };
+    (tx, work)
+}
+
 /// Swaps the configuration of a running gateway, and reads which keys it
 /// authenticated.
 #[derive(Clone)]
@@ -30,16 +58,23 @@ pub struct RuntimeHandle {
     slot: Slot,
     key_usage: Arc<KeyUsage>,
     readiness: Arc<Readiness>,
+    index: IndexQueue,
 }
 
 impl RuntimeHandle {
     /// Wraps the gateway's runtime slot and key-use record (see
     /// `Gateway::runtime_handle`).
-    pub fn new(slot: Slot, key_usage: Arc<KeyUsage>, readiness: Arc<Readiness>) -> Self {
+    pub fn new(
+        slot: Slot,
+        key_usage: Arc<KeyUsage>,
+        readiness: Arc<Readiness>,
+        index: IndexQueue,
+    ) -> Self {
         RuntimeHandle {
             slot,
             key_usage,
             readiness,
+            index,
         }
     }
 
@@ -64,7 +99,10 @@ impl RuntimeHandle {
         let new = Arc::new(runtime);
         let old = self.current();
         new.carry_health_from(&old);
-        new.prepare_semantic(Some(&old));
+        if new.adopt_semantic(Some(&old)) {
+            // The indexer is gone only once the server stops.
+            let _ = self.index.send(new.clone());
+        }
         self.slot.store(new);
         self.readiness.set_configured();
     }

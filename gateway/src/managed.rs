@@ -564,6 +564,7 @@ mod tests {
             crate::live::slot(Arc::new(empty(&test_local()).unwrap())),
             Arc::default(),
             Arc::default(),
+            crate::live::indexer().0,
         );
         (
             Applier::new(handle.clone(), dir.to_owned(), test_local()),

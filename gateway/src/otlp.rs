@@ -170,7 +170,7 @@ pub fn export_body(service_name: &str, spans: &[Span]) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-/// Hands spans to the exporter thread; a no-op when tracing is off.
+/// Hands spans to the exporter; a no-op when tracing is off.
 pub struct Tracer {
     tx: Option<mpsc::Sender<Span>>,
     dropped: IntCounter,
@@ -182,31 +182,26 @@ impl Tracer {
         Tracer { tx: None, dropped }
     }
 
-    /// Starts the exporter thread for `target`.
-    pub fn start(target: OtlpTarget, service_name: String, dropped: IntCounter) -> Tracer {
+    /// A tracer for `target`, and its exporter: a task for the gateway's
+    /// background services (`background::service`). Spans wait in a
+    /// bounded queue until it runs; past that they are dropped and counted.
+    pub fn new(
+        target: OtlpTarget,
+        service_name: String,
+        dropped: IntCounter,
+    ) -> (
+        Tracer,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let counter = dropped.clone();
-        let spawned = std::thread::Builder::new()
-            .name("otlp-exporter".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(export_loop(target, service_name, rx, counter)),
-                    Err(e) => tracing::error!(error = %e, "cannot start the OTLP exporter"),
-                }
-            });
-        match spawned {
-            Ok(_) => Tracer {
+        let exporter = export_loop(target, service_name, rx, dropped.clone());
+        (
+            Tracer {
                 tx: Some(tx),
                 dropped,
             },
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the OTLP exporter thread");
-                Tracer { tx: None, dropped }
-            }
-        }
+            exporter,
+        )
     }
 
     /// Whether spans are exported.

@@ -144,7 +144,8 @@ pub fn run_with(
     crate::listener::raise_fd_limit(limits.max_connections);
     let gateway = Gateway::new(runtime, metrics.clone());
     let readiness = gateway.readiness.clone();
-    let background = on_start(gateway.runtime_handle())?;
+    let mut background = gateway.background_services();
+    background.extend(on_start(gateway.runtime_handle())?);
 
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     let mut traffic = Service::new(

@@ -102,17 +102,13 @@ impl Runtime {
         }
     }
 
-    /// Prepares the topic indexes of a configuration about to be served:
-    /// those of unchanged proxies are carried over from `old`, the others are
-    /// computed now, on a thread of their own, so that requests find them
-    /// ready instead of the first one waiting for every utterance to be
-    /// embedded. The gateway serves meanwhile; a request that arrives first
-    /// waits for the same computation. A failure is logged and left to the
-    /// request path, which retries after `INDEX_RETRY_AFTER`.
-    pub fn prepare_semantic(self: &Arc<Self>, old: Option<&Runtime>) {
-        let new = self;
-        let mut pending = Vec::new();
-        for (context, proxy) in &new.proxies {
+    /// Takes over the topic indexes of `old` for proxies whose topics did
+    /// not change; true when some index is still to be computed
+    /// (`index_semantic`, which the gateway runs in the background before
+    /// requests need it).
+    pub fn adopt_semantic(&self, old: Option<&Runtime>) -> bool {
+        let mut pending = false;
+        for (context, proxy) in &self.proxies {
             let Some(sem) = &proxy.routing.semantic else {
                 continue;
             };
@@ -122,42 +118,32 @@ impl Runtime {
             {
                 sem.adopt(prev);
             }
-            if !sem.is_indexed() {
-                pending.push(proxy.clone());
+            pending |= !sem.is_indexed();
+        }
+        pending
+    }
+
+    /// Computes the topic indexes not computed yet, so that requests find
+    /// them ready instead of the first one waiting for every utterance to
+    /// be embedded. The gateway serves meanwhile; a request that arrives
+    /// first waits for the same computation. A failure is logged and left
+    /// to the request path, which retries after `INDEX_RETRY_AFTER`.
+    pub async fn index_semantic(&self, connector: &Connector) {
+        for proxy in self.proxies.values() {
+            let Some(sem) = &proxy.routing.semantic else {
+                continue;
+            };
+            if sem.is_indexed() {
+                continue;
             }
-        }
-        if pending.is_empty() {
-            return;
-        }
-        let runtime = new.clone();
-        let spawned = std::thread::Builder::new()
-            .name("semantic-index".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                let connector = Connector::new(None);
-                rt.block_on(async {
-                    for proxy in &pending {
-                        let Some(sem) = &proxy.routing.semantic else {
-                            continue;
-                        };
-                        let embedder = ServiceEmbedder {
-                            service: &sem.service,
-                            connector: &connector,
-                            peers: &runtime.peers,
-                        };
-                        if let Err(e) = sem.indexes(&embedder).await {
-                            tracing::warn!(proxy = %proxy.id, error = %e.message, "could not index the semantic topics at load; requests will retry");
-                        }
-                    }
-                });
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start indexing semantic topics; the first request will");
+            let embedder = ServiceEmbedder {
+                service: &sem.service,
+                connector,
+                peers: &self.peers,
+            };
+            if let Err(e) = sem.indexes(&embedder).await {
+                tracing::warn!(proxy = %proxy.id, error = %e.message, "could not index the semantic topics at load; requests will retry");
+            }
         }
     }
 }

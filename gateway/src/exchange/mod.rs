@@ -72,22 +72,34 @@ pub struct Gateway {
     key_usage: Arc<KeyUsage>,
     /// What `/readyz` answers; a swapped-in configuration marks it configured.
     pub readiness: Arc<crate::ops::Readiness>,
+    /// Runtimes whose semantic indexes are to be computed.
+    index: crate::live::IndexQueue,
+    /// The gateway's background services, until the server takes them.
+    background: std::sync::Mutex<Vec<Box<dyn pingora::services::ServiceWithDependents>>>,
 }
 
 impl Gateway {
     /// A gateway serving `runtime`.
     pub fn new(runtime: Runtime, metrics: Arc<Metrics>) -> Self {
         let dropped = metrics.spans_dropped.clone();
+        let (index, indexer) = crate::live::indexer();
+        let mut background = vec![crate::background::service("semantic-index", indexer)];
         let tracer = match &runtime.telemetry.otlp {
-            Some(target) => Tracer::start(
-                target.clone(),
-                runtime.telemetry.service_name.clone(),
-                dropped,
-            ),
+            Some(target) => {
+                let (tracer, exporter) = Tracer::new(
+                    target.clone(),
+                    runtime.telemetry.service_name.clone(),
+                    dropped,
+                );
+                background.push(crate::background::service("otlp-exporter", exporter));
+                tracer
+            }
             None => Tracer::disabled(dropped),
         };
         let runtime = Arc::new(runtime);
-        runtime.prepare_semantic(None);
+        if runtime.adopt_semantic(None) {
+            let _ = index.send(runtime.clone());
+        }
         Gateway {
             runtime: crate::live::slot(runtime),
             connector: Connector::new(None),
@@ -96,7 +108,18 @@ impl Gateway {
             tracer,
             key_usage: Arc::default(),
             readiness: Arc::default(),
+            index,
+            background: std::sync::Mutex::new(background),
         }
+    }
+
+    /// The gateway's own background services (semantic indexing, OTLP
+    /// export), for the server to run; taken once.
+    pub fn background_services(&self) -> Vec<Box<dyn pingora::services::ServiceWithDependents>> {
+        self.background
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default()
     }
 
     /// The configuration in force.
@@ -111,6 +134,7 @@ impl Gateway {
             self.runtime.clone(),
             self.key_usage.clone(),
             self.readiness.clone(),
+            self.index.clone(),
         )
     }
 
