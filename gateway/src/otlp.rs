@@ -211,10 +211,10 @@ impl Tracer {
 
     /// Queues a span without waiting; drops (and counts) it when full.
     pub fn export(&self, span: Span) {
-        if let Some(tx) = &self.tx {
-            if tx.try_send(span).is_err() {
-                self.dropped.inc();
-            }
+        if let Some(tx) = &self.tx
+            && tx.try_send(span).is_err()
+        {
+            self.dropped.inc();
         }
     }
 }

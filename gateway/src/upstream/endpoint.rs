@@ -71,10 +71,10 @@ impl Upstream {
             return Ok(a);
         }
         let cached = self.resolved.read().ok().and_then(|g| *g);
-        if let Some((a, at)) = cached {
-            if at.elapsed() < DNS_TTL {
-                return Ok(a);
-            }
+        if let Some((a, at)) = cached
+            && at.elapsed() < DNS_TTL
+        {
+            return Ok(a);
         }
         let looked_up = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
