@@ -31,9 +31,8 @@ pub struct HubArgs {
     #[arg(long, default_value_t = portcullis_hub::DEFAULT_MAX_MODULE_BYTES)]
     pub max_module_bytes: usize,
     /// Directory of built policies (`<name>/manifest.json` + `policy.wasm`)
-    /// published at start when missing. Default: the built-in policies of
-    /// the source checkout in the working directory (`policies/*/policy.json`
-    /// with their components under `target/wasm32-wasip2/release`), if any.
+    /// published at start when missing. Default: the built-in policies
+    /// embedded in this binary.
     #[arg(long, env = "PORTCULLIS_HUB_BUILTIN_DIR")]
     pub builtin_dir: Option<PathBuf>,
     /// How the API is served (HTTPS, connection limit, deadlines).
@@ -41,19 +40,14 @@ pub struct HubArgs {
     pub serve: crate::net_args::ServeArgs,
 }
 
-/// The built-in policies to seed: `--builtin-dir`, else the checkout's.
+/// The built-in policies to seed: `--builtin-dir`, else the binary's own.
 pub fn builtins(
     builtin_dir: Option<&Path>,
 ) -> anyhow::Result<Vec<portcullis_hub::seed::BuiltPolicy>> {
     match builtin_dir {
         Some(dir) => portcullis_hub::seed::artifact_dir(dir)
             .map_err(|e| anyhow::anyhow!("--builtin-dir: {e}")),
-        None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("target"));
-            Ok(portcullis_hub::seed::workspace(Path::new("."), &target))
-        }
+        None => Ok(crate::builtin::policies()),
     }
 }
 

@@ -3,6 +3,7 @@
 mod admin_cli;
 mod bench;
 mod bench_policies;
+mod builtin;
 mod demo;
 mod hub_cli;
 mod net_args;

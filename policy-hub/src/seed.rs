@@ -1,8 +1,10 @@
 //! Publishing the built-in policies at start.
 //!
-//! A built policy is a directory holding `manifest.json` and `policy.wasm`
-//! (what `portcullis policy build` writes). At every start the hub walks a
-//! list of them and publishes each version it does not have yet, as
+//! A built policy is a manifest and a component: embedded in the binary
+//! (the built-in policies, see the `portcullis` crate's build script), or a
+//! directory holding `manifest.json` and `policy.wasm` (what `portcullis
+//! policy build` writes). At every start the hub walks a list of them and
+//! publishes each version it does not have yet, as
 //! publisher `builtin`, through the same validation as the publish
 //! endpoint. Versions already present are left alone (versions are
 //! immutable), so seeding is idempotent and an upgraded binary adds its
@@ -15,11 +17,44 @@ use std::sync::Arc;
 
 use crate::{BUILTIN_PUBLISHER, Hub};
 
-/// One built policy on disk.
+/// One built policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuiltPolicy {
-    pub manifest: PathBuf,
-    pub module: PathBuf,
+pub enum BuiltPolicy {
+    /// Built into the binary.
+    Embedded {
+        manifest: &'static str,
+        module: &'static [u8],
+    },
+    /// On disk.
+    Files { manifest: PathBuf, module: PathBuf },
+}
+
+impl BuiltPolicy {
+    /// Where it comes from, for messages.
+    fn origin(&self) -> String {
+        match self {
+            BuiltPolicy::Embedded { .. } => "built into the binary".into(),
+            BuiltPolicy::Files { module, .. } => module.display().to_string(),
+        }
+    }
+
+    fn manifest(&self) -> Result<std::borrow::Cow<'static, str>, String> {
+        match self {
+            BuiltPolicy::Embedded { manifest, .. } => Ok((*manifest).into()),
+            BuiltPolicy::Files { manifest, .. } => std::fs::read_to_string(manifest)
+                .map(Into::into)
+                .map_err(|e| format!("{}: {e}", manifest.display())),
+        }
+    }
+
+    fn module(&self) -> Result<std::borrow::Cow<'static, [u8]>, String> {
+        match self {
+            BuiltPolicy::Embedded { module, .. } => Ok((*module).into()),
+            BuiltPolicy::Files { module, .. } => std::fs::read(module)
+                .map(Into::into)
+                .map_err(|e| format!("{}: {e}", module.display())),
+        }
+    }
 }
 
 /// What a seeding run did.
@@ -41,43 +76,14 @@ pub fn artifact_dir(dir: &Path) -> Result<Vec<BuiltPolicy>, String> {
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .map(|p| BuiltPolicy {
+        .filter(|p| p.join("manifest.json").is_file() && p.join("policy.wasm").is_file())
+        .map(|p| BuiltPolicy::Files {
             manifest: p.join("manifest.json"),
             module: p.join("policy.wasm"),
         })
-        .filter(|b| b.manifest.is_file() && b.module.is_file())
         .collect();
-    found.sort_by(|a, b| a.manifest.cmp(&b.manifest));
+    found.sort_by_key(BuiltPolicy::origin);
     Ok(found)
-}
-
-/// The built-in policies of a source checkout: `policies/<name>/policy.json`
-/// with the component cargo built at
-/// `<target>/wasm32-wasip2/release/portcullis_policy_<name>.wasm`. Policies
-/// not built yet are skipped with a warning (the hub still starts).
-pub fn workspace(root: &Path, target: &Path) -> Vec<BuiltPolicy> {
-    let Ok(entries) = std::fs::read_dir(root.join("policies")) else {
-        return Vec::new();
-    };
-    let built = target.join("wasm32-wasip2").join("release");
-    let mut found: Vec<BuiltPolicy> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let manifest = e.path().join("policy.json");
-            if !manifest.is_file() {
-                return None;
-            }
-            let crate_name = e.file_name().to_string_lossy().replace('-', "_");
-            let module = built.join(format!("portcullis_policy_{crate_name}.wasm"));
-            if !module.is_file() {
-                tracing::warn!(policy = %e.path().display(), wasm = %module.display(), "built-in policy not built; skipped");
-                return None;
-            }
-            Some(BuiltPolicy { manifest, module })
-        })
-        .collect();
-    found.sort_by(|a, b| a.manifest.cmp(&b.manifest));
-    found
 }
 
 /// Publishes every `<dir>/<policy>/{manifest.json,policy.wasm}` the hub lacks.
@@ -118,10 +124,9 @@ enum SeedError {
 async fn seed_one(hub: &Arc<Hub>, built: &BuiltPolicy) -> Result<Seeded, SeedError> {
     let skipped = SeedError::Skipped;
     {
-        let text = std::fs::read_to_string(&built.manifest)
-            .map_err(|e| skipped(format!("{}: {e}", built.manifest.display())))?;
+        let text = built.manifest().map_err(skipped)?;
         let manifest: PolicyManifest = serde_json::from_str(&text)
-            .map_err(|e| skipped(format!("{}: {e}", built.manifest.display())))?;
+            .map_err(|e| skipped(format!("{} (manifest): {e}", built.origin())))?;
         let existing = hub
             .store
             .version(&manifest.name, &manifest.version)
@@ -130,17 +135,16 @@ async fn seed_one(hub: &Arc<Hub>, built: &BuiltPolicy) -> Result<Seeded, SeedErr
         if existing.is_some() {
             return Ok(Seeded::Present);
         }
-        let module = std::fs::read(&built.module)
-            .map_err(|e| skipped(format!("{}: {e}", built.module.display())))?;
+        let module = built.module().map_err(skipped)?;
         let id = format!("{}@{}", manifest.name, manifest.version);
         let request = PublishRequest {
             manifest,
-            module: base64::engine::general_purpose::STANDARD.encode(module),
+            module: base64::engine::general_purpose::STANDARD.encode(&module),
         };
         match crate::api::publish_version(hub, request, BUILTIN_PUBLISHER).await {
             Ok(_) => Ok(Seeded::Published(id)),
             Err(crate::error::ApiError::Internal(e)) => Err(SeedError::Fatal(format!("{id}: {e}"))),
-            Err(e) => Err(skipped(format!("{id} ({}): {e}", built.module.display()))),
+            Err(e) => Err(skipped(format!("{id} ({}): {e}", built.origin()))),
         }
     }
 }

@@ -772,33 +772,6 @@ async fn builtin_policies_are_published_once_at_start() {
 
 use portcullis_hub::HubConfig;
 
-#[test]
-fn a_source_checkout_yields_its_built_policies() {
-    let root = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("hub-checkout-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let release = root.join("target/wasm32-wasip2/release");
-    std::fs::create_dir_all(&release).unwrap();
-    for name in ["token-rate-limit", "not-built"] {
-        std::fs::create_dir_all(root.join("policies").join(name)).unwrap();
-        std::fs::write(root.join("policies").join(name).join("policy.json"), "{}").unwrap();
-    }
-    std::fs::write(
-        release.join("portcullis_policy_token_rate_limit.wasm"),
-        b"x",
-    )
-    .unwrap();
-    let found = portcullis_hub::seed::workspace(&root, &root.join("target"));
-    assert_eq!(
-        found,
-        [portcullis_hub::seed::BuiltPolicy {
-            manifest: root.join("policies/token-rate-limit/policy.json"),
-            module: release.join("portcullis_policy_token_rate_limit.wasm"),
-        }]
-    );
-    let _ = std::fs::remove_dir_all(&root);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishes_serialise() {
     let module = component("minimal");

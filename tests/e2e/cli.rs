@@ -52,7 +52,9 @@ fn key_hash_is_sha256_hex() {
     );
 }
 
-/// `portcullis up --demo` prints a key and a curl line; the line works.
+/// `portcullis up --demo` prints a key and a curl line; the line works,
+/// run from a directory that is not the source checkout (the built-in
+/// policies are in the binary).
 #[tokio::test]
 async fn up_demo_prints_a_curl_line_that_works() {
     use std::io::{BufRead, BufReader};
@@ -75,6 +77,7 @@ async fn up_demo_prints_a_curl_line_that_works() {
         .args(["--admin-port", &free_port().to_string()])
         .args(["--hub-port", &free_port().to_string(), "--data-dir"])
         .arg(&dir.0)
+        .current_dir(&dir.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -110,7 +113,7 @@ async fn up_demo_prints_a_curl_line_that_works() {
         .output()
         .unwrap();
     // The demo proxy carries PII masking and a token rate limit, published
-    // by the hub `up` started (the e2e setup builds the built-in policies).
+    // by the hub `up` started from the components built into the binary.
     let key = lines
         .iter()
         .find_map(|l| l.trim().strip_prefix("API key"))
