@@ -18,7 +18,7 @@ pub struct AdminArgs {
     #[arg(long, default_value = "0.0.0.0:8090", env = "PORTCULLIS_ADMIN_LISTEN")]
     pub listen: String,
     /// Where state is kept: the SQLite file and the data key.
-    #[arg(long, default_value = "./data")]
+    #[arg(long, env = "PORTCULLIS_ADMIN_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://...` (default: SQLite at DATA_DIR/admin.db).
     #[arg(long, env = "PORTCULLIS_ADMIN_DATABASE_URL")]

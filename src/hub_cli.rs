@@ -14,7 +14,7 @@ pub struct HubArgs {
     #[arg(long, default_value = "0.0.0.0:8091", env = "PORTCULLIS_HUB_LISTEN")]
     pub listen: String,
     /// Where state is kept (the SQLite file by default).
-    #[arg(long, default_value = "./data")]
+    #[arg(long, env = "PORTCULLIS_HUB_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://...` (default: SQLite at DATA_DIR/hub.db).
     #[arg(long, env = "PORTCULLIS_HUB_DATABASE_URL")]
@@ -28,7 +28,7 @@ pub struct HubArgs {
     )]
     pub publish_tokens: Vec<String>,
     /// Largest module accepted, in bytes.
-    #[arg(long, default_value_t = portcullis_hub::DEFAULT_MAX_MODULE_BYTES)]
+    #[arg(long, env = "PORTCULLIS_HUB_MAX_MODULE_BYTES", default_value_t = portcullis_hub::DEFAULT_MAX_MODULE_BYTES)]
     pub max_module_bytes: usize,
     /// Directory of built policies (`<name>/manifest.json` + `policy.wasm`)
     /// published at start when missing. Default: the built-in policies

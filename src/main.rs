@@ -73,13 +73,18 @@ enum Command {
     /// Run a gateway from a declarative configuration file.
     Gateway {
         /// The configuration file (YAML).
-        #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
+        #[arg(
+            long,
+            env = "PORTCULLIS_GATEWAY_CONFIG",
+            required_unless_present = "admin",
+            conflicts_with = "admin"
+        )]
         config: Option<PathBuf>,
         /// Check the file and exit without starting.
         #[arg(long)]
         validate: bool,
         /// Worker threads (default: number of CPUs).
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_GATEWAY_THREADS")]
         threads: Option<usize>,
         /// Managed mode: the admin service to take the configuration from.
         #[arg(long, env = "PORTCULLIS_ADMIN_URL")]
@@ -93,13 +98,25 @@ enum Command {
         )]
         token: Option<String>,
         /// Managed mode: traffic listener.
-        #[arg(long, default_value = "0.0.0.0:8080")]
+        #[arg(
+            long,
+            env = "PORTCULLIS_GATEWAY_LISTEN",
+            default_value = "0.0.0.0:8080"
+        )]
         listen: String,
         /// Managed mode: operations listener (/metrics, /healthz, /readyz).
-        #[arg(long, default_value = "127.0.0.1:8081")]
+        #[arg(
+            long,
+            env = "PORTCULLIS_GATEWAY_OPS_LISTEN",
+            default_value = "127.0.0.1:8081"
+        )]
         ops_listen: String,
         /// Managed mode: where the last good configuration is kept.
-        #[arg(long, default_value = "./data/gateway")]
+        #[arg(
+            long,
+            env = "PORTCULLIS_GATEWAY_DATA_DIR",
+            default_value = "./data/gateway"
+        )]
         data_dir: PathBuf,
         /// Hosts the gateway may send requests to: `host`, `host:port` or
         /// `*.domain`, repeatable or comma-separated. Replaces the file's
@@ -108,7 +125,7 @@ enum Command {
         egress_allow: Vec<String>,
         /// Seconds `/readyz` reports "shutting down" before the listeners
         /// close on SIGTERM, so load balancers stop sending first.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, env = "PORTCULLIS_GATEWAY_DRAIN_SECONDS", default_value_t = 5)]
         drain_seconds: u64,
         /// Managed mode: how admin (and the hub it names) is trusted.
         #[command(flatten)]
@@ -116,6 +133,14 @@ enum Command {
     },
     /// Run the admin service, or call it (`portcullis admin proxies list`).
     Admin(admin_cli::AdminArgs),
+    /// Exit 0 when URL answers 2xx within 3 s, else 1: the container health
+    /// check (`portcullis probe http://127.0.0.1:8081/readyz`), without curl
+    /// in the image.
+    Probe {
+        url: String,
+        #[command(flatten)]
+        trust: net_args::TrustArgs,
+    },
     /// Run the mock LLM provider (OpenAI, Azure, Anthropic, Gemini, Bedrock, Mistral formats).
     MockLlm {
         #[arg(long, default_value = "127.0.0.1")]
@@ -313,6 +338,20 @@ fn main() -> anyhow::Result<()> {
             }
             portcullis_gateway::run::run(runtime, opts)
         }
+        Command::Probe { url, trust } => {
+            let client = portcullis_net::client_builder(trust.ca_file.as_deref())?
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let status = rt.block_on(async { client.get(&url).send().await.map(|r| r.status()) });
+            match status {
+                Ok(s) if s.is_success() => Ok(()),
+                Ok(s) => anyhow::bail!("{url}: {s}"),
+                Err(e) => anyhow::bail!("{url}: {e}"),
+            }
+        }
         Command::MockLlm { host, port } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
@@ -414,4 +453,58 @@ fn hex_sha256(key: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The services' flags and the environment variables that set them:
+    /// (command, flag, variable, help).
+    fn service_flags() -> Vec<(String, String, String, String)> {
+        let cli = Cli::command();
+        let mut out = Vec::new();
+        for name in ["gateway", "admin", "hub"] {
+            let cmd = cli.find_subcommand(name).expect("a service command");
+            let args = cli.get_arguments().chain(cmd.get_arguments());
+            for arg in args {
+                let id = arg.get_id().as_str();
+                // `--validate` is an action, not configuration.
+                if arg.is_positional() || matches!(id, "help" | "version" | "validate") {
+                    continue;
+                }
+                let flag = arg.get_long().unwrap_or(id).to_owned();
+                let env = arg
+                    .get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                out.push((name.to_owned(), flag, env, help));
+            }
+        }
+        out
+    }
+
+    /// 12-factor: every flag of a long-running service can be set from the
+    /// environment, and docs/operations.md lists every variable.
+    #[test]
+    fn every_service_flag_has_an_environment_variable_in_the_docs() {
+        let docs =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+                .expect("docs/operations.md");
+        let flags = service_flags();
+        assert!(flags.len() > 20, "{flags:?}");
+        for (command, flag, env, _) in &flags {
+            assert!(
+                env.starts_with("PORTCULLIS_"),
+                "`portcullis {command} --{flag}` has no PORTCULLIS_ environment variable"
+            );
+            assert!(
+                docs.contains(&format!("`{env}`")),
+                "docs/operations.md does not list `{env}` (`portcullis {command} --{flag}`)"
+            );
+        }
+    }
 }
