@@ -1,7 +1,8 @@
 //! `portcullis admin`: run the admin service, or (with a subcommand) call
 //! its REST API, so everything an admin does is possible from a shell.
-//! Each subcommand is one request; the answer is printed as JSON, and a
-//! problem (4xx/5xx) is printed to stderr with exit code 1.
+//! Each subcommand is one request; the answer is printed as an aligned
+//! table (or JSON with `--output json`), and a problem (4xx/5xx) is
+//! printed to stderr as its message and field, with exit code 1.
 
 use std::path::PathBuf;
 
@@ -49,6 +50,16 @@ pub struct AdminArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// How answers are printed (client subcommands): `table` or `json`.
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        value_enum,
+        default_value = "table",
+        env = "PORTCULLIS_OUTPUT"
+    )]
+    pub output: crate::output::Format,
     /// How the admin service (client subcommands) and the hub (serving)
     /// are trusted.
     #[command(flatten)]
@@ -441,7 +452,13 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             let tls = args.trust.tls();
             tls.check_url(&args.url, "--url")?;
             let client = tls.client()?;
-            let code = rt.block_on(call(&client, &args.url, &token, method, &path, body))?;
+            let code = rt.block_on(call(
+                &client,
+                &args.url,
+                &token,
+                (method, &path, body),
+                args.output,
+            ))?;
             std::process::exit(code)
         }
     }
@@ -483,9 +500,8 @@ async fn call(
     client: &reqwest::Client,
     url: &str,
     token: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
+    (method, path, body): (&str, &str, Option<Value>),
+    output: crate::output::Format,
 ) -> anyhow::Result<i32> {
     let m = reqwest::Method::from_bytes(method.as_bytes())?;
     let mut req = client
@@ -500,19 +516,16 @@ async fn call(
         .with_context(|| format!("cannot reach admin at {url}"))?;
     let status = resp.status();
     let text = resp.text().await?;
-    let pretty = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or(text);
-    if status.is_success() {
-        if !pretty.is_empty() {
-            println!("{pretty}");
-        }
-        Ok(0)
-    } else {
-        eprintln!("{status}\n{pretty}");
-        Ok(1)
+    if !status.is_success() {
+        eprintln!("{}", crate::output::error(status, &text));
+        return Ok(1);
     }
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v) => println!("{}", crate::output::render(&v, output)),
+        Err(_) if text.is_empty() => {}
+        Err(_) => println!("{text}"),
+    }
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -5,14 +5,16 @@ mod bench;
 mod bench_policies;
 mod builtin;
 mod demo;
+mod examples;
 mod hub_cli;
 mod net_args;
+mod output;
 mod policy_cli;
 mod up;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -133,6 +135,8 @@ enum Command {
     },
     /// Run the admin service, or call it (`portcullis admin proxies list`).
     Admin(admin_cli::AdminArgs),
+    /// Print a shell completion script: `bash`, `zsh` or `fish`.
+    Completions { shell: clap_complete::Shell },
     /// Exit 0 when URL answers 2xx within 3 s, else 1: the container health
     /// check (`portcullis probe http://127.0.0.1:8081/readyz`), without curl
     /// in the image.
@@ -274,7 +278,9 @@ fn release_compiler_memory() {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // Parsed from the command with its examples, so `--help` shows them.
+    let matches = examples::with_examples(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(&cli.log_format);
     portcullis_gateway::policy::after_compile(release_compiler_memory);
     // Every TLS client in the process (reqwest's included) runs on ring.
@@ -337,6 +343,17 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             portcullis_gateway::run::run(runtime, opts)
+        }
+        Command::Completions { shell } => {
+            use std::io::Write;
+            let mut cmd = examples::with_examples(Cli::command());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "portcullis", &mut script);
+            // A reader that stops early (`| head`) is not an error.
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.map_err(Into::into),
+            }
         }
         Command::Probe { url, trust } => {
             let client = portcullis_net::client_builder(trust.ca_file.as_deref())?

@@ -1214,3 +1214,62 @@ async fn admin_and_the_gateway_refuse_the_same_proxies() {
         );
     }
 }
+
+/// `portcullis admin ... list` prints an aligned table by default and
+/// JSON with `--output json`; a refused request prints the message and
+/// the field at fault, not a raw body.
+#[tokio::test]
+async fn the_admin_cli_prints_tables_json_and_readable_errors() {
+    let dir = TempDir::new();
+    let admin = Admin::start(&dir).await;
+    let cli = |args: &[&str]| {
+        let mut all = vec!["admin", "--url", admin.url.as_str(), "--token", ADMIN_TOKEN];
+        all.extend_from_slice(args);
+        crate::harness::run_cli(&all)
+    };
+    let (code, out, err) = cli(&[
+        "providers",
+        "create",
+        "--json",
+        r#"{"name":"openai","type":"openai","credentials":{"api_key":"sk-cli"}}"#,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    // One object: a field per line.
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["name", "openai"]),
+        "{out}"
+    );
+
+    let (code, out, err) = cli(&["providers", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(&header[..2], ["ID", "NAME"], "{out}");
+    assert!(header.contains(&"TYPE"), "{out}");
+    // Columns line up: every row's second column starts where NAME does.
+    let at = lines[0].find("NAME").unwrap();
+    assert_eq!(&lines[1][at..at + 6], "openai", "{out}");
+    assert!(
+        !out.contains("sk-cli"),
+        "credentials are never printed: {out}"
+    );
+
+    let (code, out, _) = cli(&["providers", "list", "--output", "json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).expect("JSON with --output json");
+    let items = v.get("items").unwrap_or(&v);
+    assert_eq!(items[0]["name"], "openai", "{v}");
+
+    // A refusal: the message and the field, on stderr, exit code 1.
+    let (code, out, err) = cli(&[
+        "providers",
+        "create",
+        "--json",
+        r#"{"name":"openai","type":"openai","credentials":{"api_key":"sk-2"}}"#,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("field: name"), "{err}");
+    assert!(!err.contains("{\""), "no raw JSON body: {err}");
+}
