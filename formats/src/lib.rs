@@ -12,6 +12,7 @@
 //! layering): the gateway feeds bytes in and writes what comes out.
 
 pub mod error;
+pub mod eventstream;
 pub mod inbound;
 pub mod json;
 pub mod providers;

@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use portcullis_types::eventstream::{EventMessage, EventStreamDecoder};
+use crate::eventstream::{EventMessage, EventStreamDecoder};
 use portcullis_types::usage::PromptTokensDetails;
 use portcullis_types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta,
@@ -1003,7 +1003,7 @@ impl StreamDecoder for BedrockStreamDecoder {
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
-    use portcullis_types::eventstream::encode_message;
+    use crate::eventstream::encode_message;
     use sha2::{Digest, Sha256};
 
     use super::*;

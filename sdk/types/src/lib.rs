@@ -23,4 +23,3 @@ pub use embeddings::*;
 pub use error::{ErrorBody, ErrorEnvelope};
 pub use models::{ModelEntry, ModelList};
 pub use usage::{CompletionTokensDetails, PromptTokensDetails, Usage};
-pub mod eventstream;

@@ -18,7 +18,6 @@
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use portcullis_types::eventstream::encode_message;
 use serde_json::{Map, Value, json};
 
 use crate::errors::ApiError;
@@ -257,6 +256,23 @@ fn event(event_type: &str, mut payload: Value) -> Bytes {
     Bytes::from(encode_message(&headers, payload.to_string().as_bytes()))
 }
 
+/// One event-stream message with string headers, framed by the AWS SDK's
+/// encoder (`aws-smithy-eventstream`): what Bedrock itself sends.
+fn encode_message(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let mut message = Message::new(payload.to_vec());
+    for (name, value) in headers {
+        message = message.add_header(Header::new(
+            name.to_string(),
+            HeaderValue::String(value.to_string().into()),
+        ));
+    }
+    let mut out = Vec::new();
+    // Only string headers of bounded size: encoding cannot fail.
+    let _ = aws_smithy_eventstream::frame::write_message_to(&message, &mut out);
+    out
+}
+
 /// The event-stream messages of a streamed reply.
 fn stream_frames(reply: &Reply, tool_use_id: &str, latency_ms: u64) -> Vec<Bytes> {
     let mut frames = vec![event("messageStart", json!({"role": "assistant"}))];
@@ -290,7 +306,9 @@ fn stream_frames(reply: &Reply, tool_use_id: &str, latency_ms: u64) -> Vec<Bytes
 
 #[cfg(test)]
 mod tests {
-    use portcullis_types::eventstream::{EventMessage, EventStreamDecoder};
+    // Decoded by the gateway's own decoder: the mock's frames come from
+    // the AWS SDK's encoder, so these tests also check the two agree.
+    use portcullis_formats::eventstream::{EventMessage, EventStreamDecoder};
     use serde_json::{Value, json};
 
     use crate::testkit::*;
