@@ -53,6 +53,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PORTCULLIS_BODY_TIMEOUT", value_parser = seconds,
           default_value = "60")]
     pub body_timeout: Duration,
+    /// Requests per second one client address may send (bursts of twice
+    /// that); past it, 429 with retry-after. 0: no limit.
+    #[arg(long, env = "PORTCULLIS_REQUESTS_PER_SECOND", default_value_t = 0)]
+    pub requests_per_second: u32,
 }
 
 impl ServeArgs {
@@ -69,6 +73,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
+            requests_per_second: std::num::NonZeroU32::new(self.requests_per_second),
         })
     }
 }

@@ -18,6 +18,12 @@
 //!   client gets `408` with the services' error shape, and the connection
 //!   is closed.
 //!
+//! - `requests_per_second` (off unless set): requests from one client
+//!   address are limited to that rate, with bursts of twice it (`governor`'s
+//!   keyed GCRA limiter); past it the client gets `429` with `retry-after`
+//!   and the services' error shape. Addresses not seen for a minute are
+//!   forgotten, so the limiter's memory follows the active clients.
+//!
 //! Graceful shutdown: the listener is closed, each connection finishes the
 //! request it is serving, then `serve` returns.
 
@@ -61,6 +67,9 @@ pub struct ServeOptions {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// Requests per second from one client address (bursts of twice
+    /// that); `None`: no limit.
+    pub requests_per_second: Option<std::num::NonZeroU32>,
 }
 
 impl Default for ServeOptions {
@@ -70,6 +79,7 @@ impl Default for ServeOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            requests_per_second: None,
         }
     }
 }
@@ -155,14 +165,22 @@ pub async fn serve(
     }
     let permits = Arc::new(Semaphore::new(limit));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let limiter = options.requests_per_second.map(|rate| {
+        let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+        let limiter = Arc::new(governor::RateLimiter::keyed(
+            governor::Quota::per_second(rate).allow_burst(burst),
+        ));
+        tokio::spawn(forget_idle_clients(Arc::downgrade(&limiter)));
+        limiter
+    });
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let mut last_refusal_logged: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     if !is_connection_error(&e) {
                         // Out of descriptors or the like: existing
@@ -188,10 +206,14 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let client = Client {
+            ip: peer.ip(),
+            limiter: limiter.clone(),
+        };
         tokio::spawn(connection(
             stream,
             acceptor.clone(),
-            router.clone(),
+            (router.clone(), client),
             options.clone(),
             stop_rx.clone(),
             permit,
@@ -215,33 +237,71 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
+type Limiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+/// Who is on the other end of a connection, and the limiter its requests
+/// count against.
+#[derive(Clone)]
+struct Client {
+    ip: std::net::IpAddr,
+    limiter: Option<Arc<Limiter>>,
+}
+
+/// Drops the limiter's state of addresses that have not sent a request
+/// for a while, once a minute, until the service stops.
+async fn forget_idle_clients(limiter: std::sync::Weak<Limiter>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let Some(limiter) = limiter.upgrade() else {
+            return;
+        };
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+    }
+}
+
 /// One connection: the TLS handshake under the head deadline, then HTTP/1.1.
 async fn connection(
     stream: TcpStream,
     acceptor: Option<TlsAcceptor>,
-    router: Router,
+    (router, client): (Router, Client),
     options: ServeOptions,
     stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
     let Some(acceptor) = acceptor else {
-        return http(stream, router, &options, stop).await;
+        return http(stream, router, client, &options, stop).await;
     };
     match tokio::time::timeout(options.header_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => http(tls, router, &options, stop).await,
+        Ok(Ok(tls)) => http(tls, router, client, &options, stop).await,
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake did not finish within the header timeout"),
     }
 }
 
-async fn http<I>(io: I, router: Router, options: &ServeOptions, mut stop: watch::Receiver<bool>)
-where
+async fn http<I>(
+    io: I,
+    router: Router,
+    client: Client,
+    options: &ServeOptions,
+    mut stop: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let body_timeout = options.body_timeout;
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let router = router.clone();
-        async move { Ok::<_, Infallible>(answer(router, request, body_timeout).await) }
+        let limited = client.limiter.as_ref().and_then(|l| {
+            use governor::clock::Clock as _;
+            let denied = l.check_key(&client.ip).err()?;
+            Some(denied.wait_time_from(l.clock().now()))
+        });
+        async move {
+            Ok::<_, Infallible>(match limited {
+                Some(wait) => too_many_requests(wait),
+                None => answer(router, request, body_timeout).await,
+            })
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -301,6 +361,25 @@ async fn answer(
         HeaderValue::from_static("application/json"),
     );
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// `429` for a client over its request rate, with when to come back.
+fn too_many_requests(wait: Duration) -> Response<axum::body::Body> {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let body = format!(
+        r#"{{"error":{{"code":"rate_limited","message":"too many requests from this address; retry in {seconds} s","field":null}}}}"#
+    );
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        headers.insert(header::RETRY_AFTER, v);
+    }
     response
 }
 
@@ -402,6 +481,45 @@ mod tests {
             .await
             .unwrap();
         read_to_close(&mut s).await
+    }
+
+    #[tokio::test]
+    async fn a_client_over_its_request_rate_gets_429_and_others_do_not() {
+        let (addr, _stop) = start(ServeOptions {
+            requests_per_second: std::num::NonZeroU32::new(5),
+            ..ServeOptions::default()
+        })
+        .await;
+        // A burst of twice the rate passes, then the address is limited.
+        let mut answers = Vec::new();
+        for _ in 0..20 {
+            answers.push(get_ping(addr).await);
+        }
+        let ok = answers
+            .iter()
+            .filter(|a| a.starts_with("HTTP/1.1 200"))
+            .count();
+        let limited: Vec<&String> = answers
+            .iter()
+            .filter(|a| a.starts_with("HTTP/1.1 429"))
+            .collect();
+        assert!((10..=12).contains(&ok), "{ok} answered: {answers:?}");
+        assert_eq!(ok + limited.len(), 20, "{answers:?}");
+        let refused = limited[0].to_ascii_lowercase();
+        assert!(refused.contains("retry-after: 1"), "{refused}");
+        assert!(
+            refused.contains(r#"{"error":{"code":"rate_limited","#),
+            "{refused}"
+        );
+        // Another address has its own budget.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        s.write_all(b"GET /ping HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let other = read_to_close(&mut s).await;
+        assert!(other.starts_with("HTTP/1.1 200"), "{other}");
     }
 
     #[tokio::test]
