@@ -43,14 +43,13 @@ pub struct Telemetry {
     pub service_name: String,
 }
 
-/// An OTLP/HTTP collector endpoint.
-#[derive(Debug, Clone)]
+/// An OTLP collector endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpTarget {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-    /// Path of the traces endpoint, e.g. `/v1/traces`.
-    pub path: String,
+    /// Where spans are sent: `{base}/v1/traces` over HTTP, the base URL
+    /// over gRPC.
+    pub url: String,
+    pub protocol: OtlpProtocol,
 }
 
 /// Default of `limits.max_held_response_bytes`: far above any model's
@@ -125,17 +124,30 @@ pub fn build_telemetry(t: &TelemetryFile) -> Result<Telemetry, ConfigError> {
                     ));
                 }
             };
-            let host = uri
-                .host()
-                .ok_or_else(|| cfg_err("telemetry.otlp_endpoint", "has no host"))?
-                .trim_matches(['[', ']'])
-                .to_owned();
-            Some(OtlpTarget {
-                port: uri.port_u16().unwrap_or(if tls { 443 } else { 4318 }),
-                host,
-                tls,
-                path: format!("{}/v1/traces", uri.path().trim_end_matches('/')),
-            })
+            if uri.host().is_none() {
+                return Err(cfg_err("telemetry.otlp_endpoint", "has no host"));
+            }
+            let protocol = t.otlp_protocol.unwrap_or_default();
+            let default_port = match (protocol, tls) {
+                (_, true) => 443,
+                (OtlpProtocol::Grpc, false) => 4317,
+                _ => 4318,
+            };
+            let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+            let base = if uri.port_u16().is_some() {
+                format!("{}://{authority}", uri.scheme_str().unwrap_or("http"))
+            } else {
+                format!(
+                    "{}://{authority}:{default_port}",
+                    uri.scheme_str().unwrap_or("http")
+                )
+            };
+            let path = uri.path().trim_end_matches('/');
+            let url = match protocol {
+                OtlpProtocol::Grpc => format!("{base}{path}"),
+                _ => format!("{base}{path}/v1/traces"),
+            };
+            Some(OtlpTarget { url, protocol })
         }
     };
     Ok(Telemetry {
@@ -160,4 +172,44 @@ pub struct ConnLimits {
     pub header: Duration,
     /// Reading the whole body; also bounds draining an unread body.
     pub body: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(endpoint: &str, protocol: Option<OtlpProtocol>) -> OtlpTarget {
+        let t = TelemetryFile {
+            otlp_endpoint: Some(endpoint.into()),
+            otlp_protocol: protocol,
+            ..Default::default()
+        };
+        build_telemetry(&t).unwrap().otlp.unwrap()
+    }
+
+    #[test]
+    fn otlp_endpoints_get_the_protocols_default_port_and_path() {
+        let http = target("http://collector", None);
+        assert_eq!(http.url, "http://collector:4318/v1/traces");
+        assert_eq!(http.protocol, OtlpProtocol::HttpProtobuf);
+        let json = target(
+            "https://otel.example.com/otlp/",
+            Some(OtlpProtocol::HttpJson),
+        );
+        assert_eq!(json.url, "https://otel.example.com:443/otlp/v1/traces");
+        let grpc = target("http://collector", Some(OtlpProtocol::Grpc));
+        assert_eq!(grpc.url, "http://collector:4317");
+        assert_eq!(target("http://c:9999", None).url, "http://c:9999/v1/traces");
+        let bad = TelemetryFile {
+            otlp_endpoint: Some("collector:4318".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            build_telemetry(&bad).unwrap_err().path,
+            "telemetry.otlp_endpoint"
+        );
+        let proto: TelemetryFile = serde_yaml::from_str("otlp_protocol: grpc").unwrap();
+        assert_eq!(proto.otlp_protocol, Some(OtlpProtocol::Grpc));
+        assert!(serde_yaml::from_str::<TelemetryFile>("otlp_protocol: udp").is_err());
+    }
 }

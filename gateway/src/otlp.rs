@@ -1,27 +1,36 @@
-//! OpenTelemetry trace export over OTLP/HTTP with the JSON encoding.
+//! OpenTelemetry trace export over OTLP: HTTP with protobuf (the
+//! default) or JSON, or gRPC.
 //!
 //! Each request yields a SERVER span for the gateway and, when a provider
 //! was called, a CLIENT child span named and attributed by the GenAI
 //! semantic conventions (`chat gpt-5-mini`, `gen_ai.*`). An incoming W3C
 //! `traceparent` is continued, and the provider call carries one too.
 //!
-//! Spans are handed to a background thread through a bounded channel (the
+//! The gateway builds its spans itself, after the request, with the ids it
+//! already sent to the provider in `traceparent` and the times it measured,
+//! so it does not run the OpenTelemetry SDK's tracer; it hands finished
+//! spans to the exporter of `opentelemetry-otlp` (the wire encodings and
+//! the gRPC and HTTP transports). Spans go through a bounded channel (the
 //! request path never waits on the collector; when the channel is full the
-//! span is dropped and counted) and posted in batches to
-//! `{otlp_endpoint}/v1/traces`. A hand-rolled exporter keeps the gateway
-//! free of a second HTTP and gRPC stack: it reuses Pingora's client.
+//! span is dropped and counted) to a background service that exports them
+//! in batches (`background::service`, `BG otlp-exporter`). Over HTTP the
+//! exporter posts with the gateway's own HTTP client (reqwest, rustls);
+//! gRPC runs on tonic.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
-use pingora::upstreams::peer::HttpPeer;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use prometheus::IntCounter;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::config::OtlpTarget;
-use crate::providers::UpstreamRequest;
+use crate::config::{OtlpProtocol, OtlpTarget};
 
 /// Largest number of spans posted at once.
 const BATCH: usize = 512;
@@ -29,6 +38,8 @@ const BATCH: usize = 512;
 const QUEUE: usize = 8192;
 /// How often a partial batch is flushed.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Longest one export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// W3C trace identity of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,57 +128,50 @@ pub struct Span {
     pub error: bool,
 }
 
-fn nanos(t: SystemTime) -> String {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-        .to_string()
-}
-
 impl Span {
-    fn to_json(&self) -> Value {
-        let attributes: Vec<Value> = self
+    /// The span as the OpenTelemetry SDK's exporters take it.
+    fn to_span_data(&self, scope: &InstrumentationScope) -> SpanData {
+        let attributes = self
             .attributes
             .iter()
-            .map(|(k, v)| {
-                let value = match v {
-                    Attr::Str(s) => json!({"stringValue": s}),
-                    // OTLP/JSON encodes 64-bit integers as strings.
-                    Attr::Int(i) => json!({"intValue": i.to_string()}),
-                    Attr::Bool(b) => json!({"boolValue": b}),
-                };
-                json!({"key": k, "value": value})
+            .map(|(k, v)| match v {
+                Attr::Str(s) => KeyValue::new(*k, s.clone()),
+                Attr::Int(i) => KeyValue::new(*k, *i),
+                Attr::Bool(b) => KeyValue::new(*k, *b),
             })
             .collect();
-        let mut span = json!({
-            "traceId": hex::encode(self.trace_id),
-            "spanId": hex::encode(self.span_id),
-            "name": self.name,
-            "kind": self.kind,
-            "startTimeUnixNano": nanos(self.start),
-            "endTimeUnixNano": nanos(self.end),
-            "attributes": attributes,
-            "status": {"code": if self.error { 2 } else { 1 }},
-        });
-        if let Some(p) = self.parent {
-            span["parentSpanId"] = json!(hex::encode(p));
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from_bytes(self.trace_id),
+                SpanId::from_bytes(self.span_id),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: self.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
+            // The SERVER span's parent is the caller's; the CLIENT span's is
+            // the gateway's own SERVER span.
+            parent_span_is_remote: self.parent.is_some() && self.kind == 2,
+            span_kind: match self.kind {
+                2 => SpanKind::Server,
+                3 => SpanKind::Client,
+                _ => SpanKind::Internal,
+            },
+            name: self.name.clone().into(),
+            start_time: self.start,
+            end_time: self.end,
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: if self.error {
+                Status::error("")
+            } else {
+                Status::Ok
+            },
+            instrumentation_scope: scope.clone(),
         }
-        span
     }
-}
-
-/// The OTLP/JSON request body for a batch of spans.
-pub fn export_body(service_name: &str, spans: &[Span]) -> Vec<u8> {
-    let body = json!({
-        "resourceSpans": [{
-            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service_name}}]},
-            "scopeSpans": [{
-                "scope": {"name": "portcullis-gateway", "version": env!("CARGO_PKG_VERSION")},
-                "spans": spans.iter().map(Span::to_json).collect::<Vec<_>>(),
-            }]
-        }]
-    });
-    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// Hands spans to the exporter; a no-op when tracing is off.
@@ -225,60 +229,95 @@ async fn export_loop(
     mut rx: mpsc::Receiver<Span>,
     dropped: IntCounter,
 ) {
-    let connector = Connector::new(None);
+    let mut exporter = match exporter(&target) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, url = %target.url, "cannot start the OTLP exporter; spans are dropped");
+            while rx.recv().await.is_some() {
+                dropped.inc();
+            }
+            return;
+        }
+    };
+    exporter.set_resource(&Resource::builder().with_service_name(service_name).build());
+    let scope = InstrumentationScope::builder("portcullis-gateway")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let first = rx.recv().await;
         let Some(first) = first else { return };
-        batch.push(first);
+        batch.push(first.to_span_data(&scope));
         let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
         while batch.len() < BATCH {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(span)) => batch.push(span),
+                Ok(Some(span)) => batch.push(span.to_span_data(&scope)),
                 Ok(None) | Err(_) => break,
             }
         }
-        if let Err(e) = post(&connector, &target, &service_name, &batch).await {
-            dropped.inc_by(batch.len() as u64);
-            tracing::warn!(error = %e, spans = batch.len(), "OTLP export failed");
+        let spans = batch.len();
+        if let Err(e) = exporter.export(std::mem::take(&mut batch)).await {
+            dropped.inc_by(spans as u64);
+            tracing::warn!(error = %e, spans, "OTLP export failed");
         }
-        batch.clear();
     }
 }
 
-async fn post(
-    connector: &Connector,
-    target: &OtlpTarget,
-    service_name: &str,
-    spans: &[Span],
-) -> Result<(), String> {
-    let addr = tokio::net::lookup_host((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("collector host resolves to no address")?;
-    let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
-    peer.options.connection_timeout = Some(Duration::from_secs(2));
-    peer.options.read_timeout = Some(Duration::from_secs(5));
-    peer.options.write_timeout = Some(Duration::from_secs(5));
-    let req = UpstreamRequest {
-        method: http::Method::POST,
-        path: target.path.clone(),
-        headers: vec![("content-type", "application/json".to_owned())],
-        body: Bytes::from(export_body(service_name, spans)),
+/// The exporter for `target`'s protocol.
+fn exporter(target: &OtlpTarget) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let built = match target.protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(&target.url)
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
+        http => {
+            let client = portcullis_net::client_builder(None)
+                .map_err(|e| e.to_string())?
+                .timeout(EXPORT_TIMEOUT)
+                .build()
+                .map_err(|e| e.to_string())?;
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(HttpClient(client))
+                .with_protocol(if http == OtlpProtocol::HttpJson {
+                    Protocol::HttpJson
+                } else {
+                    Protocol::HttpBinary
+                })
+                .with_endpoint(&target.url)
+                .with_timeout(EXPORT_TIMEOUT)
+                .build()
+        }
     };
-    let host = format!("{}:{}", target.host, target.port);
-    let ex = crate::upstream::send(connector, &peer, &host, &req)
-        .await
-        .map_err(|e| e.message)?;
-    let status = ex.status;
-    crate::upstream::read_body(connector, &peer, ex, 1024 * 1024)
-        .await
-        .map_err(|e| e.message)?;
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!("collector answered {status}"))
+    built.map_err(|e| e.to_string())
+}
+
+/// The gateway's HTTP client (reqwest with rustls) for the OTLP/HTTP
+/// exporter, instead of a second reqwest version it would bring.
+#[derive(Debug)]
+struct HttpClient(reqwest::Client);
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for HttpClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
+        let (parts, body) = request.into_parts();
+        let response = self
+            .0
+            .request(parts.method, parts.uri.to_string())
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?;
+        let mut out = http::Response::builder().status(status).body(body)?;
+        *out.headers_mut() = headers;
+        Ok(out)
     }
 }
 
@@ -314,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn export_body_follows_otlp_json() {
+    fn spans_keep_their_ids_times_kind_and_attributes() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
         let span = Span {
             trace_id: [1; 16],
@@ -330,17 +369,24 @@ mod tests {
             ],
             error: false,
         };
-        let v: Value = serde_json::from_slice(&export_body("gw", &[span])).unwrap();
-        let s = &v["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+        let scope = InstrumentationScope::builder("portcullis-gateway").build();
+        let d = span.to_span_data(&scope);
         assert_eq!(
-            v["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
-            "gw"
+            d.span_context.trace_id().to_string(),
+            "01010101010101010101010101010101"
         );
-        assert_eq!(s["traceId"], "01010101010101010101010101010101");
-        assert_eq!(s["parentSpanId"], "0303030303030303");
-        assert_eq!(s["startTimeUnixNano"], "1700000000123456789");
-        assert_eq!(s["endTimeUnixNano"], "1700000000128456789");
-        assert_eq!(s["attributes"][0]["value"]["intValue"], "12");
-        assert_eq!(s["kind"], 3);
+        assert_eq!(d.span_context.span_id().to_string(), "0202020202020202");
+        assert_eq!(d.parent_span_id.to_string(), "0303030303030303");
+        assert!(!d.parent_span_is_remote, "a CLIENT span's parent is ours");
+        assert_eq!(d.span_kind, SpanKind::Client);
+        assert_eq!(
+            (d.start_time, d.end_time),
+            (t, t + Duration::from_millis(5))
+        );
+        assert_eq!(
+            d.attributes[0],
+            KeyValue::new("gen_ai.usage.input_tokens", 12)
+        );
+        assert_eq!(d.status, Status::Ok);
     }
 }

@@ -489,7 +489,9 @@ async fn log_line(gw: &Gateway, needle: &str) -> String {
     panic!("no log line with {needle}:\n{}", gw.log())
 }
 
-/// A minimal OTLP/HTTP collector: stores every posted body.
+/// A minimal OTLP/HTTP collector: stores every posted body as JSON (a
+/// protobuf body is decoded with the OTLP protocol's own message types and
+/// shown in the OTLP/JSON mapping, so one set of assertions reads both).
 async fn collector() -> (u16, Arc<Mutex<Vec<Value>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -532,8 +534,15 @@ async fn collector() -> (u16, Arc<Mutex<Vec<Value>>>) {
                         }
                         buf.extend_from_slice(&chunk[..n]);
                     }
-                    let body: Value = serde_json::from_slice(&buf[head_end..head_end + len])
-                        .unwrap_or(Value::Null);
+                    let raw = &buf[head_end..head_end + len];
+                    let body: Value = if head.contains("content-type: application/x-protobuf") {
+                        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+                        let request = <ExportTraceServiceRequest as prost::Message>::decode(raw)
+                            .expect("an OTLP/protobuf export request");
+                        serde_json::to_value(&request).unwrap()
+                    } else {
+                        serde_json::from_slice(raw).unwrap_or(Value::Null)
+                    };
                     assert!(head.starts_with("post /v1/traces "), "{head}");
                     store.lock().unwrap().push(body);
                     buf.drain(..head_end + len);
@@ -547,9 +556,16 @@ async fn collector() -> (u16, Arc<Mutex<Vec<Value>>>) {
 
 #[tokio::test]
 async fn traces_are_exported_over_otlp_with_genai_attributes() {
+    // The default (http/protobuf) and http/json.
+    for protocol in ["", ", otlp_protocol: http/json"] {
+        traces_are_exported(protocol).await;
+    }
+}
+
+async fn traces_are_exported(protocol: &str) {
     let (port, got) = collector().await;
     let (mock, gw) = setup(&format!(
-        "telemetry: {{ otlp_endpoint: \"http://127.0.0.1:{port}\", service_name: e2e-gw }}"
+        "telemetry: {{ otlp_endpoint: \"http://127.0.0.1:{port}\", service_name: e2e-gw{protocol} }}"
     ))
     .await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -593,11 +609,15 @@ async fn traces_are_exported_over_otlp_with_genai_attributes() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(spans.len(), 2, "{spans:?}");
-    assert_eq!(
-        got.lock().unwrap()[0]["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
-        "e2e-gw"
-    );
+    assert_eq!(spans.len(), 2, "{protocol}: {spans:?}");
+    let resource = got.lock().unwrap()[0]["resourceSpans"][0]["resource"]["attributes"].clone();
+    let service = resource
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["key"] == "service.name")
+        .map(|a| a["value"]["stringValue"].clone());
+    assert_eq!(service, Some(json!("e2e-gw")), "{resource}");
     let server = spans.iter().find(|s| s["kind"] == 2).unwrap();
     let client_span = spans.iter().find(|s| s["kind"] == 3).unwrap();
     assert_eq!(server["traceId"], trace);

@@ -199,13 +199,30 @@ pub struct TelemetryFile {
     /// counters (default false: cardinality grows with the number of keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_label: Option<bool>,
-    /// OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`);
-    /// spans are posted to `{otlp_endpoint}/v1/traces`. Off when unset.
+    /// OTLP collector base URL (e.g. `http://otel-collector:4318` for
+    /// HTTP, `http://otel-collector:4317` for gRPC); over HTTP spans are
+    /// posted to `{otlp_endpoint}/v1/traces`. Off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
+    /// How spans reach the collector: `http/protobuf` (default, the OTLP
+    /// standard's), `http/json` or `grpc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_protocol: Option<OtlpProtocol>,
     /// `service.name` of exported spans (default `portcullis-gateway`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
+}
+
+/// The OTLP transport (the `OTEL_EXPORTER_OTLP_PROTOCOL` values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "http/json")]
+    HttpJson,
+    #[serde(rename = "grpc")]
+    Grpc,
 }
 
 /// Upstream and client timeouts.
