@@ -554,16 +554,52 @@ async fn collector() -> (u16, Arc<Mutex<Vec<Value>>>) {
     (port, got)
 }
 
+/// A minimal OTLP/gRPC collector (the protocol's own service definition):
+/// stores every export request in the OTLP/JSON mapping.
+async fn grpc_collector() -> (u16, Arc<Mutex<Vec<Value>>>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    struct Collector(Arc<Mutex<Vec<Value>>>);
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let body = serde_json::to_value(request.into_inner()).unwrap();
+            self.0.lock().unwrap().push(body);
+            Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))
+        }
+    }
+    let port = crate::harness::free_port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(Collector(got.clone())))
+        .serve(([127, 0, 0, 1], port).into());
+    tokio::spawn(server);
+    (port, got)
+}
+
 #[tokio::test]
 async fn traces_are_exported_over_otlp_with_genai_attributes() {
-    // The default (http/protobuf) and http/json.
-    for protocol in ["", ", otlp_protocol: http/json"] {
+    // The default (http/protobuf), http/json and gRPC.
+    for protocol in ["", ", otlp_protocol: http/json", ", otlp_protocol: grpc"] {
         traces_are_exported(protocol).await;
     }
 }
 
 async fn traces_are_exported(protocol: &str) {
-    let (port, got) = collector().await;
+    let (port, got) = if protocol.contains("grpc") {
+        grpc_collector().await
+    } else {
+        collector().await
+    };
     let (mock, gw) = setup(&format!(
         "telemetry: {{ otlp_endpoint: \"http://127.0.0.1:{port}\", service_name: e2e-gw{protocol} }}"
     ))
