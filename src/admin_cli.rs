@@ -94,11 +94,30 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: Crud,
     },
-    /// Deploy a proxy's current revision to a gateway.
+    /// Deploy a proxy's current revision to a gateway, or an earlier one
+    /// (`--revision`, a rollback).
     Deploy {
         proxy: String,
         #[arg(long)]
         gateway: String,
+        /// The revision to deploy (see `proxies revisions`); default the current one.
+        #[arg(long)]
+        revision: Option<i64>,
+    },
+    /// A gateway's settings (TLS, Redis, OTLP, timeouts, limits, provider
+    /// CA bundles, policy engine limits), or a group's with `--group`:
+    /// shown, or changed with a JSON merge patch (`--set`; `null` removes
+    /// a field).
+    Settings {
+        /// The gateway id.
+        #[arg(required_unless_present = "group", conflicts_with = "group")]
+        gateway: Option<String>,
+        /// A group of gateways instead.
+        #[arg(long)]
+        group: Option<String>,
+        /// JSON merge patch to apply.
+        #[arg(long)]
+        set: Option<String>,
     },
     /// Stop a deployment.
     Undeploy { proxy: String, deployment: String },
@@ -357,11 +376,32 @@ fn request(cmd: AdminCommand) -> anyhow::Result<(&'static str, String, Option<Va
                 ("POST", format!("{p}/{proxy}/keys/{key}/revoke"), None)
             }
         },
-        AdminCommand::Deploy { proxy, gateway } => (
-            "POST",
-            format!("{p}/{proxy}/deployments"),
-            Some(json!({ "gateway": gateway })),
-        ),
+        AdminCommand::Deploy {
+            proxy,
+            gateway,
+            revision,
+        } => {
+            let mut body = json!({ "gateway": gateway });
+            if let Some(n) = revision {
+                body["revision"] = json!(n);
+            }
+            ("POST", format!("{p}/{proxy}/deployments"), Some(body))
+        }
+        AdminCommand::Settings {
+            gateway,
+            group,
+            set,
+        } => {
+            let path = match (gateway, group) {
+                (_, Some(g)) => format!("/api/v1/gateway-groups/{g}/settings"),
+                (Some(id), None) => format!("/api/v1/gateways/{id}/settings"),
+                (None, None) => anyhow::bail!("name a gateway, or a group with --group"),
+            };
+            match set {
+                Some(patch) => ("PATCH", path, Some(parse_json(&patch)?)),
+                None => ("GET", path, None),
+            }
+        }
         AdminCommand::Undeploy { proxy, deployment } => (
             "POST",
             format!("{p}/{proxy}/deployments/{deployment}/stop"),

@@ -99,7 +99,11 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "admin deploy",
-        "portcullis admin deploy support-bot --gateway edge-eu-1",
+        "portcullis admin deploy support-bot --gateway edge-eu-1\nportcullis admin deploy support-bot --gateway edge-eu-1 --revision 3",
+    ),
+    (
+        "admin settings",
+        "portcullis admin settings edge-eu-1\nportcullis admin settings --group eu --set '{\"redis_url\":\"redis://redis.internal:6379/0\",\"telemetry\":{\"otlp_endpoint\":\"http://otel:4318\",\"sampling_ratio\":0.1}}'\nportcullis admin settings edge-eu-1 --set '{\"timeouts\":{\"read_ms\":60000},\"limits\":null}'",
     ),
     (
         "admin undeploy",

@@ -113,6 +113,10 @@ enum Command {
             default_value = "127.0.0.1:8081"
         )]
         ops_listen: String,
+        /// Managed mode: the HTTPS listener's address, over the one in
+        /// admin's settings for this gateway (whose certificates it serves).
+        #[arg(long, env = "PORTCULLIS_GATEWAY_TLS_LISTEN")]
+        tls_listen: Option<String>,
         /// Managed mode: where the last good configuration is kept.
         #[arg(
             long,
@@ -129,6 +133,27 @@ enum Command {
         /// close on SIGTERM, so load balancers stop sending first.
         #[arg(long, env = "PORTCULLIS_GATEWAY_DRAIN_SECONDS", default_value_t = 5)]
         drain_seconds: u64,
+        /// Seconds requests in flight (streams included) may take to finish
+        /// once the listeners are closed, on SIGTERM or after an upgrade.
+        #[arg(
+            long,
+            env = "PORTCULLIS_GATEWAY_SHUTDOWN_GRACE_SECONDS",
+            default_value_t = 30
+        )]
+        shutdown_grace_seconds: u64,
+        /// Start as the new process of a graceful upgrade: take the
+        /// listening sockets from the running gateway, which hands them over
+        /// when it gets SIGQUIT (send it within 5 s of starting this one).
+        #[arg(long, env = "PORTCULLIS_GATEWAY_UPGRADE")]
+        upgrade: bool,
+        /// The Unix socket the listening sockets are handed over through
+        /// (the old and the new process must name the same).
+        #[arg(
+            long,
+            env = "PORTCULLIS_GATEWAY_UPGRADE_SOCK",
+            default_value = portcullis_gateway::run::DEFAULT_UPGRADE_SOCK
+        )]
+        upgrade_sock: String,
         /// Managed mode: how admin (and the hub it names) is trusted.
         #[command(flatten)]
         trust: net_args::TrustArgs,
@@ -294,9 +319,13 @@ fn main() -> anyhow::Result<()> {
             token,
             listen,
             ops_listen,
+            tls_listen,
             data_dir,
             egress_allow,
             drain_seconds,
+            shutdown_grace_seconds,
+            upgrade,
+            upgrade_sock,
             trust,
         } => {
             let mut opts = portcullis_gateway::run::RunOptions::default();
@@ -304,6 +333,9 @@ fn main() -> anyhow::Result<()> {
                 opts.threads = t;
             }
             opts.drain = std::time::Duration::from_secs(drain_seconds);
+            opts.shutdown_grace = std::time::Duration::from_secs(shutdown_grace_seconds);
+            opts.upgrade = upgrade;
+            opts.upgrade_sock = upgrade_sock;
             let Some(config) = config else {
                 let (Some(admin_url), Some(token)) = (admin, token) else {
                     anyhow::bail!("managed mode needs --admin URL and --token T");
@@ -315,6 +347,7 @@ fn main() -> anyhow::Result<()> {
                         data_dir,
                         listen,
                         ops_listen,
+                        tls_listen,
                         run: opts,
                         poll_wait: 25,
                         heartbeat_every: std::time::Duration::from_secs(5),

@@ -186,6 +186,7 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
         data_dir: o.data_dir.join("gateway"),
         listen: format!("0.0.0.0:{}", o.port),
         ops_listen: format!("127.0.0.1:{}", o.ops_port),
+        tls_listen: None,
         run: portcullis_gateway::run::RunOptions::default(),
         poll_wait: 25,
         heartbeat_every: Duration::from_secs(5),

@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "proxy_errors",
         include_str!("../migrations/0003_proxy_errors.sql"),
     ),
+    (
+        4,
+        "gateway_settings",
+        include_str!("../migrations/0004_gateway_settings.sql"),
+    ),
 ];
 
 /// Opens the database at `url` (`sqlite://path`, `sqlite::memory:`,

@@ -15,7 +15,7 @@ use crate::auth::Caller;
 use crate::db::{audit, bump, new_id, now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult, Body};
 use crate::ownership::{authorize, load_owner};
-use crate::proxies::{invoke_base, load_required};
+use crate::proxies::{ProxySpec, invoke_base, load_required};
 
 /// Body of `POST /proxies/{id}/deployments`.
 #[derive(Debug, Deserialize)]
@@ -23,6 +23,10 @@ use crate::proxies::{invoke_base, load_required};
 pub struct DeployInput {
     /// Gateway id or name.
     pub gateway: String,
+    /// An earlier revision of the proxy to deploy (a rollback); default
+    /// the current one.
+    #[serde(default)]
+    pub revision: Option<i64>,
 }
 
 fn deployment_json(r: &sqlx::any::AnyRow) -> ApiResult<Value> {
@@ -85,7 +89,13 @@ pub async fn deploy(
         .await?
         .ok_or_else(|| ApiError::invalid("gateway", format!("no gateway `{}`", input.gateway)))?;
     let gateway_id: String = gw.try_get("id")?;
-    let context = proxy.spec.context.clone();
+    let (revision, context) = match input.revision {
+        None => (proxy.revision, proxy.spec.context.clone()),
+        Some(n) => {
+            let spec = revision_spec(&mut tx, &proxy_id, n, proxy.revision).await?;
+            (n, spec.context)
+        }
+    };
     let clash = sqlx::query(
         "SELECT proxy_id FROM deployments WHERE gateway_id = $1 AND status = 'Active' AND context = $2 AND proxy_id <> $3",
     )
@@ -135,7 +145,7 @@ pub async fn deploy(
     .bind(id.clone())
     .bind(proxy_id.clone())
     .bind(gateway_id.clone())
-    .bind(proxy.revision)
+    .bind(revision)
     .bind(context)
     .bind(now)
     .bind(seq)
@@ -147,7 +157,7 @@ pub async fn deploy(
         &caller.actor(),
         "deployment.create",
         &format!("proxies/{proxy_id}/deployments/{id}"),
-        Some(json!({"gateway": gateway_id, "revision": proxy.revision, "replaced": replaced})),
+        Some(json!({"gateway": gateway_id, "revision": revision, "current_revision": proxy.revision, "replaced": replaced})),
     )
     .await?;
     let row = sqlx::query(select!("WHERE d.id = $1"))
@@ -158,7 +168,45 @@ pub async fn deploy(
     tx.commit().await?;
     st.changed();
     out["replaced"] = json!(replaced);
+    out["current_revision"] = json!(proxy.revision);
     Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// The spec of revision `n` of a proxy, for a rollback: it must exist and
+/// every provider it routes to must still exist (a gateway could not load
+/// it otherwise).
+async fn revision_spec(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    proxy_id: &str,
+    n: i64,
+    current: i64,
+) -> ApiResult<ProxySpec> {
+    let row = sqlx::query("SELECT spec FROM proxy_revisions WHERE proxy_id = $1 AND revision = $2")
+        .bind(proxy_id.to_owned())
+        .bind(n)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "revision",
+                format!("proxy `{proxy_id}` has no revision {n} (revisions 1 to {current})"),
+            )
+        })?;
+    let spec: ProxySpec =
+        serde_json::from_str(&row.try_get::<String, _>("spec")?).map_err(ApiError::internal)?;
+    for provider in spec.provider_ids() {
+        let exists = sqlx::query("SELECT id FROM providers WHERE id = $1")
+            .bind(provider.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?;
+        if exists.is_none() {
+            return Err(ApiError::conflict(
+                "revision",
+                format!("revision {n} routes to provider `{provider}`, which no longer exists"),
+            ));
+        }
+    }
+    Ok(spec)
 }
 
 /// `GET /proxies/{id}/deployments`: history, newest first, the newest

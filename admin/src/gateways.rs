@@ -35,6 +35,9 @@ pub struct RegisterInput {
     pub name: String,
     /// The base URL clients use to reach the gateway (`https://gw.example.com`).
     pub url: String,
+    /// The group whose settings the gateway takes (`/gateway-groups/{name}/settings`).
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// A gateway as `caller` may see it: a developer sees only the deployments
@@ -89,6 +92,11 @@ async fn gateway_json(st: &AppState, caller: &Caller, r: &sqlx::any::AnyRow) -> 
         "config_version": r.try_get::<Option<String>, _>("config_version")?,
         "proxies_served": r.try_get::<i64, _>("proxies_served")?,
         "last_error": last_error.and_then(|e| serde_json::from_str::<Value>(&e).ok()),
+        "group": r.try_get::<Option<String>, _>("group_name")?,
+        "restart_required": r
+            .try_get::<Option<String>, _>("restart_required")?
+            .and_then(|e| serde_json::from_str::<Value>(&e).ok())
+            .unwrap_or_else(|| json!([])),
         "created_at": rfc3339(r.try_get("created_at")?),
         "deployments": deployments,
     }))
@@ -113,6 +121,11 @@ pub async fn register(
             "must be an http:// or https:// URL",
         ));
     }
+    let group = input
+        .group
+        .as_deref()
+        .map(crate::gateway_settings::check_group)
+        .transpose()?;
     let mut tx = st.pool.begin().await?;
     let clash = sqlx::query("SELECT id FROM gateways WHERE id = $1 OR name = $2")
         .bind(id.clone())
@@ -127,12 +140,13 @@ pub async fn register(
     }
     let token = new_secret("gwt-");
     let seq = bump(&mut tx).await?;
-    sqlx::query("INSERT INTO gateways (id, name, url, token_sha256, created_at) VALUES ($1, $2, $3, $4, $5)")
+    sqlx::query("INSERT INTO gateways (id, name, url, token_sha256, created_at, group_name) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(id.clone())
         .bind(name.clone())
         .bind(url.clone())
         .bind(sha256_hex(&token))
         .bind(now_ms())
+        .bind(group.clone())
         .execute(&mut *tx)
         .await?;
     audit(
@@ -141,7 +155,7 @@ pub async fn register(
         &caller.actor(),
         "gateway.register",
         &format!("gateways/{id}"),
-        Some(json!({"name": name, "url": url})),
+        Some(json!({"name": name, "url": url, "group": group})),
     )
     .await?;
     let row = sqlx::query("SELECT * FROM gateways WHERE id = $1")
@@ -227,6 +241,90 @@ pub async fn get(
     out["in_sync"] = json!(out["config_version"] == json!(cfg.version));
     out["current_version"] = json!(cfg.version);
     Ok(Json(out))
+}
+
+/// Body of `PATCH /gateways/{id}`: a merge patch of `url` and `group`
+/// (`null` takes the gateway out of its group).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInput {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub group: Option<Option<String>>,
+}
+
+/// A field that is present (even `null`) is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
+}
+
+/// `PATCH /gateways/{id}`: its URL or its group.
+pub async fn update(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(input): Body<UpdateInput>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin("changing gateways")?;
+    let url = match &input.url {
+        Some(u) => {
+            let u = u.trim().trim_end_matches('/').to_owned();
+            if !valid_url(&u) {
+                return Err(ApiError::invalid(
+                    "url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            Some(u)
+        }
+        None => None,
+    };
+    let group = match &input.group {
+        Some(Some(g)) => Some(Some(crate::gateway_settings::check_group(g)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let mut tx = st.pool.begin().await?;
+    if sqlx::query("SELECT id FROM gateways WHERE id = $1")
+        .bind(id.clone())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found("gateway", &id));
+    }
+    let seq = bump(&mut tx).await?;
+    if let Some(u) = &url {
+        sqlx::query("UPDATE gateways SET url = $1 WHERE id = $2")
+            .bind(u.clone())
+            .bind(id.clone())
+            .execute(&mut *tx)
+            .await?;
+    }
+    if let Some(g) = &group {
+        sqlx::query("UPDATE gateways SET group_name = $1 WHERE id = $2")
+            .bind(g.clone())
+            .bind(id.clone())
+            .execute(&mut *tx)
+            .await?;
+    }
+    audit(
+        &mut tx,
+        seq,
+        &caller.actor(),
+        "gateway.update",
+        &format!("gateways/{id}"),
+        Some(json!({"url": url, "group": group})),
+    )
+    .await?;
+    let row = sqlx::query("SELECT * FROM gateways WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    st.changed();
+    Ok(Json(gateway_json(&st, &caller, &row).await?))
 }
 
 /// `DELETE /gateways/{id}`: refused while proxies are deployed on it.
@@ -394,12 +492,15 @@ pub async fn build_config(
         embeddings,
         ..PolicyEngineFile::default()
     });
-    let config = FileConfig {
+    let mut config = FileConfig {
         providers: provider_files,
         proxies,
         policy_engine,
         ..config
     };
+    crate::gateway_settings::effective(st, gateway_id)
+        .await?
+        .apply(&mut config, &mut secrets);
     let mut hasher = Sha256::new();
     hasher.update(serde_json::to_vec(&config).map_err(ApiError::internal)?);
     hasher.update(serde_json::to_vec(&secrets).map_err(ApiError::internal)?);
@@ -522,13 +623,18 @@ pub async fn heartbeat(
         true => None,
         false => Some(serde_json::to_string(&hb.proxy_errors).map_err(ApiError::internal)?),
     };
+    let restart_required = match hb.restart_required.is_empty() {
+        true => None,
+        false => Some(serde_json::to_string(&hb.restart_required).map_err(ApiError::internal)?),
+    };
     // Heartbeats are not audited (machine traffic, every few seconds) and
     // do not bump the generation: they change no gateway's configuration
     // (`last_used_at` is not part of it).
     let mut tx = st.pool.begin().await?;
     sqlx::query(
         "UPDATE gateways SET last_seen_at = $1, config_version = $2, proxies_served = $3, last_error = $4, \
-         last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE $1 END, proxy_errors = $6 WHERE id = $5",
+         last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE $1 END, proxy_errors = $6, \
+         restart_required = $7 WHERE id = $5",
     )
     .bind(now)
     .bind(hb.version.clone())
@@ -536,6 +642,7 @@ pub async fn heartbeat(
     .bind(error)
     .bind(gw.id.clone())
     .bind(proxy_errors)
+    .bind(restart_required)
     .execute(&mut *tx)
     .await?;
     // Key uses: only keys of proxies deployed to this gateway (a gateway

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod db;
 pub mod deployments;
 pub mod error;
+pub mod gateway_settings;
 pub mod gateways;
 pub mod keys;
 pub mod openapi;
@@ -204,6 +205,27 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         ("get", "/api/v1/gateways", get(gateways::list)),
         ("post", "/api/v1/gateways", post(gateways::register)),
         ("get", "/api/v1/gateways/{id}", get(gateways::get)),
+        ("patch", "/api/v1/gateways/{id}", patch(gateways::update)),
+        (
+            "get",
+            "/api/v1/gateways/{id}/settings",
+            get(gateway_settings::get_gateway),
+        ),
+        (
+            "patch",
+            "/api/v1/gateways/{id}/settings",
+            patch(gateway_settings::patch_gateway),
+        ),
+        (
+            "get",
+            "/api/v1/gateway-groups/{name}/settings",
+            get(gateway_settings::get_group),
+        ),
+        (
+            "patch",
+            "/api/v1/gateway-groups/{name}/settings",
+            patch(gateway_settings::patch_group),
+        ),
         (
             "delete",
             "/api/v1/gateways/{id}",

@@ -188,6 +188,8 @@ impl Provider {
             aws_secret_access_key_env,
             aws_session_token_env,
             ca_file: None,
+            // Set per gateway from its settings (`provider_ca`).
+            ca_pem: None,
         }
     }
 }

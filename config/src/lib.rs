@@ -32,6 +32,8 @@ pub fn cfg_err(path: impl Into<String>, message: impl Into<String>) -> ConfigErr
 }
 
 pub use portcullis_types::gateway_config::*;
+
+pub mod settings;
 pub use portcullis_types::{names, proxy_rules};
 
 /// Validated telemetry settings.
@@ -41,6 +43,8 @@ pub struct Telemetry {
     /// Where spans go: the collector's `/v1/traces` URL, parsed.
     pub otlp: Option<OtlpTarget>,
     pub service_name: String,
+    /// Share of the traces the gateway starts that are exported (0 to 1).
+    pub sampling_ratio: f64,
 }
 
 /// An OTLP collector endpoint.
@@ -150,7 +154,15 @@ pub fn build_telemetry(t: &TelemetryFile) -> Result<Telemetry, ConfigError> {
             Some(OtlpTarget { url, protocol })
         }
     };
+    let sampling_ratio = t.sampling_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sampling_ratio) {
+        return Err(cfg_err(
+            "telemetry.sampling_ratio",
+            "must be between 0 and 1",
+        ));
+    }
     Ok(Telemetry {
+        sampling_ratio,
         key_label: t.key_label.unwrap_or(false),
         otlp,
         service_name: t

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::key_usage::KeyUsage;
 use crate::ops::Readiness;
+use crate::otlp::Tracer;
 use crate::runtime::Runtime;
 
 /// The runtime in force. Every request loads it once (a few atomic
@@ -59,6 +60,7 @@ pub struct RuntimeHandle {
     key_usage: Arc<KeyUsage>,
     readiness: Arc<Readiness>,
     index: IndexQueue,
+    tracer: Arc<Tracer>,
 }
 
 impl RuntimeHandle {
@@ -69,12 +71,14 @@ impl RuntimeHandle {
         key_usage: Arc<KeyUsage>,
         readiness: Arc<Readiness>,
         index: IndexQueue,
+        tracer: Arc<Tracer>,
     ) -> Self {
         RuntimeHandle {
             slot,
             key_usage,
             readiness,
             index,
+            tracer,
         }
     }
 
@@ -103,6 +107,7 @@ impl RuntimeHandle {
             // The indexer is gone only once the server stops.
             let _ = self.index.send(new.clone());
         }
+        self.tracer.configure(&new.telemetry);
         self.slot.store(new);
         self.readiness.set_configured();
     }

@@ -42,6 +42,9 @@ pub struct ManagedOptions {
     pub data_dir: PathBuf,
     pub listen: String,
     pub ops_listen: String,
+    /// The HTTPS listener's address (`--tls-listen`), over the one in
+    /// admin's settings for this gateway.
+    pub tls_listen: Option<String>,
     pub run: RunOptions,
     /// Seconds a long-poll waits for a change before asking again.
     pub poll_wait: u64,
@@ -73,6 +76,9 @@ pub fn build(
     file.ops_listen = Some(local.ops_listen.clone());
     if !local.egress_allow.is_empty() {
         file.egress_allow = local.egress_allow.clone();
+    }
+    if let (Some(listen), Some(tls)) = (&local.tls_listen, file.tls.as_mut()) {
+        tls.listen = listen.clone();
     }
     // Policies fetched from the hub are cached with the gateway's other
     // state, not in whatever directory the process was started from.
@@ -114,6 +120,7 @@ pub fn build(
 pub struct Local {
     pub listen: String,
     pub ops_listen: String,
+    pub tls_listen: Option<String>,
     pub egress_allow: Vec<String>,
     /// The gateway's `--data-dir`: the last good configuration and the
     /// policy cache live there.
@@ -128,6 +135,7 @@ impl Local {
         Local {
             listen: o.listen.clone(),
             ops_listen: o.ops_listen.clone(),
+            tls_listen: o.tls_listen.clone(),
             egress_allow: o.egress_allow.clone(),
             data_dir: o.data_dir.clone(),
             ca_file: o.tls.ca_file.clone(),
@@ -184,6 +192,55 @@ struct Status {
     proxies: usize,
     error: Option<LoadFailure>,
     proxy_errors: Vec<ProxyLoadFailure>,
+    /// Settings of the served version this process cannot apply live.
+    restart_required: Vec<String>,
+}
+
+/// The settings a gateway process reads once, when it starts: its
+/// listeners and the connection limits they enforce, the metrics' label
+/// set. A configuration that changes them is served (everything else in
+/// it applies), and the gateway reports what waits for a restart.
+#[derive(Debug, Clone, PartialEq)]
+struct StartOnly {
+    tls_listen: Option<String>,
+    max_client_connections: usize,
+    client_idle: Duration,
+    client_header: Duration,
+    key_label: bool,
+}
+
+impl StartOnly {
+    fn of(rt: &Runtime) -> StartOnly {
+        StartOnly {
+            tls_listen: rt.tls.as_ref().map(|t| t.listen.clone()),
+            max_client_connections: rt.connections.max_connections,
+            client_idle: rt.connections.idle,
+            client_header: rt.connections.header,
+            key_label: rt.telemetry.key_label,
+        }
+    }
+
+    /// The settings fields that differ between `self` (in force since the
+    /// start) and `new`.
+    fn changed(&self, new: &StartOnly) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.tls_listen != new.tls_listen {
+            out.push("tls.listen".to_owned());
+        }
+        if self.max_client_connections != new.max_client_connections {
+            out.push("limits.max_client_connections".to_owned());
+        }
+        if self.client_idle != new.client_idle {
+            out.push("timeouts.client_idle_ms".to_owned());
+        }
+        if self.client_header != new.client_header {
+            out.push("timeouts.client_header_ms".to_owned());
+        }
+        if self.key_label != new.key_label {
+            out.push("telemetry.key_label".to_owned());
+        }
+        out
+    }
 }
 
 /// Applies configurations to a gateway and remembers the outcome.
@@ -192,6 +249,8 @@ pub struct Applier {
     data_dir: PathBuf,
     local: Local,
     status: Mutex<Status>,
+    /// What this process read at start (see `StartOnly`).
+    started: StartOnly,
 }
 
 /// What `Applier::apply` did.
@@ -204,11 +263,13 @@ pub enum Applied {
 
 impl Applier {
     pub fn new(handle: RuntimeHandle, data_dir: PathBuf, local: Local) -> Self {
+        let started = StartOnly::of(&handle.current());
         Applier {
             handle,
             data_dir,
             local,
             status: Mutex::new(Status::default()),
+            started,
         }
     }
 
@@ -249,6 +310,10 @@ impl Applier {
                 if let Err(e) = save_last_good(&self.data_dir, mc) {
                     tracing::warn!(error = %e, "cannot write the last good configuration");
                 }
+                let restart_required = self.started.changed(&StartOnly::of(&rt));
+                if !restart_required.is_empty() {
+                    tracing::warn!(version = %mc.version, fields = ?restart_required, "these settings apply at the next start of the gateway; everything else applies now");
+                }
                 self.handle.replace(rt);
                 let served = mc.config.proxies.len().saturating_sub(left_out.len());
                 self.set_status(|s| {
@@ -256,6 +321,7 @@ impl Applier {
                     s.proxies = served;
                     s.error = None;
                     s.proxy_errors = left_out;
+                    s.restart_required = restart_required;
                 });
                 tracing::info!(version = %mc.version, proxies = served, "configuration applied");
                 Applied::Swapped
@@ -283,6 +349,7 @@ impl Applier {
             error: s.error,
             keys_used: Default::default(),
             proxy_errors: s.proxy_errors,
+            restart_required: s.restart_required,
         }
     }
 
@@ -565,6 +632,7 @@ mod tests {
             Arc::default(),
             Arc::default(),
             crate::live::indexer().0,
+            Arc::new(crate::otlp::Tracer::new(prometheus::IntCounter::new("d", "d").unwrap()).0),
         );
         (
             Applier::new(handle.clone(), dir.to_owned(), test_local()),
@@ -739,6 +807,7 @@ mod tests {
         Local {
             listen: "127.0.0.1:0".into(),
             ops_listen: "127.0.0.1:0".into(),
+            tls_listen: None,
             egress_allow: Vec::new(),
             data_dir: std::env::temp_dir().join("portcullis-managed-test"),
             ca_file: None,

@@ -28,9 +28,10 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use prometheus::IntCounter;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::{mpsc, watch};
 
-use crate::config::{OtlpProtocol, OtlpTarget};
+use crate::config::{OtlpProtocol, OtlpTarget, Telemetry};
 
 /// Largest number of spans posted at once.
 const BATCH: usize = 512;
@@ -51,6 +52,9 @@ pub struct TraceIds {
     pub server_span: [u8; 8],
     /// The provider call's CLIENT span.
     pub client_span: [u8; 8],
+    /// Whether the trace is recorded: the caller's flag when it sent a
+    /// `traceparent`, else the gateway's sampling ratio.
+    pub sampled: bool,
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -67,42 +71,74 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 impl TraceIds {
-    /// Continues the caller's trace if `traceparent` is valid, else starts one.
-    pub fn from_traceparent(header: Option<&str>) -> TraceIds {
+    /// Continues the caller's trace if `traceparent` is valid (and follows
+    /// its sampled flag), else starts one, sampled when the trace id falls
+    /// under `threshold` (see [`sampling_threshold`]).
+    pub fn from_traceparent(header: Option<&str>, threshold: u64) -> TraceIds {
         let parsed = header.and_then(|h| {
             let mut parts = h.trim().split('-');
-            let (version, trace, span, _flags) =
+            let (version, trace, span, flags) =
                 (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-            if version != "00" || trace.len() != 32 || span.len() != 16 {
+            if version != "00" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
                 return None;
             }
             let mut t = [0u8; 16];
             let mut s = [0u8; 8];
+            let mut f = [0u8; 1];
             hex::decode_to_slice(trace, &mut t).ok()?;
             hex::decode_to_slice(span, &mut s).ok()?;
+            hex::decode_to_slice(flags, &mut f).ok()?;
             // All-zero ids are invalid per W3C Trace Context.
-            (t != [0; 16] && s != [0; 8]).then_some((t, s))
+            (t != [0; 16] && s != [0; 8]).then_some((t, s, f[0] & 1 == 1))
         });
-        let (trace_id, parent) = match parsed {
-            Some((t, s)) => (t, Some(s)),
-            None => (random_bytes::<16>(), None),
+        let (trace_id, parent, sampled) = match parsed {
+            Some((t, s, sampled)) => (t, Some(s), sampled),
+            None => {
+                let t = random_bytes::<16>();
+                (t, None, ratio_says(&t, threshold))
+            }
         };
         TraceIds {
             trace_id,
             parent,
             server_span: random_bytes(),
             client_span: random_bytes(),
+            sampled,
         }
     }
 
-    /// The `traceparent` for the provider call (sampled).
+    /// The `traceparent` for the provider call, with the sampling decision.
     pub fn upstream_traceparent(&self) -> String {
         format!(
-            "00-{}-{}-01",
+            "00-{}-{}-{}",
             hex::encode(self.trace_id),
-            hex::encode(self.client_span)
+            hex::encode(self.client_span),
+            if self.sampled { "01" } else { "00" }
         )
     }
+}
+
+/// The sampling threshold of a ratio: a trace is sampled when the last 8
+/// bytes of its id, as a number, fall below it (OpenTelemetry's
+/// TraceIdRatioBased does the same, so every service of a trace that uses
+/// the ratio decides alike).
+pub fn sampling_threshold(ratio: f64) -> u64 {
+    if ratio >= 1.0 {
+        u64::MAX
+    } else if ratio <= 0.0 {
+        0
+    } else {
+        (ratio * u64::MAX as f64) as u64
+    }
+}
+
+fn ratio_says(trace_id: &[u8; 16], threshold: u64) -> bool {
+    if threshold == u64::MAX {
+        return true;
+    }
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&trace_id[8..]);
+    u64::from_be_bytes(low) < threshold
 }
 
 /// An attribute value.
@@ -174,72 +210,106 @@ impl Span {
     }
 }
 
-/// Hands spans to the exporter; a no-op when tracing is off.
+/// Where spans go, and the `service.name` they carry; `None`: tracing off.
+type Target = Option<(OtlpTarget, String)>;
+
+/// Hands spans to the exporter. Configured with each configuration
+/// (`configure`), so a reload can turn export on or off, change the
+/// collector or the sampling ratio without a restart.
 pub struct Tracer {
-    tx: Option<mpsc::Sender<Span>>,
+    tx: mpsc::Sender<Span>,
+    target: watch::Sender<Target>,
+    enabled: AtomicBool,
+    /// `sampling_threshold` of the ratio in force.
+    threshold: AtomicU64,
     dropped: IntCounter,
 }
 
 impl Tracer {
-    /// A tracer that exports nothing.
-    pub fn disabled(dropped: IntCounter) -> Tracer {
-        Tracer { tx: None, dropped }
-    }
-
-    /// A tracer for `target`, and its exporter: a task for the gateway's
-    /// background services (`background::service`). Spans wait in a
-    /// bounded queue until it runs; past that they are dropped and counted.
+    /// A tracer exporting nothing until configured, and its exporter: a
+    /// task for the gateway's background services (`background::service`).
+    /// Spans wait in a bounded queue until it runs; past that they are
+    /// dropped and counted.
     pub fn new(
-        target: OtlpTarget,
-        service_name: String,
         dropped: IntCounter,
     ) -> (
         Tracer,
         impl std::future::Future<Output = ()> + Send + 'static,
     ) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let exporter = export_loop(target, service_name, rx, dropped.clone());
+        let (target, targets) = watch::channel(None);
+        let exporter = export_loop(targets, rx, dropped.clone());
         (
             Tracer {
-                tx: Some(tx),
+                tx,
+                target,
+                enabled: AtomicBool::new(false),
+                threshold: AtomicU64::new(u64::MAX),
                 dropped,
             },
             exporter,
         )
     }
 
+    /// Follows the telemetry settings of a configuration.
+    pub fn configure(&self, t: &Telemetry) {
+        let target: Target = t.otlp.clone().map(|o| (o, t.service_name.clone()));
+        self.enabled.store(target.is_some(), Ordering::Relaxed);
+        self.threshold
+            .store(sampling_threshold(t.sampling_ratio), Ordering::Relaxed);
+        self.target.send_if_modified(|current| {
+            if *current == target {
+                return false;
+            }
+            *current = target;
+            true
+        });
+    }
+
     /// Whether spans are exported.
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// The trace of a request: the caller's `traceparent` continued, or a
+    /// new one sampled by the ratio in force.
+    pub fn trace(&self, traceparent: Option<&str>) -> TraceIds {
+        TraceIds::from_traceparent(traceparent, self.threshold.load(Ordering::Relaxed))
     }
 
     /// Queues a span without waiting; drops (and counts) it when full.
     pub fn export(&self, span: Span) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(span).is_err()
-        {
+        if self.enabled() && self.tx.try_send(span).is_err() {
             self.dropped.inc();
         }
     }
 }
 
+/// The exporter for the target in force, rebuilt when it changes.
+fn exporter_for(target: &Target) -> Option<opentelemetry_otlp::SpanExporter> {
+    let (target, service_name) = target.as_ref()?;
+    match exporter(target) {
+        Ok(mut e) => {
+            e.set_resource(
+                &Resource::builder()
+                    .with_service_name(service_name.clone())
+                    .build(),
+            );
+            Some(e)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, url = %target.url, "cannot start the OTLP exporter; spans are dropped");
+            None
+        }
+    }
+}
+
 async fn export_loop(
-    target: OtlpTarget,
-    service_name: String,
+    mut targets: watch::Receiver<Target>,
     mut rx: mpsc::Receiver<Span>,
     dropped: IntCounter,
 ) {
-    let mut exporter = match exporter(&target) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(error = %e, url = %target.url, "cannot start the OTLP exporter; spans are dropped");
-            while rx.recv().await.is_some() {
-                dropped.inc();
-            }
-            return;
-        }
-    };
-    exporter.set_resource(&Resource::builder().with_service_name(service_name).build());
+    let mut exporter = exporter_for(&targets.borrow_and_update());
     let scope = InstrumentationScope::builder("portcullis-gateway")
         .with_version(env!("CARGO_PKG_VERSION"))
         .build();
@@ -247,6 +317,9 @@ async fn export_loop(
     loop {
         let first = rx.recv().await;
         let Some(first) = first else { return };
+        if targets.has_changed().unwrap_or(false) {
+            exporter = exporter_for(&targets.borrow_and_update());
+        }
         batch.push(first.to_span_data(&scope));
         let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
         while batch.len() < BATCH {
@@ -256,7 +329,12 @@ async fn export_loop(
             }
         }
         let spans = batch.len();
-        if let Err(e) = exporter.export(std::mem::take(&mut batch)).await {
+        let Some(e) = exporter.as_mut() else {
+            batch.clear();
+            dropped.inc_by(spans as u64);
+            continue;
+        };
+        if let Err(e) = e.export(std::mem::take(&mut batch)).await {
             dropped.inc_by(spans as u64);
             tracing::warn!(error = %e, spans, "OTLP export failed");
         }
@@ -327,9 +405,11 @@ mod tests {
 
     #[test]
     fn traceparent_is_continued_or_started() {
-        let t = TraceIds::from_traceparent(Some(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        ));
+        let t = TraceIds::from_traceparent(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            0,
+        );
+        assert!(t.sampled, "the caller's flag decides, not the ratio");
         assert_eq!(hex::encode(t.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(
             t.parent.map(hex::encode).as_deref(),
@@ -346,10 +426,26 @@ mod tests {
             Some("garbage"),
             Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
         ] {
-            let t = TraceIds::from_traceparent(bad);
-            assert!(t.parent.is_none());
+            let t = TraceIds::from_traceparent(bad, u64::MAX);
+            assert!(t.parent.is_none() && t.sampled);
             assert_ne!(t.trace_id, [0; 16]);
         }
+    }
+
+    #[test]
+    fn the_ratio_samples_new_traces_and_the_callers_flag_wins() {
+        let unsampled = TraceIds::from_traceparent(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+            u64::MAX,
+        );
+        assert!(!unsampled.sampled);
+        assert!(unsampled.upstream_traceparent().ends_with("-00"));
+        assert!(!TraceIds::from_traceparent(None, sampling_threshold(0.0)).sampled);
+        let quarter = sampling_threshold(0.25);
+        let n = (0..4000)
+            .filter(|_| TraceIds::from_traceparent(None, quarter).sampled)
+            .count();
+        assert!((800..1200).contains(&n), "{n} of 4000 sampled at 0.25");
     }
 
     #[test]

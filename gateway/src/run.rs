@@ -21,10 +21,22 @@ use crate::runtime::Runtime;
 pub struct RunOptions {
     /// Worker threads for the traffic service (default: the number of CPUs).
     pub threads: usize,
-    /// On SIGTERM (or SIGQUIT), how long `/readyz` answers 503 while the
-    /// gateway still serves, before its listeners close (default 5 s).
+    /// On SIGTERM, how long `/readyz` answers 503 while the gateway still
+    /// serves, before its listeners close (default 5 s).
     pub drain: Duration,
+    /// Once the listeners are closed, how long requests in flight (streams
+    /// included) may take to finish before the process exits (default 30 s).
+    pub shutdown_grace: Duration,
+    /// Start as the new process of a graceful upgrade: take the listening
+    /// sockets from the running gateway (which hands them over on SIGQUIT)
+    /// through `upgrade_sock` instead of binding them.
+    pub upgrade: bool,
+    /// The Unix socket listening sockets are handed over through.
+    pub upgrade_sock: String,
 }
+
+/// Default of `--upgrade-sock`.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/portcullis-gateway-upgrade.sock";
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -33,14 +45,22 @@ impl Default for RunOptions {
                 .map(|n| n.get())
                 .unwrap_or(2),
             drain: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
+            upgrade: false,
+            upgrade_sock: DEFAULT_UPGRADE_SOCK.to_owned(),
         }
     }
 }
 
-/// Pingora's shutdown signals, with readiness dropped first: on SIGTERM or
-/// SIGQUIT `/readyz` turns 503 and the gateway keeps serving for `drain`,
-/// so load balancers take it out of rotation before its listeners close.
-/// SIGINT (Ctrl-C) stops at once.
+/// Pingora's shutdown signals, with readiness dropped first: on SIGTERM
+/// `/readyz` turns 503 and the gateway keeps serving for `drain`, so load
+/// balancers take it out of rotation before its listeners close; then
+/// requests in flight finish (up to `shutdown_grace`). SIGQUIT is a
+/// graceful upgrade: the listening sockets go at once to the new process
+/// (started with `--upgrade`), which serves from then on, and this one
+/// finishes what it has in flight; readiness stays as it is, since the
+/// operations listener moves to the new process too. SIGINT (Ctrl-C)
+/// stops at once.
 struct DrainingSignal {
     readiness: Arc<Readiness>,
     drain: Duration,
@@ -62,6 +82,10 @@ impl ShutdownSignalWatch for DrainingSignal {
             _ = term.recv() => ShutdownSignal::GracefulTerminate,
             _ = int.recv() => ShutdownSignal::FastShutdown,
         };
+        if matches!(kind, ShutdownSignal::GracefulUpgrade) {
+            tracing::info!("graceful upgrade: handing the listening sockets to the new process");
+            return kind;
+        }
         self.readiness.set_stopping();
         if !matches!(kind, ShutdownSignal::FastShutdown) {
             tracing::info!(
@@ -128,12 +152,17 @@ pub fn run_with(
 ) -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: opts.threads.max(1),
-        // Streams can last minutes; on shutdown give them time to finish.
         grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(30),
+        // Streams can last minutes; on shutdown give them time to finish.
+        graceful_shutdown_timeout_seconds: Some(opts.shutdown_grace.as_secs().max(1)),
+        upgrade_sock: opts.upgrade_sock.clone(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: opts.upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     let metrics = Arc::new(Metrics::new(runtime.telemetry.key_label));
@@ -144,6 +173,7 @@ pub fn run_with(
     crate::listener::raise_fd_limit(limits.max_connections);
     let gateway = Gateway::new(runtime, metrics.clone());
     let readiness = gateway.readiness.clone();
+    let handle_slot = gateway.runtime_slot();
     let mut background = gateway.background_services();
     background.extend(on_start(gateway.runtime_handle())?);
 
@@ -154,7 +184,10 @@ pub fn run_with(
     );
     traffic.add_tcp(&listen);
     if let Some(tls) = &tls {
-        crate::tls::add_tls_listener(&mut traffic, tls)?;
+        let slot = handle_slot.clone();
+        crate::tls::add_tls_listener(&mut traffic, &tls.listen, move || {
+            slot.load().tls_resolver.clone()
+        })?;
     }
     let mut ops = Service::new(
         "portcullis-ops".to_owned(),

@@ -27,6 +27,8 @@ pub struct Runtime {
     pub listen: String,
     pub ops_listen: String,
     pub tls: Option<TlsFile>,
+    /// The certificates of `tls`, loaded and checked, by SNI.
+    pub tls_resolver: Option<Arc<crate::tls::SniResolver>>,
     pub max_body_bytes: usize,
     /// How provider peers are reached (timeouts).
     pub peers: PeerOptions,
@@ -416,6 +418,10 @@ fn build(
             .clone()
             .unwrap_or_else(|| "127.0.0.1:8081".into()),
         tls: file.tls.clone(),
+        tls_resolver: match &file.tls {
+            Some(t) => Some(Arc::new(crate::tls::build_resolver(t, env)?)),
+            None => None,
+        },
         max_body_bytes: file.limits.max_body_bytes.unwrap_or(10 * 1024 * 1024),
         peers: PeerOptions {
             connect_timeout: ms(file.timeouts.connect_ms, 5_000),

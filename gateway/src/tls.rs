@@ -9,7 +9,8 @@ use pingora::services::listening::Service;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
 
-use crate::config::TlsFile;
+use crate::config::settings::{pem_certificates, pem_private_key};
+use crate::config::{ConfigError, TlsFile, cfg_err};
 
 /// Picks a certificate by SNI: an exact name first, then a wildcard, then
 /// the first certificate for clients that send no SNI.
@@ -37,34 +38,66 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Loads every certificate of the listener; errors name the file.
-pub fn build_resolver(tls: &TlsFile) -> anyhow::Result<SniResolver> {
+/// Loads every certificate of the listener (from files, inline PEM, or a
+/// key in an environment variable); errors name the field at fault. Built
+/// with each configuration, so new certificates apply on a reload.
+pub fn build_resolver(
+    tls: &TlsFile,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SniResolver, ConfigError> {
     pingora::tls::install_default_crypto_provider();
     let provider = CryptoProvider::get_default()
-        .ok_or_else(|| anyhow::anyhow!("no TLS crypto provider installed"))?;
+        .ok_or_else(|| cfg_err("tls", "no TLS crypto provider installed"))?;
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
     let mut default = None;
     if tls.certificates.is_empty() {
-        anyhow::bail!("tls.certificates: at least one certificate is required");
+        return Err(cfg_err(
+            "tls.certificates",
+            "at least one certificate is required",
+        ));
     }
     for (i, c) in tls.certificates.iter().enumerate() {
-        let (certs, key) = pingora::tls::load_certs_and_key_files(&c.cert, &c.key)
-            .map_err(|e| anyhow::anyhow!("tls.certificates[{i}]: {e}"))?
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "tls.certificates[{i}]: no certificate in {} or no key in {}",
-                    c.cert,
-                    c.key
+        let at = |f: &str| format!("tls.certificates[{i}].{f}");
+        let cert_pem = match (&c.cert, &c.cert_pem) {
+            (Some(path), None) => std::fs::read_to_string(path)
+                .map_err(|e| cfg_err(at("cert"), format!("cannot read {path}: {e}")))?,
+            (None, Some(pem)) => pem.clone(),
+            _ => {
+                return Err(cfg_err(
+                    at("cert"),
+                    "set cert (a file) or cert_pem, one of them",
+                ));
+            }
+        };
+        let key_pem = match (&c.key, &c.key_env) {
+            (Some(path), None) => std::fs::read_to_string(path)
+                .map_err(|e| cfg_err(at("key"), format!("cannot read {path}: {e}")))?,
+            (None, Some(var)) => env(var).ok_or_else(|| {
+                cfg_err(
+                    at("key_env"),
+                    format!("environment variable {var} is not set"),
                 )
-            })?;
-        let names = dns_names(certs[0].as_ref())
-            .map_err(|e| anyhow::anyhow!("tls.certificates[{i}].cert: {e}"))?;
+            })?,
+            _ => {
+                return Err(cfg_err(
+                    at("key"),
+                    "set key (a file) or key_env, one of them",
+                ));
+            }
+        };
+        let certs = pem_certificates(&cert_pem).map_err(|m| cfg_err(at("cert"), m))?;
+        let key = pem_private_key(&key_pem).map_err(|m| cfg_err(at("key"), m))?;
+        let names = dns_names(certs[0].as_ref()).map_err(|e| cfg_err(at("cert"), e.to_string()))?;
         let signing = provider
             .key_provider
             .load_private_key(key)
-            .map_err(|e| anyhow::anyhow!("tls.certificates[{i}].key: {e}"))?;
-        let ck = Arc::new(CertifiedKey::new(certs, signing));
+            .map_err(|e| cfg_err(at("key"), e.to_string()))?;
+        let ck = CertifiedKey::new(certs, signing);
+        // A key of another certificate would fail every handshake.
+        ck.keys_match()
+            .map_err(|e| cfg_err(at("key"), format!("does not match the certificate: {e}")))?;
+        let ck = Arc::new(ck);
         for n in names {
             match n.strip_prefix("*.") {
                 Some(parent) => wildcard
@@ -105,15 +138,48 @@ fn dns_names(der: &[u8]) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Adds the HTTPS listener to the traffic service.
-pub fn add_tls_listener<A>(svc: &mut Service<A>, tls: &TlsFile) -> anyhow::Result<()>
+/// Resolves with the certificates of the configuration in force, so a
+/// reload (a managed gateway's new settings) changes them for the next
+/// handshake without reopening the listener.
+/// `current` reads the configuration in force (the live slot; a closure so
+/// this module needs not know the runtime, which builds resolvers).
+struct LiveResolver<F>(F);
+
+impl<F> std::fmt::Debug for LiveResolver<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveResolver")
+    }
+}
+
+impl<F> ResolvesServerCert for LiveResolver<F>
+where
+    F: Fn() -> Option<Arc<SniResolver>> + Send + Sync,
+{
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        match (self.0)() {
+            Some(r) => r.resolve(hello),
+            None => {
+                tracing::warn!(
+                    "TLS handshake refused: the configuration in force has no certificate"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Adds the HTTPS listener on `listen` to the traffic service.
+pub fn add_tls_listener<A>(
+    svc: &mut Service<A>,
+    listen: &str,
+    current: impl Fn() -> Option<Arc<SniResolver>> + Send + Sync + 'static,
+) -> anyhow::Result<()>
 where
     A: pingora::apps::ServerApp + Send + Sync + 'static,
 {
-    let resolver = build_resolver(tls)?;
     let mut settings = TlsSettings::intermediate("", "")?;
-    settings.set_cert_resolver(Arc::new(resolver));
+    settings.set_cert_resolver(Arc::new(LiveResolver(current)));
     settings.enable_h2();
-    svc.add_tls_with_settings(&tls.listen, None, settings);
+    svc.add_tls_with_settings(listen, None, settings);
     Ok(())
 }

@@ -22,12 +22,12 @@ use std::path::Path;
 
 use crate::harness::{Mock, Proc, TempDir, free_port, get_json, wait_ready, wait_ready_with};
 
-const ADMIN_TOKEN: &str = "pat-e2e-admin-token";
+pub(crate) const ADMIN_TOKEN: &str = "pat-e2e-admin-token";
 
 /// A running admin service.
-struct Admin {
-    _proc: Proc,
-    url: String,
+pub(crate) struct Admin {
+    pub(crate) _proc: Proc,
+    pub(crate) url: String,
     /// A client that trusts it (the test CA when it serves HTTPS).
     client: reqwest::Client,
     /// Its log, shown when a call that must succeed fails.
@@ -35,17 +35,17 @@ struct Admin {
 }
 
 impl Admin {
-    async fn start(dir: &TempDir) -> Admin {
+    pub(crate) async fn start(dir: &TempDir) -> Admin {
         Self::start_with_hub(dir, None).await
     }
 
-    async fn start_with_hub(dir: &TempDir, hub_url: Option<&str>) -> Admin {
+    pub(crate) async fn start_with_hub(dir: &TempDir, hub_url: Option<&str>) -> Admin {
         Self::spawn(dir, hub_url, None).await
     }
 
     /// With `certs` (a `tls::make_certs` directory), admin serves HTTPS
     /// as `localhost` and trusts the test CA for the hub.
-    async fn spawn(dir: &TempDir, hub_url: Option<&str>, certs: Option<&Path>) -> Admin {
+    pub(crate) async fn spawn(dir: &TempDir, hub_url: Option<&str>, certs: Option<&Path>) -> Admin {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
         cmd.args([
@@ -86,7 +86,7 @@ impl Admin {
         a
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .client
             .request(method.parse().unwrap(), format!("{}{path}", self.url))
@@ -100,7 +100,7 @@ impl Admin {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (s, v) = self.call(method, path, body).await;
         if !(200..300).contains(&s) {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -110,7 +110,7 @@ impl Admin {
     }
 
     /// Issues a key named `name` on `proxy`; answers the key.
-    async fn key(&self, proxy: &str, name: &str) -> String {
+    pub(crate) async fn key(&self, proxy: &str, name: &str) -> String {
         let v = self
             .ok(
                 "POST",
@@ -122,7 +122,7 @@ impl Admin {
     }
 
     /// Deploys `proxy`'s current revision to gateway `gw`.
-    async fn deploy(&self, proxy: &str, gw: &str) -> Value {
+    pub(crate) async fn deploy(&self, proxy: &str, gw: &str) -> Value {
         self.ok(
             "POST",
             &format!("/api/v1/proxies/{proxy}/deployments"),
@@ -133,7 +133,7 @@ impl Admin {
 
     /// Waits for gateway `gw` to report that it could not load `proxy`;
     /// answers that deployment (with its `error`) and the gateway.
-    async fn until_deployment_failed(
+    pub(crate) async fn until_deployment_failed(
         &self,
         gw: &str,
         proxy: &str,
@@ -163,20 +163,26 @@ impl Admin {
 }
 
 /// A managed gateway process.
-struct Managed {
-    _proc: Proc,
-    url: String,
-    port: u16,
-    ops: u16,
+pub(crate) struct Managed {
+    pub(crate) _proc: Proc,
+    pub(crate) url: String,
+    pub(crate) port: u16,
+    pub(crate) ops: u16,
 }
 
 impl Managed {
-    async fn start(admin_url: &str, token: &str, dir: &TempDir, port: u16, ops: u16) -> Managed {
+    pub(crate) async fn start(
+        admin_url: &str,
+        token: &str,
+        dir: &TempDir,
+        port: u16,
+        ops: u16,
+    ) -> Managed {
         Self::start_with(admin_url, token, dir, port, ops, &[]).await
     }
 
     /// [`Managed::start`] with extra flags (`--ca-file ...`).
-    async fn start_with(
+    pub(crate) async fn start_with(
         admin_url: &str,
         token: &str,
         dir: &TempDir,
@@ -221,7 +227,7 @@ impl Managed {
     }
 }
 
-async fn chat(url: &str, key: &str) -> (u16, Value) {
+pub(crate) async fn chat(url: &str, key: &str) -> (u16, Value) {
     let r = crate::client()
         .post(format!("{url}/chat/completions"))
         .bearer_auth(key)
@@ -248,7 +254,7 @@ async fn assert_guardrail_refuses(base: &str, key: &str, prompt: &str) {
 }
 
 /// Polls until `chat` answers `status`; returns how long it took.
-async fn until_status(url: &str, key: &str, status: u16, within: Duration) -> Duration {
+pub(crate) async fn until_status(url: &str, key: &str, status: u16, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
         let (s, v) = chat(url, key).await;
@@ -264,12 +270,15 @@ async fn until_status(url: &str, key: &str, status: u16, within: Duration) -> Du
 }
 
 /// Admin, mock, a registered gateway and its process.
-async fn setup(dir: &TempDir) -> (Admin, Mock, Managed, String, String) {
+pub(crate) async fn setup(dir: &TempDir) -> (Admin, Mock, Managed, String, String) {
     setup_with(Admin::start(dir).await, dir).await
 }
 
 /// `setup` around an admin already started.
-async fn setup_with(admin: Admin, dir: &TempDir) -> (Admin, Mock, Managed, String, String) {
+pub(crate) async fn setup_with(
+    admin: Admin,
+    dir: &TempDir,
+) -> (Admin, Mock, Managed, String, String) {
     let mock = Mock::start().await;
     let (port, ops) = (free_port(), free_port());
     let reg = admin
@@ -595,12 +604,16 @@ async fn a_stream_runs_through_deployment_changes() {
 }
 
 /// A policy hub holding the built policies as its built-ins.
-async fn start_hub(dir: &TempDir, builtins: &TempDir) -> (Proc, String) {
+pub(crate) async fn start_hub(dir: &TempDir, builtins: &TempDir) -> (Proc, String) {
     spawn_hub(dir, builtins, None).await
 }
 
 /// [`start_hub`], serving HTTPS as `localhost` with `certs`.
-async fn spawn_hub(dir: &TempDir, builtins: &TempDir, certs: Option<&Path>) -> (Proc, String) {
+pub(crate) async fn spawn_hub(
+    dir: &TempDir,
+    builtins: &TempDir,
+    certs: Option<&Path>,
+) -> (Proc, String) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args([
@@ -645,7 +658,7 @@ fn serve_tls_args(certs: Option<&Path>) -> Vec<String> {
 
 /// A client trusting the test CA in `certs` (and nothing for plain http
 /// to other machines: the tests' servers are all on loopback).
-fn ca_client(certs: &Path) -> reqwest::Client {
+pub(crate) fn ca_client(certs: &Path) -> reqwest::Client {
     portcullis_net::client_builder(Some(&certs.join("ca.pem")))
         .expect("test CA")
         .build()
@@ -727,7 +740,7 @@ struct Middle {
 }
 
 impl Middle {
-    async fn start(hub: &str, target: &str, swap: &str) -> Middle {
+    pub(crate) async fn start(hub: &str, target: &str, swap: &str) -> Middle {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

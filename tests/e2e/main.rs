@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod connections;
 mod errors;
+mod fleet;
 mod formats;
 mod harness;
 mod hub;

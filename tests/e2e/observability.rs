@@ -492,7 +492,7 @@ async fn log_line(gw: &Gateway, needle: &str) -> String {
 /// A minimal OTLP/HTTP collector: stores every posted body as JSON (a
 /// protobuf body is decoded with the OTLP protocol's own message types and
 /// shown in the OTLP/JSON mapping, so one set of assertions reads both).
-async fn collector() -> (u16, Arc<Mutex<Vec<Value>>>) {
+pub(crate) async fn collector() -> (u16, Arc<Mutex<Vec<Value>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let got = Arc::new(Mutex::new(Vec::new()));

@@ -14,7 +14,7 @@ use crate::config::{Resource, hash_key};
 use crate::error::GatewayError;
 use crate::inbound::{ChatPath, ClientFormat, client_format};
 use crate::key_usage::KeyUsage;
-use crate::otlp::TraceIds;
+use crate::otlp::Tracer;
 use crate::runtime::{Proxy, Runtime};
 use crate::upstream::{KeySource, Route};
 
@@ -32,7 +32,7 @@ pub(super) enum Endpoint {
 
 /// The request id (the client's `x-request-id` when it sent a usable one)
 /// and, when spans are exported, the trace the request belongs to.
-pub(super) fn identify(session: &Session, ctx: &mut RequestCtx, tracing: bool) {
+pub(super) fn identify(session: &Session, ctx: &mut RequestCtx, tracer: &Tracer) {
     let header = session.req_header();
     ctx.request.request_id = header
         .headers
@@ -41,13 +41,15 @@ pub(super) fn identify(session: &Session, ctx: &mut RequestCtx, tracing: bool) {
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    if tracing {
-        ctx.request.trace = Some(TraceIds::from_traceparent(
-            header
-                .headers
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok()),
-        ));
+    if tracer.enabled() {
+        ctx.request.trace = Some(
+            tracer.trace(
+                header
+                    .headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok()),
+            ),
+        );
         ctx.request.started_wall = SystemTime::now();
         ctx.request.span_name = format!("{} {}", header.method, header.uri.path());
     }

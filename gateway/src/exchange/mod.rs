@@ -65,7 +65,7 @@ pub struct Gateway {
     runtime: crate::live::Slot,
     connector: Connector,
     pub metrics: Arc<Metrics>,
-    tracer: Tracer,
+    tracer: Arc<Tracer>,
     /// Route health, failover and semantic routing metrics.
     routing_metrics: RoutingMetrics,
     /// Which keys authenticated requests, for managed heartbeats.
@@ -84,18 +84,12 @@ impl Gateway {
         let dropped = metrics.spans_dropped.clone();
         let (index, indexer) = crate::live::indexer();
         let mut background = vec![crate::background::service("semantic-index", indexer)];
-        let tracer = match &runtime.telemetry.otlp {
-            Some(target) => {
-                let (tracer, exporter) = Tracer::new(
-                    target.clone(),
-                    runtime.telemetry.service_name.clone(),
-                    dropped,
-                );
-                background.push(crate::background::service("otlp-exporter", exporter));
-                tracer
-            }
-            None => Tracer::disabled(dropped),
-        };
+        // The exporter runs even while tracing is off: a reload may turn
+        // it on (a managed gateway's settings).
+        let (tracer, exporter) = Tracer::new(dropped);
+        tracer.configure(&runtime.telemetry);
+        background.push(crate::background::service("otlp-exporter", exporter));
+        let tracer = Arc::new(tracer);
         let runtime = Arc::new(runtime);
         if runtime.adopt_semantic(None) {
             let _ = index.send(runtime.clone());
@@ -127,6 +121,12 @@ impl Gateway {
         self.runtime.load_full()
     }
 
+    /// The slot the configuration in force is read from (the TLS
+    /// listener's certificates).
+    pub fn runtime_slot(&self) -> crate::live::Slot {
+        self.runtime.clone()
+    }
+
     /// A handle that swaps this gateway's configuration from outside the
     /// service (the managed-mode agent), like `replace_runtime`.
     pub fn runtime_handle(&self) -> crate::live::RuntimeHandle {
@@ -135,6 +135,7 @@ impl Gateway {
             self.key_usage.clone(),
             self.readiness.clone(),
             self.index.clone(),
+            self.tracer.clone(),
         )
     }
 
@@ -147,7 +148,7 @@ impl Gateway {
     /// format, has been written (or the client is gone) when it returns.
     pub async fn serve(&self, session: &mut Session, ctx: &mut RequestCtx) {
         ctx.request.started = std::time::Instant::now();
-        ingress::identify(session, ctx, self.tracer.enabled());
+        ingress::identify(session, ctx, &self.tracer);
         self.metrics.inflight.inc();
         ctx.inflight = true;
         // Errors before the format is known are OpenAI's.
@@ -255,7 +256,7 @@ impl Gateway {
         }
         if ctx.tally.status != 0 {
             report::record(&self.metrics, ctx, protocol);
-            if let Some(ids) = ctx.request.trace {
+            if let Some(ids) = ctx.request.trace.filter(|t| t.sampled) {
                 report::export_spans(&self.tracer, ctx, ids);
             }
         }

@@ -372,12 +372,19 @@ impl RedisBackend {
     /// Connects once to check the URL; connections are then pooled.
     pub fn connect(url: &str, timeout: Duration) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
-        let conn = client
-            .get_connection_with_timeout(timeout)
-            .map_err(|e| format!("cannot connect to redis: {e}"))?;
+        // Redis being down must not stop a configuration from loading (a
+        // restart while Redis is down would then serve nothing): each
+        // policy's `on_error` decides, per request, while it is down.
+        let pool = match client.get_connection_with_timeout(timeout) {
+            Ok(conn) => vec![conn],
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis unreachable at load; policies that use it follow their on_error until it answers");
+                Vec::new()
+            }
+        };
         Ok(RedisBackend {
             client,
-            pool: Mutex::new(vec![conn]),
+            pool: Mutex::new(pool),
             timeout,
             try_add: redis::Script::new(TRY_ADD_LUA),
             add: redis::Script::new(TRY_ADD_LUA),

@@ -90,7 +90,22 @@ pub fn engine_settings(
         max_instances: f.max_instances.unwrap_or(d.max_instances).max(1),
         reuse_instances: f.reuse_instances.unwrap_or(d.reuse_instances),
         max_idle_instances: f.max_idle_instances.unwrap_or(d.max_idle_instances),
-        redis_url: f.redis_url.clone(),
+        redis_url: match (&f.redis_url, &f.redis_url_env) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "policy_engine.redis_url_env".into(),
+                    "set redis_url or redis_url_env, not both",
+                ));
+            }
+            (Some(url), None) => Some(url.clone()),
+            (None, Some(var)) => Some(env(var).ok_or_else(|| {
+                err(
+                    "policy_engine.redis_url_env".into(),
+                    format!("environment variable {var} is not set"),
+                )
+            })?),
+            (None, None) => None,
+        },
         cache_max_bytes: f.cache_max_bytes.unwrap_or(d.cache_max_bytes),
         max_counters: f.max_counters.unwrap_or(d.max_counters).max(1),
         embeddings,

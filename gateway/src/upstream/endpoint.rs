@@ -100,9 +100,18 @@ impl Upstream {
 const DNS_TTL: Duration = Duration::from_secs(30);
 
 /// Splits a base URL into a resolved upstream and its path prefix.
+/// Where a provider's extra CA certificates come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CaSource<'a> {
+    /// A PEM file (`ca_file`).
+    File(&'a str),
+    /// PEM text (`ca_pem`, from admin's gateway settings).
+    Pem(&'a str),
+}
+
 pub(crate) fn parse_base_url(
     url: &str,
-    ca_file: Option<&str>,
+    ca: Option<CaSource<'_>>,
 ) -> Result<(Upstream, String), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     let tls = match uri.scheme_str() {
@@ -121,8 +130,22 @@ pub(crate) fn parse_base_url(
         Some(p) => format!("{host}:{p}"),
         None => host.clone(),
     };
-    let ca = match ca_file {
-        Some(path) => {
+    let ca = match ca {
+        Some(CaSource::Pem(pem)) => {
+            let certs = crate::config::settings::pem_certificates(pem)
+                .map_err(|e| format!("ca_pem: {e}"))?;
+            let certs: Vec<_> = certs
+                .into_iter()
+                .map(|der| {
+                    pingora::utils::tls::WrappedX509::new(
+                        der.to_vec(),
+                        pingora::utils::tls::parse_x509,
+                    )
+                })
+                .collect();
+            Some(Arc::from(certs.into_boxed_slice()))
+        }
+        Some(CaSource::File(path)) => {
             let der = pingora::tls::load_pem_file_ca(&path.to_owned())
                 .map_err(|e| format!("cannot load ca_file {path}: {e}"))?;
             if der.is_empty() {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::endpoint::{Upstream, parse_base_url};
+use super::endpoint::{CaSource, Upstream, parse_base_url};
 use crate::config::{
     ConfigError, KeySourceFile, ProviderFile, ProviderKind, RouteFile, cfg_err, effective_base_url,
     egress_allows, url_origin,
@@ -59,8 +59,15 @@ pub fn build_route(
     } else {
         pat("base_url")
     };
-    let (upstream, base_path) =
-        parse_base_url(&base_url, prov.ca_file.as_deref()).map_err(|m| cfg_err(&base_at, m))?;
+    let ca = match (&prov.ca_file, &prov.ca_pem) {
+        (Some(_), Some(_)) => {
+            return Err(cfg_err(pat("ca_pem"), "set ca_file or ca_pem, not both"));
+        }
+        (Some(f), None) => Some(CaSource::File(f)),
+        (None, Some(p)) => Some(CaSource::Pem(p)),
+        (None, None) => None,
+    };
+    let (upstream, base_path) = parse_base_url(&base_url, ca).map_err(|m| cfg_err(&base_at, m))?;
     if !egress.is_empty() && !egress_allows(egress, &upstream.host, upstream.port) {
         return Err(cfg_err(
             base_at,

@@ -121,7 +121,7 @@ pub fn egress_allows(allow: &[String], host: &str, port: u16) -> bool {
 }
 
 /// The configuration file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Plain-HTTP listener for client traffic (default `0.0.0.0:8080`).
@@ -165,12 +165,21 @@ pub struct TlsFile {
     pub certificates: Vec<CertificateFile>,
 }
 
-/// A certificate chain and its key (PEM files).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A certificate chain and its key: the chain from a PEM file (`cert`) or
+/// inline (`cert_pem`), the key from a PEM file (`key`) or an environment
+/// variable holding the PEM (`key_env`; a managed gateway gets admin's
+/// sealed keys that way, beside the configuration like provider keys).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateFile {
-    pub cert: String,
-    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
 }
 
 /// Request limits.
@@ -211,6 +220,12 @@ pub struct TelemetryFile {
     /// `service.name` of exported spans (default `portcullis-gateway`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
+    /// Share of traces exported, from 0 to 1 (default 1: every request).
+    /// A caller's `traceparent` decides for its own trace (parent-based
+    /// sampling, as OpenTelemetry SDKs do); the ratio applies to traces
+    /// the gateway starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_ratio: Option<f64>,
 }
 
 /// The OTLP transport (the `OTEL_EXPORTER_OTLP_PROTOCOL` values).
@@ -293,6 +308,10 @@ pub struct ProviderFile {
     /// PEM file with the CA that signed a self-hosted server's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// The same CA bundle inline (PEM text): how admin hands a managed
+    /// gateway the provider CA bundles of its settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 /// A proxy: one base path with its keys and routes.
@@ -637,6 +656,10 @@ pub struct PolicyEngineFile {
     /// hold across gateway replicas. Default: in this process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// Environment variable holding the Redis URL instead (it may carry a
+    /// password); a managed gateway gets admin's sealed URL that way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url_env: Option<String>,
     /// Memory bound of the in-process cache store (default 64 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_max_bytes: Option<usize>,

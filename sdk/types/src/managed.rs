@@ -70,6 +70,12 @@ pub struct Heartbeat {
     /// out (everything else in that version is served).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy_errors: Vec<ProxyLoadFailure>,
+    /// Settings of the served version the gateway reads only when it
+    /// starts (its TLS listener's address, connection limits, the key
+    /// label), which differ from those it started with: they apply at its
+    /// next restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_required: Vec<String>,
 }
 
 /// A proxy a gateway left out of the configuration it serves.
