@@ -88,7 +88,9 @@ enum Command {
         /// Worker threads (default: number of CPUs).
         #[arg(long, env = "PORTCULLIS_GATEWAY_THREADS")]
         threads: Option<usize>,
-        /// Managed mode: the admin service to take the configuration from.
+        /// Managed mode: the admin service to take the configuration from;
+        /// several comma-separated URLs for admin replicas (the next is
+        /// used when one stops answering).
         #[arg(long, env = "PORTCULLIS_ADMIN_URL")]
         admin: Option<String>,
         /// Managed mode: the gateway token admin gave at registration.

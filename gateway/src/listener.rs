@@ -99,11 +99,19 @@ pub struct ClientListener {
     refusing: Arc<Semaphore>,
     open: prometheus::IntGauge,
     closed: IntCounterVec,
+    /// Whether the process is going away (responses then close their
+    /// connection).
+    readiness: Arc<crate::ops::Readiness>,
 }
 
 impl ClientListener {
     /// Wraps `proxy` (built with `pingora::proxy::http_proxy`).
-    pub fn new(mut proxy: HttpProxy<Gateway>, limits: ConnLimits, metrics: &Metrics) -> Self {
+    pub fn new(
+        mut proxy: HttpProxy<Gateway>,
+        limits: ConnLimits,
+        metrics: &Metrics,
+        readiness: Arc<crate::ops::Readiness>,
+    ) -> Self {
         let mut options = HttpServerOptions::default();
         options.h2_idle_timeout = Some(limits.idle);
         proxy.server_options = Some(options);
@@ -114,6 +122,7 @@ impl ClientListener {
             limits,
             open: metrics.client_connections.clone(),
             closed: metrics.client_connections_closed.clone(),
+            readiness,
         }
     }
 
@@ -197,7 +206,7 @@ impl ClientListener {
             // `Connection` header) and by shutdown; the wait between
             // requests is `read_head`'s. The keep-alive value only bounds
             // each read should Pingora still need more header bytes.
-            session.set_keepalive(if *shutdown.borrow() {
+            session.set_keepalive(if *shutdown.borrow() || self.readiness.is_closing() {
                 None
             } else {
                 Some(self.limits.idle.as_secs().max(1))
@@ -272,6 +281,10 @@ enum Head {
     TooLarge,
 }
 
+/// How long an idle connection is still read from once the server shuts
+/// down, for a request already on its way.
+const LAST_CALL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Reads one request header: waits up to `limits.idle` for its first byte,
 /// then up to `limits.header` in total for the blank line that ends it.
 /// Returns every byte read (the header and whatever body bytes came with
@@ -288,8 +301,19 @@ where
     // The first byte: the connection is idle until then.
     let first = tokio::select! {
         biased;
-        r = tokio::time::timeout(limits.idle, stream.read_buf(&mut buf)) => r,
-        _ = shutdown.wait_for(|s| *s) => return Err(Head::Closed),
+        r = tokio::time::timeout(limits.idle, stream.read_buf(&mut buf)) => Some(r),
+        _ = shutdown.wait_for(|s| *s) => None,
+    };
+    let first = match first {
+        Some(r) => r,
+        // Shutting down: a request already on its way (a connection
+        // accepted just before the listener closed, a client that sent as
+        // the shutdown began) is still served; an idle connection is
+        // closed once nothing came for a moment.
+        None => match tokio::time::timeout(LAST_CALL, stream.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => Ok(Ok(n)),
+            _ => return Err(Head::Closed),
+        },
     };
     match first {
         Err(_) => return Err(Head::Idle),

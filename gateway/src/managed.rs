@@ -34,7 +34,9 @@ use pingora::services::background::BackgroundService;
 /// Options of a managed gateway.
 #[derive(Debug, Clone)]
 pub struct ManagedOptions {
-    /// Admin base URL, e.g. `http://admin:8090`.
+    /// Admin base URL, e.g. `http://admin:8090`; several, comma-separated,
+    /// for admin replicas on one database: the gateway uses the first that
+    /// answers and moves to the next when it stops answering.
     pub admin_url: String,
     /// The gateway token admin gave at registration.
     pub token: String,
@@ -367,7 +369,9 @@ impl Applier {
 /// Talks to admin.
 struct Client {
     http: reqwest::Client,
-    admin: String,
+    /// Admin replicas; `current` indexes the one in use.
+    admins: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
     token: String,
 }
 
@@ -377,16 +381,43 @@ enum Fetched {
 }
 
 impl Client {
+    /// The admin in use, and its index.
+    fn admin(&self) -> (usize, &str) {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.admins.len();
+        (i, &self.admins[i])
+    }
+
+    /// `err` came from admin `i` without an answer (down, unreachable):
+    /// the next call goes to the next replica, if there is one.
+    fn failed(&self, i: usize, err: reqwest::Error) -> anyhow::Error {
+        if self.admins.len() > 1
+            && self
+                .current
+                .compare_exchange(
+                    i,
+                    (i + 1) % self.admins.len(),
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            let next = &self.admins[(i + 1) % self.admins.len()];
+            tracing::warn!(admin = %self.admins[i], next = %next, error = %err, "admin does not answer; switching to the next replica");
+        }
+        err.into()
+    }
+
     async fn fetch(&self, known: Option<&str>, wait: u64) -> anyhow::Result<Fetched> {
+        let (i, admin) = self.admin();
         let mut req = self
             .http
-            .get(format!("{}{CONFIG_PATH}?wait={wait}", self.admin))
+            .get(format!("{admin}{CONFIG_PATH}?wait={wait}"))
             .bearer_auth(&self.token)
             .timeout(Duration::from_secs(wait + 10));
         if let Some(v) = known {
             req = req.header("if-none-match", format!("\"{v}\""));
         }
-        let resp = req.send().await?;
+        let resp = req.send().await.map_err(|e| self.failed(i, e))?;
         match resp.status() {
             reqwest::StatusCode::NOT_MODIFIED => Ok(Fetched::Unchanged),
             s if s.is_success() => Ok(Fetched::Changed(resp.json().await?)),
@@ -398,14 +429,16 @@ impl Client {
     }
 
     async fn post_heartbeat(&self, hb: &Heartbeat) -> anyhow::Result<reqwest::StatusCode> {
+        let (i, admin) = self.admin();
         let resp = self
             .http
-            .post(format!("{}{HEARTBEAT_PATH}", self.admin))
+            .post(format!("{admin}{HEARTBEAT_PATH}"))
             .bearer_auth(&self.token)
             .timeout(Duration::from_secs(10))
             .json(hb)
             .send()
-            .await?;
+            .await
+            .map_err(|e| self.failed(i, e))?;
         Ok(resp.status())
     }
 
@@ -444,10 +477,22 @@ impl Client {
 pub fn run(o: ManagedOptions) -> anyhow::Result<()> {
     // Before anything connects: the link carries the gateway token and
     // every provider secret.
-    o.tls.check_url(&o.admin_url, "--admin")?;
+    let admins: Vec<String> = o
+        .admin_url
+        .split(',')
+        .map(|u| u.trim().trim_end_matches('/').to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if admins.is_empty() {
+        anyhow::bail!("--admin: no URL given");
+    }
+    for url in &admins {
+        o.tls.check_url(url, "--admin")?;
+    }
     let client = Arc::new(Client {
         http: o.tls.client()?,
-        admin: o.admin_url.trim_end_matches('/').to_owned(),
+        admins,
+        current: Default::default(),
         token: o.token.clone(),
     });
     // The first configuration: from admin if it answers soon, else the
@@ -775,7 +820,8 @@ mod tests {
         let (admin, mut got) = fake_admin(vec![503, 204, 204, 422, 204]).await;
         let client = Client {
             http: portcullis_net::ClientTls::default().client().unwrap(),
-            admin,
+            admins: vec![admin],
+            current: Default::default(),
             token: "gwt-test".into(),
         };
         // Admin failed: the use is kept for the next beat.

@@ -21,6 +21,7 @@ pub struct Readiness {
     listening: AtomicBool,
     configured: AtomicBool,
     stopping: AtomicBool,
+    closing: AtomicBool,
 }
 
 impl Readiness {
@@ -32,6 +33,18 @@ impl Readiness {
     }
     pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Release);
+    }
+
+    /// The process is going away (SIGTERM, or SIGQUIT handing its sockets
+    /// to a new process): every HTTP/1 response from now on closes its
+    /// connection, so clients open their next one (to whoever listens
+    /// then) instead of sending into a connection about to be closed.
+    pub fn set_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// `Ok` when ready, else why not.

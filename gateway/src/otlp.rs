@@ -57,17 +57,18 @@ pub struct TraceIds {
     pub sampled: bool,
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        let r = uuid::Uuid::new_v4();
-        let b = r.as_bytes();
-        let n = (N - filled).min(b.len());
-        out[filled..filled + n].copy_from_slice(&b[..n]);
-        filled += n;
+/// Random, non-zero ids (W3C Trace Context forbids all-zero ones). Every
+/// bit random: the sampling decision reads the trace id's last 8 bytes.
+fn random_bytes<const N: usize>() -> [u8; N]
+where
+    rand::distr::StandardUniform: rand::distr::Distribution<[u8; N]>,
+{
+    loop {
+        let out: [u8; N] = rand::random();
+        if out.iter().any(|b| *b != 0) {
+            return out;
+        }
     }
-    out
 }
 
 impl TraceIds {

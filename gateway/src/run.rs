@@ -82,6 +82,9 @@ impl ShutdownSignalWatch for DrainingSignal {
             _ = term.recv() => ShutdownSignal::GracefulTerminate,
             _ = int.recv() => ShutdownSignal::FastShutdown,
         };
+        if !matches!(kind, ShutdownSignal::FastShutdown) {
+            self.readiness.set_closing();
+        }
         if matches!(kind, ShutdownSignal::GracefulUpgrade) {
             tracing::info!("graceful upgrade: handing the listening sockets to the new process");
             return kind;
@@ -98,6 +101,38 @@ impl ShutdownSignalWatch for DrainingSignal {
             }
         }
         kind
+    }
+}
+
+/// Ends the process once it is shutting down (listeners closed) and no
+/// request is left in flight: Pingora itself waits out the whole grace
+/// period (`--shutdown-grace-seconds`) before exiting, which is only the
+/// bound for streams that last.
+struct DrainWatch {
+    inflight: prometheus::IntGauge,
+}
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for DrainWatch {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+        let mut idle_since: Option<std::time::Instant> = None;
+        loop {
+            if self.inflight.get() > 0 {
+                idle_since = None;
+            } else {
+                let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+                // Long enough for the span exporter's last batch (it
+                // flushes every 200 ms) and the last access log lines.
+                if since.elapsed() >= Duration::from_millis(400) {
+                    tracing::info!("no request in flight; exiting");
+                    std::process::exit(0);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -152,9 +187,11 @@ pub fn run_with(
 ) -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: opts.threads.max(1),
-        grace_period_seconds: Some(1),
-        // Streams can last minutes; on shutdown give them time to finish.
-        graceful_shutdown_timeout_seconds: Some(opts.shutdown_grace.as_secs().max(1)),
+        // Once the listeners are closed, requests in flight (streams can
+        // last minutes) have this long to finish; `DrainWatch` ends the
+        // process as soon as none is left.
+        grace_period_seconds: Some(opts.shutdown_grace.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: opts.upgrade_sock.clone(),
         ..ServerConf::default()
     };
@@ -166,6 +203,7 @@ pub fn run_with(
     server.bootstrap();
 
     let metrics = Arc::new(Metrics::new(runtime.telemetry.key_label));
+    let inflight = metrics.inflight.clone();
     let listen = runtime.listen.clone();
     let ops_listen = runtime.ops_listen.clone();
     let tls = runtime.tls.clone();
@@ -180,7 +218,7 @@ pub fn run_with(
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     let mut traffic = Service::new(
         "portcullis-gateway".to_owned(),
-        ClientListener::new(proxy, limits, &metrics),
+        ClientListener::new(proxy, limits, &metrics, readiness.clone()),
     );
     traffic.add_tcp(&listen);
     if let Some(tls) = &tls {
@@ -202,6 +240,10 @@ pub fn run_with(
     for service in background {
         server.add_boxed_service(service);
     }
+    server.add_boxed_service(Box::new(pingora::services::background::background_service(
+        "drain-watch",
+        DrainWatch { inflight },
+    )));
     // Pingora binds the listeners inside `run_forever`; report ready only
     // once the traffic port accepts connections, so a load balancer (or a
     // test) that waits for /readyz never sends to a port not yet bound.

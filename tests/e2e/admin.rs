@@ -86,6 +86,46 @@ impl Admin {
         a
     }
 
+    /// An admin replica: `--data-dir <dir>/<name>`, the database at
+    /// `database_url` and the data key `data_key` shared with its peers.
+    pub(crate) async fn start_replica(
+        dir: &TempDir,
+        name: &str,
+        hub_url: &str,
+        database_url: &str,
+        data_key: &str,
+    ) -> Admin {
+        let port = free_port();
+        let log = dir.0.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args([
+                "admin",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir.0.join(name))
+            .args(["--hub-url", hub_url, "--database-url", database_url])
+            .env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("PORTCULLIS_DATA_KEY", data_key)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start admin");
+        let a = Admin {
+            _proc: Proc::new(child),
+            url: format!("http://127.0.0.1:{port}"),
+            client: crate::client(),
+            log,
+        };
+        assert!(
+            wait_ready_with(&a.client, &format!("{}/api/v1/health", a.url)).await,
+            "admin {name} did not start:\n{}",
+            std::fs::read_to_string(&a.log).unwrap_or_default()
+        );
+        a
+    }
+
     pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .client
@@ -119,6 +159,26 @@ impl Admin {
             )
             .await;
         v["key"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates the proxy `guarded` with a guardrail from the hub that
+    /// refuses "forbidden topic", issues a key, deploys it to `gw_id` and
+    /// waits until `gw_url` serves it; answers (key, base URL).
+    pub(crate) async fn deploy_guarded(&self, gw_id: &str, gw_url: &str) -> (String, String) {
+        self.ok("POST", "/api/v1/proxies", Some(json!({"name": "Guarded"})))
+            .await;
+        self.ok(
+            "POST",
+            "/api/v1/proxies/guarded/policies",
+            Some(json!({"name": "guardrails", "version": "0.1.0",
+                "settings": {"request": {"deny_words": ["forbidden topic"]}}})),
+        )
+        .await;
+        let key = self.key("guarded", "app").await;
+        self.deploy("guarded", gw_id).await;
+        let base = format!("{gw_url}/guarded");
+        until_status(&base, &key, 200, Duration::from_secs(15)).await;
+        (key, base)
     }
 
     /// Deploys `proxy`'s current revision to gateway `gw`.
@@ -926,22 +986,8 @@ async fn the_control_plane_speaks_tls_with_a_private_ca() {
         .ok("POST", "/api/v1/providers", Some(json!({"name": "mock", "type": "openai",
             "base_url": format!("{}/v1", mock.url), "models": ["gpt-5-mini"], "credentials": {"api_key": "sk-mock"}})))
         .await;
-    admin
-        .ok("POST", "/api/v1/proxies", Some(json!({"name": "Guarded"})))
-        .await;
     // Admin checks the settings against the hub's schema, over TLS.
-    admin
-        .ok(
-            "POST",
-            "/api/v1/proxies/guarded/policies",
-            Some(json!({"name": "guardrails", "version": "0.1.0",
-                "settings": {"request": {"deny_words": ["forbidden topic"]}}})),
-        )
-        .await;
-    let key = admin.key("guarded", "app").await;
-    admin.deploy("guarded", &gw_id).await;
-    let base = format!("{}/guarded", gw.url);
-    until_status(&base, &key, 200, Duration::from_secs(15)).await;
+    let (key, base) = admin.deploy_guarded(&gw_id, &gw.url).await;
     // The guardrail the gateway fetched from the hub over TLS runs.
     assert_guardrail_refuses(&base, &key, "a forbidden topic").await;
 

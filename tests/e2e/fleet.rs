@@ -476,3 +476,184 @@ async fn an_earlier_revision_is_redeployed_over_rest_and_the_cli() {
     assert_eq!(h["items"][0]["status"], "Active");
     assert_eq!(h["items"][1]["status"], "Inactive");
 }
+
+/// A fresh Postgres schema for one test, as a URL that selects it.
+fn fresh_schema(database_url: &str) -> String {
+    let schema = format!(
+        "fleet_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let out = std::process::Command::new("psql")
+        .args([database_url, "-q", "-c", &format!("CREATE SCHEMA {schema}")])
+        .output()
+        .expect("psql (Debian's postgresql-client) must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sep = if database_url.contains('?') { '&' } else { '?' };
+    format!("{database_url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+async fn chat_with(url: &str, key: &str, text: &str) -> reqwest::Response {
+    crate::client()
+        .post(format!("{url}/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Two admin replicas on one Postgres, two gateway replicas sharing one
+/// Redis (set once, in the group's settings): a change made on either
+/// admin reaches both gateways, a rate limit and a cache entry are shared
+/// by both, and with one admin killed the other serves and both gateways
+/// keep updating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_admins_on_one_postgres_and_two_gateways_on_one_redis() {
+    let (Ok(db), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL")) else {
+        eprintln!(
+            "DATABASE_URL and REDIS_URL not set (.ci/run starts Postgres and Redis); skipping the scale-out test"
+        );
+        return;
+    };
+    let dir = TempDir::new();
+    let built = crate::policies::policy_dir();
+    let (_hub, hub_url) = crate::admin::start_hub(&dir, &built).await;
+    let db = fresh_schema(&db);
+    let data_key = "ab".repeat(32);
+    let a = Admin::start_replica(&dir, "admin-a", &hub_url, &db, &data_key).await;
+    let b = Admin::start_replica(&dir, "admin-b", &hub_url, &db, &data_key).await;
+    let mock = Mock::start().await;
+
+    // Set up on A; the group's Redis on B.
+    let mut tokens = Vec::new();
+    for name in ["edge-1", "edge-2"] {
+        let port = free_port();
+        let reg = a
+            .ok(
+                "POST",
+                "/api/v1/gateways",
+                Some(json!({"name": name, "url": format!("http://127.0.0.1:{port}"), "group": "fleet"})),
+            )
+            .await;
+        tokens.push((port, reg["token"].as_str().unwrap().to_owned()));
+    }
+    b.ok(
+        "PATCH",
+        "/api/v1/gateway-groups/fleet/settings",
+        Some(json!({"redis_url": redis})),
+    )
+    .await;
+    a.ok("POST", "/api/v1/providers", Some(json!({"name": "mock", "type": "openai",
+        "base_url": format!("{}/v1", mock.url), "models": ["gpt-5-mini"], "credentials": {"api_key": "sk-mock"}})))
+        .await;
+    // A name of its own: the Redis is shared with other tests.
+    let proxy = format!("shared-{}", std::process::id());
+    a.ok("POST", "/api/v1/proxies", Some(json!({"name": proxy})))
+        .await;
+    a.ok(
+        "POST",
+        &format!("/api/v1/proxies/{proxy}/policies"),
+        Some(json!({"name": "token-rate-limit", "version": "0.1.0",
+            "settings": {"limits": [{"metric": "requests", "limit": 6, "window": "minute"}]}})),
+    )
+    .await;
+    a.ok(
+        "POST",
+        &format!("/api/v1/proxies/{proxy}/policies"),
+        Some(json!({"name": "cache", "version": "0.1.0", "settings": {"ttl_seconds": 60}})),
+    )
+    .await;
+    let key = a.key(&proxy, "app").await;
+    // Both admins, comma-separated: a gateway moves to B when A is gone.
+    let admins = format!("{},{}", a.url, b.url);
+    let (d1, d2) = (TempDir::new(), TempDir::new());
+    let g1 = Managed::start(&admins, &tokens[0].1, &d1, tokens[0].0, free_port()).await;
+    let g2 = Managed::start(&admins, &tokens[1].1, &d2, tokens[1].0, free_port()).await;
+    // Deployed from B to one gateway and from A to the other.
+    b.deploy(&proxy, "edge-1").await;
+    a.deploy(&proxy, "edge-2").await;
+    let (u1, u2) = (format!("{}/{proxy}", g1.url), format!("{}/{proxy}", g2.url));
+    until_status(&u1, &key, 200, Duration::from_secs(10)).await;
+    until_status(&u2, &key, 200, Duration::from_secs(10)).await;
+    // (until_status sent one request to each: 2 of the 6 allowed.)
+
+    // A cache entry made through one replica is a hit on the other.
+    let r = chat_with(&u1, &key, "cached across replicas").await;
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    let r = chat_with(&u2, &key, "cached across replicas").await;
+    assert_eq!(
+        r.headers()["x-cache"],
+        "HIT",
+        "the cache is shared through Redis"
+    );
+
+    // The limit of 6 requests a minute holds across both replicas.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let url = if i % 2 == 0 { &u1 } else { &u2 };
+        statuses.push(
+            chat_with(url, &key, &format!("limited {i}"))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(
+        statuses,
+        vec![200, 200, 429, 429],
+        "one counter for both replicas"
+    );
+
+    // A change made on B (a new key) reaches both gateways.
+    let key2 = b.key(&proxy, "second").await;
+    for url in [&u1, &u2] {
+        until("the new key accepted", Duration::from_secs(10), || {
+            let (url, key2) = (url.clone(), key2.clone());
+            async move { chat_with(&url, &key2, "new key").await.status() != 401 }
+        })
+        .await;
+    }
+
+    // A is killed: B serves, and both gateways follow changes made on B.
+    drop(a);
+    let list = b.ok("GET", "/api/v1/gateways", None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    let keys = b
+        .ok("GET", &format!("/api/v1/proxies/{proxy}/keys"), None)
+        .await;
+    let id = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "second")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.ok(
+        "POST",
+        &format!("/api/v1/proxies/{proxy}/keys/{id}/revoke"),
+        None,
+    )
+    .await;
+    until_status(&u1, &key2, 401, Duration::from_secs(15)).await;
+    until_status(&u2, &key2, 401, Duration::from_secs(15)).await;
+    // Both gateways report to B: Active and in sync.
+    let started = std::time::Instant::now();
+    loop {
+        let g = b.ok("GET", "/api/v1/gateways/edge-2", None).await;
+        if g["status"] == "Active" && g["in_sync"] == true {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{g}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -18,6 +18,31 @@ impl Proc {
     pub fn new(child: Child) -> Proc {
         Proc { child }
     }
+
+    /// Sends `signal` (`TERM`, `QUIT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -s {signal} failed");
+    }
+
+    /// Waits up to `within` for the process to exit; its exit code, or
+    /// `None` if it still runs.
+    pub async fn exited(&mut self, within: Duration) -> Option<i32> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if started.elapsed() > within {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -191,45 +216,14 @@ impl Gateway {
     /// recorded: metrics are recorded just after each response is sent, so
     /// a scrape right after the last response could miss it.
     pub async fn metrics_after(&self, requests: f64) -> String {
-        let url = format!("{}/metrics", self.ops_url);
-        let mut text = String::new();
-        for _ in 0..200 {
-            text = crate::client()
-                .get(&url)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let recorded: f64 = text
-                .lines()
-                .filter(|l| l.starts_with("portcullis_requests_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum();
-            if recorded >= requests {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("fewer than {requests} requests recorded:\n{text}")
+        metrics_when(&self.ops_url, &["portcullis_requests_total{"], requests).await
     }
 
     /// The sum of the `/metrics` samples whose line contains every one of
     /// `needles` (e.g. a metric name and a label).
     pub async fn metric_sum(&self, needles: &[&str]) -> f64 {
-        let text = crate::client()
-            .get(format!("{}/metrics", self.ops_url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| !l.starts_with('#') && needles.iter().all(|n| l.contains(n)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        let text = scrape(&self.ops_url).await;
+        sum_of(&text, needles)
     }
 
     /// What the gateway wrote to stderr so far (its logs).
@@ -277,6 +271,41 @@ impl Gateway {
         }
         g
     }
+}
+
+/// The `/metrics` text of the operations listener at `ops_url`.
+pub async fn scrape(ops_url: &str) -> String {
+    crate::client()
+        .get(format!("{ops_url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of the samples of `text` whose line contains every one of
+/// `needles`.
+pub fn sum_of(text: &str, needles: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && needles.iter().all(|n| l.contains(n)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Scrapes `/metrics` until the samples matching `needles` sum to at least
+/// `at_least` (metrics are recorded just after a response is sent).
+pub async fn metrics_when(ops_url: &str, needles: &[&str], at_least: f64) -> String {
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = scrape(ops_url).await;
+        if sum_of(&text, needles) >= at_least {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{needles:?} below {at_least}:\n{text}")
 }
 
 /// Runs `portcullis` with arguments and returns (exit code, stdout, stderr).

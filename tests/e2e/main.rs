@@ -12,6 +12,7 @@ mod hub;
 mod observability;
 mod policies;
 mod providers;
+mod resilience;
 mod routing;
 mod sdk;
 mod tls;

@@ -26,8 +26,16 @@ pub struct CounterState {
 /// Counters and a TTL cache.
 pub trait Backend: Send + Sync {
     /// Adds `delta` (when `limit` is set, only if the result stays at or
-    /// under it); creates the key with `ttl_ms` when absent.
-    fn counter(&self, key: &str, delta: i64, limit: Option<i64>, ttl_ms: u64) -> CounterState;
+    /// under it); creates the key with `ttl_ms` when absent. An error means
+    /// the counter is out of reach (Redis down): the policy call fails and
+    /// its attachment's `on_error` decides, fail open or closed.
+    fn counter(
+        &self,
+        key: &str,
+        delta: i64,
+        limit: Option<i64>,
+        ttl_ms: u64,
+    ) -> Result<CounterState, String>;
     fn cache_get(&self, key: &str) -> Option<Vec<u8>>;
     fn cache_set(&self, key: &str, value: &[u8], ttl_ms: u64);
     /// Whether an operation waits on another process (a network round
@@ -295,8 +303,14 @@ impl MemoryBackend {
 }
 
 impl Backend for MemoryBackend {
-    fn counter(&self, key: &str, delta: i64, limit: Option<i64>, ttl_ms: u64) -> CounterState {
-        self.counters.counter(key, delta, limit, ttl_ms)
+    fn counter(
+        &self,
+        key: &str,
+        delta: i64,
+        limit: Option<i64>,
+        ttl_ms: u64,
+    ) -> Result<CounterState, String> {
+        Ok(self.counters.counter(key, delta, limit, ttl_ms))
     }
 
     fn cache_get(&self, key: &str) -> Option<Vec<u8>> {
@@ -428,7 +442,13 @@ impl Backend for RedisBackend {
         true
     }
 
-    fn counter(&self, key: &str, delta: i64, limit: Option<i64>, ttl_ms: u64) -> CounterState {
+    fn counter(
+        &self,
+        key: &str,
+        delta: i64,
+        limit: Option<i64>,
+        ttl_ms: u64,
+    ) -> Result<CounterState, String> {
         let script = if limit.is_some() {
             &self.try_add
         } else {
@@ -444,18 +464,14 @@ impl Backend for RedisBackend {
                 .invoke(c)
         });
         match r {
-            Ok((allowed, value, pttl)) => CounterState {
+            Ok((allowed, value, pttl)) => Ok(CounterState {
                 allowed: allowed == 1,
                 value,
                 ttl_ms: pttl.max(0) as u64,
-            },
+            }),
             Err(e) => {
-                tracing::warn!(error = %e, "redis counter failed; allowing");
-                CounterState {
-                    allowed: true,
-                    value: 0,
-                    ttl_ms: 0,
-                }
+                tracing::warn!(error = %e, "redis counter failed");
+                Err(format!("redis counter failed: {e}"))
             }
         }
     }
@@ -489,7 +505,20 @@ impl Backend for RedisBackend {
 mod tests {
     use super::*;
 
-    fn exercise(b: &dyn Backend, prefix: &str) {
+    fn exercise(backend: &dyn Backend, prefix: &str) {
+        struct Up<'a>(&'a dyn Backend);
+        impl Up<'_> {
+            fn counter(&self, k: &str, d: i64, l: Option<i64>, t: u64) -> CounterState {
+                self.0.counter(k, d, l, t).expect("the backend answers")
+            }
+            fn cache_set(&self, k: &str, v: &[u8], t: u64) {
+                self.0.cache_set(k, v, t)
+            }
+            fn cache_get(&self, k: &str) -> Option<Vec<u8>> {
+                self.0.cache_get(k)
+            }
+        }
+        let b = Up(backend);
         let k = format!("{prefix}:c");
         assert_eq!(b.counter(&k, 3, Some(5), 60_000).value, 3);
         let s = b.counter(&k, 3, Some(5), 60_000);
@@ -568,7 +597,7 @@ mod tests {
     #[test]
     fn huge_ttls_do_not_overflow_the_clock() {
         let b = MemoryBackend::new(10, 1 << 20);
-        let s = b.counter("k", 1, None, u64::MAX);
+        let s = b.counter("k", 1, None, u64::MAX).unwrap();
         assert!(s.ttl_ms > 0 && s.ttl_ms <= MAX_TTL_MS, "{s:?}");
         b.cache_set("k", b"v", u64::MAX);
         assert_eq!(b.cache_get("k"), Some(b"v".to_vec()));

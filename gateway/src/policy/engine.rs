@@ -36,6 +36,11 @@ use portcullis_types::policy::Capability;
 wasmtime::component::bindgen!({
     world: "policy-world",
     path: "../sdk/wit",
+    // A counter out of reach (Redis down) traps the policy call, so the
+    // attachment's `on_error` decides: fail open or closed, per policy.
+    imports: {
+        "portcullis:policy/counters": trappable,
+    },
 });
 
 pub use exports::portcullis::policy::policy as guest;
@@ -734,9 +739,9 @@ impl portcullis::policy::counters::Host for HostState {
         key: String,
         delta: i64,
         ttl_ms: u64,
-    ) -> portcullis::policy::counters::CounterState {
+    ) -> wasmtime::Result<portcullis::policy::counters::CounterState> {
         let key = self.key(&key);
-        to_wit_counter(self.on_backend(|b| b.counter(&key, delta, None, ttl_ms)))
+        counter_result(self.on_backend(|b| b.counter(&key, delta, None, ttl_ms)))
     }
 
     fn try_add(
@@ -745,15 +750,24 @@ impl portcullis::policy::counters::Host for HostState {
         delta: i64,
         limit: i64,
         ttl_ms: u64,
-    ) -> portcullis::policy::counters::CounterState {
+    ) -> wasmtime::Result<portcullis::policy::counters::CounterState> {
         let key = self.key(&key);
-        to_wit_counter(self.on_backend(|b| b.counter(&key, delta, Some(limit), ttl_ms)))
+        counter_result(self.on_backend(|b| b.counter(&key, delta, Some(limit), ttl_ms)))
     }
 
-    fn get(&mut self, key: String) -> portcullis::policy::counters::CounterState {
+    fn get(&mut self, key: String) -> wasmtime::Result<portcullis::policy::counters::CounterState> {
         let key = self.key(&key);
-        to_wit_counter(self.on_backend(|b| b.counter(&key, 0, None, 0)))
+        counter_result(self.on_backend(|b| b.counter(&key, 0, None, 0)))
     }
+}
+
+/// A counter, or the trap that fails the policy call when the backend is
+/// out of reach.
+fn counter_result(
+    r: Result<super::backend::CounterState, String>,
+) -> wasmtime::Result<portcullis::policy::counters::CounterState> {
+    r.map(to_wit_counter)
+        .map_err(|e| wasmtime::format_err!("counters unavailable: {e}"))
 }
 
 fn to_wit_counter(s: super::backend::CounterState) -> portcullis::policy::counters::CounterState {
