@@ -133,6 +133,25 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// What requests spent (requests, tokens, cost), as managed gateways
+    /// report it, grouped by proxy, key, model, day or gateway.
+    Spend {
+        /// Comma-separated: proxy, key, model, day, gateway.
+        #[arg(long, default_value = "proxy")]
+        group_by: String,
+        /// First day, YYYY-MM-DD (default: 30 days before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, included (default: today, UTC).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this proxy.
+        #[arg(long)]
+        proxy: Option<String>,
+        /// CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
     /// The audit log, newest first.
     Audit {
         #[arg(long, default_value_t = 100)]
@@ -463,6 +482,24 @@ fn request(cmd: AdminCommand) -> anyhow::Result<(&'static str, String, Option<Va
             }
             TokenCommand::Revoke { id } => ("POST", format!("/api/v1/tokens/{id}/revoke"), None),
         },
+        AdminCommand::Spend {
+            group_by,
+            from,
+            to,
+            proxy,
+            csv,
+        } => {
+            let mut q = vec![format!("group_by={group_by}")];
+            for (k, v) in [("from", from), ("to", to), ("proxy", proxy)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={v}"));
+                }
+            }
+            if csv {
+                q.push("format=csv".into());
+            }
+            ("GET", format!("/api/v1/spend?{}", q.join("&")), None)
+        }
         AdminCommand::Audit { limit } => ("GET", format!("/api/v1/audit?limit={limit}"), None),
         AdminCommand::Api { method, path, json } => {
             let m: &'static str = match method.to_ascii_uppercase().as_str() {

@@ -102,6 +102,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         "portcullis admin deploy support-bot --gateway edge-eu-1\nportcullis admin deploy support-bot --gateway edge-eu-1 --revision 3",
     ),
     (
+        "admin spend",
+        "portcullis admin spend --group-by key,model --from 2026-12-01\nportcullis admin spend --group-by day --proxy support-bot --csv > spend.csv",
+    ),
+    (
         "admin settings",
         "portcullis admin settings edge-eu-1\nportcullis admin settings --group eu --set '{\"redis_url\":\"redis://redis.internal:6379/0\",\"telemetry\":{\"otlp_endpoint\":\"http://otel:4318\",\"sampling_ratio\":0.1}}'\nportcullis admin settings edge-eu-1 --set '{\"timeouts\":{\"read_ms\":60000},\"limits\":null}'",
     ),

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "gateway_settings",
         include_str!("../migrations/0004_gateway_settings.sql"),
     ),
+    (5, "spend", include_str!("../migrations/0005_spend.sql")),
 ];
 
 /// Opens the database at `url` (`sqlite://path`, `sqlite::memory:`,

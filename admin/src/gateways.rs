@@ -396,7 +396,7 @@ pub async fn build_config(
     .fetch_all(&st.pool)
     .await?;
     let key_rows = sqlx::query(
-        "SELECT k.proxy_id, k.name, k.key_sha256, k.expires_at FROM api_keys k \
+        "SELECT k.id, k.proxy_id, k.name, k.key_sha256, k.expires_at FROM api_keys k \
          JOIN deployments d ON d.proxy_id = k.proxy_id AND d.gateway_id = $1 AND d.status = 'Active' \
          WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2) ORDER BY k.proxy_id, k.created_at, k.id",
     )
@@ -413,8 +413,11 @@ pub async fn build_config(
         }
         // The expiry travels with the key: the gateway refuses it on time
         // by itself, even when it cannot hear admin's next configuration.
+        // The key's id travels too: limits and metrics count by it, so
+        // two keys named alike never share a limit.
         let mut entry = json!({
             "name": k.try_get::<String, _>("name")?,
+            "id": k.try_get::<String, _>("id")?,
             "sha256": k.try_get::<String, _>("key_sha256")?,
         });
         if let Some(e) = expires {
@@ -662,6 +665,32 @@ pub async fn heartbeat(
         .bind(at)
         .bind(sha256.to_ascii_lowercase())
         .bind(gw.id.clone())
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Spend: only for proxies deployed to this gateway, added to what the
+    // same gateway reported before for that row.
+    for r in &hb.spend {
+        if r.day.len() != 10 || !r.cost.is_finite() || r.cost < 0.0 {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO spend (gateway_id, proxy_id, key_id, model, day, requests, input_tokens, output_tokens, cost) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+             WHERE EXISTS (SELECT 1 FROM deployments WHERE gateway_id = $1 AND proxy_id = $2) \
+             ON CONFLICT (gateway_id, proxy_id, key_id, model, day) DO UPDATE SET \
+             requests = spend.requests + excluded.requests, input_tokens = spend.input_tokens + excluded.input_tokens, \
+             output_tokens = spend.output_tokens + excluded.output_tokens, cost = spend.cost + excluded.cost",
+        )
+        .bind(gw.id.clone())
+        .bind(r.proxy_id.clone())
+        .bind(r.key_id.clone())
+        .bind(r.model.clone())
+        .bind(r.day.clone())
+        .bind(r.requests.min(i64::MAX as u64) as i64)
+        .bind(r.input_tokens.min(i64::MAX as u64) as i64)
+        .bind(r.output_tokens.min(i64::MAX as u64) as i64)
+        .bind(r.cost)
         .execute(&mut *tx)
         .await?;
     }

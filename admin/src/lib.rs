@@ -23,6 +23,7 @@ pub mod policies;
 pub mod providers;
 pub mod proxies;
 pub mod slug;
+pub mod spend;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -231,6 +232,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
             "/api/v1/gateways/{id}",
             axum::routing::delete(gateways::delete),
         ),
+        ("get", "/api/v1/spend", get(spend::query)),
         ("get", "/api/v1/gateway/config", get(gateways::config)),
         (
             "post",

@@ -18,6 +18,7 @@ use crate::auth::Caller;
 use crate::db::{audit, bump, now_ms, rfc3339};
 use crate::error::{ApiError, ApiResult, Body};
 use crate::slug::{slugify, valid_url};
+use portcullis_config::pricing::PriceEntry;
 
 /// Non-secret provider settings, stored as JSON.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -35,6 +36,9 @@ pub struct ProviderSpec {
     pub default_max_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Prices over the shipped table for this provider's type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<PriceEntry>,
 }
 
 /// Provider credentials (sealed at rest).
@@ -84,6 +88,8 @@ pub struct ProviderInput {
     pub anthropic_version: Option<String>,
     pub default_max_tokens: Option<u32>,
     pub region: Option<String>,
+    /// Model prices per million tokens, replacing the provider's list.
+    pub prices: Option<Vec<PriceEntry>>,
     pub credentials: Option<Credentials>,
 }
 
@@ -139,6 +145,7 @@ impl Provider {
             "anthropic_version": self.spec.anthropic_version,
             "default_max_tokens": self.spec.default_max_tokens,
             "region": self.spec.region,
+            "prices": self.spec.prices,
             "credentials_set": self.credentials.set_fields(),
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
@@ -190,6 +197,7 @@ impl Provider {
             ca_file: None,
             // Set per gateway from its settings (`provider_ca`).
             ca_pem: None,
+            prices: self.spec.prices.clone(),
         }
     }
 }
@@ -291,6 +299,8 @@ fn validate(kind: ProviderKind, spec: &ProviderSpec, c: &Credentials) -> ApiResu
             "must be at least 1",
         ));
     }
+    portcullis_config::pricing::check_prices(&spec.prices, "prices")
+        .map_err(|e| ApiError::invalid(e.path, e.message))?;
     Ok(())
 }
 
@@ -312,6 +322,9 @@ fn apply(spec: &mut ProviderSpec, input: &ProviderInput) {
     }
     if let Some(v) = &input.region {
         spec.region = Some(v.clone());
+    }
+    if let Some(v) = &input.prices {
+        spec.prices = v.clone();
     }
 }
 

@@ -21,8 +21,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// A key a proxy accepts, as loaded.
 #[derive(Debug)]
 pub struct KeyEntry {
-    /// Shown in logs and metrics instead of the key.
+    /// Shown in logs instead of the key.
     pub name: Arc<str>,
+    /// The key's stable id: what limits, caches and metrics count by (two
+    /// keys may share a name, never an id).
+    pub id: Arc<str>,
     /// Unix second of the last use written to [`KeyUsage`] (0: none yet).
     recorded_s: AtomicU64,
     /// Unix millisecond from which the key is refused, if it expires.
@@ -30,9 +33,10 @@ pub struct KeyEntry {
 }
 
 impl KeyEntry {
-    pub fn new(name: Arc<str>, expires_ms: Option<i64>) -> Self {
+    pub fn new(name: Arc<str>, id: Arc<str>, expires_ms: Option<i64>) -> Self {
         KeyEntry {
             name,
+            id,
             recorded_s: AtomicU64::new(0),
             expires_ms,
         }
@@ -121,8 +125,8 @@ mod tests {
     fn records_at_most_once_a_second_and_survives_a_failed_report() {
         let usage = KeyUsage::default();
         let (a, b) = ([1u8; 32], [2u8; 32]);
-        let ea = KeyEntry::new(Arc::from("a"), None);
-        let eb = KeyEntry::new(Arc::from("b"), None);
+        let ea = KeyEntry::new(Arc::from("a"), Arc::from("a"), None);
+        let eb = KeyEntry::new(Arc::from("b"), Arc::from("b"), None);
         usage.record_at(&a, &ea, 10_100);
         // Same second: not written again (the map keeps the first time).
         usage.record_at(&a, &ea, 10_900);
@@ -142,13 +146,13 @@ mod tests {
         assert_eq!(usage.take(), HashMap::from([(a, 13_000), (b, 10_500)]));
 
         // A fresh entry (a new configuration) records at once.
-        let ea2 = KeyEntry::new(Arc::from("a"), None);
+        let ea2 = KeyEntry::new(Arc::from("a"), Arc::from("a"), None);
         usage.record_at(&a, &ea2, 13_500);
         let wire = to_wire(&usage.take());
         assert_eq!(wire, BTreeMap::from([("01".repeat(32), 13_500)]));
 
         // The real clock.
-        usage.record(&b, &KeyEntry::new(Arc::from("b"), None));
+        usage.record(&b, &KeyEntry::new(Arc::from("b"), Arc::from("b"), None));
         let t = usage.take()[&b];
         assert!((t - unix_ms()).abs() < 60_000, "{t}");
     }
@@ -156,7 +160,7 @@ mod tests {
     #[test]
     fn concurrent_requests_record_one_use_per_second() {
         let usage = Arc::new(KeyUsage::default());
-        let entry = Arc::new(KeyEntry::new(Arc::from("k"), None));
+        let entry = Arc::new(KeyEntry::new(Arc::from("k"), Arc::from("k"), None));
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let (usage, entry) = (usage.clone(), entry.clone());

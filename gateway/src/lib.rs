@@ -27,5 +27,6 @@ pub mod run;
 pub mod runtime;
 pub mod semantic;
 pub mod server;
+pub mod spend;
 pub mod tls;
 pub mod upstream;

@@ -61,6 +61,7 @@ pub struct RuntimeHandle {
     readiness: Arc<Readiness>,
     index: IndexQueue,
     tracer: Arc<Tracer>,
+    spend: Arc<crate::spend::SpendLedger>,
 }
 
 impl RuntimeHandle {
@@ -72,6 +73,7 @@ impl RuntimeHandle {
         readiness: Arc<Readiness>,
         index: IndexQueue,
         tracer: Arc<Tracer>,
+        spend: Arc<crate::spend::SpendLedger>,
     ) -> Self {
         RuntimeHandle {
             slot,
@@ -79,6 +81,7 @@ impl RuntimeHandle {
             readiness,
             index,
             tracer,
+            spend,
         }
     }
 
@@ -86,6 +89,11 @@ impl RuntimeHandle {
     /// disk at start), so `/readyz` may report ready.
     pub fn mark_configured(&self) {
         self.readiness.set_configured();
+    }
+
+    /// What requests with a key spent since the last report.
+    pub fn spend(&self) -> &crate::spend::SpendLedger {
+        &self.spend
     }
 
     /// The keys the gateway authenticated requests with, and when.

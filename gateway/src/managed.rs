@@ -352,6 +352,7 @@ impl Applier {
             keys_used: Default::default(),
             proxy_errors: s.proxy_errors,
             restart_required: s.restart_required,
+            spend: Vec::new(),
         }
     }
 
@@ -447,18 +448,27 @@ impl Client {
     async fn heartbeat(&self, applier: &Applier, mut hb: Heartbeat) -> anyhow::Result<()> {
         let uses = applier.take_key_uses();
         hb.keys_used = to_wire(&uses);
+        hb.spend = applier.handle.spend().take();
         let status = match self.post_heartbeat(&hb).await {
             Ok(s) => s,
             Err(e) => {
                 applier.restore_key_uses(uses);
+                applier
+                    .handle
+                    .spend()
+                    .restore(std::mem::take(&mut hb.spend));
                 return Err(e);
             }
         };
-        if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY && !hb.keys_used.is_empty() {
-            // An admin older than `keys_used` rejects the unknown field: it
-            // cannot store key uses, so drop them and heartbeat without.
-            tracing::debug!("admin does not take key uses; heartbeating without them");
+        if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY
+            && (!hb.keys_used.is_empty() || !hb.spend.is_empty())
+        {
+            // An admin older than `keys_used` (or `spend`) rejects the
+            // unknown field: it cannot store them, so drop them and
+            // heartbeat without.
+            tracing::debug!("admin does not take key uses or spend; heartbeating without them");
             hb.keys_used.clear();
+            hb.spend.clear();
             let status = self.post_heartbeat(&hb).await?;
             if !status.is_success() {
                 anyhow::bail!("admin answered {status}");
@@ -467,6 +477,10 @@ impl Client {
         }
         if !status.is_success() {
             applier.restore_key_uses(uses);
+            applier
+                .handle
+                .spend()
+                .restore(std::mem::take(&mut hb.spend));
             anyhow::bail!("admin answered {status}");
         }
         Ok(())
@@ -551,6 +565,8 @@ pub fn run(o: ManagedOptions) -> anyhow::Result<()> {
         if served.is_some() {
             handle.mark_configured();
         }
+        // Admin sums what requests spent from the heartbeats.
+        handle.spend().enable();
         let applier = Arc::new(Applier::new(
             handle,
             opts.data_dir.clone(),
@@ -678,6 +694,7 @@ mod tests {
             Arc::default(),
             crate::live::indexer().0,
             Arc::new(crate::otlp::Tracer::new(prometheus::IntCounter::new("d", "d").unwrap()).0),
+            Arc::default(),
         );
         (
             Applier::new(handle.clone(), dir.to_owned(), test_local()),

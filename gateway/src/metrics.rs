@@ -31,6 +31,8 @@ pub struct Metrics {
     key_label: bool,
     pub requests: IntCounterVec,
     pub tokens: IntCounterVec,
+    /// What requests cost, in the price table's currency (USD shipped).
+    pub cost: prometheus::CounterVec,
     pub token_usage: HistogramVec,
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
@@ -135,6 +137,14 @@ impl Metrics {
                 "Tokens by proxy, route, provider, request and response model, and type (input, output, cached_input, reasoning).",
                 &tok_labels,
             ),
+            cost: prometheus::CounterVec::new(
+                Opts::new(
+                    "portcullis_cost_total",
+                    "What requests cost, from their usage and the price table (shipped prices are USD), by proxy, provider and request model.",
+                ),
+                &["proxy", "provider", "model"],
+            )
+            .expect("valid metric"),
             token_usage: histogram(
                 "gen_ai_client_token_usage",
                 "Tokens per request, following the OpenTelemetry GenAI semantic conventions.",
@@ -239,6 +249,7 @@ impl Metrics {
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
             Box::new(m.tokens.clone()),
+            Box::new(m.cost.clone()),
             Box::new(m.token_usage.clone()),
             Box::new(m.request_duration.clone()),
             Box::new(m.upstream_duration.clone()),

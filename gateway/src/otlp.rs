@@ -147,6 +147,7 @@ fn ratio_says(trace_id: &[u8; 16], threshold: u64) -> bool {
 pub enum Attr {
     Str(String),
     Int(i64),
+    Float(f64),
     Bool(bool),
 }
 
@@ -174,6 +175,7 @@ impl Span {
             .map(|(k, v)| match v {
                 Attr::Str(s) => KeyValue::new(*k, s.clone()),
                 Attr::Int(i) => KeyValue::new(*k, *i),
+                Attr::Float(f) => KeyValue::new(*k, *f),
                 Attr::Bool(b) => KeyValue::new(*k, *b),
             })
             .collect();

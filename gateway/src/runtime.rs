@@ -216,6 +216,7 @@ fn build(
                 format!("duplicate provider `{}`", p.name),
             ));
         }
+        crate::config::pricing::check_prices(&p.prices, &format!("providers[{i}].prices"))?;
         if p.api_key_env.is_some() && p.api_key.is_some() {
             return Err(cfg_err(
                 format!("providers[{i}]"),
@@ -345,9 +346,21 @@ fn build(
                     ),
                     None => None,
                 };
+                // Admin sends its key ids; a file's key without one is
+                // known by a digest of its hash (stable, and distinct for
+                // two keys that share a name).
+                let id = match &kf.id {
+                    Some(id) if !id.trim().is_empty() => id.trim().to_owned(),
+                    Some(_) => return Err(cfg_err(format!("{kat}.id"), "must not be empty")),
+                    None => format!("key-{}", hex::encode(&hash[..8])),
+                };
                 keys.insert(
                     hash,
-                    crate::key_usage::KeyEntry::new(Arc::from(kf.name.as_str()), expires_ms),
+                    crate::key_usage::KeyEntry::new(
+                        Arc::from(kf.name.as_str()),
+                        Arc::from(id),
+                        expires_ms,
+                    ),
                 );
             }
             let mut models = Vec::new();

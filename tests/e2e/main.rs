@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod connections;
+mod cost;
 mod errors;
 mod fleet;
 mod formats;

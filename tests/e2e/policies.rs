@@ -1430,3 +1430,43 @@ async fn compiled_modules_are_kept_on_disk_for_the_next_start() {
         .expect("a world-writable directory is refused");
     assert!(e.contains("chmod 700"), "{e}");
 }
+
+/// Limits count by the key's stable id, never its name: two keys named
+/// alike each get their own request limit.
+#[tokio::test]
+async fn two_keys_with_one_name_do_not_share_a_limit() {
+    let dir = policy_dir();
+    let mock = Mock::start().await;
+    let cfg = format!(
+        "policy_engine: {{ dirs: [\"{}\"] }}\nproviders:\n  - {{ name: openai, type: openai, base_url: \"{}/v1\", api_key: sk-mock }}\nproxies:\n  - {{ name: limited, routes: [{{ provider: openai }}], keys: [{{ name: app, env: KEY_A }}, {{ name: app, env: KEY_B }}],\n      policies: [{{ name: token-rate-limit, settings: {{ limits: [{{ metric: requests, limit: 1, window: minute }}] }} }}] }}\n",
+        dir.0.display(),
+        mock.url
+    );
+    let gw = Gateway::start_with_env(&cfg, &[("KEY_A", "pk-key-a"), ("KEY_B", "pk-key-b")]).await;
+    let call = |key: &'static str| {
+        let url = format!("{}/limited/chat/completions", gw.url);
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(key)
+                .json(&chat("hello"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(call("pk-key-a").await, 200);
+    assert_eq!(
+        call("pk-key-a").await,
+        429,
+        "one request a minute for key A"
+    );
+    assert_eq!(
+        call("pk-key-b").await,
+        200,
+        "key B has its own limit, whatever its name"
+    );
+    assert_eq!(call("pk-key-b").await, 429);
+}

@@ -31,6 +31,8 @@ pub struct RequestInfo {
     pub trace: Option<TraceIds>,
     pub proxy_id: Option<String>,
     pub key_name: Option<Arc<str>>,
+    /// The key's stable id (what limits and metrics count by).
+    pub key_id: Option<Arc<str>>,
     /// `chat` or `embeddings` (the GenAI `gen_ai.operation.name`).
     pub operation: &'static str,
     pub stream: bool,
@@ -49,6 +51,9 @@ pub struct Tally {
     pub status: u16,
     pub error: Option<ErrorKind>,
     pub usage: Option<Usage>,
+    /// The price of the model the route called, when known (the cost is
+    /// the final usage at it).
+    pub price: Option<portcullis_types::pricing::Price>,
     pub upstream_time: Option<Duration>,
     pub first_token: Option<Duration>,
     /// When the provider call started, relative to `RequestInfo::started`.
@@ -56,6 +61,13 @@ pub struct Tally {
 }
 
 impl RequestCtx {
+    /// What the request cost: its final usage at the price of the model
+    /// the route called, when both are known.
+    pub fn cost(&self) -> Option<f64> {
+        let (price, usage) = (self.tally.price?, self.tally.usage.as_ref()?);
+        Some(price.cost(usage))
+    }
+
     pub fn new() -> Self {
         RequestCtx {
             request: RequestInfo {
@@ -66,6 +78,7 @@ impl RequestCtx {
                 trace: None,
                 proxy_id: None,
                 key_name: None,
+                key_id: None,
                 operation: "chat",
                 stream: false,
             },
@@ -78,6 +91,7 @@ impl RequestCtx {
                 status: 0,
                 error: None,
                 usage: None,
+                price: None,
                 upstream_time: None,
                 first_token: None,
                 upstream_offset: None,

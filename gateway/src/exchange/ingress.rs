@@ -142,7 +142,7 @@ pub(super) fn authenticate(
     proxy: &Proxy,
     query: Option<&str>,
     usage: &KeyUsage,
-) -> Result<Arc<str>, GatewayError> {
+) -> Result<(Arc<str>, Arc<str>), GatewayError> {
     let headers = &session.req_header().headers;
     let header = |name: &str| {
         headers
@@ -185,7 +185,7 @@ pub(super) fn authenticate(
         ));
     }
     usage.record(&hash, entry);
-    Ok(entry.name.clone())
+    Ok((entry.name.clone(), entry.id.clone()))
 }
 
 /// Reads the whole request body under the configured size limit and

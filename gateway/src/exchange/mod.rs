@@ -70,6 +70,8 @@ pub struct Gateway {
     routing_metrics: RoutingMetrics,
     /// Which keys authenticated requests, for managed heartbeats.
     key_usage: Arc<KeyUsage>,
+    /// What requests spent, for managed heartbeats.
+    spend: Arc<crate::spend::SpendLedger>,
     /// What `/readyz` answers; a swapped-in configuration marks it configured.
     pub readiness: Arc<crate::ops::Readiness>,
     /// Runtimes whose semantic indexes are to be computed.
@@ -101,6 +103,7 @@ impl Gateway {
             metrics,
             tracer,
             key_usage: Arc::default(),
+            spend: Arc::default(),
             readiness: Arc::default(),
             index,
             background: std::sync::Mutex::new(background),
@@ -136,6 +139,7 @@ impl Gateway {
             self.readiness.clone(),
             self.index.clone(),
             self.tracer.clone(),
+            self.spend.clone(),
         )
     }
 
@@ -202,8 +206,10 @@ impl Gateway {
         if let Endpoint::Chat { format: f, .. } = &endpoint {
             *format = *f;
         }
-        let key_name = ingress::authenticate(session, &proxy, query.as_deref(), &self.key_usage)?;
+        let (key_name, key_id) =
+            ingress::authenticate(session, &proxy, query.as_deref(), &self.key_usage)?;
         ctx.request.key_name = Some(key_name);
+        ctx.request.key_id = Some(key_id);
 
         match endpoint {
             Endpoint::Models => {
@@ -255,7 +261,7 @@ impl Gateway {
             ctx.inflight = false;
         }
         if ctx.tally.status != 0 {
-            report::record(&self.metrics, ctx, protocol);
+            report::record(&self.metrics, &self.spend, ctx, protocol);
             if let Some(ids) = ctx.request.trace.filter(|t| t.sampled) {
                 report::export_spans(&self.tracer, ctx, ids);
             }
@@ -280,7 +286,7 @@ fn request_meta<'a>(
     crate::policy::RequestMeta {
         request_id: &ctx.request.request_id,
         proxy_id: &proxy.id,
-        key_id: ctx.request.key_name.as_deref().unwrap_or(""),
+        key_id: ctx.request.key_id.as_deref().unwrap_or(""),
         format,
         headers: &session.req_header().headers,
     }

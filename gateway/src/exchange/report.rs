@@ -74,6 +74,9 @@ pub(super) fn export_spans(tracer: &Tracer, ctx: &RequestCtx, ids: TraceIds) {
             Attr::Int(u.completion_tokens as i64),
         ));
     }
+    if let Some(cost) = ctx.cost() {
+        attrs.push(("portcullis.cost", Attr::Float(cost)));
+    }
     tracer.export(Span {
         trace_id: ids.trace_id,
         span_id: ids.client_span,
@@ -87,8 +90,26 @@ pub(super) fn export_spans(tracer: &Tracer, ctx: &RequestCtx, ids: TraceIds) {
     });
 }
 
+/// A request's cost in the access log: the number, or `-` when the price
+/// of its model is unknown.
+struct Cost(Option<f64>);
+
+impl std::fmt::Display for Cost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, "{c:.8}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// Metrics and the access log line of a finished request.
-pub(super) fn record(m: &Metrics, ctx: &RequestCtx, protocol: &str) {
+pub(super) fn record(
+    m: &Metrics,
+    spend: &crate::spend::SpendLedger,
+    ctx: &RequestCtx,
+    protocol: &str,
+) {
     let proxy = ctx.request.proxy_id.as_deref().unwrap_or("none");
     let model = if ctx.tally.model_label.is_empty() {
         "none"
@@ -110,7 +131,7 @@ pub(super) fn record(m: &Metrics, ctx: &RequestCtx, protocol: &str) {
         provider: ctx.tally.provider,
         request_model: model,
         response_model: &response_model,
-        key: ctx.request.key_name.as_deref().unwrap_or("none"),
+        key: ctx.request.key_id.as_deref().unwrap_or("none"),
     };
     let class = status_class(ctx.tally.status);
     let total = ctx.request.started.elapsed();
@@ -146,6 +167,32 @@ pub(super) fn record(m: &Metrics, ctx: &RequestCtx, protocol: &str) {
     if let Some(u) = &ctx.tally.usage {
         m.record_usage(&labels, ctx.request.operation, u);
     }
+    let cost = ctx.cost();
+    if let Some(c) = cost {
+        m.cost
+            .with_label_values(&[proxy, ctx.tally.provider, model])
+            .inc_by(c);
+    }
+    if let (Some(p), Some(key), Some(called)) = (
+        ctx.request.proxy_id.as_deref(),
+        ctx.request.key_id.as_ref(),
+        ctx.tally.model.as_deref(),
+    ) {
+        let (input_tokens, output_tokens) = ctx
+            .tally
+            .usage
+            .as_ref()
+            .map(|u| (u.prompt_tokens, u.completion_tokens))
+            .unwrap_or((0, 0));
+        spend.record(crate::spend::Spent {
+            proxy: p,
+            key,
+            model: called,
+            input_tokens,
+            output_tokens,
+            cost,
+        });
+    }
     let (input, output) = ctx
         .tally
         .usage
@@ -158,6 +205,7 @@ pub(super) fn record(m: &Metrics, ctx: &RequestCtx, protocol: &str) {
         protocol,
         proxy,
         key = ctx.request.key_name.as_deref().unwrap_or("-"),
+        key_id = ctx.request.key_id.as_deref().unwrap_or("-"),
         route = ctx.tally.route.as_deref().unwrap_or("-"),
         provider = ctx.tally.provider,
         model = ctx.tally.model.as_deref().unwrap_or("-"),
@@ -167,6 +215,7 @@ pub(super) fn record(m: &Metrics, ctx: &RequestCtx, protocol: &str) {
         error = error,
         input_tokens = input,
         output_tokens = output,
+        cost = %Cost(cost),
         duration_ms = total.as_secs_f64() * 1000.0,
         upstream_ms = upstream.as_secs_f64() * 1000.0,
         ttft_ms = ctx.tally.first_token.map(|t| t.as_secs_f64() * 1000.0).unwrap_or(0.0),

@@ -78,6 +78,7 @@ impl<'p> RouteWalk<'p> {
         tally.route = Some(route.name.clone());
         tally.provider = route.kind.label();
         tally.model = Some(model.clone());
+        tally.price = route.price_for(&model);
         // Only configured names become label values: a client sending
         // random model names must not create new series.
         let bare = strip_proxy_prefix(self.proxy, self.requested);

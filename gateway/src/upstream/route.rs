@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::endpoint::{CaSource, Upstream, parse_base_url};
+use crate::config::pricing::{Price, PriceEntry, find, shipped_for};
 use crate::config::{
     ConfigError, KeySourceFile, ProviderFile, ProviderKind, RouteFile, cfg_err, effective_base_url,
     egress_allows, url_origin,
@@ -23,6 +24,19 @@ pub struct Route {
     pub key: KeySource,
     /// Models the provider declares (empty: any model is passed on).
     pub models: Vec<String>,
+    /// The provider's own prices (`prices`), over the shipped table of its type.
+    pub prices: Arc<[PriceEntry]>,
+}
+
+impl Route {
+    /// What `model` costs on this route: the provider's own price for
+    /// it, else the shipped table's; `None` when neither knows the model
+    /// (its requests then have no cost).
+    pub fn price_for(&self, model: &str) -> Option<Price> {
+        find(&self.prices, model)
+            .or_else(|| find(shipped_for(self.kind), model))
+            .copied()
+    }
 }
 
 /// Where a route's provider key comes from.
@@ -199,5 +213,6 @@ pub fn build_route(
         target_model: rf.model.clone(),
         key,
         models: rf.models.clone().unwrap_or_else(|| prov.models.clone()),
+        prices: prov.prices.clone().into(),
     })
 }

@@ -312,6 +312,10 @@ pub struct ProviderFile {
     /// gateway the provider CA bundles of its settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_pem: Option<String>,
+    /// Model prices (per million tokens) over the shipped price table for
+    /// this provider's type: a self-hosted server's, a negotiated rate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<crate::pricing::PriceEntry>,
 }
 
 /// A proxy: one base path with its keys and routes.
@@ -571,8 +575,13 @@ pub struct KeySourceFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyFile {
-    /// Shown in logs and metrics instead of the key.
+    /// Shown in logs instead of the key.
     pub name: String,
+    /// A stable id (admin's key id): what rate limits, caches and the
+    /// `key` metric label count by. Default: `key-` and the first 16 hex
+    /// digits of the key's SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// SHA-256 of the key, hex (what `portcullis key hash` prints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,

@@ -15,6 +15,7 @@ pub mod managed;
 pub mod models;
 pub mod names;
 pub mod policy;
+pub mod pricing;
 pub mod proxy_rules;
 pub mod usage;
 

@@ -76,6 +76,27 @@ pub struct Heartbeat {
     /// next restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restart_required: Vec<String>,
+    /// What requests with a key spent since the previous heartbeat, per
+    /// proxy, key, model and UTC day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spend: Vec<SpendRecord>,
+}
+
+/// Requests, tokens and cost of one proxy, key, model and day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpendRecord {
+    pub proxy_id: String,
+    /// The key's id (admin's `key_...`).
+    pub key_id: String,
+    pub model: String,
+    /// UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// In the price table's currency (USD shipped); 0 for models without a price.
+    pub cost: f64,
 }
 
 /// A proxy a gateway left out of the configuration it serves.

@@ -1,0 +1,276 @@
+//! What requests cost: every request's usage at the price of its model
+//! (the shipped table, or the provider's own prices), streamed or not, in
+//! `portcullis_cost_total`, the access log line and the OTLP span.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Mock, metrics_when, sum_of};
+use crate::{KEY, client};
+
+/// Usage of an answer (non-streamed) or of a stream's usage chunk.
+fn usage_of(body: &str, stream: bool) -> (f64, f64) {
+    let v: Value = if stream {
+        crate::harness::sse_events(body)
+            .into_iter()
+            .filter_map(|(_, d)| serde_json::from_str::<Value>(&d).ok())
+            .find(|v| v["usage"].is_object())
+            .expect("a usage chunk")
+    } else {
+        serde_json::from_str(body).unwrap()
+    };
+    (
+        v["usage"]["prompt_tokens"].as_f64().unwrap(),
+        v["usage"]["completion_tokens"].as_f64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn every_request_costs_its_usage_at_the_price_of_its_model() {
+    let mock = Mock::start().await;
+    let m = &mock.url;
+    // `shipped` is priced by the shipped table (gpt-5-mini: 0.25 in, 2.00
+    // out per million); `own` by its provider's prices, which win; `local`
+    // (an OpenAI-compatible server) has no price at all.
+    let gw = Gateway::start_with_env(
+        &format!(
+            r#"providers:
+  - {{ name: shipped, type: openai, base_url: "{m}/v1", api_key: sk-mock, models: [gpt-5-mini] }}
+  - {{ name: own, type: openai, base_url: "{m}/v1", api_key: sk-mock, models: [gpt-5-mini],
+      prices: [{{ model: "gpt-5*", input: 1000000, output: 2000000 }}] }}
+  - {{ name: local, type: openai-compatible, base_url: "{m}/v1", api_key: sk-mock, models: [gpt-5-mini] }}
+proxies:
+  - {{ name: shipped, routes: [{{ provider: shipped }}], keys: [{{ name: t, env: PC_KEY }}] }}
+  - {{ name: own, routes: [{{ provider: own }}], keys: [{{ name: t, env: PC_KEY }}] }}
+  - {{ name: local, routes: [{{ provider: local }}], keys: [{{ name: t, env: PC_KEY }}] }}
+"#
+        ),
+        &[("PC_KEY", KEY)],
+    )
+    .await;
+    let mut expected = std::collections::HashMap::<&str, f64>::new();
+    let prices = [("shipped", 0.25, 2.0), ("own", 1_000_000.0, 2_000_000.0)];
+    for (proxy, input, output) in prices {
+        for stream in [false, true] {
+            let body = json!({"model": "gpt-5-mini", "stream": stream,
+                "stream_options": if stream { json!({"include_usage": true}) } else { Value::Null },
+                "messages": [{"role": "user", "content": "what does this cost, roughly?"}]});
+            let r = client()
+                .post(format!("{}/{proxy}/chat/completions", gw.url))
+                .bearer_auth(KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let (p, c) = usage_of(&r.text().await.unwrap(), stream);
+            assert!(p > 0.0 && c > 0.0);
+            *expected.entry(proxy).or_default() += (p * input + c * output) / 1e6;
+        }
+    }
+    let r = client()
+        .post(format!("{}/local/chat/completions", gw.url))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "free?"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let text = metrics_when(&gw.ops_url, &["portcullis_requests_total{"], 5.0).await;
+    for (proxy, want) in &expected {
+        let got = sum_of(
+            &text,
+            &[
+                "portcullis_cost_total{",
+                &format!("proxy=\"{proxy}\""),
+                "model=\"gpt-5-mini\"",
+            ],
+        );
+        assert!(
+            (got - want).abs() < 1e-9 * want.max(1.0),
+            "{proxy}: {got} != {want}\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("portcullis_cost_total{model=\"gpt-5-mini\",provider=\"openai-compatible\",proxy=\"local\""),
+        "a model without a price has no cost:\n{text}"
+    );
+    // The access log line says what each request cost.
+    let log = strip_ansi(&gw.log());
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("portcullis::access"))
+        .collect();
+    assert_eq!(lines.len(), 5, "{log}");
+    let own: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("proxy=\"own\""))
+        .collect();
+    assert_eq!(own.len(), 2, "{log}");
+    let per_request = expected["own"] / 2.0;
+    assert!(
+        own.iter()
+            .all(|l| l.contains(&format!("cost={per_request:.8}"))),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("proxy=\"local\"") && l.contains("cost=-")),
+        "{log}"
+    );
+}
+
+/// The log without its colours.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn bad_prices_are_refused_naming_the_field() {
+    let dir = crate::harness::TempDir::new();
+    let path = dir.0.join("gw.yaml");
+    std::fs::write(
+        &path,
+        "providers:\n  - { name: p, type: openai, api_key: k, prices: [{ model: gpt-4o, input: 1, output: -1 }] }\nproxies: []\n",
+    )
+    .unwrap();
+    let (code, _, err) =
+        crate::harness::run_cli(&["gateway", "--config", path.to_str().unwrap(), "--validate"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("providers[0].prices[0].output"), "{err}");
+}
+
+/// Spend reaches admin with the heartbeats: per key (by id, with its
+/// name), model and day, in JSON and CSV, and survives an admin restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_per_key_reaches_admin_and_survives_its_restart() {
+    use crate::admin::{Admin, setup, until_status};
+    use std::time::Duration;
+    let dir = crate::harness::TempDir::new();
+    let (admin, _mock, gw, _token, gw_id) = setup(&dir).await;
+    admin
+        .ok("POST", "/api/v1/proxies", Some(json!({"name": "Billed"})))
+        .await;
+    let a = admin.key("billed", "team-a").await;
+    let b = admin.key("billed", "team-b").await;
+    admin.deploy("billed", &gw_id).await;
+    let base = format!("{}/billed", gw.url);
+    until_status(&base, &a, 200, Duration::from_secs(10)).await;
+    // until_status sent one request with key A: 3 more to make 4.
+    let mut cost = 0.0;
+    for (key, n) in [(&a, 3), (&b, 2)] {
+        for i in 0..n {
+            let stream = i == 0;
+            let r = client()
+                .post(format!("{base}/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({"model": "gpt-5-mini", "stream": stream,
+                    "stream_options": if stream { json!({"include_usage": true}) } else { Value::Null },
+                    "messages": [{"role": "user", "content": format!("bill me {i}")}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let (p, c) = usage_of(&r.text().await.unwrap(), stream);
+            // The shipped price of gpt-5-mini: 0.25 in, 2.00 out per million.
+            cost += (p * 0.25 + c * 2.0) / 1e6;
+        }
+    }
+    let started = std::time::Instant::now();
+    let by_key = loop {
+        let v = admin.ok("GET", "/api/v1/spend?group_by=key", None).await;
+        let total: i64 = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["requests"].as_i64().unwrap())
+            .sum();
+        if total >= 6 {
+            break v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "spend never arrived: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let row = |name: &str| {
+        by_key["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["key_name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}: {by_key}"))
+    };
+    assert_eq!(row("team-a")["requests"], 4, "{by_key}");
+    assert_eq!(row("team-b")["requests"], 2, "{by_key}");
+    assert!(
+        row("team-a")["key_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("key_")
+    );
+    assert_eq!(by_key["currency"], "USD");
+    // The cost of the five requests whose usage we read, plus the first.
+    let total_cost =
+        row("team-a")["cost"].as_f64().unwrap() + row("team-b")["cost"].as_f64().unwrap();
+    assert!(
+        total_cost > cost && total_cost < cost * 2.0,
+        "{total_cost} vs {cost}"
+    );
+
+    // CSV, grouped by proxy, model and day.
+    let csv = crate::client()
+        .get(format!(
+            "{}/api/v1/spend?group_by=proxy,model,day&format=csv",
+            admin.url
+        ))
+        .bearer_auth(crate::admin::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("proxy_id,model,day,requests,input_tokens,output_tokens,cost")
+    );
+    let line = lines.next().unwrap();
+    assert!(
+        line.starts_with("billed,gpt-5-mini,20") && line.contains(",6,"),
+        "{csv}"
+    );
+    // Bad input names its field.
+    let (s, v) = admin
+        .call("GET", "/api/v1/spend?group_by=colour", None)
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (422, Some("group_by")),
+        "{v}"
+    );
+
+    // An admin restart keeps it (SQLite in the data directory).
+    drop(admin);
+    let admin = Admin::start(&dir).await;
+    let v = admin.ok("GET", "/api/v1/spend?group_by=proxy", None).await;
+    assert_eq!(v["items"][0]["requests"], 6, "{v}");
+}
