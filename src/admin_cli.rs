@@ -251,6 +251,16 @@ pub enum KeyCommand {
         /// RFC 3339 time the key stops working.
         #[arg(long)]
         expires_at: Option<String>,
+        /// Models the key may call (`*` matches any run of characters);
+        /// default every model of the proxy.
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Client formats the key may use: openai, anthropic, gemini.
+        #[arg(long, value_delimiter = ',')]
+        inbound: Vec<String>,
+        /// Resources the key may use: chat/completions, embeddings, models.
+        #[arg(long, value_delimiter = ',')]
+        resources: Vec<String>,
     },
     Revoke {
         proxy: String,
@@ -384,10 +394,17 @@ fn request(cmd: AdminCommand) -> anyhow::Result<(&'static str, String, Option<Va
                 proxy,
                 name,
                 expires_at,
+                models,
+                inbound,
+                resources,
             } => {
                 let mut body = json!({ "name": name });
                 if let Some(e) = expires_at {
                     body["expires_at"] = json!(e);
+                }
+                if !(models.is_empty() && inbound.is_empty() && resources.is_empty()) {
+                    body["scope"] =
+                        json!({"models": models, "inbound": inbound, "resources": resources});
                 }
                 ("POST", format!("{p}/{proxy}/keys"), Some(body))
             }

@@ -73,7 +73,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("admin keys list", "portcullis admin keys list support-bot"),
     (
         "admin keys create",
-        "portcullis admin keys create support-bot --name ci --expires-at 2027-01-01T00:00:00Z",
+        "portcullis admin keys create support-bot --name ci --expires-at 2027-01-01T00:00:00Z\nportcullis admin keys create support-bot --name mini-only --models 'gpt-4o-mini*' --inbound openai",
     ),
     (
         "admin keys revoke",

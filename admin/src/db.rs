@@ -29,7 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "gateway_settings",
         include_str!("../migrations/0004_gateway_settings.sql"),
     ),
-    (5, "spend", include_str!("../migrations/0005_spend.sql")),
+    (
+        5,
+        "spend_and_key_scopes",
+        include_str!("../migrations/0005_spend_and_key_scopes.sql"),
+    ),
 ];
 
 /// Opens the database at `url` (`sqlite://path`, `sqlite::memory:`,

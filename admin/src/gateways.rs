@@ -396,7 +396,7 @@ pub async fn build_config(
     .fetch_all(&st.pool)
     .await?;
     let key_rows = sqlx::query(
-        "SELECT k.id, k.proxy_id, k.name, k.key_sha256, k.expires_at FROM api_keys k \
+        "SELECT k.id, k.proxy_id, k.name, k.key_sha256, k.expires_at, k.scope FROM api_keys k \
          JOIN deployments d ON d.proxy_id = k.proxy_id AND d.gateway_id = $1 AND d.status = 'Active' \
          WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2) ORDER BY k.proxy_id, k.created_at, k.id",
     )
@@ -422,6 +422,9 @@ pub async fn build_config(
         });
         if let Some(e) = expires {
             entry["expires_at"] = json!(crate::db::rfc3339(e));
+        }
+        if let Some(scope) = k.try_get::<Option<String>, _>("scope")? {
+            entry["scope"] = serde_json::from_str(&scope).map_err(ApiError::internal)?;
         }
         let entry: KeyFile = serde_json::from_value(entry).map_err(ApiError::internal)?;
         keys.entry(k.try_get("proxy_id")?).or_default().push(entry);

@@ -19,6 +19,7 @@ use crate::db::{audit, bump, new_id, now_ms, parse_time, rfc3339};
 use crate::error::{ApiError, ApiResult, Body};
 use crate::ownership::authorize;
 use crate::proxies::load_required;
+use portcullis_config::KeyScopeFile;
 
 /// Body of `POST /proxies/{id}/keys`.
 #[derive(Debug, Deserialize)]
@@ -28,6 +29,10 @@ pub struct CreateKey {
     /// RFC 3339; the key stops working then.
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// What the key may use (models, inbound formats, resources); default
+    /// everything its proxy offers.
+    #[serde(default)]
+    pub scope: Option<KeyScopeFile>,
 }
 
 fn key_json(r: &sqlx::any::AnyRow, now: i64) -> ApiResult<Value> {
@@ -51,6 +56,9 @@ fn key_json(r: &sqlx::any::AnyRow, now: i64) -> ApiResult<Value> {
         "revoked_at": revoked.map(rfc3339),
         "last_used_at": last_used.map(rfc3339),
         "status": status,
+        "scope": r
+            .try_get::<Option<String>, _>("scope")?
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok()),
     }))
 }
 
@@ -77,13 +85,22 @@ pub async fn create(
         }
         None => None,
     };
+    let scope = match body.scope.filter(|s| *s != KeyScopeFile::default()) {
+        Some(s) => {
+            if let Some((field, message)) = s.problem() {
+                return Err(ApiError::invalid(format!("scope.{field}"), message));
+            }
+            Some(serde_json::to_string(&s).map_err(ApiError::internal)?)
+        }
+        None => None,
+    };
     let mut tx = st.pool.begin().await?;
     load_required(&mut tx, &proxy_id).await?;
     let key = new_secret("pc-");
     let id = new_id("key");
     let seq = bump(&mut tx).await?;
     sqlx::query(
-        "INSERT INTO api_keys (id, proxy_id, name, prefix, key_sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO api_keys (id, proxy_id, name, prefix, key_sha256, created_at, expires_at, scope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(id.clone())
     .bind(proxy_id.clone())
@@ -92,6 +109,7 @@ pub async fn create(
     .bind(sha256_hex(&key))
     .bind(now)
     .bind(expires)
+    .bind(scope.clone())
     .execute(&mut *tx)
     .await?;
     audit(
@@ -100,7 +118,7 @@ pub async fn create(
         &caller.actor(),
         "key.create",
         &format!("proxies/{proxy_id}/keys/{id}"),
-        Some(json!({"name": name})),
+        Some(json!({"name": name, "scope": scope.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok())})),
     )
     .await?;
     let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")

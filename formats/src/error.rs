@@ -21,6 +21,8 @@ pub enum ErrorSource {
 pub enum ErrorKind {
     InvalidRequest,
     Authentication,
+    /// The key may not do this (its scope).
+    Forbidden,
     NotFound,
     PayloadTooLarge,
     RateLimited,
@@ -40,6 +42,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::Authentication => "authentication",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not_found",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::RateLimited => "rate_limited",
@@ -134,6 +137,21 @@ impl GatewayError {
             message,
         );
         e.code = Some("invalid_api_key".into());
+        e
+    }
+
+    /// 403: the key may not do this; `param` names what was refused
+    /// (`model`, `format`, `resource`), `code` says it in one word.
+    pub fn forbidden(code: &str, param: &str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            403,
+            ErrorKind::Forbidden,
+            ErrorSource::Downstream,
+            "permission_error",
+            message,
+        );
+        e.code = Some(code.into());
+        e.param = Some(param.into());
         e
     }
 

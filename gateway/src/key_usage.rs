@@ -26,6 +26,8 @@ pub struct KeyEntry {
     /// The key's stable id: what limits, caches and metrics count by (two
     /// keys may share a name, never an id).
     pub id: Arc<str>,
+    /// What the key may do (none: everything its proxy offers).
+    pub scope: Option<Arc<crate::config::KeyScopeFile>>,
     /// Unix second of the last use written to [`KeyUsage`] (0: none yet).
     recorded_s: AtomicU64,
     /// Unix millisecond from which the key is refused, if it expires.
@@ -37,6 +39,7 @@ impl KeyEntry {
         KeyEntry {
             name,
             id,
+            scope: None,
             recorded_s: AtomicU64::new(0),
             expires_ms,
         }

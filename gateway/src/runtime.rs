@@ -354,14 +354,20 @@ fn build(
                     Some(_) => return Err(cfg_err(format!("{kat}.id"), "must not be empty")),
                     None => format!("key-{}", hex::encode(&hash[..8])),
                 };
-                keys.insert(
-                    hash,
-                    crate::key_usage::KeyEntry::new(
-                        Arc::from(kf.name.as_str()),
-                        Arc::from(id),
-                        expires_ms,
-                    ),
+                if let Some((field, message)) = kf.scope.as_ref().and_then(|s| s.problem()) {
+                    return Err(cfg_err(format!("{kat}.scope.{field}"), message));
+                }
+                let mut entry = crate::key_usage::KeyEntry::new(
+                    Arc::from(kf.name.as_str()),
+                    Arc::from(id),
+                    expires_ms,
                 );
+                entry.scope = kf
+                    .scope
+                    .clone()
+                    .filter(|s| *s != KeyScopeFile::default())
+                    .map(Arc::new);
+                keys.insert(hash, entry);
             }
             let mut models = Vec::new();
             for r in &routes {

@@ -274,3 +274,114 @@ async fn spend_per_key_reaches_admin_and_survives_its_restart() {
     let v = admin.ok("GET", "/api/v1/spend?group_by=proxy", None).await;
     assert_eq!(v["items"][0]["requests"], 6, "{v}");
 }
+
+/// A key's scope, set in admin: a model, a client format or a resource
+/// outside it is refused with a 403 naming what was refused, and the key
+/// lists only the models it may call.
+#[tokio::test]
+async fn a_scoped_key_is_refused_outside_its_scope() {
+    use crate::admin::{setup, until_status};
+    use std::time::Duration;
+    let dir = crate::harness::TempDir::new();
+    let (admin, _mock, gw, _token, gw_id) = setup(&dir).await;
+    admin
+        .ok(
+            "PATCH",
+            "/api/v1/providers/mock",
+            Some(json!({"models": ["gpt-5-mini", "gpt-4o-mini"]})),
+        )
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/proxies",
+            Some(json!({"name": "Scoped", "inbound": ["openai", "anthropic"]})),
+        )
+        .await;
+    let (s, v) = admin
+        .call(
+            "POST",
+            "/api/v1/proxies/scoped/keys",
+            Some(json!({"name": "bad", "scope": {"models": ["gpt 4"]}})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (422, Some("scope.models[0]")),
+        "{v}"
+    );
+    let created = admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/scoped/keys",
+            Some(json!({"name": "mini", "scope": {"models": ["gpt-4o-mini*"], "inbound": ["openai"]}})),
+        )
+        .await;
+    assert_eq!(created["scope"]["models"], json!(["gpt-4o-mini*"]));
+    let key = created["key"].as_str().unwrap().to_owned();
+    admin.deploy("scoped", &gw_id).await;
+    let base = format!("{}/scoped", gw.url);
+    let send = |path: &'static str, body: Value| {
+        let (base, key) = (base.clone(), key.clone());
+        async move {
+            let r = client()
+                .post(format!("{base}{path}"))
+                .bearer_auth(&key)
+                .header("x-api-key", &key)
+                .header("anthropic-version", "2023-06-01")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let chat =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    // Wait for the deployment with an allowed model.
+    let started = std::time::Instant::now();
+    while send("/chat/completions", chat("gpt-4o-mini")).await.0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, v) = send("/chat/completions", chat("gpt-5-mini")).await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(v["error"]["code"], "model_not_allowed");
+    assert_eq!(v["error"]["param"], "model");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gpt-4o-mini*"),
+        "{v}"
+    );
+    // The Anthropic format is open on the proxy, not to this key.
+    let (s, v) = send(
+        "/v1/messages",
+        json!({"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(v["error"]["type"], "permission_error", "{v}");
+    // The model list is the key's.
+    let models: Value = client()
+        .get(format!("{base}/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["scoped:gpt-4o-mini"], "{models}");
+    // An unscoped key of the same proxy may use the rest.
+    let open = admin.key("scoped", "open").await;
+    until_status(&base, &open, 200, Duration::from_secs(10)).await;
+}

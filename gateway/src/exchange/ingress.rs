@@ -142,7 +142,7 @@ pub(super) fn authenticate(
     proxy: &Proxy,
     query: Option<&str>,
     usage: &KeyUsage,
-) -> Result<(Arc<str>, Arc<str>), GatewayError> {
+) -> Result<Caller, GatewayError> {
     let headers = &session.req_header().headers;
     let header = |name: &str| {
         headers
@@ -185,7 +185,81 @@ pub(super) fn authenticate(
         ));
     }
     usage.record(&hash, entry);
-    Ok((entry.name.clone(), entry.id.clone()))
+    Ok(Caller {
+        name: entry.name.clone(),
+        id: entry.id.clone(),
+        scope: entry.scope.clone(),
+    })
+}
+
+/// Who sent a request: its key's name and id, and the key's scope.
+pub(super) struct Caller {
+    pub name: Arc<str>,
+    pub id: Arc<str>,
+    pub scope: Option<Arc<crate::config::KeyScopeFile>>,
+}
+
+/// Refuses what the key's scope does not allow of `endpoint`: its
+/// resource, and for chat its client format (the model is checked once
+/// the body is read, [`check_model_scope`]).
+pub(super) fn check_endpoint_scope(
+    scope: &crate::config::KeyScopeFile,
+    endpoint: &Endpoint,
+) -> Result<(), GatewayError> {
+    let resource = match endpoint {
+        Endpoint::Models | Endpoint::Model(_) => Resource::Models,
+        Endpoint::Embeddings => Resource::Embeddings,
+        Endpoint::Chat { .. } => Resource::ChatCompletions,
+    };
+    if !scope.resources.is_empty() && !scope.resources.contains(&resource) {
+        let name = serde_json::to_value(resource)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        return Err(GatewayError::forbidden(
+            "resource_not_allowed",
+            "resource",
+            format!("This API key may not use `{name}`."),
+        ));
+    }
+    if let Endpoint::Chat { format, .. } = endpoint
+        && !scope.inbound.is_empty()
+        && !scope.inbound.contains(&format.kind())
+    {
+        let name = serde_json::to_value(format.kind())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        return Err(GatewayError::forbidden(
+            "format_not_allowed",
+            "format",
+            format!("This API key may not use the {name} API format."),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a model (as the client named it, without the proxy prefix)
+/// outside the key's scope.
+pub(super) fn check_model_scope(
+    scope: Option<&crate::config::KeyScopeFile>,
+    model: &str,
+) -> Result<(), GatewayError> {
+    match scope {
+        Some(s) if !s.allows_model(model) => Err(GatewayError::forbidden(
+            "model_not_allowed",
+            "model",
+            format!(
+                "This API key may not use model `{model}`; it may use {}.",
+                s.models
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Reads the whole request body under the configured size limit and

@@ -206,14 +206,22 @@ impl Gateway {
         if let Endpoint::Chat { format: f, .. } = &endpoint {
             *format = *f;
         }
-        let (key_name, key_id) =
-            ingress::authenticate(session, &proxy, query.as_deref(), &self.key_usage)?;
-        ctx.request.key_name = Some(key_name);
-        ctx.request.key_id = Some(key_id);
+        let caller = ingress::authenticate(session, &proxy, query.as_deref(), &self.key_usage)?;
+        ctx.request.key_name = Some(caller.name);
+        ctx.request.key_id = Some(caller.id);
+        let scope = caller.scope;
+        if let Some(s) = &scope {
+            ingress::check_endpoint_scope(s, &endpoint)?;
+        }
 
         match endpoint {
             Endpoint::Models => {
-                let list = model_list(&proxy);
+                let mut list = model_list(&proxy);
+                // A key lists what it may call.
+                list.data.retain(|m| {
+                    ingress::check_model_scope(scope.as_deref(), strip_proxy_prefix(&proxy, &m.id))
+                        .is_ok()
+                });
                 let body =
                     serde_json::to_vec(&list).map_err(|e| GatewayError::internal(e.to_string()))?;
                 ctx.tally.status = 200;
@@ -222,6 +230,7 @@ impl Gateway {
             }
             Endpoint::Model(id) => {
                 let bare = strip_proxy_prefix(&proxy, &id);
+                ingress::check_model_scope(scope.as_deref(), bare)?;
                 let list = model_list(&proxy);
                 let entry = list
                     .data
@@ -238,6 +247,10 @@ impl Gateway {
                 let body = ingress::read_body(session, &rt).await?;
                 let req = inbound::openai::parse_embeddings(&body)?;
                 inbound::check_model(&req.model)?;
+                ingress::check_model_scope(
+                    scope.as_deref(),
+                    strip_proxy_prefix(&proxy, &req.model),
+                )?;
                 self.embeddings(session, ctx, &rt, &proxy, req).await
             }
             Endpoint::Chat { format, path } => {
@@ -248,6 +261,10 @@ impl Gateway {
                 let body = ingress::read_body(session, &rt).await?;
                 let req = format.parse(&body, &path)?;
                 inbound::check_model(&req.model)?;
+                ingress::check_model_scope(
+                    scope.as_deref(),
+                    strip_proxy_prefix(&proxy, &req.model),
+                )?;
                 self.chat(session, ctx, &rt, &proxy, format, req).await
             }
         }

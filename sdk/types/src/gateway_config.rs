@@ -593,6 +593,64 @@ pub struct KeyFile {
     /// while admin is unreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// What the key may do on its proxy (default: everything the proxy
+    /// offers): a request outside it gets a 403 naming what was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<KeyScopeFile>,
+}
+
+/// A key's scope. Each list, when not empty, is all the key may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyScopeFile {
+    /// Model names as the client sends them; `*` matches any run of
+    /// characters (`gpt-4o*`, `*-mini`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound: Vec<InboundKind>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<Resource>,
+}
+
+impl KeyScopeFile {
+    /// Why the scope is unusable, as (field, message), or `None`.
+    pub fn problem(&self) -> Option<(String, &'static str)> {
+        self.models.iter().enumerate().find_map(|(i, m)| {
+            (m.is_empty() || m.len() > 256 || m.chars().any(|c| c.is_whitespace() || c.is_control()))
+                .then(|| {
+                    (
+                        format!("models[{i}]"),
+                        "must be a model name or pattern (`*` matches any run of characters), without spaces",
+                    )
+                })
+        })
+    }
+
+    /// Whether `model` (as the client sent it) is within the scope.
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|p| glob(p, model))
+    }
+}
+
+/// `pattern` matches all of `text`, `*` standing for any run of characters.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// A policy attached to a proxy.
@@ -739,6 +797,19 @@ pub struct PolicyEmbeddingsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("gpt-4o*", "gpt-4o-mini"));
+        assert!(glob("gpt-4o*", "gpt-4o"));
+        assert!(!glob("gpt-4o*", "gpt-4"));
+        assert!(glob("*-mini", "gpt-5-mini"));
+        assert!(glob("a*b*c", "a-x-b-y-c"));
+        assert!(!glob("a*b*c", "a-x-c"));
+        assert!(glob("exact", "exact") && !glob("exact", "exactly"));
+        assert!(glob("*", "anything"));
+        assert!(!glob("ab*ab", "ab"));
+    }
 
     #[test]
     fn url_origins() {

@@ -15,3 +15,6 @@ CREATE TABLE spend (
     PRIMARY KEY (gateway_id, proxy_id, key_id, model, day)
 );
 CREATE INDEX spend_day ON spend (day);
+-- A key's scope (models, inbound formats, resources it may use), JSON;
+-- NULL: everything its proxy offers.
+ALTER TABLE api_keys ADD COLUMN scope TEXT;
