@@ -377,7 +377,12 @@ fn main() -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            portcullis_gateway::run::run(runtime, opts)
+            portcullis_gateway::run::run_file(
+                runtime,
+                opts,
+                config,
+                (!egress_allow.is_empty()).then_some(egress_allow),
+            )
         }
         Command::Completions { shell } => {
             use std::io::Write;

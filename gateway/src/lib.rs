@@ -22,6 +22,7 @@ pub mod ops;
 pub mod otlp;
 pub mod policy;
 pub mod prompt_guard;
+pub mod reload;
 pub mod routing;
 pub mod run;
 pub mod runtime;

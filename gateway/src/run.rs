@@ -172,6 +172,20 @@ pub fn run(runtime: Runtime, opts: RunOptions) -> anyhow::Result<()> {
     })
 }
 
+/// Like `run`, for a configuration read from `path`: SIGHUP reloads it
+/// (`reload`).
+pub fn run_file(
+    runtime: Runtime,
+    opts: RunOptions,
+    path: std::path::PathBuf,
+    egress: Option<Vec<String>>,
+) -> anyhow::Result<()> {
+    run_with(runtime, opts, move |handle| {
+        handle.mark_configured();
+        Ok(vec![crate::reload::service(path, egress, handle)])
+    })
+}
+
 /// Like `run`, first handing `on_start` a handle that swaps the
 /// configuration while the gateway serves (managed mode); the background
 /// services it returns (the managed agent) run beside the listeners, on

@@ -463,3 +463,52 @@ async fn an_upstream_reset_mid_stream_ends_every_stream_with_an_error_event() {
     let ok = crate::harness::sum_of(&text, &[needles[0], needles[1], "error_type=\"none\""]);
     assert_eq!(crate::harness::sum_of(&text, &needles) - ok, 40.0, "{text}");
 }
+
+/// A gateway run from a file reloads it on SIGHUP, every 200 ms under
+/// load, without failing a request; a file that does not load is logged
+/// and the configuration in force stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_file_every_200_ms_without_failing_a_request() {
+    let dir = TempDir::new();
+    let mock = Mock::start().await;
+    let (port, ops) = (free_port(), free_port());
+    let base = mock_config(&mock);
+    let mut gw = spawn_gateway(&dir, &base, port, ops, &[]);
+    assert!(wait_ready(&format!("http://127.0.0.1:{ops}/readyz")).await);
+    let write = |extra: &str| {
+        std::fs::write(
+            dir.0.join("gateway.yaml"),
+            format!("listen: 127.0.0.1:{port}\nops_listen: 127.0.0.1:{ops}\n{base}{extra}"),
+        )
+        .unwrap();
+    };
+    let url = format!("http://127.0.0.1:{port}/chat/chat/completions");
+    let (stop, h) = start_load(&url, KEY, 4);
+    for i in 0..20 {
+        // Each version has one more proxy.
+        let mut extra = String::new();
+        for j in 0..=i {
+            extra.push_str(&format!(
+                "  - {{ name: extra-{j}, routes: [{{ provider: openai }}], keys: [{{ name: t, env: PC_KEY }}] }}\n"
+            ));
+        }
+        write(&extra);
+        gw.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let t = finish(stop, h).await;
+    assert_none_failed("SIGHUP reloads under load", &t, 50);
+    let newest = format!("http://127.0.0.1:{port}/extra-19/chat/completions");
+    assert!(serves(&newest).await, "the last version is served");
+    // A file that does not load: the version in force stays.
+    write("  - { name: broken, routes: [{ provider: nowhere }] }\n");
+    gw.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(serves(&url).await);
+    let log = std::fs::read_to_string(dir.0.join("gateway.log")).unwrap_or_default();
+    assert!(log.contains("configuration not reloaded"), "{log}");
+    assert!(
+        gw.exited(Duration::from_millis(10)).await.is_none(),
+        "still running"
+    );
+}
