@@ -587,7 +587,7 @@ pub fn run(o: ManagedOptions) -> anyhow::Result<()> {
         let service: Box<dyn ServiceWithDependents> = Box::new(
             pingora::services::background::background_service("managed-agent", agent),
         );
-        Ok(vec![service])
+        Ok(vec![service, crate::reload::managed_hangup()])
     })
 }
 

@@ -72,3 +72,28 @@ pub fn service(
         },
     ))
 }
+
+/// SIGHUP on a managed gateway: its configuration comes from admin, so
+/// there is nothing to read again; the signal is noted instead of ending
+/// the process (its default action).
+struct ManagedHangup;
+
+#[async_trait::async_trait]
+impl BackgroundService for ManagedHangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => tracing::info!("SIGHUP: a managed gateway takes its configuration from admin; nothing to reload"),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// The SIGHUP watcher of a managed gateway.
+pub fn managed_hangup() -> Box<dyn ServiceWithDependents> {
+    Box::new(background_service("sighup", ManagedHangup))
+}
