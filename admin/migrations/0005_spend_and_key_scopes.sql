@@ -15,6 +15,14 @@ CREATE TABLE spend (
     PRIMARY KEY (gateway_id, proxy_id, key_id, model, day)
 );
 CREATE INDEX spend_day ON spend (day);
+-- Spend batches already added, so one a gateway sends again (its
+-- heartbeat's answer was lost) is added once.
+CREATE TABLE spend_batches (
+    gateway_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (gateway_id, batch_id)
+);
 -- A key's scope (models, inbound formats, resources it may use), JSON;
 -- NULL: everything its proxy offers.
 ALTER TABLE api_keys ADD COLUMN scope TEXT;

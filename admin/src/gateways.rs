@@ -671,9 +671,29 @@ pub async fn heartbeat(
         .execute(&mut *tx)
         .await?;
     }
-    // Spend: only for proxies deployed to this gateway, added to what the
-    // same gateway reported before for that row.
-    for r in &hb.spend {
+    // Spend: once per batch (a gateway sends a batch again until it is
+    // acknowledged), only for proxies deployed to this gateway, added to
+    // what the same gateway reported before for that row.
+    let mut fresh = true;
+    if let Some(batch) = hb.spend_batch.as_deref().filter(|_| !hb.spend.is_empty()) {
+        fresh = sqlx::query(
+            "INSERT INTO spend_batches (gateway_id, batch_id, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(gw.id.clone())
+        .bind(batch.to_owned())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        // A week is far longer than a gateway retries a batch.
+        sqlx::query("DELETE FROM spend_batches WHERE gateway_id = $1 AND received_at < $2")
+            .bind(gw.id.clone())
+            .bind(now - 7 * 86_400_000)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for r in hb.spend.iter().filter(|_| fresh) {
         if r.day.len() != 10 || !r.cost.is_finite() || r.cost < 0.0 {
             continue;
         }

@@ -865,6 +865,32 @@ async fn heartbeats_set_last_used_at_of_the_gateways_keys_only() {
         beat(&other_token, json!({there.clone(): t1})).await;
         assert_eq!(last_used("there", &there_id).await, json!(db::rfc3339(t1)));
 
+        // Spend: a batch sent twice (its answer lost) is added once, and
+        // only for proxies deployed to the reporting gateway.
+        let record = |proxy: &str| {
+            json!({"proxy_id": proxy, "key_id": "key_x", "model": "m", "day": "2026-12-01",
+                "requests": 2, "input_tokens": 10, "output_tokens": 5, "cost": 0.5})
+        };
+        for _ in 0..2 {
+            let (s, v) = app
+                .call(
+                    "POST",
+                    "/api/v1/gateway/heartbeat",
+                    Some(&edge_token),
+                    Some(json!({"spend": [record("here"), record("there")], "spend_batch": "b1"})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+        }
+        let spend = app
+            .ok("GET", "/api/v1/spend?group_by=proxy&from=2026-12-01&to=2026-12-01", None)
+            .await;
+        assert_eq!(
+            spend["items"],
+            json!([{"proxy_id": "here", "requests": 2, "input_tokens": 10, "output_tokens": 5, "cost": 0.5}]),
+            "{spend}"
+        );
+
         // A heartbeat without key uses (a gateway from before them) is fine,
         // and changes no key.
         let (s, _) = app

@@ -353,6 +353,7 @@ impl Applier {
             proxy_errors: s.proxy_errors,
             restart_required: s.restart_required,
             spend: Vec::new(),
+            spend_batch: None,
         }
     }
 
@@ -374,6 +375,8 @@ struct Client {
     admins: Vec<String>,
     current: std::sync::atomic::AtomicUsize,
     token: String,
+    /// The spend batch sent and not acknowledged yet: (id, records).
+    pending_spend: Mutex<Option<(String, Vec<portcullis_types::managed::SpendRecord>)>>,
 }
 
 enum Fetched {
@@ -443,20 +446,37 @@ impl Client {
         Ok(resp.status())
     }
 
-    /// Sends `hb` with the key uses recorded since the last heartbeat; uses
-    /// that did not reach admin are kept for the next one.
+    /// Sends `hb` with the key uses recorded since the last heartbeat (uses
+    /// that did not reach admin are kept for the next one) and the spend
+    /// batch: the one admin has not acknowledged yet, sent again under its
+    /// id until it is (admin adds a batch once), else a new one.
     async fn heartbeat(&self, applier: &Applier, mut hb: Heartbeat) -> anyhow::Result<()> {
         let uses = applier.take_key_uses();
         hb.keys_used = to_wire(&uses);
-        hb.spend = applier.handle.spend().take();
+        let batch = {
+            let mut pending = self.pending_spend.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.is_none() {
+                let records = applier.handle.spend().take();
+                if !records.is_empty() {
+                    *pending = Some((uuid::Uuid::new_v4().simple().to_string(), records));
+                }
+            }
+            pending.clone()
+        };
+        if let Some((id, records)) = &batch {
+            hb.spend_batch = Some(id.clone());
+            hb.spend = records.clone();
+        }
+        let acknowledged = || {
+            let mut pending = self.pending_spend.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.as_ref().map(|b| &b.0) == batch.as_ref().map(|b| &b.0) {
+                *pending = None;
+            }
+        };
         let status = match self.post_heartbeat(&hb).await {
             Ok(s) => s,
             Err(e) => {
                 applier.restore_key_uses(uses);
-                applier
-                    .handle
-                    .spend()
-                    .restore(std::mem::take(&mut hb.spend));
                 return Err(e);
             }
         };
@@ -467,8 +487,10 @@ impl Client {
             // unknown field: it cannot store them, so drop them and
             // heartbeat without.
             tracing::debug!("admin does not take key uses or spend; heartbeating without them");
+            acknowledged();
             hb.keys_used.clear();
             hb.spend.clear();
+            hb.spend_batch = None;
             let status = self.post_heartbeat(&hb).await?;
             if !status.is_success() {
                 anyhow::bail!("admin answered {status}");
@@ -477,12 +499,9 @@ impl Client {
         }
         if !status.is_success() {
             applier.restore_key_uses(uses);
-            applier
-                .handle
-                .spend()
-                .restore(std::mem::take(&mut hb.spend));
             anyhow::bail!("admin answered {status}");
         }
+        acknowledged();
         Ok(())
     }
 }
@@ -507,6 +526,7 @@ pub fn run(o: ManagedOptions) -> anyhow::Result<()> {
         http: o.tls.client()?,
         admins,
         current: Default::default(),
+        pending_spend: Mutex::new(None),
         token: o.token.clone(),
     });
     // The first configuration: from admin if it answers soon, else the
@@ -839,6 +859,7 @@ mod tests {
             http: portcullis_net::ClientTls::default().client().unwrap(),
             admins: vec![admin],
             current: Default::default(),
+            pending_spend: Mutex::new(None),
             token: "gwt-test".into(),
         };
         // Admin failed: the use is kept for the next beat.
@@ -863,6 +884,46 @@ mod tests {
         assert!(!got.recv().await.unwrap().keys_used.is_empty());
         assert!(got.recv().await.unwrap().keys_used.is_empty());
         assert!(a.take_key_uses().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_spend_batch_is_sent_again_under_its_id_until_acknowledged() {
+        let dir = temp_dir();
+        let (a, handle) = applier(&dir);
+        handle.spend().enable();
+        let key: std::sync::Arc<str> = std::sync::Arc::from("key_1");
+        let spent = |tokens| crate::spend::Spent {
+            proxy: "p0",
+            key: &key,
+            model: "m",
+            input_tokens: tokens,
+            output_tokens: 0,
+            cost: Some(1.0),
+        };
+        handle.spend().record(spent(10));
+        let (admin, mut got) = fake_admin(vec![503, 204, 204]).await;
+        let client = Client {
+            http: portcullis_net::ClientTls::default().client().unwrap(),
+            admins: vec![admin],
+            current: Default::default(),
+            pending_spend: Mutex::new(None),
+            token: "gwt-test".into(),
+        };
+        assert!(client.heartbeat(&a, a.heartbeat()).await.is_err());
+        let first = got.recv().await.unwrap();
+        assert_eq!(first.spend.len(), 1);
+        // Spent meanwhile: waits for the next batch, the first goes again
+        // whole, under its id.
+        handle.spend().record(spent(5));
+        client.heartbeat(&a, a.heartbeat()).await.unwrap();
+        let again = got.recv().await.unwrap();
+        assert_eq!(again.spend_batch, first.spend_batch);
+        assert_eq!(again.spend, first.spend);
+        client.heartbeat(&a, a.heartbeat()).await.unwrap();
+        let next = got.recv().await.unwrap();
+        assert_ne!(next.spend_batch, first.spend_batch);
+        assert_eq!(next.spend[0].input_tokens, 5);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -80,6 +80,10 @@ pub struct Heartbeat {
     /// proxy, key, model and UTC day.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spend: Vec<SpendRecord>,
+    /// The id of the `spend` batch: a batch admin did not acknowledge is
+    /// sent again under the same id, and admin adds a batch once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend_batch: Option<String>,
 }
 
 /// Requests, tokens and cost of one proxy, key, model and day.
