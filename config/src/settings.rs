@@ -421,7 +421,8 @@ mod tests {
         let s = parse_settings(&json!({
             "redis_url": "redis://:pw@r:6379/0",
             "tls": {"certificates": [{"cert_pem": "C", "key_pem": "K"}]},
-            "timeouts": {"read_ms": 5}
+            "timeouts": {"read_ms": 5},
+            "policy_engine": {"max_instances": 7}
         }))
         .unwrap();
         let clear = s.without_secrets();
@@ -444,9 +445,15 @@ mod tests {
             Some("PORTCULLIS_TLS_KEY_0")
         );
         assert_eq!(
-            file.policy_engine.unwrap().redis_url_env.as_deref(),
+            file.policy_engine
+                .as_ref()
+                .unwrap()
+                .redis_url_env
+                .as_deref(),
             Some(REDIS_URL_SECRET)
         );
         assert_eq!(file.timeouts.read_ms, Some(5));
+        let engine = file.policy_engine.as_ref().unwrap();
+        assert_eq!(engine.max_instances, Some(7));
     }
 }

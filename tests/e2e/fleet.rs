@@ -128,6 +128,7 @@ proxies:
                 "telemetry": {"otlp_endpoint": format!("http://127.0.0.1:{collector}"), "service_name": "edge-eu", "otlp_protocol": "http/json"},
                 "limits": {"max_body_bytes": 4096},
                 "provider_ca": {"secure": pem("ca.pem")},
+                "policy_engine": {"timeout_ms": 250, "memory_limit_mb": 48},
             })),
         )
         .await;
