@@ -106,7 +106,7 @@ async fn patch_scope(
     settings
         .check()
         .map_err(|e| ApiError::invalid(e.path, e.message))?;
-    for id in settings.provider_ca.keys() {
+    for id in settings.provider_ca.keys().filter(|id| *id != "*") {
         let exists = sqlx::query("SELECT id FROM providers WHERE id = $1")
             .bind(id.clone())
             .fetch_optional(&st.pool)

@@ -58,7 +58,8 @@ pub struct GatewaySettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsFile>,
     /// Extra CA certificates (PEM) trusted for a provider's endpoint, by
-    /// provider id.
+    /// provider id; `*` for every provider without its own (a corporate
+    /// CA in front of every provider).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub provider_ca: BTreeMap<String, String>,
     /// Limits of the wasm policy engine.
@@ -281,7 +282,11 @@ impl GatewaySettings {
         }
         self.apply_limits(file);
         for p in &mut file.providers {
-            if let Some(pem) = self.provider_ca.get(&p.name) {
+            if let Some(pem) = self
+                .provider_ca
+                .get(&p.name)
+                .or_else(|| self.provider_ca.get("*"))
+            {
                 p.ca_pem = Some(pem.clone());
             }
         }
@@ -433,9 +438,15 @@ mod tests {
         assert_eq!(view["tls"]["certificates"][0]["key_set"], true);
         assert!(view["tls"]["certificates"][0].get("key_pem").is_none());
 
-        let mut file = FileConfig::default();
+        let mut file: FileConfig = serde_json::from_value(serde_json::json!({"providers": [
+            {"name": "own", "type": "openai"}, {"name": "other", "type": "openai"}]}))
+        .unwrap();
         let mut secrets = BTreeMap::new();
+        let mut s = s;
+        s.provider_ca = BTreeMap::from([("own".into(), "OWN".into()), ("*".into(), "ALL".into())]);
         s.apply(&mut file, &mut secrets);
+        assert_eq!(file.providers[0].ca_pem.as_deref(), Some("OWN"));
+        assert_eq!(file.providers[1].ca_pem.as_deref(), Some("ALL"));
         assert_eq!(secrets[REDIS_URL_SECRET], "redis://:pw@r:6379/0");
         assert_eq!(secrets["PORTCULLIS_TLS_KEY_0"], "K");
         let tls = file.tls.unwrap();
