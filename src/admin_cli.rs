@@ -133,6 +133,22 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Applications: their keys and subscriptions to proxies.
+    Applications {
+        #[command(subcommand)]
+        command: ApplicationCommand,
+    },
+    /// The plans of a proxy, which applications subscribe under.
+    Plans {
+        #[command(subcommand)]
+        command: PlanCommand,
+    },
+    /// Approve, suspend, resume or close a subscription.
+    Subscription {
+        id: String,
+        #[arg(value_parser = ["approve", "suspend", "resume", "close"])]
+        action: String,
+    },
     /// What requests spent (requests, tokens, cost), as managed gateways
     /// report it, grouped by proxy, key, model, day or gateway.
     Spend {
@@ -305,6 +321,71 @@ pub enum PolicyCommand {
     Detach {
         proxy: String,
         attachment: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApplicationCommand {
+    List,
+    Get {
+        id: String,
+    },
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    Delete {
+        id: String,
+    },
+    /// The application's keys.
+    Keys {
+        id: String,
+    },
+    /// Create a key of the application; it is printed once.
+    CreateKey {
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// RFC 3339 time the key stops working.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    RevokeKey {
+        id: String,
+        key: String,
+    },
+    /// Subscribe the application to a proxy under one of its plans.
+    Subscribe {
+        id: String,
+        #[arg(long)]
+        proxy: String,
+        /// Plan id or name.
+        #[arg(long)]
+        plan: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlanCommand {
+    List {
+        proxy: String,
+    },
+    Create {
+        proxy: String,
+        #[arg(long)]
+        name: String,
+        /// Model patterns subscribers may call; default every model.
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Subscriptions wait for the proxy owner's approval.
+        #[arg(long)]
+        needs_approval: bool,
+    },
+    Delete {
+        proxy: String,
+        plan: String,
     },
 }
 
@@ -499,6 +580,60 @@ fn request(cmd: AdminCommand) -> anyhow::Result<(&'static str, String, Option<Va
             }
             TokenCommand::Revoke { id } => ("POST", format!("/api/v1/tokens/{id}/revoke"), None),
         },
+        AdminCommand::Applications { command } => {
+            let a = "/api/v1/applications";
+            match command {
+                ApplicationCommand::List => ("GET", a.into(), None),
+                ApplicationCommand::Get { id } => ("GET", format!("{a}/{id}"), None),
+                ApplicationCommand::Create { name, description } => {
+                    let mut body = json!({ "name": name });
+                    if let Some(d) = description {
+                        body["description"] = json!(d);
+                    }
+                    ("POST", a.into(), Some(body))
+                }
+                ApplicationCommand::Delete { id } => ("DELETE", format!("{a}/{id}"), None),
+                ApplicationCommand::Keys { id } => ("GET", format!("{a}/{id}/keys"), None),
+                ApplicationCommand::CreateKey {
+                    id,
+                    name,
+                    expires_at,
+                } => {
+                    let mut body = json!({ "name": name });
+                    if let Some(e) = expires_at {
+                        body["expires_at"] = json!(e);
+                    }
+                    ("POST", format!("{a}/{id}/keys"), Some(body))
+                }
+                ApplicationCommand::RevokeKey { id, key } => {
+                    ("POST", format!("{a}/{id}/keys/{key}/revoke"), None)
+                }
+                ApplicationCommand::Subscribe { id, proxy, plan } => (
+                    "POST",
+                    format!("{a}/{id}/subscriptions"),
+                    Some(json!({ "proxy": proxy, "plan": plan })),
+                ),
+            }
+        }
+        AdminCommand::Plans { command } => match command {
+            PlanCommand::List { proxy } => ("GET", format!("{p}/{proxy}/plans"), None),
+            PlanCommand::Create {
+                proxy,
+                name,
+                models,
+                needs_approval,
+            } => (
+                "POST",
+                format!("{p}/{proxy}/plans"),
+                Some(json!({ "name": name, "models": models, "needs_approval": needs_approval })),
+            ),
+            PlanCommand::Delete { proxy, plan } => {
+                ("DELETE", format!("{p}/{proxy}/plans/{plan}"), None)
+            }
+        },
+        AdminCommand::Subscription { id, action } => {
+            ("POST", format!("/api/v1/subscriptions/{id}/{action}"), None)
+        }
         AdminCommand::Spend {
             group_by,
             from,

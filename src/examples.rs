@@ -101,6 +101,56 @@ const EXAMPLES: &[(&str, &str)] = &[
         "admin deploy",
         "portcullis admin deploy support-bot --gateway edge-eu-1\nportcullis admin deploy support-bot --gateway edge-eu-1 --revision 3",
     ),
+    ("admin applications", "portcullis admin applications list"),
+    (
+        "admin applications list",
+        "portcullis admin applications list -o json",
+    ),
+    (
+        "admin applications get",
+        "portcullis admin applications get mobile",
+    ),
+    (
+        "admin applications create",
+        "portcullis admin applications create --name Mobile --description 'the iOS app'",
+    ),
+    (
+        "admin applications delete",
+        "portcullis admin applications delete mobile",
+    ),
+    (
+        "admin applications keys",
+        "portcullis admin applications keys mobile",
+    ),
+    (
+        "admin applications create-key",
+        "portcullis admin applications create-key mobile --name ios --expires-at 2027-06-30T00:00:00Z",
+    ),
+    (
+        "admin applications revoke-key",
+        "portcullis admin applications revoke-key mobile key_1a2b3c",
+    ),
+    (
+        "admin applications subscribe",
+        "portcullis admin applications subscribe mobile --proxy support-bot --plan basic",
+    ),
+    ("admin plans", "portcullis admin plans list support-bot"),
+    (
+        "admin plans list",
+        "portcullis admin plans list support-bot",
+    ),
+    (
+        "admin plans create",
+        "portcullis admin plans create support-bot --name basic --models 'gpt-4o-mini*'\nportcullis admin plans create support-bot --name gold --needs-approval",
+    ),
+    (
+        "admin plans delete",
+        "portcullis admin plans delete support-bot plan_1a2b3c",
+    ),
+    (
+        "admin subscription",
+        "portcullis admin subscription sub_1a2b3c approve\nportcullis admin subscription sub_1a2b3c suspend",
+    ),
     (
         "admin spend",
         "portcullis admin spend --group-by key,model --from 2026-12-01\nportcullis admin spend --group-by day --proxy support-bot --csv > spend.csv",

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "spend_and_key_scopes",
         include_str!("../migrations/0005_spend_and_key_scopes.sql"),
     ),
+    (
+        6,
+        "applications",
+        include_str!("../migrations/0006_applications.sql"),
+    ),
 ];
 
 /// Opens the database at `url` (`sqlite://path`, `sqlite::memory:`,

@@ -429,6 +429,41 @@ pub async fn build_config(
         let entry: KeyFile = serde_json::from_value(entry).map_err(ApiError::internal)?;
         keys.entry(k.try_get("proxy_id")?).or_default().push(entry);
     }
+    // Keys of applications actively subscribed to a deployed proxy, with
+    // their plan's models as scope.
+    let app_keys = sqlx::query(
+        "SELECT ak.id, ak.name, ak.key_sha256, ak.expires_at, a.name AS app_name, s.proxy_id, pl.models \
+         FROM application_keys ak JOIN applications a ON a.id = ak.application_id \
+         JOIN subscriptions s ON s.application_id = ak.application_id AND s.status = 'active' \
+         JOIN plans pl ON pl.id = s.plan_id \
+         JOIN deployments d ON d.proxy_id = s.proxy_id AND d.gateway_id = $1 AND d.status = 'Active' \
+         WHERE ak.revoked_at IS NULL AND (ak.expires_at IS NULL OR ak.expires_at > $2) ORDER BY s.proxy_id, ak.created_at, ak.id",
+    )
+    .bind(gateway_id.to_owned())
+    .bind(now)
+    .fetch_all(&st.pool)
+    .await?;
+    for k in &app_keys {
+        let expires: Option<i64> = k.try_get("expires_at")?;
+        if let Some(e) = expires {
+            next_expiry = Some(next_expiry.map_or(e, |n| n.min(e)));
+        }
+        let models: Vec<String> =
+            serde_json::from_str(&k.try_get::<String, _>("models")?).map_err(ApiError::internal)?;
+        let mut entry = json!({
+            "name": format!("{}/{}", k.try_get::<String, _>("app_name")?, k.try_get::<String, _>("name")?),
+            "id": k.try_get::<String, _>("id")?,
+            "sha256": k.try_get::<String, _>("key_sha256")?,
+        });
+        if let Some(e) = expires {
+            entry["expires_at"] = json!(crate::db::rfc3339(e));
+        }
+        if !models.is_empty() {
+            entry["scope"] = json!({ "models": models });
+        }
+        let entry: KeyFile = serde_json::from_value(entry).map_err(ApiError::internal)?;
+        keys.entry(k.try_get("proxy_id")?).or_default().push(entry);
+    }
     let providers = crate::providers::load_all(st, &st.pool).await?;
     let mut secrets = BTreeMap::new();
     let mut used = HashSet::new();
@@ -664,6 +699,17 @@ pub async fn heartbeat(
             "UPDATE api_keys SET last_used_at = $1 WHERE key_sha256 = $2 \
              AND (last_used_at IS NULL OR last_used_at < $1) \
              AND proxy_id IN (SELECT proxy_id FROM deployments WHERE gateway_id = $3 AND status = 'Active')",
+        )
+        .bind(at)
+        .bind(sha256.to_ascii_lowercase())
+        .bind(gw.id.clone())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE application_keys SET last_used_at = $1 WHERE key_sha256 = $2 \
+             AND (last_used_at IS NULL OR last_used_at < $1) \
+             AND application_id IN (SELECT s.application_id FROM subscriptions s JOIN deployments d \
+             ON d.proxy_id = s.proxy_id AND d.gateway_id = $3 AND d.status = 'Active' WHERE s.status = 'active')",
         )
         .bind(at)
         .bind(sha256.to_ascii_lowercase())

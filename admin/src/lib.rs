@@ -9,6 +9,7 @@
 //! `router(state)` is the whole HTTP surface, so tests drive it with
 //! `tower::ServiceExt::oneshot` and no socket.
 
+pub mod applications;
 pub mod auth;
 pub mod crypto;
 pub mod db;
@@ -233,6 +234,59 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
             axum::routing::delete(gateways::delete),
         ),
         ("get", "/api/v1/spend", get(spend::query)),
+        ("get", "/api/v1/applications", get(applications::list)),
+        ("post", "/api/v1/applications", post(applications::create)),
+        ("get", "/api/v1/applications/{id}", get(applications::get)),
+        (
+            "delete",
+            "/api/v1/applications/{id}",
+            axum::routing::delete(applications::delete),
+        ),
+        (
+            "get",
+            "/api/v1/applications/{id}/keys",
+            get(applications::list_keys),
+        ),
+        (
+            "post",
+            "/api/v1/applications/{id}/keys",
+            post(applications::create_key),
+        ),
+        (
+            "post",
+            "/api/v1/applications/{id}/keys/{key}/revoke",
+            post(applications::revoke_key),
+        ),
+        (
+            "get",
+            "/api/v1/applications/{id}/subscriptions",
+            get(applications::list_subscriptions),
+        ),
+        (
+            "post",
+            "/api/v1/applications/{id}/subscriptions",
+            post(applications::subscribe),
+        ),
+        (
+            "post",
+            "/api/v1/subscriptions/{id}/{action}",
+            post(applications::transition),
+        ),
+        (
+            "get",
+            "/api/v1/proxies/{id}/plans",
+            get(applications::list_plans),
+        ),
+        (
+            "post",
+            "/api/v1/proxies/{id}/plans",
+            post(applications::create_plan),
+        ),
+        (
+            "delete",
+            "/api/v1/proxies/{id}/plans/{plan}",
+            axum::routing::delete(applications::delete_plan),
+        ),
         ("get", "/api/v1/gateway/config", get(gateways::config)),
         (
             "post",

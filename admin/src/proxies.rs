@@ -831,6 +831,8 @@ pub async fn delete(
     let seq = bump(&mut tx).await?;
     for q in [
         "DELETE FROM api_keys WHERE proxy_id = $1",
+        "DELETE FROM subscriptions WHERE proxy_id = $1",
+        "DELETE FROM plans WHERE proxy_id = $1",
         "DELETE FROM deployments WHERE proxy_id = $1",
         "DELETE FROM proxy_revisions WHERE proxy_id = $1",
         "DELETE FROM proxies WHERE id = $1",

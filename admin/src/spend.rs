@@ -37,7 +37,13 @@ pub struct SpendQuery {
 /// by, and the names they get in the answer.
 const GROUPS: &[(&str, &[(&str, &str)])] = &[
     ("proxy", &[("s.proxy_id", "proxy_id")]),
-    ("key", &[("s.key_id", "key_id"), ("k.name", "key_name")]),
+    (
+        "key",
+        &[
+            ("s.key_id", "key_id"),
+            ("COALESCE(k.name, ak.name)", "key_name"),
+        ],
+    ),
     ("model", &[("s.model", "model")]),
     ("day", &[("s.day", "day")]),
     ("gateway", &[("s.gateway_id", "gateway_id")]),
@@ -104,6 +110,7 @@ pub async fn query(
          CAST(SUM(s.input_tokens) AS BIGINT) AS input_tokens, \
          CAST(SUM(s.output_tokens) AS BIGINT) AS output_tokens, SUM(s.cost) AS cost \
          FROM spend s LEFT JOIN proxies p ON p.id = s.proxy_id LEFT JOIN api_keys k ON k.id = s.key_id \
+         LEFT JOIN application_keys ak ON ak.id = s.key_id \
          WHERE s.day >= $1 AND s.day <= $2"
     );
     let mut binds = vec![from.clone(), to.clone()];

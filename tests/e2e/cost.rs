@@ -385,3 +385,232 @@ async fn a_scoped_key_is_refused_outside_its_scope() {
     let open = admin.key("scoped", "open").await;
     until_status(&base, &open, 200, Duration::from_secs(10)).await;
 }
+
+/// Applications subscribe to proxies under plans: an application's key
+/// works on the proxies it is actively subscribed to (with the plan's
+/// models), and only there; a plan may need the proxy owner's approval;
+/// suspending a subscription stops the key there.
+#[tokio::test]
+async fn an_applications_key_works_where_it_is_subscribed_and_only_there() {
+    use crate::admin::{setup, until_status};
+    use std::time::Duration;
+    let dir = crate::harness::TempDir::new();
+    let (admin, _mock, gw, _token, gw_id) = setup(&dir).await;
+    admin
+        .ok(
+            "PATCH",
+            "/api/v1/providers/mock",
+            Some(json!({"models": ["gpt-5-mini", "gpt-4o-mini"]})),
+        )
+        .await;
+    for name in ["Alpha", "Beta"] {
+        admin
+            .ok("POST", "/api/v1/proxies", Some(json!({"name": name})))
+            .await;
+        admin.deploy(&name.to_lowercase(), &gw_id).await;
+    }
+    let (s, v) = admin
+        .call(
+            "POST",
+            "/api/v1/proxies/alpha/plans",
+            Some(json!({"name": "basic", "models": ["gpt 4"]})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (422, Some("models[0]")),
+        "{v}"
+    );
+    let basic = admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/alpha/plans",
+            Some(json!({"name": "basic", "models": ["gpt-4o-mini*"]})),
+        )
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/beta/plans",
+            Some(json!({"name": "gold", "needs_approval": true})),
+        )
+        .await;
+
+    // A developer's application.
+    let dev = admin
+        .ok(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "mobile-team", "role": "developer"})),
+        )
+        .await;
+    let dev = dev["token"].as_str().unwrap().to_owned();
+    let as_dev = |method: &'static str, path: String, body: Option<Value>| {
+        let (url, dev) = (admin.url.clone(), dev.clone());
+        async move {
+            let mut r = client()
+                .request(method.parse().unwrap(), format!("{url}{path}"))
+                .bearer_auth(dev);
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let r = r.send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, app) = as_dev(
+        "POST",
+        "/api/v1/applications".into(),
+        Some(json!({"name": "Mobile", "description": "the iOS app"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{app}");
+    let (s, key) = as_dev(
+        "POST",
+        "/api/v1/applications/mobile/keys".into(),
+        Some(json!({"name": "ios"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{key}");
+    let key = key["key"].as_str().unwrap().to_owned();
+    let (s, sub) = as_dev(
+        "POST",
+        "/api/v1/applications/mobile/subscriptions".into(),
+        Some(json!({"proxy": "alpha", "plan": "basic"})),
+    )
+    .await;
+    assert_eq!((s, sub["status"].as_str()), (201, Some("active")), "{sub}");
+    assert_eq!(sub["plan_id"], basic["id"]);
+
+    let alpha = format!("{}/alpha", gw.url);
+    let beta = format!("{}/beta", gw.url);
+    let call = |base: String, model: &'static str| {
+        let key = key.clone();
+        async move {
+            client()
+                .post(format!("{base}/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let started = std::time::Instant::now();
+    while call(alpha.clone(), "gpt-4o-mini").await != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the key never worked on alpha"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        call(alpha.clone(), "gpt-5-mini").await,
+        403,
+        "outside the plan's models"
+    );
+    assert_eq!(
+        call(beta.clone(), "gpt-5-mini").await,
+        401,
+        "not subscribed to beta"
+    );
+
+    // A plan that needs approval: pending until the proxy's owner approves.
+    let (s, gold) = as_dev(
+        "POST",
+        "/api/v1/applications/mobile/subscriptions".into(),
+        Some(json!({"proxy": "beta", "plan": "gold"})),
+    )
+    .await;
+    assert_eq!(
+        (s, gold["status"].as_str()),
+        (201, Some("pending")),
+        "{gold}"
+    );
+    let gold_id = gold["id"].as_str().unwrap().to_owned();
+    let (s, _) = as_dev(
+        "POST",
+        format!("/api/v1/subscriptions/{gold_id}/approve"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 403, "the application's owner cannot approve itself");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        call(beta.clone(), "gpt-5-mini").await,
+        401,
+        "pending: not yet"
+    );
+    admin
+        .ok(
+            "POST",
+            &format!("/api/v1/subscriptions/{gold_id}/approve"),
+            None,
+        )
+        .await;
+    let started = std::time::Instant::now();
+    while call(beta.clone(), "gpt-5-mini").await != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "approved, never worked on beta"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Suspended on alpha: the key stops there, and works on beta still.
+    let sub_id = sub["id"].as_str().unwrap().to_owned();
+    admin
+        .ok(
+            "POST",
+            &format!("/api/v1/subscriptions/{sub_id}/suspend"),
+            None,
+        )
+        .await;
+    let started = std::time::Instant::now();
+    while call(alpha.clone(), "gpt-4o-mini").await != 401 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still works after suspension"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(call(beta.clone(), "gpt-5-mini").await, 200);
+
+    // A plan with open subscriptions cannot go; once closed it can.
+    let plan_id = basic["id"].as_str().unwrap().to_owned();
+    let (s, _) = admin
+        .call(
+            "DELETE",
+            &format!("/api/v1/proxies/alpha/plans/{plan_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 409);
+    let (s, closed) = as_dev(
+        "POST",
+        format!("/api/v1/subscriptions/{sub_id}/close"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, closed["status"].as_str()),
+        (200, Some("closed")),
+        "{closed}"
+    );
+    let (s, _) = admin
+        .call(
+            "DELETE",
+            &format!("/api/v1/proxies/alpha/plans/{plan_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    // The application's key is listed with its last use.
+    until_status(&beta, &key, 200, Duration::from_secs(5)).await;
+    let (s, v) = as_dev("GET", "/api/v1/applications/mobile".into(), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["subscriptions"].as_array().unwrap().len(), 2, "{v}");
+}
