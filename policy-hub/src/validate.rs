@@ -255,6 +255,12 @@ impl host::embeddings::Host for Refuse {
     }
 }
 
+impl host::metering::Host for Refuse {
+    fn cost(&mut self) -> wasmtime::Result<Option<f64>> {
+        refuse()
+    }
+}
+
 /// Checks modules against the policy world. Built once per hub: the
 /// engine and the linker of trapping imports are reused by every publish.
 pub struct ComponentChecker {

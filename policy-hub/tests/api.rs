@@ -115,12 +115,20 @@ async fn publish_then_read_every_view() {
 async fn the_full_world_with_all_capabilities_declared_is_accepted() {
     let module = component("policy-world");
     let mut m = manifest("everything", "0.1.0");
-    m["capabilities"] = json!(["counters", "cache", "clock", "log", "metrics", "embeddings"]);
+    m["capabilities"] = json!([
+        "counters",
+        "cache",
+        "clock",
+        "log",
+        "metrics",
+        "embeddings",
+        "metering"
+    ]);
     for url in database_urls().await {
         let hub = open(&url).await;
         let r = publish(&hub, TOKEN, &publish_body(m.clone(), &module)).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
-        assert_eq!(r.json()["capabilities"].as_array().unwrap().len(), 6);
+        assert_eq!(r.json()["capabilities"].as_array().unwrap().len(), 7);
     }
 }
 

@@ -614,3 +614,107 @@ async fn an_applications_key_works_where_it_is_subscribed_and_only_there() {
     assert_eq!(s, 200);
     assert_eq!(v["subscriptions"].as_array().unwrap().len(), 2, "{v}");
 }
+
+/// A gateway (file mode) with the budget policy: `own` prices make each
+/// request's cost its token count, so the budget trips on a known request.
+fn budget_config(dir: &crate::harness::TempDir, mock: &Mock, extra_engine: &str) -> String {
+    format!(
+        r#"policy_engine: {{ dirs: ["{}"]{extra_engine} }}
+providers:
+  - {{ name: own, type: openai, base_url: "{}/v1", api_key: sk-mock, models: [gpt-5-mini],
+      prices: [{{ model: "gpt-5*", input: 1000000, output: 1000000 }}] }}
+proxies:
+  - {{ name: metered, routes: [{{ provider: own }}], keys: [{{ name: t, env: PC_KEY }}],
+      policies: [{{ name: budget, settings: {{ budgets: [{{ amount: 40, period: 3s }}] }} }}] }}
+"#,
+        dir.0.display(),
+        mock.url
+    )
+}
+
+async fn metered(url: &str, stream: bool) -> reqwest::Response {
+    client()
+        .post(format!("{url}/metered/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-5-mini", "stream": stream,
+            "stream_options": if stream { json!({"include_usage": true}) } else { Value::Null },
+            "messages": [{"role": "user", "content": "what does this cost, roughly?"}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A budget trips with 429 once its requests' real cost (streams included)
+/// has spent it, says so in `x-budget-*` headers, and resets with its
+/// period.
+#[tokio::test]
+async fn a_budget_trips_on_the_real_cost_and_resets_with_its_period() {
+    let dir = crate::policies::policy_dir();
+    let mock = Mock::start().await;
+    let gw = Gateway::start_with_env(&budget_config(&dir, &mock, ""), &[("PC_KEY", KEY)]).await;
+    // Align to the start of a 3 s period, so the run stays inside one.
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    tokio::time::sleep(std::time::Duration::from_millis(3_000 - ms % 3_000 + 50)).await;
+    // Each request costs 16 (5 prompt + 11 completion tokens at 1 each).
+    let r = metered(&gw.url, false).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-budget-limit"], "40.000000");
+    assert_eq!(r.headers()["x-budget-remaining"], "40.000000");
+    let r = metered(&gw.url, true).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-budget-remaining"],
+        "24.000000",
+        "the first cost 16"
+    );
+    r.text().await.unwrap();
+    let r = metered(&gw.url, false).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-budget-remaining"],
+        "8.000000",
+        "the stream cost 16 too"
+    );
+    let r = metered(&gw.url, false).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-budget-remaining"], "0.000000");
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "insufficient_quota", "{v}");
+    // The next period.
+    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
+    assert_eq!(metered(&gw.url, false).await.status(), 200);
+}
+
+/// Two gateways on one Redis enforce one budget.
+#[tokio::test]
+async fn two_gateways_on_one_redis_enforce_one_budget() {
+    let Ok(redis) = std::env::var("REDIS_URL") else {
+        eprintln!("REDIS_URL not set (.ci/run starts a Redis); skipping the shared budget test");
+        return;
+    };
+    let dir = crate::policies::policy_dir();
+    let mock = Mock::start().await;
+    // A period of its own: other runs of this test share the Redis.
+    let config = budget_config(&dir, &mock, &format!(", redis_url: \"{redis}\""))
+        .replace("period: 3s", "period: 7s");
+    let a = Gateway::start_with_env(&config, &[("PC_KEY", KEY)]).await;
+    let b = Gateway::start_with_env(&config, &[("PC_KEY", KEY)]).await;
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    tokio::time::sleep(std::time::Duration::from_millis(7_000 - ms % 7_000 + 50)).await;
+    let mut statuses = Vec::new();
+    for (i, url) in [&a.url, &b.url, &a.url, &b.url].into_iter().enumerate() {
+        statuses.push(metered(url, i == 1).await.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        vec![200, 200, 200, 429],
+        "one budget across both gateways"
+    );
+}

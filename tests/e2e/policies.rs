@@ -22,6 +22,7 @@ const POLICIES: &[(&str, &str)] = &[
     ("guardrails", "policies/guardrails"),
     ("cache", "policies/cache"),
     ("semantic-guard", "policies/semantic-guard"),
+    ("budget", "policies/budget"),
     ("fixture", "tests/policy-fixtures"),
 ];
 
@@ -650,7 +651,7 @@ async fn run_request(
     };
     let mut run = chain.start(None).await.map_err(|e| e.message)?;
     run.on_request(&mut req, &meta).map_err(|e| e.message)?;
-    run.complete(200, None, false, None, "gpt-5-mini");
+    run.complete(200, None, false, None, "gpt-5-mini", None);
     Ok(req.messages[0].text_content())
 }
 

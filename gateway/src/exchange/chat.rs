@@ -211,6 +211,7 @@ impl Whole<'_> {
                     false,
                     ctx.tally.usage.as_ref(),
                     model,
+                    ctx.tally.price,
                 );
             }
             return Ok(());
@@ -257,6 +258,7 @@ impl Whole<'_> {
                 false,
                 resp.usage.as_ref(),
                 &resp.model,
+                ctx.tally.price,
             );
         }
         Ok(())
@@ -297,6 +299,7 @@ async fn respond_direct(
         req.stream,
         resp.usage.as_ref(),
         &resp.model,
+        ctx.tally.price,
     );
 }
 

@@ -98,7 +98,7 @@ impl Gateway {
         // request phase reserved with the input tokens, before the client
         // has the answer (so its next request sees the settled count).
         if let Some(run) = policies.as_mut() {
-            run.complete(200, None, false, Some(&usage), &resp.model);
+            run.complete(200, None, false, Some(&usage), &resp.model, ctx.tally.price);
         }
         ctx.tally.usage = Some(usage);
         ctx.tally.status = 200;

@@ -197,7 +197,14 @@ impl<'a> StreamRelay<'a> {
         ctx.tally.client_left();
         if let Some(run) = policies.as_mut() {
             let model = ctx.tally.response_model.clone().unwrap_or_default();
-            run.complete(ctx.tally.status, None, true, Some(&charged), &model);
+            run.complete(
+                ctx.tally.status,
+                None,
+                true,
+                Some(&charged),
+                &model,
+                ctx.tally.price,
+            );
         }
         ctx.tally.usage = self.track.then_some(charged);
         ctx.tally.upstream_time = Some(started.elapsed());
@@ -246,7 +253,14 @@ impl<'a> StreamRelay<'a> {
         if let Some(run) = policies.as_mut() {
             let status = self.failed.as_ref().map(|e| e.status).unwrap_or(200);
             let model = ctx.tally.response_model.clone().unwrap_or_default();
-            run.complete(status, None, true, self.usage.as_ref(), &model);
+            run.complete(
+                status,
+                None,
+                true,
+                self.usage.as_ref(),
+                &model,
+                ctx.tally.price,
+            );
         }
         ctx.tally.usage = if self.track { self.usage.take() } else { None };
         // The whole answer was generated (and, held back, charged above):

@@ -149,7 +149,7 @@ pub async fn time_chain(artifacts: &[&Artifact], run: Run) -> Result<ChainTiming
         chain_run
             .on_response(&mut a, false)
             .map_err(|e| e.message.clone())?;
-        chain_run.complete(200, Some(&a), false, Some(&usage), "gpt-5-mini");
+        chain_run.complete(200, Some(&a), false, Some(&usage), "gpt-5-mini", None);
         drop(chain_run);
         if measured {
             times.push(request_phase + started.elapsed());

@@ -901,11 +901,14 @@ impl ChainRun {
         streamed: bool,
         usage: Option<&Usage>,
         model: &str,
+        price: Option<portcullis_types::pricing::Price>,
     ) {
         if self.completed {
             return;
         }
         self.completed = true;
+        // What the request cost, for `metering::cost` in `on-complete`.
+        let cost = price.zip(usage).map(|(p, u)| p.cost(u));
         let view = match resp {
             Some(r) => {
                 let raw = self.answer_raw.take();
@@ -948,7 +951,13 @@ impl ChainRun {
             let _ = self.call(
                 i,
                 "complete",
-                |g, s| g.call_on_complete(s, &view),
+                |g, s| {
+                    s.data_mut().cost = cost;
+                    let r = g.call_on_complete(&mut *s, &view);
+                    // A warm instance must not carry it to another request.
+                    s.data_mut().cost = None;
+                    r
+                },
                 |_| "continue",
             );
         }
@@ -984,7 +993,7 @@ impl Drop for ChainRun {
         // A request that ended early (client gone, provider error returned
         // with `?`) still gets its accounting, as a failure.
         if !self.completed && self.ran_request > 0 {
-            self.complete(0, None, false, None, "");
+            self.complete(0, None, false, None, "", None);
         }
         // Instances that did not fail stay warm for the next request.
         for (i, slot) in std::mem::take(&mut self.instances).into_iter().enumerate() {

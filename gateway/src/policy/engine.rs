@@ -368,6 +368,7 @@ impl PolicyEngine {
             memory_size: 0,
             metrics,
             waits: Vec::new(),
+            cost: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
@@ -512,6 +513,8 @@ pub struct HostState {
     /// Recent waits for the embeddings endpoint: when each ended, and how
     /// long it took (see [`PolicyEngine::store`]).
     waits: Vec<(Instant, Duration)>,
+    /// What the request cost, set for `on-complete` (`metering`).
+    pub(crate) cost: Option<f64>,
 }
 
 impl WasiView for HostState {
@@ -730,6 +733,12 @@ impl portcullis::policy::compute::Host for HostState {
         } else {
             Err(errors)
         }
+    }
+}
+
+impl portcullis::policy::metering::Host for HostState {
+    fn cost(&mut self) -> Option<f64> {
+        self.cost
     }
 }
 

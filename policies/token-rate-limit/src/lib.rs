@@ -364,14 +364,10 @@ export_policy!(TokenRateLimit);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_policy_sdk::testing::{self, Harness};
+    use portcullis_policy_sdk::testing::{self, Harness, header};
     use portcullis_policy_sdk::{Usage, serde_json::json};
 
     const MANIFEST: &str = include_str!("../policy.json");
-
-    fn header<'a>(v: &'a [Header], name: &str) -> Option<&'a str> {
-        v.iter().find(|h| h.name == name).map(|h| h.value.as_str())
-    }
 
     #[test]
     fn request_limit_trips_and_resets() {

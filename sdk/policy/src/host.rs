@@ -95,6 +95,20 @@ pub mod cache {
     }
 }
 
+/// What the request cost, in the gateway's price table currency: known in
+/// `on_complete` (its final usage at the price of the model called), none
+/// elsewhere and for a model without a price.
+pub fn cost() -> Option<f64> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        wit::metering::cost()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::testing::host_cost()
+    }
+}
+
 /// Milliseconds since the Unix epoch (the test host's clock can be set).
 pub fn now_ms() -> u64 {
     #[cfg(target_arch = "wasm32")]

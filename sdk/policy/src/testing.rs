@@ -31,6 +31,7 @@ struct TestHost {
     logs: Vec<(Level, String)>,
     metrics: HashMap<String, f64>,
     embed: Option<fn(&str) -> Result<Vec<f32>, String>>,
+    cost: Option<f64>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -135,6 +136,26 @@ pub fn advance_ms(ms: u64) {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn set_embed(f: fn(&str) -> Result<Vec<f32>, String>) {
     HOST.with_borrow_mut(|h| h.embed = Some(f));
+}
+
+/// The value of header `name` among `headers` (a verdict's), if any.
+pub fn header<'a>(headers: &'a [crate::Header], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.name == name)
+        .map(|h| h.value.as_str())
+}
+
+/// What `host::cost` answers on this thread (the cost the gateway computes
+/// for `on-complete`).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn set_cost(cost: Option<f64>) {
+    HOST.with_borrow_mut(|h| h.cost = cost);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn host_cost() -> Option<f64> {
+    HOST.with_borrow(|h| h.cost)
 }
 
 /// Lines logged so far on this thread.

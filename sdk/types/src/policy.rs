@@ -104,16 +104,19 @@ pub enum Capability {
     Log,
     Metrics,
     Embeddings,
+    /// What the request cost (`on-complete`).
+    Metering,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Counters,
         Capability::Cache,
         Capability::Clock,
         Capability::Log,
         Capability::Metrics,
         Capability::Embeddings,
+        Capability::Metering,
     ];
 
     /// The WIT interface name, as in `portcullis:policy/<name>@0.1.0`.
@@ -125,6 +128,7 @@ impl Capability {
             Capability::Log => "log",
             Capability::Metrics => "metrics",
             Capability::Embeddings => "embeddings",
+            Capability::Metering => "metering",
         }
     }
 
