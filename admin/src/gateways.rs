@@ -432,7 +432,7 @@ pub async fn build_config(
     // Keys of applications actively subscribed to a deployed proxy, with
     // their plan's models as scope.
     let app_keys = sqlx::query(
-        "SELECT ak.id, ak.name, ak.key_sha256, ak.expires_at, a.name AS app_name, s.proxy_id, pl.models \
+        "SELECT ak.id, ak.name, ak.key_sha256, ak.expires_at, a.id AS app_id, a.name AS app_name, s.id AS sub_id, s.proxy_id, pl.models \
          FROM application_keys ak JOIN applications a ON a.id = ak.application_id \
          JOIN subscriptions s ON s.application_id = ak.application_id AND s.status = 'active' \
          JOIN plans pl ON pl.id = s.plan_id \
@@ -454,6 +454,8 @@ pub async fn build_config(
             "name": format!("{}/{}", k.try_get::<String, _>("app_name")?, k.try_get::<String, _>("name")?),
             "id": k.try_get::<String, _>("id")?,
             "sha256": k.try_get::<String, _>("key_sha256")?,
+            "application": k.try_get::<String, _>("app_id")?,
+            "subscription": k.try_get::<String, _>("sub_id")?,
         });
         if let Some(e) = expires {
             entry["expires_at"] = json!(crate::db::rfc3339(e));

@@ -28,6 +28,8 @@ pub struct KeyEntry {
     pub id: Arc<str>,
     /// What the key may do (none: everything its proxy offers).
     pub scope: Option<Arc<crate::config::KeyScopeFile>>,
+    /// The key's application and subscription (application keys).
+    pub caller: crate::policy::CallerIds,
     /// Unix second of the last use written to [`KeyUsage`] (0: none yet).
     recorded_s: AtomicU64,
     /// Unix millisecond from which the key is refused, if it expires.
@@ -40,6 +42,7 @@ impl KeyEntry {
             name,
             id,
             scope: None,
+            caller: Default::default(),
             recorded_s: AtomicU64::new(0),
             expires_ms,
         }

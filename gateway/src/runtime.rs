@@ -367,6 +367,10 @@ fn build(
                     .clone()
                     .filter(|s| *s != KeyScopeFile::default())
                     .map(Arc::new);
+                entry.caller = crate::policy::CallerIds {
+                    application: kf.application.as_deref().map(Arc::from),
+                    subscription: kf.subscription.as_deref().map(Arc::from),
+                };
                 keys.insert(hash, entry);
             }
             let mut models = Vec::new();

@@ -129,7 +129,7 @@ pub fn document() -> Value {
             "schemas": {
                 "Category": {"type": "string", "enum": ["guardrail", "traffic", "transform", "observability"]},
                 "Phase": {"type": "string", "enum": ["request", "response", "stream", "complete"]},
-                "Capability": {"type": "string", "enum": ["counters", "cache", "clock", "log", "metrics", "embeddings", "metering"]},
+                "Capability": {"type": "string", "enum": ["counters", "cache", "clock", "log", "metrics", "embeddings", "metering", "caller"]},
                 "Manifest": {
                     "type": "object",
                     "required": ["name", "version", "category", "phases"],

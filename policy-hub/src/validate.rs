@@ -255,6 +255,15 @@ impl host::embeddings::Host for Refuse {
     }
 }
 
+impl host::caller::Host for Refuse {
+    fn application_id(&mut self) -> wasmtime::Result<Option<String>> {
+        refuse()
+    }
+    fn subscription_id(&mut self) -> wasmtime::Result<Option<String>> {
+        refuse()
+    }
+}
+
 impl host::metering::Host for Refuse {
     fn cost(&mut self) -> wasmtime::Result<Option<f64>> {
         refuse()

@@ -122,13 +122,14 @@ async fn the_full_world_with_all_capabilities_declared_is_accepted() {
         "log",
         "metrics",
         "embeddings",
-        "metering"
+        "metering",
+        "caller"
     ]);
     for url in database_urls().await {
         let hub = open(&url).await;
         let r = publish(&hub, TOKEN, &publish_body(m.clone(), &module)).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
-        assert_eq!(r.json()["capabilities"].as_array().unwrap().len(), 7);
+        assert_eq!(r.json()["capabilities"].as_array().unwrap().len(), 8);
     }
 }
 

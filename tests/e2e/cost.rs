@@ -718,3 +718,119 @@ async fn two_gateways_on_one_redis_enforce_one_budget() {
         "one budget across both gateways"
     );
 }
+
+/// A budget per application, attached through admin: the keys of one
+/// application share it (the gateway hands the policy the key's
+/// application), a proxy's own key has its own.
+#[tokio::test]
+async fn an_application_budget_is_shared_by_its_keys() {
+    use crate::admin::{Admin, setup_with, start_hub};
+    use std::time::Duration;
+    let dir = crate::harness::TempDir::new();
+    let built = crate::policies::policy_dir();
+    let (_hub, hub_url) = start_hub(&dir, &built).await;
+    let admin = Admin::start_with_hub(&dir, Some(&hub_url)).await;
+    let (admin, _mock, gw, token, gw_id) = setup_with(admin, &dir).await;
+    // Each request costs its token count (16).
+    admin
+        .ok(
+            "PATCH",
+            "/api/v1/providers/mock",
+            Some(json!({"prices": [{"model": "gpt-5*", "input": 1000000, "output": 1000000}]})),
+        )
+        .await;
+    admin
+        .ok("POST", "/api/v1/proxies", Some(json!({"name": "Shared"})))
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/shared/policies",
+            Some(json!({"name": "budget", "version": "0.1.0",
+                "settings": {"budgets": [{"amount": 40, "period": "day"}], "per": "application"}})),
+        )
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/shared/plans",
+            Some(json!({"name": "open"})),
+        )
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/applications",
+            Some(json!({"name": "Team"})),
+        )
+        .await;
+    let mut keys = Vec::new();
+    for name in ["a", "b"] {
+        let k = admin
+            .ok(
+                "POST",
+                "/api/v1/applications/team/keys",
+                Some(json!({"name": name})),
+            )
+            .await;
+        keys.push(k["key"].as_str().unwrap().to_owned());
+    }
+    admin
+        .ok(
+            "POST",
+            "/api/v1/applications/team/subscriptions",
+            Some(json!({"proxy": "shared", "plan": "open"})),
+        )
+        .await;
+    let own = admin.key("shared", "own").await;
+    admin.deploy("shared", &gw_id).await;
+    let base = format!("{}/shared", gw.url);
+    let call = |key: String| {
+        let base = base.clone();
+        async move {
+            client()
+                .post(format!("{base}/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "what does this cost, roughly?"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let started = std::time::Instant::now();
+    while call(own.clone()).await != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never deployed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 16 + 16 + 16 against one budget of 40: the third passes (32 < 40),
+    // then both keys are refused.
+    let statuses = [
+        call(keys[0].clone()).await,
+        call(keys[1].clone()).await,
+        call(keys[0].clone()).await,
+        call(keys[1].clone()).await,
+        call(keys[0].clone()).await,
+    ];
+    let mc: Value = client()
+        .get(format!("{}/api/v1/gateway/config", admin.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429, 429],
+        "one budget for the application's keys: {}",
+        mc["config"]
+    );
+    // The proxy's own key spent 16 of its own 40.
+    assert_eq!(call(own.clone()).await, 200);
+}

@@ -645,6 +645,7 @@ async fn run_request(
     let meta = RequestMeta {
         request_id: "r",
         proxy_id: "p",
+        caller: Default::default(),
         key_id: "k",
         format: InboundKind::Openai,
         headers: &headers,

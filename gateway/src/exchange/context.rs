@@ -33,6 +33,8 @@ pub struct RequestInfo {
     pub key_name: Option<Arc<str>>,
     /// The key's stable id (what limits and metrics count by).
     pub key_id: Option<Arc<str>>,
+    /// The key's application and subscription (application keys).
+    pub caller: crate::policy::CallerIds,
     /// `chat` or `embeddings` (the GenAI `gen_ai.operation.name`).
     pub operation: &'static str,
     pub stream: bool,
@@ -79,6 +81,7 @@ impl RequestCtx {
                 proxy_id: None,
                 key_name: None,
                 key_id: None,
+                caller: Default::default(),
                 operation: "chat",
                 stream: false,
             },

@@ -189,6 +189,7 @@ pub(super) fn authenticate(
         name: entry.name.clone(),
         id: entry.id.clone(),
         scope: entry.scope.clone(),
+        ids: entry.caller.clone(),
     })
 }
 
@@ -197,6 +198,8 @@ pub(super) struct Caller {
     pub name: Arc<str>,
     pub id: Arc<str>,
     pub scope: Option<Arc<crate::config::KeyScopeFile>>,
+    /// Its application and subscription, for policies.
+    pub ids: crate::policy::CallerIds,
 }
 
 /// Refuses what the key's scope does not allow of `endpoint`: its

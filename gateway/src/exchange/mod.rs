@@ -209,6 +209,7 @@ impl Gateway {
         let caller = ingress::authenticate(session, &proxy, query.as_deref(), &self.key_usage)?;
         ctx.request.key_name = Some(caller.name);
         ctx.request.key_id = Some(caller.id);
+        ctx.request.caller = caller.ids;
         let scope = caller.scope;
         if let Some(s) = &scope {
             ingress::check_endpoint_scope(s, &endpoint)?;
@@ -304,6 +305,7 @@ fn request_meta<'a>(
         request_id: &ctx.request.request_id,
         proxy_id: &proxy.id,
         key_id: ctx.request.key_id.as_deref().unwrap_or(""),
+        caller: ctx.request.caller.clone(),
         format,
         headers: &session.req_header().headers,
     }

@@ -108,6 +108,7 @@ pub async fn time_chain(artifacts: &[&Artifact], run: Run) -> Result<ChainTiming
         request_id: "bench",
         proxy_id: "bench",
         key_id: "bench",
+        caller: Default::default(),
         format: InboundKind::Openai,
         headers: &headers,
     };

@@ -375,6 +375,7 @@ impl Chain {
             template: None,
             fed_stream: false,
             completed: false,
+            caller: CallerIds::default(),
             answer_raw: None,
             _permit: permit,
         })
@@ -422,11 +423,19 @@ pub enum RequestOutcome {
     Respond { status: u16, response: ChatResponse },
 }
 
+/// The application and subscription of a request's key (`caller`).
+#[derive(Debug, Clone, Default)]
+pub struct CallerIds {
+    pub application: Option<std::sync::Arc<str>>,
+    pub subscription: Option<std::sync::Arc<str>>,
+}
+
 /// Who the request is, for the policies' view of it.
 pub struct RequestMeta<'a> {
     pub request_id: &'a str,
     pub proxy_id: &'a str,
     pub key_id: &'a str,
+    pub caller: CallerIds,
     pub format: InboundKind,
     pub headers: &'a http::HeaderMap,
 }
@@ -453,6 +462,8 @@ pub struct ChainRun {
     /// Whether stream-mode policies were given part of a stream.
     fed_stream: bool,
     completed: bool,
+    /// The request's application and subscription, for `caller`.
+    caller: CallerIds,
     /// See [`ChainRun::know_answer_raw`].
     answer_raw: Option<String>,
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -547,6 +558,7 @@ impl ChainRun {
                 Slot::Ready(w) => {
                     w.store
                         .set_epoch_deadline(self.chain.engine.deadline_ticks());
+                    w.store.data_mut().caller = self.caller.clone();
                     f(w.world.portcullis_policy_policy(), &mut w.store)
                         .map_err(|e| classify(&mut w.store, e))
                 }
@@ -617,6 +629,7 @@ impl ChainRun {
         direct_responses: bool,
     ) -> Result<RequestOutcome, GatewayError> {
         let mut view: Option<wit::Request> = None;
+        self.caller = meta.caller.clone();
         for i in 0..self.chain.policies.len() {
             self.ran_request = i + 1;
             if !self.chain.policies[i].info.on_request {

@@ -369,6 +369,7 @@ impl PolicyEngine {
             metrics,
             waits: Vec::new(),
             cost: None,
+            caller: Default::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
@@ -515,6 +516,9 @@ pub struct HostState {
     waits: Vec<(Instant, Duration)>,
     /// What the request cost, set for `on-complete` (`metering`).
     pub(crate) cost: Option<f64>,
+    /// The request's application and subscription (`caller`), set for
+    /// every call of a request.
+    pub(crate) caller: crate::policy::CallerIds,
 }
 
 impl WasiView for HostState {
@@ -733,6 +737,15 @@ impl portcullis::policy::compute::Host for HostState {
         } else {
             Err(errors)
         }
+    }
+}
+
+impl portcullis::policy::caller::Host for HostState {
+    fn application_id(&mut self) -> Option<String> {
+        self.caller.application.as_deref().map(str::to_owned)
+    }
+    fn subscription_id(&mut self) -> Option<String> {
+        self.caller.subscription.as_deref().map(str::to_owned)
     }
 }
 

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-pub use chain::{Chain, ChainRun, RequestMeta, RequestOutcome, response_to_chunks};
+pub use chain::{CallerIds, Chain, ChainRun, RequestMeta, RequestOutcome, response_to_chunks};
 pub use engine::{EmbeddingsSettings, EngineSettings, PolicyEngine};
 use manifest::{Artifact, DirSource, PolicySource};
 use portcullis_types::gateway_config::{FileConfig, PolicyEngineFile, ProxyFile};

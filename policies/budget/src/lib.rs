@@ -30,6 +30,12 @@ struct Budget {
 #[serde(rename_all = "snake_case")]
 enum Per {
     ApiKey,
+    /// The key's application; a proxy's own key counts as an application
+    /// of one (its key id).
+    Application,
+    /// The key's subscription (application and proxy); a proxy's own key
+    /// counts alone.
+    Subscription,
     Proxy,
 }
 
@@ -192,8 +198,10 @@ impl Policy for BudgetPolicy {
     fn on_request(&mut self, req: &Request) -> RequestVerdict {
         let now = host::now_ms();
         let whose = match self.s.per {
-            Per::ApiKey => req.key_id.as_str(),
-            Per::Proxy => "",
+            Per::ApiKey => req.key_id.clone(),
+            Per::Application => host::application_id().unwrap_or_else(|| req.key_id.clone()),
+            Per::Subscription => host::subscription_id().unwrap_or_else(|| req.key_id.clone()),
+            Per::Proxy => String::new(),
         };
         let reserve = micros(self.s.reserve);
         let mut shown: Option<Shown> = None;
@@ -231,6 +239,8 @@ impl Policy for BudgetPolicy {
                     b.period,
                     match self.s.per {
                         Per::ApiKey => "for this API key",
+                        Per::Application => "for this application",
+                        Per::Subscription => "for this subscription",
                         Per::Proxy => "for this proxy",
                     },
                     reset_ms.div_ceil(1000)
@@ -323,6 +333,29 @@ mod tests {
         assert_eq!(header(&r.headers, "x-budget-reset"), Some("10"));
         // A new period.
         testing::advance_ms(10_000);
+        assert!(matches!(h.request(&req), RequestVerdict::Continue(_)));
+        testing::set_cost(None);
+    }
+
+    #[test]
+    fn an_application_budget_is_shared_by_its_keys() {
+        testing::set_now_ms(7_000_000);
+        let mut h = Harness::<BudgetPolicy>::with_defaults(
+            MANIFEST,
+            json!({"budgets": [{"amount": 1, "period": "day"}], "per": "application"}),
+        )
+        .unwrap();
+        let mut req = Request::user("m", "hello");
+        testing::set_caller(Some("app_1"), Some("sub_1"));
+        req.key_id = "key_a".into();
+        assert!(matches!(h.request(&req), RequestVerdict::Continue(_)));
+        testing::set_cost(Some(1.0));
+        h.complete(&Response::text("m", "hi", None));
+        // Another key of the same application: its budget is spent.
+        req.key_id = "key_b".into();
+        assert!(matches!(h.request(&req), RequestVerdict::Reject(_)));
+        // A proxy's own key is an application of one.
+        testing::set_caller(None, None);
         assert!(matches!(h.request(&req), RequestVerdict::Continue(_)));
         testing::set_cost(None);
     }

@@ -109,6 +109,32 @@ pub fn cost() -> Option<f64> {
     }
 }
 
+/// The application the request's key belongs to (admin's id), when it is
+/// an application's key.
+pub fn application_id() -> Option<String> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        wit::caller::application_id()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::testing::host_caller().0
+    }
+}
+
+/// The subscription the request's key is used under (admin's id), when it
+/// is an application's key.
+pub fn subscription_id() -> Option<String> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        wit::caller::subscription_id()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::testing::host_caller().1
+    }
+}
+
 /// Milliseconds since the Unix epoch (the test host's clock can be set).
 pub fn now_ms() -> u64 {
     #[cfg(target_arch = "wasm32")]

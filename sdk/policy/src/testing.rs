@@ -32,6 +32,7 @@ struct TestHost {
     metrics: HashMap<String, f64>,
     embed: Option<fn(&str) -> Result<Vec<f32>, String>>,
     cost: Option<f64>,
+    caller: (Option<String>, Option<String>),
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -151,6 +152,23 @@ pub fn header<'a>(headers: &'a [crate::Header], name: &str) -> Option<&'a str> {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn set_cost(cost: Option<f64>) {
     HOST.with_borrow_mut(|h| h.cost = cost);
+}
+
+/// What `host::application_id` and `host::subscription_id` answer on this
+/// thread.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn set_caller(application: Option<&str>, subscription: Option<&str>) {
+    HOST.with_borrow_mut(|h| {
+        h.caller = (
+            application.map(str::to_owned),
+            subscription.map(str::to_owned),
+        )
+    });
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn host_caller() -> (Option<String>, Option<String>) {
+    HOST.with_borrow(|h| h.caller.clone())
 }
 
 #[cfg(not(target_arch = "wasm32"))]

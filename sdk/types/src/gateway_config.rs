@@ -597,6 +597,13 @@ pub struct KeyFile {
     /// offers): a request outside it gets a 403 naming what was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<KeyScopeFile>,
+    /// The application the key belongs to (admin's id), for policies
+    /// that count per application (`caller` capability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    /// The subscription the key is used under on this proxy (admin's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
 }
 
 /// A key's scope. Each list, when not empty, is all the key may use.

@@ -106,10 +106,12 @@ pub enum Capability {
     Embeddings,
     /// What the request cost (`on-complete`).
     Metering,
+    /// Who sent the request beyond its key: application, subscription.
+    Caller,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Capability::Counters,
         Capability::Cache,
         Capability::Clock,
@@ -117,6 +119,7 @@ impl Capability {
         Capability::Metrics,
         Capability::Embeddings,
         Capability::Metering,
+        Capability::Caller,
     ];
 
     /// The WIT interface name, as in `portcullis:policy/<name>@0.1.0`.
@@ -129,6 +132,7 @@ impl Capability {
             Capability::Metrics => "metrics",
             Capability::Embeddings => "embeddings",
             Capability::Metering => "metering",
+            Capability::Caller => "caller",
         }
     }
 
