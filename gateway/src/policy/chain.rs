@@ -26,7 +26,7 @@
 //! its `on_error`, and its instance is never reused.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use portcullis_types::policy::Capability;
 use portcullis_types::{
@@ -221,7 +221,7 @@ impl Chain {
             .map_err(|e| (String::new(), format!("cannot instantiate: {e:#}")))?;
         // Load time: `init` may do more (e.g. embed a guard's utterances).
         w.store
-            .set_epoch_deadline(engine.deadline_ticks().max(1000));
+            .set_epoch_deadline(engine.ticks(engine.settings.timeout.max(Duration::from_secs(1))));
         let info = w
             .world
             .portcullis_policy_policy()

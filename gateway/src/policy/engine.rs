@@ -136,6 +136,8 @@ pub struct PolicyEngine {
     /// Embeddings already fetched, by input text.
     embed_cache: EmbedCache,
     stop_ticker: Arc<AtomicBool>,
+    /// The epoch ticker's period ([`tick_for`] the timeout).
+    tick: Duration,
 }
 
 impl Drop for PolicyEngine {
@@ -144,12 +146,19 @@ impl Drop for PolicyEngine {
     }
 }
 
-/// Epoch ticks per millisecond of deadline.
-const TICK: Duration = Duration::from_millis(1);
+/// The epoch ticker's period for a policy timeout: a tenth of it, between
+/// 1 and 10 ms. Each tick wakes the ticker thread, which on a busy
+/// gateway preempts a worker in the middle of a request; at the default
+/// 100 ms timeout a 10 ms tick cut the four built-ins' gateway CPU by
+/// 3-7% against a 1 ms tick (docs/benchmarks.md, session 12), and a
+/// timeout still trips within 10% of its value.
+fn tick_for(timeout: Duration) -> Duration {
+    (timeout / 10).clamp(Duration::from_millis(1), Duration::from_millis(10))
+}
 
-/// Epoch ticks in `d`, rounded up.
-fn ticks(d: Duration) -> u64 {
-    (d.as_nanos().div_ceil(TICK.as_nanos()) as u64).max(1)
+/// Epoch ticks of `tick` in `d`, rounded up.
+fn ticks(d: Duration, tick: Duration) -> u64 {
+    (d.as_nanos().div_ceil(tick.as_nanos()) as u64).max(1)
 }
 
 /// Bounds of the engine's embeddings cache ([`EmbedCache`]): entries, and
@@ -220,13 +229,14 @@ impl PolicyEngine {
             )),
         };
         let stop_ticker = Arc::new(AtomicBool::new(false));
+        let tick = tick_for(settings.timeout);
         let weak = engine.weak();
         let stop = stop_ticker.clone();
         std::thread::Builder::new()
             .name("policy-epoch".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
+                    std::thread::sleep(tick);
                     match weak.upgrade() {
                         Some(e) => e.increment_epoch(),
                         None => break,
@@ -255,6 +265,7 @@ impl PolicyEngine {
             embed_client,
             embed_cache: EmbedCache::new(EMBED_CACHE_MAX_ENTRIES, EMBED_CACHE_MAX_BYTES),
             stop_ticker,
+            tick,
         }))
     }
 
@@ -373,13 +384,14 @@ impl PolicyEngine {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
-        let window = self.settings.timeout.max(TICK);
+        let tick = self.tick;
+        let window = self.settings.timeout.max(tick);
         store.epoch_deadline_callback(move |mut ctx| {
             let credit = ctx.data_mut().take_wait_credit(Instant::now(), window);
             Ok(if credit.is_zero() {
                 UpdateDeadline::Interrupt
             } else {
-                UpdateDeadline::Continue(ticks(credit))
+                UpdateDeadline::Continue(ticks(credit, tick))
             })
         });
         store
@@ -414,7 +426,12 @@ impl PolicyEngine {
 
     /// Deadline of one call, in epoch ticks.
     pub(crate) fn deadline_ticks(&self) -> u64 {
-        (self.settings.timeout.as_millis() as u64 / TICK.as_millis() as u64).max(1)
+        self.ticks(self.settings.timeout)
+    }
+
+    /// Epoch ticks in `d`, rounded up.
+    pub(crate) fn ticks(&self, d: Duration) -> u64 {
+        ticks(d, self.tick)
     }
 }
 
@@ -596,7 +613,7 @@ impl HostState {
         let started = Instant::now();
         let out = op(backend);
         let now = Instant::now();
-        let window = self.engine.settings.timeout.max(TICK);
+        let window = self.engine.settings.timeout.max(self.engine.tick);
         self.record_wait(now, now - started, window);
         out
     }
@@ -870,7 +887,7 @@ impl portcullis::policy::embeddings::Host for HostState {
             engine.settings.timeout.max(Duration::from_secs(5)),
         );
         let now = Instant::now();
-        self.record_wait(now, now - started, engine.settings.timeout.max(TICK));
+        self.record_wait(now, now - started, engine.settings.timeout.max(engine.tick));
         if let Ok(v) = &result {
             engine.embed_cache.insert(input, v);
         }
@@ -1160,7 +1177,12 @@ mod tests {
             Duration::ZERO,
             "a wait a whole budget ago belongs to an earlier call"
         );
-        assert_eq!(ticks(Duration::from_micros(1500)), 2);
+        let ms = Duration::from_millis(1);
+        assert_eq!(ticks(Duration::from_micros(1500), ms), 2);
+        assert_eq!(tick_for(Duration::from_millis(100)), 10 * ms);
+        assert_eq!(tick_for(Duration::from_millis(5)), ms);
+        assert_eq!(tick_for(Duration::from_millis(40)), 4 * ms);
+        assert_eq!(ticks(Duration::from_millis(100), 10 * ms), 10);
     }
 
     /// An embeddings endpoint on loopback that answers each request with
