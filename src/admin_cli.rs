@@ -382,6 +382,15 @@ pub enum PlanCommand {
         /// Subscriptions wait for the proxy owner's approval.
         #[arg(long)]
         needs_approval: bool,
+        /// A quota per subscription, `METRIC=LIMIT/WINDOW` (metric:
+        /// requests, total_tokens, prompt_tokens, completion_tokens;
+        /// window: minute, hour, day, month, 10s, ...); repeatable.
+        #[arg(long = "limit", value_name = "METRIC=LIMIT/WINDOW")]
+        limits: Vec<String>,
+        /// A spend cap per subscription, `AMOUNT/PERIOD` (USD; day, month,
+        /// ...); repeatable.
+        #[arg(long = "budget", value_name = "AMOUNT/PERIOD")]
+        budgets: Vec<String>,
     },
     Delete {
         proxy: String,
@@ -622,11 +631,39 @@ fn request(cmd: AdminCommand) -> anyhow::Result<(&'static str, String, Option<Va
                 name,
                 models,
                 needs_approval,
-            } => (
-                "POST",
-                format!("{p}/{proxy}/plans"),
-                Some(json!({ "name": name, "models": models, "needs_approval": needs_approval })),
-            ),
+                limits,
+                budgets,
+            } => {
+                let limits = limits
+                    .iter()
+                    .map(|l| {
+                        let bad = || anyhow::anyhow!("--limit `{l}`: expected METRIC=LIMIT/WINDOW, e.g. total_tokens=100000/minute");
+                        let (metric, rest) = l.split_once('=').ok_or_else(bad)?;
+                        let (limit, window) = rest.split_once('/').ok_or_else(bad)?;
+                        let limit: i64 = limit.trim().parse().map_err(|_| bad())?;
+                        Ok(json!({"metric": metric.trim(), "limit": limit, "window": window.trim()}))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let budgets = budgets
+                    .iter()
+                    .map(|b| {
+                        let bad = || {
+                            anyhow::anyhow!("--budget `{b}`: expected AMOUNT/PERIOD, e.g. 50/month")
+                        };
+                        let (amount, period) = b.split_once('/').ok_or_else(bad)?;
+                        let amount: f64 = amount.trim().parse().map_err(|_| bad())?;
+                        Ok(json!({"amount": amount, "period": period.trim()}))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                (
+                    "POST",
+                    format!("{p}/{proxy}/plans"),
+                    Some(
+                        json!({ "name": name, "models": models, "needs_approval": needs_approval,
+                                 "limits": limits, "budgets": budgets }),
+                    ),
+                )
+            }
             PlanCommand::Delete { proxy, plan } => {
                 ("DELETE", format!("{p}/{proxy}/plans/{plan}"), None)
             }

@@ -337,19 +337,114 @@ pub struct CreatePlan {
     /// Whether a subscription waits for the proxy owner's approval.
     #[serde(default)]
     pub needs_approval: bool,
+    /// Token and request quotas per subscription: token-rate-limit's
+    /// `limits` (`{metric, limit, window}`).
+    #[serde(default)]
+    pub limits: Vec<Value>,
+    /// Spend caps per subscription: budget's `budgets` (`{amount, period}`).
+    #[serde(default)]
+    pub budgets: Vec<Value>,
+}
+
+/// Body of `PATCH /proxies/{id}/plans/{plan}`: the fields given replace
+/// the plan's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPatch {
+    pub models: Option<Vec<String>>,
+    pub needs_approval: Option<bool>,
+    pub limits: Option<Vec<Value>>,
+    pub budgets: Option<Vec<Value>>,
 }
 
 fn plan_json(r: &sqlx::any::AnyRow) -> ApiResult<Value> {
-    let models: Vec<String> =
-        serde_json::from_str(&r.try_get::<String, _>("models")?).map_err(ApiError::internal)?;
+    let list = |col: &str| -> ApiResult<Value> {
+        serde_json::from_str(&r.try_get::<String, _>(col)?).map_err(ApiError::internal)
+    };
     Ok(json!({
         "id": r.try_get::<String, _>("id")?,
         "proxy_id": r.try_get::<String, _>("proxy_id")?,
         "name": r.try_get::<String, _>("name")?,
-        "models": models,
+        "models": list("models")?,
         "needs_approval": r.try_get::<i64, _>("needs_approval")? != 0,
+        "limits": list("limits")?,
+        "budgets": list("budgets")?,
         "created_at": rfc3339(r.try_get("created_at")?),
     }))
+}
+
+fn check_models(models: &[String]) -> ApiResult<()> {
+    let scope = KeyScopeFile {
+        models: models.to_vec(),
+        ..Default::default()
+    };
+    match scope.problem() {
+        Some((field, message)) => Err(ApiError::invalid(field, message)),
+        None => Ok(()),
+    }
+}
+
+/// The policy attachments that enforce a plan's quotas and budgets on its
+/// subscribers: token-rate-limit and budget keyed by subscription, at the
+/// hub's latest versions, checked against their settings schemas (so a
+/// negative quota or an unknown period is a 422 naming the plan's field,
+/// `limits[0].limit`). The gateway runs them only for keys used under the
+/// plan (`plans` of the attachment, `plan` of the key).
+async fn plan_attachments(st: &AppState, limits: &[Value], budgets: &[Value]) -> ApiResult<Value> {
+    let mut out = Vec::new();
+    for (field, policy, settings) in [
+        (
+            "limits",
+            "token-rate-limit",
+            json!({"limits": limits, "key": "subscription"}),
+        ),
+        (
+            "budgets",
+            "budget",
+            json!({"budgets": budgets, "per": "subscription"}),
+        ),
+    ] {
+        if settings[field].as_array().is_none_or(Vec::is_empty) {
+            continue;
+        }
+        let described = st.hub.policy(policy).await?;
+        let Some(version) = described["latest_version"].as_str() else {
+            return Err(ApiError::invalid(
+                field,
+                format!("the policy hub has no `{policy}` policy to enforce {field} with"),
+            ));
+        };
+        let pv = crate::policies::resolve(st, policy, version, None).await?;
+        crate::policies::check_settings(&pv, &settings).map_err(|mut e| {
+            // `settings/limits/0/limit` -> `limits[0].limit`
+            if let Some(f) = e.field.take() {
+                let mut name = String::new();
+                for part in f
+                    .trim_start_matches("settings")
+                    .split('/')
+                    .filter(|p| !p.is_empty())
+                {
+                    if part.bytes().all(|b| b.is_ascii_digit()) {
+                        name.push_str(&format!("[{part}]"));
+                    } else {
+                        if !name.is_empty() {
+                            name.push('.');
+                        }
+                        name.push_str(part);
+                    }
+                }
+                e.field = Some(name);
+            }
+            e
+        })?;
+        out.push(json!({
+            "name": policy,
+            "version": version,
+            "sha256": crate::policies::pinned_digest(&pv)?,
+            "settings": settings,
+        }));
+    }
+    Ok(Value::Array(out))
 }
 
 /// `POST /proxies/{id}/plans` (the proxy's owner or an admin).
@@ -364,13 +459,9 @@ pub async fn create_plan(
     if name.is_empty() {
         return Err(ApiError::invalid("name", "must not be empty"));
     }
-    let scope = KeyScopeFile {
-        models: input.models.clone(),
-        ..Default::default()
-    };
-    if let Some((field, message)) = scope.problem() {
-        return Err(ApiError::invalid(field, message));
-    }
+    check_models(&input.models)?;
+    // The hub is asked before the transaction opens.
+    let attachments = plan_attachments(&st, &input.limits, &input.budgets).await?;
     let id = new_id("plan");
     let mut tx = st.pool.begin().await?;
     if sqlx::query("SELECT id FROM plans WHERE proxy_id = $1 AND name = $2")
@@ -387,13 +478,17 @@ pub async fn create_plan(
     }
     let seq = bump(&mut tx).await?;
     sqlx::query(
-        "INSERT INTO plans (id, proxy_id, name, models, needs_approval, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO plans (id, proxy_id, name, models, needs_approval, limits, budgets, attachments, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(id.clone())
     .bind(proxy.clone())
     .bind(name.clone())
-    .bind(serde_json::to_string(&input.models).map_err(ApiError::internal)?)
+    .bind(json!(input.models).to_string())
     .bind(i64::from(input.needs_approval))
+    .bind(json!(input.limits).to_string())
+    .bind(json!(input.budgets).to_string())
+    .bind(attachments.to_string())
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;
@@ -403,7 +498,10 @@ pub async fn create_plan(
         &caller.actor(),
         "plan.create",
         &format!("proxies/{proxy}/plans/{id}"),
-        Some(json!({"name": name, "models": input.models, "needs_approval": input.needs_approval})),
+        Some(
+            json!({"name": name, "models": input.models, "needs_approval": input.needs_approval,
+                    "limits": input.limits, "budgets": input.budgets}),
+        ),
     )
     .await?;
     let row = sqlx::query("SELECT * FROM plans WHERE id = $1")
@@ -411,7 +509,68 @@ pub async fn create_plan(
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
+    st.changed();
     Ok((StatusCode::CREATED, Json(plan_json(&row)?)))
+}
+
+/// `PATCH /proxies/{id}/plans/{plan}` (the proxy's owner or an admin):
+/// new models, quotas or budgets reach the subscribers' gateways with the
+/// next configuration, like a key's changes (plans are not revisioned).
+pub async fn update_plan(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((proxy, plan)): Path<(String, String)>,
+    Body(input): Body<PlanPatch>,
+) -> ApiResult<Json<Value>> {
+    authorize(&st, &caller, &proxy, "plan.update").await?;
+    let current = sqlx::query("SELECT * FROM plans WHERE id = $1 AND proxy_id = $2")
+        .bind(plan.clone())
+        .bind(proxy.clone())
+        .fetch_optional(&st.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plan", &plan))?;
+    let now = plan_json(&current)?;
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let models = match input.models {
+        Some(m) => m,
+        None => serde_json::from_value(now["models"].clone()).map_err(ApiError::internal)?,
+    };
+    check_models(&models)?;
+    let limits = input.limits.unwrap_or_else(|| list(&now["limits"]));
+    let budgets = input.budgets.unwrap_or_else(|| list(&now["budgets"]));
+    let needs_approval = input
+        .needs_approval
+        .unwrap_or(now["needs_approval"] == json!(true));
+    let attachments = plan_attachments(&st, &limits, &budgets).await?;
+    let mut tx = st.pool.begin().await?;
+    let seq = bump(&mut tx).await?;
+    sqlx::query(
+        "UPDATE plans SET models = $1, needs_approval = $2, limits = $3, budgets = $4, attachments = $5 WHERE id = $6",
+    )
+    .bind(json!(models).to_string())
+    .bind(i64::from(needs_approval))
+    .bind(json!(limits).to_string())
+    .bind(json!(budgets).to_string())
+    .bind(attachments.to_string())
+    .bind(plan.clone())
+    .execute(&mut *tx)
+    .await?;
+    audit(
+        &mut tx,
+        seq,
+        &caller.actor(),
+        "plan.update",
+        &format!("proxies/{proxy}/plans/{plan}"),
+        Some(json!({"models": models, "needs_approval": needs_approval, "limits": limits, "budgets": budgets})),
+    )
+    .await?;
+    let row = sqlx::query("SELECT * FROM plans WHERE id = $1")
+        .bind(plan)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    st.changed();
+    Ok(Json(plan_json(&row)?))
 }
 
 /// `GET /proxies/{id}/plans`: every authenticated caller may see what it

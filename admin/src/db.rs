@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "applications",
         include_str!("../migrations/0006_applications.sql"),
     ),
+    (
+        7,
+        "plan_limits",
+        include_str!("../migrations/0007_plan_limits.sql"),
+    ),
 ];
 
 /// Opens the database at `url` (`sqlite://path`, `sqlite::memory:`,

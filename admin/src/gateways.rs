@@ -10,8 +10,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portcullis_config::{
-    FileConfig, KeyFile, PolicyEmbeddingsFile, PolicyEngineFile, PolicyHubFile, ProviderFile,
-    ProviderKind, ProxyFile,
+    FileConfig, KeyFile, PolicyAttachmentFile, PolicyEmbeddingsFile, PolicyEngineFile,
+    PolicyHubFile, ProviderFile, ProviderKind, ProxyFile,
 };
 use portcullis_types::managed::{DeployedProxy, Heartbeat, ManagedConfig, ProxyLoadFailure};
 use serde::Deserialize;
@@ -432,7 +432,7 @@ pub async fn build_config(
     // Keys of applications actively subscribed to a deployed proxy, with
     // their plan's models as scope.
     let app_keys = sqlx::query(
-        "SELECT ak.id, ak.name, ak.key_sha256, ak.expires_at, a.id AS app_id, a.name AS app_name, s.id AS sub_id, s.proxy_id, pl.models \
+        "SELECT ak.id, ak.name, ak.key_sha256, ak.expires_at, a.id AS app_id, a.name AS app_name, s.id AS sub_id, s.proxy_id, pl.id AS plan_id, pl.models \
          FROM application_keys ak JOIN applications a ON a.id = ak.application_id \
          JOIN subscriptions s ON s.application_id = ak.application_id AND s.status = 'active' \
          JOIN plans pl ON pl.id = s.plan_id \
@@ -456,6 +456,7 @@ pub async fn build_config(
             "sha256": k.try_get::<String, _>("key_sha256")?,
             "application": k.try_get::<String, _>("app_id")?,
             "subscription": k.try_get::<String, _>("sub_id")?,
+            "plan": k.try_get::<String, _>("plan_id")?,
         });
         if let Some(e) = expires {
             entry["expires_at"] = json!(crate::db::rfc3339(e));
@@ -465,6 +466,31 @@ pub async fn build_config(
         }
         let entry: KeyFile = serde_json::from_value(entry).map_err(ApiError::internal)?;
         keys.entry(k.try_get("proxy_id")?).or_default().push(entry);
+    }
+    // The policies that enforce plans' quotas and budgets, per proxy, each
+    // limited to its plan's subscribers; they run before the proxy's own
+    // attachments, so a request over its plan's quota costs nothing more.
+    let plan_rows = sqlx::query(
+        "SELECT pl.id, pl.proxy_id, pl.attachments FROM plans pl \
+         JOIN deployments d ON d.proxy_id = pl.proxy_id AND d.gateway_id = $1 AND d.status = 'Active' \
+         WHERE pl.attachments <> '[]' ORDER BY pl.proxy_id, pl.created_at, pl.id",
+    )
+    .bind(gateway_id.to_owned())
+    .fetch_all(&st.pool)
+    .await?;
+    let mut plan_policies: BTreeMap<String, Vec<PolicyAttachmentFile>> = BTreeMap::new();
+    for r in &plan_rows {
+        let plan: String = r.try_get("id")?;
+        let mut atts: Vec<PolicyAttachmentFile> =
+            serde_json::from_str(&r.try_get::<String, _>("attachments")?)
+                .map_err(ApiError::internal)?;
+        for a in &mut atts {
+            a.plans = vec![plan.clone()];
+        }
+        plan_policies
+            .entry(r.try_get("proxy_id")?)
+            .or_default()
+            .extend(atts);
     }
     let providers = crate::providers::load_all(st, &st.pool).await?;
     let mut secrets = BTreeMap::new();
@@ -476,7 +502,12 @@ pub async fn build_config(
         let spec: ProxySpec =
             serde_json::from_str(&d.try_get::<String, _>("spec")?).map_err(ApiError::internal)?;
         used.extend(spec.provider_ids().map(str::to_owned));
-        proxies.push(spec.to_file(&proxy_id, keys.remove(&proxy_id).unwrap_or_default())?);
+        let mut file = spec.to_file(&proxy_id, keys.remove(&proxy_id).unwrap_or_default())?;
+        if let Some(mut plan_atts) = plan_policies.remove(&proxy_id) {
+            plan_atts.append(&mut file.policies);
+            file.policies = plan_atts;
+        }
+        proxies.push(file);
         deployments.push(DeployedProxy {
             deployment_id: d.try_get("id")?,
             revision: d.try_get("revision")?,

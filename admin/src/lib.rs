@@ -283,6 +283,11 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
             post(applications::create_plan),
         ),
         (
+            "patch",
+            "/api/v1/proxies/{id}/plans/{plan}",
+            patch(applications::update_plan),
+        ),
+        (
             "delete",
             "/api/v1/proxies/{id}/plans/{plan}",
             axum::routing::delete(applications::delete_plan),

@@ -85,6 +85,10 @@ pub trait PolicyHub: Send + Sync {
     async fn version(&self, name: &str, version: &str) -> Result<PolicyVersion, HubError>;
     /// The catalogue (the hub's `GET /api/v1/policies` body, passed on).
     async fn catalogue(&self) -> Result<Value, HubError>;
+    /// One policy with its versions (the hub's `GET /api/v1/policies/{name}`).
+    async fn policy(&self, name: &str) -> Result<Value, HubError> {
+        Err(HubError::NotFound(format!("policy `{name}`")))
+    }
     /// Where gateways fetch attached policies from, if they can.
     fn base_url(&self) -> Option<&str> {
         None
@@ -150,6 +154,14 @@ impl PolicyHub for HttpHub {
 
     async fn catalogue(&self) -> Result<Value, HubError> {
         self.get("/api/v1/policies", "policy catalogue").await
+    }
+
+    async fn policy(&self, name: &str) -> Result<Value, HubError> {
+        self.get(
+            &format!("/api/v1/policies/{name}"),
+            &format!("policy `{name}`"),
+        )
+        .await
     }
 }
 
@@ -258,7 +270,7 @@ pub struct AttachmentPatch {
     pub on_error: Option<OnError>,
 }
 
-async fn resolve(
+pub(crate) async fn resolve(
     st: &AppState,
     name: &str,
     version: &str,
@@ -292,7 +304,7 @@ async fn resolve(
 }
 
 /// The module digest of a resolved version, as attachments pin it.
-fn pinned_digest(pv: &PolicyVersion) -> ApiResult<String> {
+pub(crate) fn pinned_digest(pv: &PolicyVersion) -> ApiResult<String> {
     pv.module_sha256()
         .map(str::to_ascii_lowercase)
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "hub_bad_manifest", e))

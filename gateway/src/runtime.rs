@@ -370,6 +370,7 @@ fn build(
                 entry.caller = crate::policy::CallerIds {
                     application: kf.application.as_deref().map(Arc::from),
                     subscription: kf.subscription.as_deref().map(Arc::from),
+                    plan: kf.plan.as_deref().map(Arc::from),
                 };
                 keys.insert(hash, entry);
             }

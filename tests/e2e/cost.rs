@@ -724,21 +724,9 @@ async fn two_gateways_on_one_redis_enforce_one_budget() {
 /// application), a proxy's own key has its own.
 #[tokio::test]
 async fn an_application_budget_is_shared_by_its_keys() {
-    use crate::admin::{Admin, setup_with, start_hub};
     use std::time::Duration;
     let dir = crate::harness::TempDir::new();
-    let built = crate::policies::policy_dir();
-    let (_hub, hub_url) = start_hub(&dir, &built).await;
-    let admin = Admin::start_with_hub(&dir, Some(&hub_url)).await;
-    let (admin, _mock, gw, token, gw_id) = setup_with(admin, &dir).await;
-    // Each request costs its token count (16).
-    admin
-        .ok(
-            "PATCH",
-            "/api/v1/providers/mock",
-            Some(json!({"prices": [{"model": "gpt-5*", "input": 1000000, "output": 1000000}]})),
-        )
-        .await;
+    let (_hub, admin, _mock, gw, token, gw_id) = admin_with_hub_at_a_token_a_dollar(&dir).await;
     admin
         .ok("POST", "/api/v1/proxies", Some(json!({"name": "Shared"})))
         .await;
@@ -833,4 +821,218 @@ async fn an_application_budget_is_shared_by_its_keys() {
     );
     // The proxy's own key spent 16 of its own 40.
     assert_eq!(call(own.clone()).await, 200);
+}
+
+/// A plan's quota and budget apply to its subscribers only, each
+/// subscription counting for itself; bad quotas are refused naming the
+/// field; a changed plan reaches the gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plans_quota_and_budget_bind_its_subscribers_only() {
+    use std::time::Duration;
+    let dir = crate::harness::TempDir::new();
+    let (_hub, admin, _mock, gw, _token, gw_id) = admin_with_hub_at_a_token_a_dollar(&dir).await;
+    admin
+        .ok("POST", "/api/v1/proxies", Some(json!({"name": "Tiered"})))
+        .await;
+    for (body, field) in [
+        (
+            json!({"name": "bad", "limits": [{"metric": "requests", "limit": -1, "window": "minute"}]}),
+            "limits[0].limit",
+        ),
+        (
+            json!({"name": "bad", "limits": [{"metric": "requests", "limit": 5, "window": "fortnight"}]}),
+            "limits[0].window",
+        ),
+        (
+            json!({"name": "bad", "budgets": [{"amount": -5, "period": "day"}]}),
+            "budgets[0].amount",
+        ),
+        (
+            json!({"name": "bad", "budgets": [{"amount": "ten", "period": "day"}]}),
+            "budgets[0].amount",
+        ),
+    ] {
+        let (s, v) = admin
+            .call("POST", "/api/v1/proxies/tiered/plans", Some(body.clone()))
+            .await;
+        assert_eq!(
+            (s, v["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{body}: {v}"
+        );
+    }
+    let free = admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/tiered/plans",
+            Some(json!({"name": "free",
+                "limits": [{"metric": "requests", "limit": 2, "window": "hour"}]})),
+        )
+        .await;
+    assert_eq!(free["limits"][0]["limit"], 2, "{free}");
+    admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/tiered/plans",
+            Some(json!({"name": "metered", "budgets": [{"amount": 40, "period": "day"}]})),
+        )
+        .await;
+    admin
+        .ok(
+            "POST",
+            "/api/v1/proxies/tiered/plans",
+            Some(json!({"name": "unlimited"})),
+        )
+        .await;
+    let mut keys = std::collections::HashMap::new();
+    for (app, plan) in [
+        ("free-one", "free"),
+        ("free-two", "free"),
+        ("metered", "metered"),
+        ("unlimited", "unlimited"),
+    ] {
+        admin
+            .ok("POST", "/api/v1/applications", Some(json!({"name": app})))
+            .await;
+        let k = admin
+            .ok(
+                "POST",
+                &format!("/api/v1/applications/{app}/keys"),
+                Some(json!({"name": "k"})),
+            )
+            .await;
+        keys.insert(app, k["key"].as_str().unwrap().to_owned());
+        admin
+            .ok(
+                "POST",
+                &format!("/api/v1/applications/{app}/subscriptions"),
+                Some(json!({"proxy": "tiered", "plan": plan})),
+            )
+            .await;
+    }
+    let own = admin.key("tiered", "own").await;
+    admin.deploy("tiered", &gw_id).await;
+    let base = format!("{}/tiered", gw.url);
+    let call = |key: String| {
+        let base = base.clone();
+        async move {
+            client()
+                .post(format!("{base}/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "what does this cost, roughly?"}]}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let started = std::time::Instant::now();
+    while call(own.clone()).await.status() != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never deployed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = |key: &str| {
+        let key = key.to_owned();
+        let call = &call;
+        async move { call(key).await.status().as_u16() }
+    };
+    // The free plan: two requests an hour for each subscription.
+    let one = [
+        status(&keys["free-one"]).await,
+        status(&keys["free-one"]).await,
+        status(&keys["free-one"]).await,
+    ];
+    assert_eq!(one, [200, 200, 429], "free-one's quota");
+    let r = call(keys["free-one"].clone()).await;
+    assert_eq!(
+        r.headers()["x-ratelimit-limit-requests"].to_str().unwrap(),
+        "2"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    assert_eq!(status(&keys["free-two"]).await, 200, "its own quota");
+    // The metered plan: 40 a day; the third request passes at 32 spent,
+    // the fourth is refused at 48.
+    let metered = [
+        status(&keys["metered"]).await,
+        status(&keys["metered"]).await,
+        status(&keys["metered"]).await,
+        status(&keys["metered"]).await,
+    ];
+    assert_eq!(metered, [200, 200, 200, 429], "metered's budget");
+    // Neither limit binds the other plans, nor the proxy's own key.
+    for _ in 0..4 {
+        assert_eq!(status(&keys["unlimited"]).await, 200);
+        assert_eq!(status(&own).await, 200);
+    }
+    let r = call(keys["unlimited"].clone()).await;
+    assert!(r.headers().get("x-ratelimit-limit-requests").is_none());
+    assert!(r.headers().get("x-budget-limit").is_none());
+
+    // Raising the free plan's quota reaches the gateway.
+    let id = free["id"].as_str().unwrap();
+    let (s, v) = admin
+        .call(
+            "PATCH",
+            &format!("/api/v1/proxies/tiered/plans/{id}"),
+            Some(json!({"limits": [{"metric": "requests", "limit": -3, "window": "hour"}]})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (422, Some("limits[0].limit")),
+        "{v}"
+    );
+    admin
+        .ok(
+            "PATCH",
+            &format!("/api/v1/proxies/tiered/plans/{id}"),
+            Some(json!({"limits": [{"metric": "requests", "limit": 5, "window": "hour"}]})),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    loop {
+        let r = call(keys["free-one"].clone()).await;
+        if r.headers()
+            .get("x-ratelimit-limit-requests")
+            .is_some_and(|v| v == "5")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the new quota never reached the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Admin with the built-in policies in its hub and a managed gateway, the
+/// mock provider priced at one dollar a token, so that each request of
+/// these tests (16 tokens) costs 16.
+async fn admin_with_hub_at_a_token_a_dollar(
+    dir: &crate::harness::TempDir,
+) -> (
+    crate::harness::Proc,
+    crate::admin::Admin,
+    crate::harness::Mock,
+    crate::admin::Managed,
+    String,
+    String,
+) {
+    use crate::admin::{Admin, setup_with, start_hub};
+    let built = crate::policies::policy_dir();
+    let (hub, hub_url) = start_hub(dir, &built).await;
+    let admin = Admin::start_with_hub(dir, Some(&hub_url)).await;
+    let (admin, mock, gw, token, gw_id) = setup_with(admin, dir).await;
+    admin
+        .ok(
+            "PATCH",
+            "/api/v1/providers/mock",
+            Some(json!({"prices": [{"model": "gpt-5*", "input": 1000000, "output": 1000000}]})),
+        )
+        .await;
+    (hub, admin, mock, gw, token, gw_id)
 }

@@ -195,6 +195,9 @@ pub struct Chain {
     engine: Arc<PolicyEngine>,
     /// Shared with every chain attaching the same module and settings.
     policies: Vec<Arc<Attached>>,
+    /// Per policy, the plans it is limited to (`plans` of the attachment;
+    /// empty: every request).
+    plans: Vec<Vec<Arc<str>>>,
     hold_stream: bool,
     /// Whether any policy reads more of an answer than its usage: a
     /// response phase, or a complete phase whose manifest does not say
@@ -299,11 +302,21 @@ impl Chain {
         let reads_answers = policies.iter().any(|p| p.reads_answers());
         Chain {
             engine,
+            plans: vec![Vec::new(); policies.len()],
             policies,
             hold_stream,
             reads_answers,
             max_held_bytes,
         }
+    }
+
+    /// Limits policies to plans: `plans[i]` for policy `i` (see
+    /// `PolicyAttachmentFile::plans`).
+    pub fn with_plans(mut self, plans: Vec<Vec<Arc<str>>>) -> Chain {
+        debug_assert_eq!(plans.len(), self.policies.len());
+        self.plans = plans;
+        self.plans.resize(self.policies.len(), Vec::new());
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -327,6 +340,7 @@ impl Chain {
     /// modules with the same settings).
     pub fn same_attachments(&self, other: &Chain) -> bool {
         self.policies.len() == other.policies.len()
+            && self.plans == other.plans
             && self
                 .policies
                 .iter()
@@ -395,6 +409,8 @@ enum Slot {
     Ready(Warm),
     /// Failed (fail-open): skipped for the rest of the request.
     Failed,
+    /// Limited to plans the request's key is not used under.
+    NotForCaller,
 }
 
 /// Why a policy call failed.
@@ -428,6 +444,8 @@ pub enum RequestOutcome {
 pub struct CallerIds {
     pub application: Option<std::sync::Arc<str>>,
     pub subscription: Option<std::sync::Arc<str>>,
+    /// The subscription's plan: picks the attachments limited to plans.
+    pub plan: Option<std::sync::Arc<str>>,
 }
 
 /// Who the request is, for the policies' view of it.
@@ -504,7 +522,7 @@ impl ChainRun {
     fn ensure(&mut self, i: usize) -> Result<bool, Failure> {
         match &self.instances[i] {
             Slot::Ready(_) => return Ok(true),
-            Slot::Failed => return Ok(false),
+            Slot::Failed | Slot::NotForCaller => return Ok(false),
             Slot::Empty => {}
         }
         let engine = &self.chain.engine;
@@ -630,6 +648,17 @@ impl ChainRun {
     ) -> Result<RequestOutcome, GatewayError> {
         let mut view: Option<wit::Request> = None;
         self.caller = meta.caller.clone();
+        for (i, plans) in self.chain.plans.iter().enumerate() {
+            if !plans.is_empty()
+                && !self
+                    .caller
+                    .plan
+                    .as_ref()
+                    .is_some_and(|p| plans.iter().any(|q| **q == **p))
+            {
+                self.instances[i] = Slot::NotForCaller;
+            }
+        }
         for i in 0..self.chain.policies.len() {
             self.ran_request = i + 1;
             if !self.chain.policies[i].info.on_request {

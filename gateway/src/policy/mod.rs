@@ -344,7 +344,14 @@ impl<'a> ChainLoader<'a> {
             .limits
             .max_held_response_bytes
             .unwrap_or(crate::config::DEFAULT_MAX_HELD_RESPONSE_BYTES);
-        Ok(Some(Arc::new(Chain::new(engine, attached, max_held))))
+        let plans = pf
+            .policies
+            .iter()
+            .map(|a| a.plans.iter().map(|p| Arc::from(p.as_str())).collect())
+            .collect();
+        Ok(Some(Arc::new(
+            Chain::new(engine, attached, max_held).with_plans(plans),
+        )))
     }
 }
 

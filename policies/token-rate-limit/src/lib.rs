@@ -46,6 +46,12 @@ struct Limit {
 #[serde(rename_all = "snake_case")]
 enum KeyBy {
     ApiKey,
+    /// The key's application (`caller`); a proxy's own key counts as an
+    /// application of one (its key id).
+    Application,
+    /// The key's subscription (`caller`); what admin keys a plan's
+    /// quotas by. A proxy's own key counts by its key id.
+    Subscription,
     Proxy,
     Model,
     Header,
@@ -137,8 +143,17 @@ pub struct TokenRateLimit {
 
 impl TokenRateLimit {
     fn key(&self, req: &Request) -> String {
+        let caller;
         let value = match self.s.key {
             KeyBy::ApiKey => req.key_id.as_str(),
+            KeyBy::Application => {
+                caller = host::application_id();
+                caller.as_deref().unwrap_or(&req.key_id)
+            }
+            KeyBy::Subscription => {
+                caller = host::subscription_id();
+                caller.as_deref().unwrap_or(&req.key_id)
+            }
             KeyBy::Proxy => "",
             KeyBy::Model => req.model.as_str(),
             KeyBy::Header => self
@@ -439,6 +454,29 @@ mod tests {
             header(&r.headers, "x-ratelimit-remaining-tokens"),
             Some("36")
         );
+    }
+
+    #[test]
+    fn a_subscription_quota_is_shared_by_its_keys() {
+        testing::set_now_ms(11_000_000);
+        let mut h = Harness::<TokenRateLimit>::with_defaults(
+            MANIFEST,
+            json!({"limits": [{"metric": "requests", "limit": 1, "window": "minute"}], "key": "subscription"}),
+        )
+        .unwrap();
+        let mut req = Request::user("m", "hello");
+        testing::set_caller(Some("app_1"), Some("sub_1"));
+        req.key_id = "key_a".into();
+        assert!(matches!(h.request(&req), RequestVerdict::Continue(_)));
+        // Another key under the same subscription: its quota is spent.
+        req.key_id = "key_b".into();
+        assert!(matches!(h.request(&req), RequestVerdict::Reject(_)));
+        // Another subscription has its own.
+        testing::set_caller(Some("app_1"), Some("sub_2"));
+        assert!(matches!(h.request(&req), RequestVerdict::Continue(_)));
+        // A proxy's own key counts by its key id.
+        testing::set_caller(None, None);
+        assert!(matches!(h.request(&req), RequestVerdict::Continue(_)));
     }
 
     #[test]

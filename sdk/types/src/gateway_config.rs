@@ -604,6 +604,10 @@ pub struct KeyFile {
     /// The subscription the key is used under on this proxy (admin's id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<String>,
+    /// The plan of that subscription (admin's id): attachments limited to
+    /// `plans` run for the key when they name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 /// A key's scope. Each list, when not empty, is all the key may use.
@@ -686,6 +690,12 @@ pub struct PolicyAttachmentFile {
     /// What a failing policy (trap, timeout, memory) does to its request.
     #[serde(default)]
     pub on_error: OnError,
+    /// Runs only for requests whose key is used under one of these plans
+    /// (admin's plan ids, `keys[].plan`); empty: for every request. Admin
+    /// attaches a plan's quotas and budget this way, so one proxy's plans
+    /// can set different limits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plans: Vec<String>,
 }
 
 /// What a failing policy does to its request.
