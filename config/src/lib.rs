@@ -41,6 +41,7 @@ pub use portcullis_types::{names, proxy_rules};
 #[derive(Debug, Clone, Default)]
 pub struct Telemetry {
     pub key_label: bool,
+    pub application_label: bool,
     /// Where spans go: the collector's `/v1/traces` URL, parsed.
     pub otlp: Option<OtlpTarget>,
     pub service_name: String,
@@ -165,6 +166,7 @@ pub fn build_telemetry(t: &TelemetryFile) -> Result<Telemetry, ConfigError> {
     Ok(Telemetry {
         sampling_ratio,
         key_label: t.key_label.unwrap_or(false),
+        application_label: t.application_label.unwrap_or(false),
         otlp,
         service_name: t
             .service_name

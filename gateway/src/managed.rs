@@ -209,6 +209,7 @@ struct StartOnly {
     client_idle: Duration,
     client_header: Duration,
     key_label: bool,
+    application_label: bool,
 }
 
 impl StartOnly {
@@ -219,6 +220,7 @@ impl StartOnly {
             client_idle: rt.connections.idle,
             client_header: rt.connections.header,
             key_label: rt.telemetry.key_label,
+            application_label: rt.telemetry.application_label,
         }
     }
 
@@ -240,6 +242,9 @@ impl StartOnly {
         }
         if self.key_label != new.key_label {
             out.push("telemetry.key_label".to_owned());
+        }
+        if self.application_label != new.application_label {
+            out.push("telemetry.application_label".to_owned());
         }
         out
     }

@@ -4,7 +4,9 @@
 //! bounded: a request model that is not configured on the proxy is
 //! recorded as `other`, response models are kept up to a fixed number of
 //! distinct values, and the API key label is opt-in
-//! (`telemetry.key_label`), so clients cannot create label sets at will.
+//! (`telemetry.key_label`), as is the application label of the cost
+//! (`telemetry.application_label`; applications are made in admin), so
+//! clients cannot create label sets at will.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -29,6 +31,7 @@ const MAX_RESPONSE_MODELS: usize = 200;
 pub struct Metrics {
     pub registry: Registry,
     key_label: bool,
+    application_label: bool,
     pub requests: IntCounterVec,
     pub tokens: IntCounterVec,
     /// What requests cost, in the price table's currency (USD shipped).
@@ -102,8 +105,9 @@ fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> Histog
 impl Metrics {
     /// Creates and registers every metric. `key_label` adds the API key
     /// name as a label of the token and request counters (cardinality grows
-    /// with the number of keys, so it is off by default).
-    pub fn new(key_label: bool) -> Self {
+    /// with the number of keys, so it is off by default); `application_label`
+    /// the key's application to the cost counter.
+    pub fn new(key_label: bool, application_label: bool) -> Self {
         let registry = Registry::new();
         let mut req_labels = vec![
             "proxy",
@@ -125,8 +129,13 @@ impl Metrics {
             req_labels.push("key");
             tok_labels.push("key");
         }
+        let mut cost_labels = vec!["proxy", "provider", "model"];
+        if application_label {
+            cost_labels.push("application");
+        }
         let m = Metrics {
             key_label,
+            application_label,
             requests: counter(
                 "portcullis_requests_total",
                 "Requests by proxy, route, provider, model, status class and error type.",
@@ -140,9 +149,9 @@ impl Metrics {
             cost: prometheus::CounterVec::new(
                 Opts::new(
                     "portcullis_cost_total",
-                    "What requests cost, from their usage and the price table (shipped prices are USD), by proxy, provider and request model.",
+                    "What requests cost, from their usage and the price table (shipped prices are USD), by proxy, provider and request model (and application, when configured).",
                 ),
-                &["proxy", "provider", "model"],
+                &cost_labels,
             )
             .expect("valid metric"),
             token_usage: histogram(
@@ -344,6 +353,25 @@ impl Metrics {
         self.requests.with_label_values(&values).inc();
     }
 
+    /// Records what one request cost; `application` is its key's (none for
+    /// a proxy's own key).
+    pub fn record_cost(
+        &self,
+        proxy: &str,
+        provider: &str,
+        model: &str,
+        application: Option<&str>,
+        cost: f64,
+    ) {
+        let series = if self.application_label {
+            self.cost
+                .with_label_values(&[proxy, provider, model, application.unwrap_or("-")])
+        } else {
+            self.cost.with_label_values(&[proxy, provider, model])
+        };
+        series.inc_by(cost);
+    }
+
     /// Records the tokens of one request.
     pub fn record_usage(&self, l: &RequestLabels<'_>, operation: &str, usage: &Usage) {
         let types = [
@@ -397,7 +425,7 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new(false)
+        Self::new(false, false)
     }
 }
 
@@ -436,14 +464,31 @@ mod tests {
             response_model: "m",
             key: "app",
         };
-        let without = Metrics::new(false);
+        let without = Metrics::new(false, false);
         without.record_request(&l, "2xx", "none");
         let text = String::from_utf8(without.render()).unwrap();
         assert!(text.contains("portcullis_requests_total{error_type=\"none\",model=\"m\",provider=\"openai\",proxy=\"p\",route=\"r\",status_class=\"2xx\"} 1"), "{text}");
-        let with = Metrics::new(true);
+        let with = Metrics::new(true, false);
         with.record_usage(&l, "chat", &Usage::new(3, 4));
         let text = String::from_utf8(with.render()).unwrap();
         assert!(text.contains("key=\"app\""), "{text}");
         assert!(text.contains("type=\"output\"} 4"), "{text}");
+    }
+
+    #[test]
+    fn the_application_label_of_the_cost_is_opt_in() {
+        let without = Metrics::new(false, false);
+        without.record_cost("p", "openai", "m", Some("app_1"), 0.5);
+        let text = String::from_utf8(without.render()).unwrap();
+        assert!(
+            text.contains("portcullis_cost_total{model=\"m\",provider=\"openai\",proxy=\"p\"} 0.5"),
+            "{text}"
+        );
+        let with = Metrics::new(false, true);
+        with.record_cost("p", "openai", "m", Some("app_1"), 0.5);
+        with.record_cost("p", "openai", "m", None, 0.25);
+        let text = String::from_utf8(with.render()).unwrap();
+        assert!(text.contains("portcullis_cost_total{application=\"app_1\",model=\"m\",provider=\"openai\",proxy=\"p\"} 0.5"), "{text}");
+        assert!(text.contains("application=\"-\""), "{text}");
     }
 }

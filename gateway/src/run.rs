@@ -216,7 +216,10 @@ pub fn run_with(
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
-    let metrics = Arc::new(Metrics::new(runtime.telemetry.key_label));
+    let metrics = Arc::new(Metrics::new(
+        runtime.telemetry.key_label,
+        runtime.telemetry.application_label,
+    ));
     let inflight = metrics.inflight.clone();
     let listen = runtime.listen.clone();
     let ops_listen = runtime.ops_listen.clone();

@@ -30,17 +30,19 @@ async fn every_request_costs_its_usage_at_the_price_of_its_model() {
     let m = &mock.url;
     // `shipped` is priced by the shipped table (gpt-5-mini: 0.25 in, 2.00
     // out per million); `own` by its provider's prices, which win; `local`
-    // (an OpenAI-compatible server) has no price at all.
+    // (an OpenAI-compatible server) has no price at all. `own`'s key
+    // belongs to an application, which labels its cost.
     let gw = Gateway::start_with_env(
         &format!(
-            r#"providers:
+            r#"telemetry: {{ application_label: true }}
+providers:
   - {{ name: shipped, type: openai, base_url: "{m}/v1", api_key: sk-mock, models: [gpt-5-mini] }}
   - {{ name: own, type: openai, base_url: "{m}/v1", api_key: sk-mock, models: [gpt-5-mini],
       prices: [{{ model: "gpt-5*", input: 1000000, output: 2000000 }}] }}
   - {{ name: local, type: openai-compatible, base_url: "{m}/v1", api_key: sk-mock, models: [gpt-5-mini] }}
 proxies:
   - {{ name: shipped, routes: [{{ provider: shipped }}], keys: [{{ name: t, env: PC_KEY }}] }}
-  - {{ name: own, routes: [{{ provider: own }}], keys: [{{ name: t, env: PC_KEY }}] }}
+  - {{ name: own, routes: [{{ provider: own }}], keys: [{{ name: t, env: PC_KEY, application: team-a }}] }}
   - {{ name: local, routes: [{{ provider: local }}], keys: [{{ name: t, env: PC_KEY }}] }}
 "#
         ),
@@ -92,9 +94,28 @@ proxies:
         );
     }
     assert!(
-        !text.contains("portcullis_cost_total{model=\"gpt-5-mini\",provider=\"openai-compatible\",proxy=\"local\""),
+        !text
+            .lines()
+            .any(|l| l.starts_with("portcullis_cost_total{") && l.contains("proxy=\"local\"")),
         "a model without a price has no cost:\n{text}"
     );
+    // The application label: `own`'s key's application, `-` for a key of
+    // no application.
+    for (proxy, application) in [("own", "team-a"), ("shipped", "-")] {
+        let got = sum_of(
+            &text,
+            &[
+                "portcullis_cost_total{",
+                &format!("proxy=\"{proxy}\""),
+                &format!("application=\"{application}\""),
+            ],
+        );
+        let want = expected[proxy];
+        assert!(
+            (got - want).abs() < 1e-9 * want.max(1.0),
+            "{proxy}/{application}: {got} != {want}\n{text}"
+        );
+    }
     // The access log line says what each request cost.
     let log = strip_ansi(&gw.log());
     let lines: Vec<&str> = log

@@ -169,9 +169,8 @@ pub(super) fn record(
     }
     let cost = ctx.cost();
     if let Some(c) = cost {
-        m.cost
-            .with_label_values(&[proxy, ctx.tally.provider, model])
-            .inc_by(c);
+        let application = ctx.request.caller.application.as_deref();
+        m.record_cost(proxy, ctx.tally.provider, model, application, c);
     }
     if let (Some(p), Some(key), Some(called)) = (
         ctx.request.proxy_id.as_deref(),

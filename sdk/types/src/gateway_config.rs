@@ -208,6 +208,11 @@ pub struct TelemetryFile {
     /// counters (default false: cardinality grows with the number of keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_label: Option<bool>,
+    /// Add the key's application (admin's id; `-` for keys of no
+    /// application) as a label of `portcullis_cost_total` (default false:
+    /// one series more per application that spends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_label: Option<bool>,
     /// OTLP collector base URL (e.g. `http://otel-collector:4318` for
     /// HTTP, `http://otel-collector:4317` for gRPC); over HTTP spans are
     /// posted to `{otlp_endpoint}/v1/traces`. Off when unset.
