@@ -11,12 +11,12 @@ FROM rust:1.95-bookworm AS build
 # next point release, breaking the build.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake \
+ && apt-get install -y --no-install-recommends cmake nodejs npm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # The build script compiles the built-in policies to wasm32-wasip2 and
-# embeds them in the binary; the target is added here so the build never
+# embeds them in the binary, and builds the web console with npm; the target is added here so the build never
 # has to.
 RUN rustup target add wasm32-wasip2 \
  && cargo build --release --locked -p portcullis \

@@ -10,6 +10,12 @@
 //! debug and release builds of the binary, so they are built once. The
 //! wasm target is added with rustup when it is missing (rustup adds the
 //! targets of `rust-toolchain.toml` only when it installs a toolchain).
+//!
+//! It also builds the web console (`console/`, docs/console.md) with npm
+//! and embeds its files; see `console::build`.
+
+#[path = "build_console.rs"]
+mod console;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -96,6 +102,8 @@ fn main() {
     }
     code.push_str("];\n");
     std::fs::write(out.join("builtin_policies.rs"), code).expect("writing builtin_policies.rs");
+
+    console::build(&root, &out);
 }
 
 fn path_str(p: &Path) -> String {

@@ -745,6 +745,7 @@ async fn serve(args: &AdminArgs) -> anyhow::Result<()> {
         args.policy_embeddings_provider.clone(),
         args.policy_embeddings_model.clone(),
     )?;
+    opened.state.console = Some(crate::console::CONSOLE_FILES);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -752,7 +753,7 @@ async fn serve(args: &AdminArgs) -> anyhow::Result<()> {
         println!("admin token: {t}   (shown once; set PORTCULLIS_ADMIN_TOKEN to choose your own)");
     }
     println!(
-        "admin listening on {}://{}",
+        "admin listening on {}://{}   (web console at /)",
         options.scheme(),
         listener.local_addr()?
     );

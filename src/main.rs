@@ -4,6 +4,7 @@ mod admin_cli;
 mod bench;
 mod bench_policies;
 mod builtin;
+mod console;
 mod demo;
 mod examples;
 mod hub_cli;

@@ -84,7 +84,8 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
             };
             rt.block_on(async move {
                 let started = async {
-                    let opened = portcullis_admin::open(&admin_opts).await?;
+                    let mut opened = portcullis_admin::open(&admin_opts).await?;
+                    opened.state.console = Some(crate::console::CONSOLE_FILES);
                     let pool = opened.state.pool.clone();
                     let gateway_token =
                         portcullis_admin::gateways::ensure_gateway(&pool, "local", &gw_url).await?;
@@ -167,6 +168,7 @@ pub fn run(o: UpOptions) -> anyhow::Result<()> {
         "  gateway   {gateway_url}   (metrics: http://127.0.0.1:{}/metrics)",
         o.ops_port
     );
+    println!("  console   {admin_url}/   (sign in with the admin token)");
     println!("  admin     {admin_url}/api/v1   (OpenAPI: {admin_url}/api/v1/openapi.json)");
     println!("  hub       {hub_url}/api/v1/policies");
     match &ready.bootstrap_token {

@@ -320,6 +320,17 @@ pub async fn revoke_token(
     Ok(Json(out))
 }
 
+/// `GET /me`: who the calling token is (id, name, role, team), so a
+/// client such as the console can offer only what the role may do.
+pub async fn me(caller: Caller) -> Json<Value> {
+    Json(json!({
+        "token_id": caller.token_id,
+        "name": caller.name,
+        "role": caller.role.as_str(),
+        "team": caller.team,
+    }))
+}
+
 /// `GET /audit`: newest first; `?limit=` (default 100, at most 1000) and
 /// `?before=<seq>` to page.
 pub async fn list_audit(

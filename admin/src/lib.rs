@@ -11,6 +11,7 @@
 
 pub mod applications;
 pub mod auth;
+pub mod console;
 pub mod crypto;
 pub mod db;
 pub mod deployments;
@@ -25,6 +26,7 @@ pub mod providers;
 pub mod proxies;
 pub mod slug;
 pub mod spend;
+pub mod try_it;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +56,12 @@ pub struct AppState {
     /// The embeddings endpoint managed gateways give policies (the
     /// `embeddings` capability, e.g. `semantic-guard`); none by default.
     pub policy_embeddings: Option<PolicyEmbeddings>,
+    /// The web console's files, served at `/`; none: `/` is the API's 404.
+    /// The binary embeds them (its build script builds `console/`).
+    pub console: Option<console::ConsoleFiles>,
+    /// Reaches gateways for `POST /proxies/{id}/try`, trusting what admin
+    /// trusts for its other control-plane links.
+    pub gateway_client: reqwest::Client,
 }
 
 /// Environment variable naming the provider (id) whose `/embeddings`
@@ -104,6 +112,9 @@ impl AppState {
             changes: Arc::new(watch::channel(0).0),
             heartbeat_window: Duration::from_secs(15),
             policy_embeddings: None,
+            console: None,
+            gateway_client: try_it::client(&portcullis_net::ClientTls::default())
+                .expect("a client without a CA file always builds"),
         }
     }
 
@@ -119,6 +130,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
     vec![
         ("get", "/api/v1/openapi.json", get(openapi::serve)),
         ("get", "/api/v1/health", get(health)),
+        ("get", "/api/v1/me", get(auth::me)),
         ("get", "/api/v1/tokens", get(auth::list_tokens)),
         ("post", "/api/v1/tokens", post(auth::create_token)),
         (
@@ -166,6 +178,12 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
             put(proxies::put_utterances),
         ),
         ("get", "/api/v1/policies", get(policies::catalogue)),
+        ("get", "/api/v1/policies/{name}", get(policies::policy)),
+        (
+            "get",
+            "/api/v1/policies/{name}/versions/{version}",
+            get(policies::version),
+        ),
         ("get", "/api/v1/proxies/{id}/policies", get(policies::list)),
         (
             "post",
@@ -182,6 +200,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
             "/api/v1/proxies/{id}/policies/{attachment}",
             axum::routing::delete(policies::detach),
         ),
+        ("post", "/api/v1/proxies/{id}/try", post(try_it::try_proxy)),
         ("get", "/api/v1/proxies/{id}/keys", get(keys::list)),
         ("post", "/api/v1/proxies/{id}/keys", post(keys::create)),
         (
@@ -307,21 +326,35 @@ pub fn router(state: AppState) -> Router {
     for (_, path, handler) in routes() {
         r = r.route(path, handler);
     }
-    r.fallback(|| async {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such endpoint; see /api/v1/openapi.json",
-        )
-    })
-    .method_not_allowed_fallback(|| async {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this endpoint does not take that method",
-        )
-    })
-    .with_state(state)
+    r.fallback(fallback)
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .with_state(state)
+}
+
+/// The console's files (when it has them), else the API's JSON 404.
+async fn fallback(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(files) = st.console
+        && let Some(r) = console::serve(files, &method, &uri)
+    {
+        return r;
+    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /api/v1/openapi.json",
+    )
+    .into_response()
 }
 
 async fn health() -> axum::Json<serde_json::Value> {
@@ -371,6 +404,7 @@ pub async fn open(o: &AdminOptions) -> anyhow::Result<Opened> {
     let bootstrap_token = auth::bootstrap(&pool, std::env::var(auth::ADMIN_TOKEN_ENV).ok()).await?;
     let mut state = AppState::new(pool, sealer, hub);
     state.policy_embeddings = policy_embeddings;
+    state.gateway_client = try_it::client(&o.client_tls)?;
     Ok(Opened {
         state,
         bootstrap_token,

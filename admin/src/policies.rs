@@ -315,6 +315,58 @@ pub async fn catalogue(State(st): State<AppState>, _caller: Caller) -> ApiResult
     Ok(Json(st.hub.catalogue().await?))
 }
 
+/// 404 for a name or version that cannot be one, before it is put in a
+/// hub URL.
+fn check_ref(name: &str, version: Option<&str>) -> ApiResult<()> {
+    if !valid_policy_name(name) {
+        return Err(ApiError::not_found("policy", name));
+    }
+    // Semantic versions only use these characters; anything else (a
+    // slash, a dot-dot segment) must not reach the hub's URL.
+    if let Some(v) = version
+        && (v.is_empty()
+            || v.len() > 64
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-+".contains(c)))
+    {
+        return Err(ApiError::not_found("policy version", v));
+    }
+    Ok(())
+}
+
+/// `GET /policies/{name}`: one policy of the hub's catalogue with its
+/// published versions.
+pub async fn policy(
+    State(st): State<AppState>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_ref(&name, None)?;
+    match st.hub.policy(&name).await {
+        Err(HubError::NotFound(_)) => Err(ApiError::not_found("policy", &name)),
+        r => Ok(Json(r?)),
+    }
+}
+
+/// `GET /policies/{name}/versions/{version}`: one version's manifest as
+/// the hub publishes it: the settings JSON Schema, their defaults and the
+/// docs (markdown) that forms and attachments are made from.
+pub async fn version(
+    State(st): State<AppState>,
+    _caller: Caller,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<Json<PolicyVersion>> {
+    check_ref(&name, Some(&version))?;
+    match st.hub.version(&name, &version).await {
+        Err(HubError::NotFound(_)) => Err(ApiError::not_found(
+            "policy version",
+            &format!("{name}@{version}"),
+        )),
+        r => Ok(Json(r?)),
+    }
+}
+
 /// `GET /proxies/{id}/policies`: in chain order.
 pub async fn list(
     State(st): State<AppState>,

@@ -44,6 +44,20 @@ impl PolicyHub for FakeHub {
             json!({"items": self.versions.keys().map(|(n, v)| json!({"name": n, "version": v})).collect::<Vec<_>>()}),
         )
     }
+    async fn policy(&self, name: &str) -> Result<Value, HubError> {
+        let versions: Vec<&String> = self
+            .versions
+            .keys()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .collect();
+        if versions.is_empty() {
+            return Err(HubError::NotFound(format!("policy `{name}`")));
+        }
+        Ok(
+            json!({"name": name, "versions": versions.iter().map(|v| json!({"version": v})).collect::<Vec<_>>()}),
+        )
+    }
 }
 
 /// The digest the fake hub gives word-filter@1.0.0's module.
@@ -2079,4 +2093,190 @@ async fn openapi_documents_every_route_and_nothing_else() {
     let mut problem_schema = doc["components"]["schemas"]["Problem"].clone();
     problem_schema["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
     assert!(jsonschema::is_valid(&problem_schema, &problem), "{problem}");
+}
+
+// ------------------------------------------------------------ console
+
+#[tokio::test]
+async fn me_names_the_calling_tokens_role() {
+    on_each_db(async |app| {
+        let v = app.ok("GET", "/api/v1/me", None).await;
+        assert_eq!(v["role"], "admin");
+        assert_eq!(v["name"], "bootstrap");
+        let dev = app.token("developer").await;
+        let (s, v) = app.call("GET", "/api/v1/me", Some(&dev), None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["role"], "developer");
+        assert_eq!(v["team"], Value::Null);
+        let (s, _) = app.call("GET", "/api/v1/me", None, None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_policy_and_its_versions_manifest_come_from_the_hub() {
+    on_each_db(async |app| {
+        let v = app.ok("GET", "/api/v1/policies/word-filter", None).await;
+        assert_eq!(v["versions"][0]["version"], "1.0.0");
+        let v = app
+            .ok("GET", "/api/v1/policies/word-filter/versions/1.0.0", None)
+            .await;
+        assert_eq!(v["settings_schema"]["required"], json!(["words"]));
+        assert_eq!(v["defaults"], json!({"words": ["secret"]}));
+        assert_eq!(v["sha256"], MODULE_SHA256);
+        for path in [
+            "/api/v1/policies/word-filter/versions/9.9.9",
+            "/api/v1/policies/nope",
+            "/api/v1/policies/Bad%20Name/versions/1.0.0",
+            "/api/v1/policies/word-filter/versions/1.0.0%2F..",
+        ] {
+            let (s, v) = app.call("GET", path, Some(&app.admin), None).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {v}");
+        }
+    })
+    .await;
+    // Hub down: 503, as for attaching.
+    let hub = || -> Hub {
+        Arc::new(FakeHub {
+            versions: HashMap::new(),
+            down: true,
+        })
+    };
+    on_each_db_with(hub, async |app| {
+        let (s, v) = app
+            .call(
+                "GET",
+                "/api/v1/policies/word-filter/versions/1.0.0",
+                Some(&app.admin),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    })
+    .await;
+}
+
+/// A stand-in gateway: answers every POST with what it was sent.
+async fn echo_gateway() -> String {
+    use axum::http::HeaderMap;
+    let app = Router::new().fallback(
+        async |headers: HeaderMap, uri: axum::http::Uri, body: String| {
+            (
+                [
+                    ("x-portcullis-route", "echo"),
+                    ("x-ratelimit-limit-tokens", "100"),
+                ],
+                axum::Json(json!({
+                    "path": uri.path(),
+                    "auth": headers.get("authorization").and_then(|v| v.to_str().ok()),
+                    "sent": serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+                })),
+            )
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn try_relays_one_request_through_a_deployed_gateway() {
+    let gw = echo_gateway().await;
+    on_each_db(async |app| {
+        app.provider("openai").await;
+        app.ok("POST", "/api/v1/proxies", Some(json!({"name": "chat"})))
+            .await;
+        app.ok(
+            "POST",
+            "/api/v1/gateways",
+            Some(json!({"name": "edge", "url": gw.clone()})),
+        )
+        .await;
+        let body =
+            json!({"gateway": "edge", "key": "pc-k", "request": {"model": "m", "messages": []}});
+        // Not deployed there yet: nothing is sent.
+        app.rejects(
+            "POST",
+            "/api/v1/proxies/chat/try",
+            body.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "gateway",
+        )
+        .await;
+        app.ok(
+            "POST",
+            "/api/v1/proxies/chat/deployments",
+            Some(json!({"gateway": "edge"})),
+        )
+        .await;
+        let v = app
+            .ok("POST", "/api/v1/proxies/chat/try", Some(body.clone()))
+            .await;
+        assert_eq!(v["status"], 200, "{v}");
+        assert_eq!(v["url"], format!("{gw}/chat/chat/completions"));
+        assert_eq!(v["headers"]["x-portcullis-route"], "echo");
+        assert_eq!(v["headers"]["x-ratelimit-limit-tokens"], "100");
+        assert_eq!(v["body"]["path"], "/chat/chat/completions");
+        assert_eq!(v["body"]["auth"], "Bearer pc-k");
+        assert_eq!(v["body"]["sent"]["model"], "m");
+        // Only resource paths under the proxy.
+        let mut bad = body.clone();
+        bad["path"] = json!("../other/chat/completions");
+        app.rejects(
+            "POST",
+            "/api/v1/proxies/chat/try",
+            bad,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "path",
+        )
+        .await;
+        // Another owner's proxy is a 404 like a missing one.
+        let dev = app.token("developer").await;
+        let (s, _) = app
+            .call("POST", "/api/v1/proxies/chat/try", Some(&dev), Some(body))
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_console_is_served_at_the_root_beside_the_api() {
+    const FILES: portcullis_admin::console::ConsoleFiles = &[
+        ("index.html", b"<!doctype html><div id=\"root\"></div>"),
+        ("assets/index-1a2b3c.js", b"console.log(1)"),
+    ];
+    let pool = db::connect("sqlite::memory:").await.unwrap();
+    let mut state = AppState::new(pool, Sealer::new([3u8; 32]).unwrap(), default_hub());
+    let get = async |state: &AppState, path: &str| {
+        let resp = router(state.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    };
+    // Without console files (the admin crate alone), `/` is the API's 404.
+    let (s, _, body) = get(&state, "/").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(body.contains("not_found"), "{body}");
+    state.console = Some(FILES);
+    let (s, h, body) = get(&state, "/").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert!(body.contains("id=\"root\""));
+    let (s, h, _) = get(&state, "/assets/index-1a2b3c.js").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+    let (s, h, body) = get(&state, "/api/v1/no-such-thing").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(h["content-type"], "application/json");
+    assert!(body.contains("not_found"), "{body}");
+    let (s, _, body) = get(&state, "/api/v1/health").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
 }

@@ -57,7 +57,6 @@ fn key_hash_is_sha256_hex() {
 /// policies are in the binary).
 #[tokio::test]
 async fn up_demo_prints_a_curl_line_that_works() {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
     use crate::harness::free_port;
@@ -82,27 +81,7 @@ async fn up_demo_prints_a_curl_line_that_works() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // Read up to the curl line, then keep draining: closing the pipe would
-    // make the child's next println! fail.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.is_some() {
-                let done = line.trim_start().starts_with("curl ");
-                seen.push(line);
-                if done {
-                    let _ = tx.take().unwrap().send(std::mem::take(&mut seen));
-                }
-            }
-        }
-        if let Some(tx) = tx {
-            let _ = tx.send(seen);
-        }
-    });
+    let rx = crate::harness::up_lines(child.stdout.take().unwrap());
     let lines = rx.await.unwrap();
     let curl_line = lines.last().cloned().unwrap_or_default();
     assert!(curl_line.trim_start().starts_with("curl "), "{lines:?}");

@@ -347,3 +347,29 @@ pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
     }
     out
 }
+
+/// The lines `portcullis up` prints, up to and including its `curl` line
+/// (all of them if it ends before one). The pipe keeps being drained
+/// afterwards: closing it would make the child's next `println!` fail.
+pub fn up_lines(stdout: std::process::ChildStdout) -> tokio::sync::oneshot::Receiver<Vec<String>> {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.is_some() {
+                let done = line.trim_start().starts_with("curl ");
+                seen.push(line);
+                if done {
+                    let _ = tx.take().unwrap().send(std::mem::take(&mut seen));
+                }
+            }
+        }
+        if let Some(tx) = tx {
+            let _ = tx.send(seen);
+        }
+    });
+    rx
+}

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod console;
 mod connections;
 mod cost;
 mod errors;
