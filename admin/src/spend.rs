@@ -20,8 +20,8 @@ use crate::error::{ApiError, ApiResult, Query};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpendQuery {
-    /// Comma-separated: `proxy`, `key`, `model`, `day`, `gateway`
-    /// (default `proxy`).
+    /// Comma-separated: `proxy`, `key`, `application`, `model`, `day`,
+    /// `gateway` (default `proxy`).
     pub group_by: Option<String>,
     /// First day, `YYYY-MM-DD` (default: 30 days before `to`).
     pub from: Option<String>,
@@ -29,6 +29,8 @@ pub struct SpendQuery {
     pub to: Option<String>,
     /// Only this proxy.
     pub proxy: Option<String>,
+    /// Only the keys of this application (id).
+    pub application: Option<String>,
     /// `json` (default) or `csv`.
     pub format: Option<String>,
 }
@@ -42,6 +44,14 @@ const GROUPS: &[(&str, &[(&str, &str)])] = &[
         &[
             ("s.key_id", "key_id"),
             ("COALESCE(k.name, ak.name)", "key_name"),
+        ],
+    ),
+    // The key's application; a proxy's own key has none (null).
+    (
+        "application",
+        &[
+            ("ak.application_id", "application_id"),
+            ("a.name", "application_name"),
         ],
     ),
     ("model", &[("s.model", "model")]),
@@ -86,7 +96,7 @@ pub async fn query(
         let Some((_, cols)) = GROUPS.iter().find(|(n, _)| *n == name) else {
             return Err(ApiError::invalid(
                 "group_by",
-                format!("`{name}` is not one of proxy, key, model, day, gateway"),
+                format!("`{name}` is not one of proxy, key, application, model, day, gateway"),
             ));
         };
         for c in *cols {
@@ -111,12 +121,17 @@ pub async fn query(
          CAST(SUM(s.output_tokens) AS BIGINT) AS output_tokens, SUM(s.cost) AS cost \
          FROM spend s LEFT JOIN proxies p ON p.id = s.proxy_id LEFT JOIN api_keys k ON k.id = s.key_id \
          LEFT JOIN application_keys ak ON ak.id = s.key_id \
+         LEFT JOIN applications a ON a.id = ak.application_id \
          WHERE s.day >= $1 AND s.day <= $2"
     );
     let mut binds = vec![from.clone(), to.clone()];
     if let Some(p) = &q.proxy {
         binds.push(p.clone());
         sql.push_str(&format!(" AND s.proxy_id = ${}", binds.len()));
+    }
+    if let Some(a) = &q.application {
+        binds.push(a.clone());
+        sql.push_str(&format!(" AND ak.application_id = ${}", binds.len()));
     }
     if let Some((cond, value)) = caller.visible_proxies(binds.len() + 1) {
         binds.push(value);

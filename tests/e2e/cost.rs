@@ -1028,6 +1028,49 @@ async fn a_plans_quota_and_budget_bind_its_subscribers_only() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Spend per application: what the gateway reported with its
+    // heartbeats (requests refused by a policy called no provider and
+    // cost nothing).
+    let started = std::time::Instant::now();
+    loop {
+        let v = admin
+            .ok("GET", "/api/v1/spend?group_by=application", None)
+            .await;
+        let of = |name: &str| {
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["application_name"] == name)
+                .map(|i| (i["requests"].as_i64().unwrap(), i["cost"].as_f64().unwrap()))
+        };
+        let own = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["application_id"].is_null())
+            .map(|i| i["requests"].as_i64().unwrap());
+        if of("metered") == Some((3, 48.0))
+            && of("unlimited") == Some((5, 80.0))
+            && own.is_some_and(|n| n >= 5)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "spend per application: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (s, v) = admin
+        .call("GET", "/api/v1/spend?group_by=applications", None)
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (422, Some("group_by")),
+        "{v}"
+    );
 }
 
 /// Admin with the built-in policies in its hub and a managed gateway, the
