@@ -15,7 +15,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use portcullis_config::KeyScopeFile;
+use portcullis_config::{InboundKind, KeyScopeFile, Resource};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -334,6 +334,14 @@ pub struct CreatePlan {
     /// characters); empty: every model of the proxy.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Client formats subscribers may use (`openai`, `anthropic`,
+    /// `gemini`); empty: every one the proxy serves.
+    #[serde(default)]
+    pub inbound: Vec<InboundKind>,
+    /// Resources subscribers may use (`chat/completions`, `embeddings`,
+    /// `models`); empty: every one the proxy offers.
+    #[serde(default)]
+    pub resources: Vec<Resource>,
     /// Whether a subscription waits for the proxy owner's approval.
     #[serde(default)]
     pub needs_approval: bool,
@@ -352,6 +360,8 @@ pub struct CreatePlan {
 #[serde(deny_unknown_fields)]
 pub struct PlanPatch {
     pub models: Option<Vec<String>>,
+    pub inbound: Option<Vec<InboundKind>>,
+    pub resources: Option<Vec<Resource>>,
     pub needs_approval: Option<bool>,
     pub limits: Option<Vec<Value>>,
     pub budgets: Option<Vec<Value>>,
@@ -366,6 +376,8 @@ fn plan_json(r: &sqlx::any::AnyRow) -> ApiResult<Value> {
         "proxy_id": r.try_get::<String, _>("proxy_id")?,
         "name": r.try_get::<String, _>("name")?,
         "models": list("models")?,
+        "inbound": list("inbound")?,
+        "resources": list("resources")?,
         "needs_approval": r.try_get::<i64, _>("needs_approval")? != 0,
         "limits": list("limits")?,
         "budgets": list("budgets")?,
@@ -478,8 +490,8 @@ pub async fn create_plan(
     }
     let seq = bump(&mut tx).await?;
     sqlx::query(
-        "INSERT INTO plans (id, proxy_id, name, models, needs_approval, limits, budgets, attachments, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO plans (id, proxy_id, name, models, needs_approval, limits, budgets, attachments, inbound, resources, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(id.clone())
     .bind(proxy.clone())
@@ -489,6 +501,8 @@ pub async fn create_plan(
     .bind(json!(input.limits).to_string())
     .bind(json!(input.budgets).to_string())
     .bind(attachments.to_string())
+    .bind(json!(input.inbound).to_string())
+    .bind(json!(input.resources).to_string())
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;
@@ -499,7 +513,8 @@ pub async fn create_plan(
         "plan.create",
         &format!("proxies/{proxy}/plans/{id}"),
         Some(
-            json!({"name": name, "models": input.models, "needs_approval": input.needs_approval,
+            json!({"name": name, "models": input.models, "inbound": input.inbound,
+                    "resources": input.resources, "needs_approval": input.needs_approval,
                     "limits": input.limits, "budgets": input.budgets}),
         ),
     )
@@ -536,6 +551,14 @@ pub async fn update_plan(
         None => serde_json::from_value(now["models"].clone()).map_err(ApiError::internal)?,
     };
     check_models(&models)?;
+    let inbound = match input.inbound {
+        Some(v) => json!(v),
+        None => now["inbound"].clone(),
+    };
+    let resources = match input.resources {
+        Some(v) => json!(v),
+        None => now["resources"].clone(),
+    };
     let limits = input.limits.unwrap_or_else(|| list(&now["limits"]));
     let budgets = input.budgets.unwrap_or_else(|| list(&now["budgets"]));
     let needs_approval = input
@@ -545,13 +568,16 @@ pub async fn update_plan(
     let mut tx = st.pool.begin().await?;
     let seq = bump(&mut tx).await?;
     sqlx::query(
-        "UPDATE plans SET models = $1, needs_approval = $2, limits = $3, budgets = $4, attachments = $5 WHERE id = $6",
+        "UPDATE plans SET models = $1, needs_approval = $2, limits = $3, budgets = $4, attachments = $5, \
+         inbound = $6, resources = $7 WHERE id = $8",
     )
     .bind(json!(models).to_string())
     .bind(i64::from(needs_approval))
     .bind(json!(limits).to_string())
     .bind(json!(budgets).to_string())
     .bind(attachments.to_string())
+    .bind(inbound.to_string())
+    .bind(resources.to_string())
     .bind(plan.clone())
     .execute(&mut *tx)
     .await?;
@@ -561,7 +587,10 @@ pub async fn update_plan(
         &caller.actor(),
         "plan.update",
         &format!("proxies/{proxy}/plans/{plan}"),
-        Some(json!({"models": models, "needs_approval": needs_approval, "limits": limits, "budgets": budgets})),
+        Some(
+            json!({"models": models, "inbound": inbound, "resources": resources,
+                    "needs_approval": needs_approval, "limits": limits, "budgets": budgets}),
+        ),
     )
     .await?;
     let row = sqlx::query("SELECT * FROM plans WHERE id = $1")

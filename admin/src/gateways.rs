@@ -432,7 +432,7 @@ pub async fn build_config(
     // Keys of applications actively subscribed to a deployed proxy, with
     // their plan's models as scope.
     let app_keys = sqlx::query(
-        "SELECT ak.id, ak.name, ak.key_sha256, ak.expires_at, a.id AS app_id, a.name AS app_name, s.id AS sub_id, s.proxy_id, pl.id AS plan_id, pl.models \
+        "SELECT ak.id, ak.name, ak.key_sha256, ak.expires_at, a.id AS app_id, a.name AS app_name, s.id AS sub_id, s.proxy_id, pl.id AS plan_id, pl.models, pl.inbound, pl.resources \
          FROM application_keys ak JOIN applications a ON a.id = ak.application_id \
          JOIN subscriptions s ON s.application_id = ak.application_id AND s.status = 'active' \
          JOIN plans pl ON pl.id = s.plan_id \
@@ -448,8 +448,15 @@ pub async fn build_config(
         if let Some(e) = expires {
             next_expiry = Some(next_expiry.map_or(e, |n| n.min(e)));
         }
-        let models: Vec<String> =
-            serde_json::from_str(&k.try_get::<String, _>("models")?).map_err(ApiError::internal)?;
+        // The plan's scope is the key's on that proxy.
+        let mut scope = serde_json::Map::new();
+        for field in ["models", "inbound", "resources"] {
+            let list: Value = serde_json::from_str(&k.try_get::<String, _>(field)?)
+                .map_err(ApiError::internal)?;
+            if list.as_array().is_some_and(|l| !l.is_empty()) {
+                scope.insert(field.to_owned(), list);
+            }
+        }
         let mut entry = json!({
             "name": format!("{}/{}", k.try_get::<String, _>("app_name")?, k.try_get::<String, _>("name")?),
             "id": k.try_get::<String, _>("id")?,
@@ -461,8 +468,8 @@ pub async fn build_config(
         if let Some(e) = expires {
             entry["expires_at"] = json!(crate::db::rfc3339(e));
         }
-        if !models.is_empty() {
-            entry["scope"] = json!({ "models": models });
+        if !scope.is_empty() {
+            entry["scope"] = Value::Object(scope);
         }
         let entry: KeyFile = serde_json::from_value(entry).map_err(ApiError::internal)?;
         keys.entry(k.try_get("proxy_id")?).or_default().push(entry);

@@ -853,7 +853,11 @@ async fn a_plans_quota_and_budget_bind_its_subscribers_only() {
     let dir = crate::harness::TempDir::new();
     let (_hub, admin, _mock, gw, _token, gw_id) = admin_with_hub_at_a_token_a_dollar(&dir).await;
     admin
-        .ok("POST", "/api/v1/proxies", Some(json!({"name": "Tiered"})))
+        .ok(
+            "POST",
+            "/api/v1/proxies",
+            Some(json!({"name": "Tiered", "inbound": ["openai", "anthropic"]})),
+        )
         .await;
     for (body, field) in [
         (
@@ -902,9 +906,17 @@ async fn a_plans_quota_and_budget_bind_its_subscribers_only() {
         .ok(
             "POST",
             "/api/v1/proxies/tiered/plans",
-            Some(json!({"name": "unlimited"})),
+            Some(json!({"name": "unlimited", "inbound": ["openai"], "resources": ["chat/completions"]})),
         )
         .await;
+    let (s, v) = admin
+        .call(
+            "POST",
+            "/api/v1/proxies/tiered/plans",
+            Some(json!({"name": "bad", "resources": ["completions"]})),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
     let mut keys = std::collections::HashMap::new();
     for (app, plan) in [
         ("free-one", "free"),
@@ -991,6 +1003,27 @@ async fn a_plans_quota_and_budget_bind_its_subscribers_only() {
     let r = call(keys["unlimited"].clone()).await;
     assert!(r.headers().get("x-ratelimit-limit-requests").is_none());
     assert!(r.headers().get("x-budget-limit").is_none());
+    // The unlimited plan's scope: OpenAI chat only.
+    let r = client()
+        .get(format!("{base}/models"))
+        .bearer_auth(&keys["unlimited"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "models are outside the plan's resources");
+    let anthropic = |key: &str| {
+        client()
+            .post(format!("{base}/v1/messages"))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": "gpt-5-mini", "max_tokens": 10,
+                "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let r = anthropic(&keys["unlimited"]).await.unwrap();
+    assert_eq!(r.status(), 403, "Anthropic's format is outside the plan's");
+    let r = anthropic(&keys["free-two"]).await.unwrap();
+    assert_eq!(r.status(), 200, "the free plan allows every format");
 
     // Raising the free plan's quota reaches the gateway.
     let id = free["id"].as_str().unwrap();
