@@ -46,6 +46,10 @@ case "$status" in
 esac
 printf '%s' "$out" | grep -qi '^x-ratelimit-remaining-tokens:' \
   || { echo "quick start: no rate-limit header (the demo's policies): $out"; exit 1; }
+# The web console, built by npm into the binary, at the URL `up` prints.
+console=$(grep -m1 '^ *console ' "$log" | awk '{print $2}')
+curl -fs "$console" | grep -q '<div id="root">' \
+  || { echo "quick start: $console does not serve the built console (is npm installed?)"; exit 1; }
 rustup target list --installed | grep -qx wasm32-wasip2 \
   || { echo "quick start: the build did not add the wasm target"; exit 1; }
 echo "quick start: ok (${status%$'\r'}; wasm target added by the build; run from $root)"

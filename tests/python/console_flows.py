@@ -137,6 +137,15 @@ def main():
         page.get_by_role("button", name="Attach", exact=True).click()
         expect(page.get_by_text("1. guardrails@0.1.0")).to_be_visible()
         expect(page.locator(".chain")).to_contain_text("forbidden-word")
+        # A second policy, then moved first: the chain's order changes.
+        page.get_by_role("button", name="Attach policy").click()
+        page.get_by_label("Policy", exact=True).select_option("cache")
+        expect(page.locator(".schema-form")).to_be_visible()
+        page.get_by_role("button", name="Attach", exact=True).click()
+        expect(page.get_by_text("2. cache@0.1.0")).to_be_visible()
+        page.get_by_role("button", name="Move cache up").click()
+        expect(page.get_by_text("1. cache@0.1.0")).to_be_visible()
+        expect(page.get_by_text("2. guardrails@0.1.0")).to_be_visible()
         shot(page, "proxy-policies")
 
         step("create a key: shown once")
@@ -151,6 +160,13 @@ def main():
         page.reload()
         expect(page.get_by_role("row").filter(has_text="browser")).to_contain_text(key[:10])
         assert key not in page.content(), "the key is shown again after it was dismissed"
+        # A second key, revoked: it shows revoked and offers no Revoke.
+        page.get_by_label("Key name").fill("short-lived")
+        page.get_by_role("button", name="Create key").click()
+        expect(page.get_by_test_id("new-key")).to_be_visible()
+        page.get_by_role("button", name="Revoke short-lived").click()
+        expect(page.get_by_role("row").filter(has_text="short-lived")).to_contain_text("revoked")
+        expect(page.get_by_role("button", name="Revoke short-lived")).to_have_count(0)
 
         step("deploy to the local gateway")
         page.get_by_role("link", name="Deploy").click()
@@ -251,6 +267,34 @@ def main():
         expect(page.get_by_role("cell", name="proxies/console-chat/keys", exact=False).first).to_be_visible()
         expect(page.get_by_role("cell", name="deployment.create")).to_have_count(0)
         shot(page, "audit")
+
+        step("semantic routing: topics, a fallback, and an utterances file")
+        page.goto(CONSOLE + "/#/proxies/demo-mistral/routes")
+        page.get_by_label("Routing strategy").select_option("semantic")
+        page.get_by_role("button", name="Add route").click()
+        page.get_by_label("Route name").nth(0).fill("general")
+        page.get_by_label("Provider id").nth(1).fill("mock-openai")
+        page.get_by_label("Route name").nth(1).fill("billing")
+        page.get_by_role("button", name="Add topic").nth(1).click()
+        page.get_by_label("Topic name").fill("billing")
+        page.get_by_label("Utterances (one per line)").fill("refund my order\ninvoice question")
+        page.get_by_label("Fallback route").select_option("general")
+        page.get_by_label("Embeddings provider id").fill("mock-openai")
+        page.get_by_label("Embeddings model").fill("text-embedding-3-small")
+        page.get_by_role("button", name="Save routes").click()
+        expect(page.get_by_role("status").filter(has_text="Saved as revision")).to_be_visible()
+        shot(page, "proxy-routes-semantic")
+        utterances = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"billing-{os.getpid()}.txt")
+        with open(utterances, "w") as f:
+            f.write("# billing questions\nwhere is my refund\ncharge on my card\n")
+        page.get_by_label("Upload utterances file for billing").set_input_files(utterances)
+        os.remove(utterances)
+        expect(page.get_by_role("status").filter(has_text="Uploaded the utterances of billing")).to_be_visible()
+        expect(page.get_by_label("Utterances (one per line)")).to_have_value("where is my refund\ncharge on my card")
+        # Admin stored it: the topic's utterances over REST.
+        spec = api("GET", "/proxies/demo-mistral")
+        assert spec["routing"]["strategy"] == "semantic", spec["routing"]
+        assert spec["routes"][1]["topics"][0]["utterances"] == ["where is my refund", "charge on my card"], spec["routes"]
 
         step("dark mode")
         page.emulate_media(color_scheme="dark")
