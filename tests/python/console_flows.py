@@ -114,7 +114,7 @@ def main():
 
         step("routes tab renders the proxy's route")
         page.get_by_role("link", name="Routes").click()
-        expect(page.get_by_label("Provider id")).to_have_value("console-openai")
+        expect(page.get_by_label(re.compile(r"^Provider id"))).to_have_value("console-openai")
         shot(page, "proxy-routes")
 
         step("attach a guardrail through its schema form; a bad value shows the field error")
@@ -273,7 +273,7 @@ def main():
         page.get_by_label("Routing strategy").select_option("semantic")
         page.get_by_role("button", name="Add route").click()
         page.get_by_label("Route name").nth(0).fill("general")
-        page.get_by_label("Provider id").nth(1).fill("mock-openai")
+        page.get_by_label(re.compile(r"^Provider id")).nth(1).fill("mock-openai")
         page.get_by_label("Route name").nth(1).fill("billing")
         page.get_by_role("button", name="Add topic").nth(1).click()
         page.get_by_label("Topic name").fill("billing")
@@ -294,6 +294,9 @@ def main():
         # Admin stored it: the topic's utterances over REST.
         spec = api("GET", "/proxies/demo-mistral")
         assert spec["routing"]["strategy"] == "semantic", spec["routing"]
+        assert spec["routing"]["fallback"]["route"] == "general", spec["routing"]
+        assert [r["provider"] for r in spec["routes"]] == ["mock-mistral", "mock-openai"], spec["routes"]
+        assert spec["semantic_service"]["provider"] == "mock-openai", spec["semantic_service"]
         assert spec["routes"][1]["topics"][0]["utterances"] == ["where is my refund", "charge on my card"], spec["routes"]
 
         step("dark mode")
