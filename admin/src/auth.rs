@@ -332,7 +332,7 @@ pub async fn me(caller: Caller) -> Json<Value> {
 }
 
 /// `GET /audit`: newest first; `?limit=` (default 100, at most 1000) and
-/// `?before=<seq>` to page.
+/// `?before=<seq>` to page; `?action=` and `?resource=` (a prefix) filter.
 pub async fn list_audit(
     State(st): State<AppState>,
     caller: Caller,
@@ -343,11 +343,30 @@ pub async fn list_audit(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
-    let rows = sqlx::query("SELECT * FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT $2")
-        .bind(q.before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&st.pool)
-        .await?;
+    // Filters narrow the query itself, so a page holds `limit` matching
+    // entries however rare they are. The resource prefix is compared with
+    // `substr` rather than LIKE: LIKE's case rules differ between SQLite
+    // and Postgres, and its wildcards would need escaping.
+    let mut sql = String::from("SELECT * FROM audit_log WHERE seq < $1");
+    let mut binds: Vec<String> = Vec::new();
+    if let Some(action) = q.action.as_deref().filter(|a| !a.is_empty()) {
+        binds.push(action.to_owned());
+        sql.push_str(&format!(" AND action = ${}", binds.len() + 1));
+    }
+    if let Some(prefix) = q.resource.as_deref().filter(|r| !r.is_empty()) {
+        binds.push(prefix.to_owned());
+        sql.push_str(&format!(
+            " AND substr(resource, 1, {}) = ${}",
+            prefix.chars().count(),
+            binds.len() + 1
+        ));
+    }
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", binds.len() + 2));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(q.before.unwrap_or(i64::MAX));
+    for b in binds {
+        query = query.bind(b);
+    }
+    let rows = query.bind(limit).fetch_all(&st.pool).await?;
     let items = rows
         .iter()
         .map(|r| {
@@ -372,6 +391,10 @@ pub async fn list_audit(
 pub struct AuditQuery {
     pub limit: Option<i64>,
     pub before: Option<i64>,
+    /// Only entries of this action (`key.create`).
+    pub action: Option<String>,
+    /// Only entries whose resource starts with this (`proxies/chat`).
+    pub resource: Option<String>,
 }
 
 /// Issues a fresh token named `name`, revoking earlier ones of that name:

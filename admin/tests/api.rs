@@ -2280,3 +2280,53 @@ async fn the_console_is_served_at_the_root_beside_the_api() {
     let (s, _, body) = get(&state, "/api/v1/health").await;
     assert_eq!(s, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn the_audit_log_filters_by_action_and_resource_prefix() {
+    on_each_db(async |app| {
+        app.provider("openai").await;
+        for name in ["chat", "chatter"] {
+            app.ok("POST", "/api/v1/proxies", Some(json!({"name": name})))
+                .await;
+            app.ok(
+                "POST",
+                &format!("/api/v1/proxies/{name}/keys"),
+                Some(json!({"name": "k"})),
+            )
+            .await;
+        }
+        let v = app.ok("GET", "/api/v1/audit?action=key.create", None).await;
+        let resources: Vec<&str> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"].as_str().unwrap())
+            .collect();
+        assert_eq!(resources.len(), 2, "{v}");
+        assert!(resources[0].starts_with("proxies/chatter/keys/"), "{v}");
+        assert!(resources[1].starts_with("proxies/chat/keys/"), "{v}");
+        // A prefix, both filters together, and a page of one.
+        let v = app
+            .ok("GET", "/api/v1/audit?resource=proxies/chat/", None)
+            .await;
+        let actions: Vec<&str> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["key.create"], "{v}");
+        let v = app
+            .ok(
+                "GET",
+                "/api/v1/audit?resource=proxies/chat&action=proxy.create&limit=1",
+                None,
+            )
+            .await;
+        assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v["items"][0]["resource"], "proxies/chatter", "{v}");
+        let v = app.ok("GET", "/api/v1/audit?action=no.such", None).await;
+        assert_eq!(v["items"], json!([]));
+    })
+    .await;
+}

@@ -266,6 +266,10 @@ def main():
         page.get_by_label("Action").select_option("key.create")
         expect(page.get_by_role("cell", name="proxies/console-chat/keys", exact=False).first).to_be_visible()
         expect(page.get_by_role("cell", name="deployment.create")).to_have_count(0)
+        page.get_by_label("Resource starts with").fill("proxies/demo-anthropic")
+        expect(page.get_by_role("cell", name="proxies/demo-anthropic/keys/")).to_have_count(1)
+        expect(page.get_by_role("cell", name="console-chat")).to_have_count(0)
+        page.get_by_label("Resource starts with").fill("")
         shot(page, "audit")
 
         step("semantic routing: topics, a fallback, and an utterances file")

@@ -1,6 +1,7 @@
-// The audit log: who did what, when; filtered by action, actor or
-// resource over the newest entries, with paging to older ones.
-import { useState } from "react";
+// The audit log: who did what, when. Action and resource prefix filter
+// on the server (GET /audit?action=&resource=), so a page holds that many
+// matching entries; the actor filter narrows the page shown.
+import { useEffect, useState } from "react";
 import { get, when } from "../api";
 import { Alert, Empty, Loading, useLoad, Head } from "../ui";
 
@@ -16,17 +17,22 @@ interface Entry {
 
 export function Audit() {
   const [before, setBefore] = useState<number | null>(null);
-  const log = useLoad(() => get<{ items: Entry[] }>(`/audit?limit=500${before ? `&before=${before}` : ""}`), [before]);
   const [action, setAction] = useState("");
   const [actor, setActor] = useState("");
   const [resource, setResource] = useState("");
-  const items = (log.data?.items ?? []).filter(
-    (e) =>
-      (!action || e.action === action) &&
-      (!actor || e.actor.toLowerCase().includes(actor.toLowerCase())) &&
-      (!resource || e.resource.toLowerCase().includes(resource.toLowerCase())),
-  );
-  const actions = [...new Set((log.data?.items ?? []).map((e) => e.action))].sort();
+  const query = new URLSearchParams({ limit: "500" });
+  if (before) query.set("before", String(before));
+  if (action) query.set("action", action);
+  if (resource.trim()) query.set("resource", resource.trim());
+  const log = useLoad(() => get<{ items: Entry[] }>(`/audit?${query}`), [query.toString()]);
+  // Actions seen so far, so the choice does not shrink to the filtered one.
+  const [known, setKnown] = useState<Set<string>>(new Set());
+  useEffect(() => {
+    const seen = (log.data?.items ?? []).map((e) => e.action).filter((a) => !known.has(a));
+    if (seen.length) setKnown(new Set([...known, ...seen]));
+  }, [log.data]);
+  const items = (log.data?.items ?? []).filter((e) => !actor || e.actor.toLowerCase().includes(actor.toLowerCase()));
+  const actions = [...known].sort();
   const oldest = log.data?.items.at(-1)?.seq;
   return (
     <section aria-labelledby="audit-title">
@@ -34,7 +40,14 @@ export function Audit() {
       <div className="filters">
         <div className="field">
           <label htmlFor="audit-action">Action</label>
-          <select id="audit-action" value={action} onChange={(e) => setAction(e.target.value)}>
+          <select
+            id="audit-action"
+            value={action}
+            onChange={(e) => {
+              setAction(e.target.value);
+              setBefore(null);
+            }}
+          >
             <option value="">all</option>
             {actions.map((a) => (
               <option key={a}>{a}</option>
@@ -46,8 +59,16 @@ export function Audit() {
           <input id="audit-actor" value={actor} onChange={(e) => setActor(e.target.value)} />
         </div>
         <div className="field">
-          <label htmlFor="audit-resource">Resource contains</label>
-          <input id="audit-resource" value={resource} onChange={(e) => setResource(e.target.value)} />
+          <label htmlFor="audit-resource">Resource starts with</label>
+          <input
+            id="audit-resource"
+            placeholder="proxies/chat"
+            value={resource}
+            onChange={(e) => {
+              setResource(e.target.value);
+              setBefore(null);
+            }}
+          />
         </div>
       </div>
       <Alert error={log.error} />
