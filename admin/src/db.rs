@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "plan_limits",
         include_str!("../migrations/0007_plan_limits.sql"),
     ),
+    (
+        8,
+        "spend_hours",
+        include_str!("../migrations/0008_spend_hours.sql"),
+    ),
 ];
 
 /// Opens the database at `url` (`sqlite://path`, `sqlite::memory:`,

@@ -779,10 +779,46 @@ pub async fn heartbeat(
             .execute(&mut *tx)
             .await?;
     }
+    // The hour rows: this hour, by admin's clock (the gateway reports
+    // days only); older than eight days they go.
+    let hour = chrono::DateTime::from_timestamp_millis(now)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:00")
+        .to_string();
+    if fresh && !hb.spend.is_empty() {
+        let cutoff = chrono::DateTime::from_timestamp_millis(now - 8 * 86_400_000)
+            .unwrap_or_default()
+            .format("%Y-%m-%dT%H:00")
+            .to_string();
+        sqlx::query("DELETE FROM spend_hours WHERE hour < $1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+    }
     for r in hb.spend.iter().filter(|_| fresh) {
         if r.day.len() != 10 || !r.cost.is_finite() || r.cost < 0.0 {
             continue;
         }
+        sqlx::query(
+            "INSERT INTO spend_hours (gateway_id, proxy_id, key_id, model, day, hour, requests, input_tokens, output_tokens, cost) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+             WHERE EXISTS (SELECT 1 FROM deployments WHERE gateway_id = $1 AND proxy_id = $2) \
+             ON CONFLICT (gateway_id, proxy_id, key_id, model, hour) DO UPDATE SET \
+             requests = spend_hours.requests + excluded.requests, input_tokens = spend_hours.input_tokens + excluded.input_tokens, \
+             output_tokens = spend_hours.output_tokens + excluded.output_tokens, cost = spend_hours.cost + excluded.cost",
+        )
+        .bind(gw.id.clone())
+        .bind(r.proxy_id.clone())
+        .bind(r.key_id.clone())
+        .bind(r.model.clone())
+        .bind(r.day.clone())
+        .bind(hour.clone())
+        .bind(r.requests.min(i64::MAX as u64) as i64)
+        .bind(r.input_tokens.min(i64::MAX as u64) as i64)
+        .bind(r.output_tokens.min(i64::MAX as u64) as i64)
+        .bind(r.cost)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO spend (gateway_id, proxy_id, key_id, model, day, requests, input_tokens, output_tokens, cost) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \

@@ -2330,3 +2330,62 @@ async fn the_audit_log_filters_by_action_and_resource_prefix() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn spend_by_hour_for_the_last_hours() {
+    on_each_db(async |app| {
+        app.provider("openai").await;
+        app.ok("POST", "/api/v1/proxies", Some(json!({"name": "chat"})))
+            .await;
+        let (gw, token) = app.gateway("edge").await;
+        app.ok(
+            "POST",
+            "/api/v1/proxies/chat/deployments",
+            Some(json!({"gateway": gw})),
+        )
+        .await;
+        let hour = || chrono::Utc::now().format("%Y-%m-%dT%H:00").to_string();
+        let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let before = hour();
+        for batch in ["b1", "b2", "b2"] {
+            let (s, v) = app
+                .call(
+                    "POST",
+                    "/api/v1/gateway/heartbeat",
+                    Some(&token),
+                    Some(json!({"spend_batch": batch, "spend": [{"proxy_id": "chat", "key_id": "key_x", "model": "m",
+                        "day": today, "requests": 2, "input_tokens": 10, "output_tokens": 5, "cost": 0.5}]})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+        }
+        let after = hour();
+        let v = app
+            .ok(
+                "GET",
+                &format!("/api/v1/spend?group_by=hour,proxy&from={today}"),
+                None,
+            )
+            .await;
+        let items = v["items"].as_array().unwrap();
+        // Two batches (the repeated one counted once), in this hour (or
+        // the next, if the clock turned one meanwhile).
+        let total: i64 = items.iter().map(|i| i["requests"].as_i64().unwrap()).sum();
+        assert_eq!(total, 4, "{v}");
+        for i in items {
+            assert_eq!(i["proxy_id"], "chat", "{v}");
+            let h = i["hour"].as_str().unwrap();
+            assert!(h == before || h == after, "{h} not in {before}..{after}");
+        }
+        // The daily totals agree.
+        let v = app
+            .ok("GET", &format!("/api/v1/spend?group_by=day&from={today}"), None)
+            .await;
+        assert_eq!(v["items"][0]["requests"], 4, "{v}");
+        let (s, v) = app
+            .call("GET", "/api/v1/spend?group_by=minute", Some(&app.admin), None)
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    })
+    .await;
+}

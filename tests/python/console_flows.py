@@ -259,7 +259,12 @@ def main():
             page.get_by_label("Per", exact=True).select_option("key")
             page.get_by_label("Per", exact=True).select_option("proxy")
         expect(page.get_by_role("cell", name="console-chat")).to_be_visible()
+        # By hour (the default range): the try-it requests ran this hour.
+        expect(page.get_by_test_id("this-hour")).not_to_have_text(re.compile(r"^0 requests"))
         shot(page, "usage")
+        page.get_by_label("Range").select_option("7")
+        expect(page.get_by_role("cell", name="console-chat")).to_be_visible()
+        expect(page.get_by_role("columnheader", name="Day")).to_be_visible()
 
         step("audit log with a filter")
         page.get_by_role("link", name="Audit log").click()

@@ -1,11 +1,13 @@
-// Usage: requests and tokens per proxy and per key, by UTC day, from
-// what managed gateways report in their heartbeats (GET /spend).
+// Usage: requests and tokens per proxy and per key over the last 24
+// hours (by UTC hour) or days (by UTC day), from what managed gateways
+// report in their heartbeats (GET /spend?group_by=hour|day,...).
 import { useState } from "react";
 import { get } from "../api";
 import { Alert, Empty, Loading, Select, useLoad } from "../ui";
 
 interface Row {
-  day: string;
+  day?: string;
+  hour?: string;
   proxy_id?: string;
   key_id?: string;
   key_name?: string;
@@ -16,47 +18,63 @@ interface Row {
 }
 
 const day = (d: Date) => d.toISOString().slice(0, 10);
+/** `2026-12-04T13:00`, admin's hour buckets (UTC). */
+const hourOf = (d: Date) => d.toISOString().slice(0, 13) + ":00";
 
 export function Usage() {
-  const [range, setRange] = useState("7");
+  const [range, setRange] = useState("24h");
   const [by, setBy] = useState("proxy");
   const [metric, setMetric] = useState<"requests" | "tokens">("tokens");
-  const to = new Date();
-  const from = new Date(to.getTime() - (Number(range) - 1) * 86400_000);
+  const hourly = range === "24h";
+  const now = new Date();
+  // The buckets on the chart's axis: the last 24 hours, or the days.
+  const buckets: string[] = [];
+  if (hourly) for (let i = 23; i >= 0; i--) buckets.push(hourOf(new Date(now.getTime() - i * 3600_000)));
+  else for (let i = Number(range) - 1; i >= 0; i--) buckets.push(day(new Date(now.getTime() - i * 86400_000)));
+  const from = hourly ? buckets[0].slice(0, 10) : buckets[0];
   const spend = useLoad(
-    () => get<{ items: Row[]; currency: string }>(`/spend?group_by=day,${by}&from=${day(from)}&to=${day(to)}`),
+    () => get<{ items: Row[]; currency: string }>(`/spend?group_by=${hourly ? "hour" : "day"},${by}&from=${from}&to=${day(now)}`),
     [range, by],
   );
-  const rows = spend.data?.items ?? [];
-  const series = [...new Set(rows.map((r) => (by === "proxy" ? r.proxy_id : r.key_name || r.key_id) ?? "?"))];
-  const days: string[] = [];
-  for (let d = new Date(from); d <= to; d = new Date(d.getTime() + 86400_000)) days.push(day(d));
+  const bucketOf = (r: Row) => (hourly ? r.hour : r.day) ?? "";
+  const rows = (spend.data?.items ?? []).filter((r) => buckets.includes(bucketOf(r)));
+  const nameOf = (r: Row) => (by === "proxy" ? r.proxy_id : r.key_name || r.key_id) ?? "?";
+  const series = [...new Set(rows.map(nameOf))];
   const value = (r: Row) => (metric === "requests" ? r.requests : r.input_tokens + r.output_tokens);
   const totals = series.map((s) => ({
     name: s,
-    perDay: days.map((d) =>
-      rows.filter((r) => r.day === d && ((by === "proxy" ? r.proxy_id : r.key_name || r.key_id) ?? "?") === s).reduce((a, r) => a + value(r), 0),
-    ),
+    perDay: buckets.map((b) => rows.filter((r) => bucketOf(r) === b && nameOf(r) === s).reduce((a, r) => a + value(r), 0)),
   }));
+  const thisHour = hourly ? rows.filter((r) => r.hour === hourOf(now)) : [];
   return (
     <section aria-labelledby="usage-title">
       <h1 id="usage-title">Usage</h1>
       <div className="filters">
-        <Select label="Range" value={range} onChange={setRange} options={[["1", "today (UTC)"], ["7", "last 7 days"], ["30", "last 30 days"]]} />
+        <Select label="Range" value={range} onChange={setRange} options={[["24h", "last 24 hours, by hour"], ["7", "last 7 days"], ["30", "last 30 days"]]} />
         <Select label="Per" value={by} onChange={setBy} options={[["proxy", "proxy"], ["key", "key"]]} />
         <Select label="Metric" value={metric} onChange={(v) => setMetric(v as "requests" | "tokens")} options={[["tokens", "tokens (in + out)"], ["requests", "requests"]]} />
       </div>
-      <p className="muted">By UTC day, from the counters managed gateways send with their heartbeats (every 5 s).</p>
+      <p className="muted">
+        By UTC {hourly ? "hour" : "day"}, from the counters managed gateways send with their heartbeats (every 5 s).
+        {hourly ? (
+          <>
+            {" "}
+            This hour so far: <strong data-testid="this-hour">{thisHour.reduce((a, r) => a + r.requests, 0)} requests, {thisHour.reduce((a, r) => a + r.input_tokens + r.output_tokens, 0)} tokens</strong>.
+          </>
+        ) : null}
+      </p>
       <Alert error={spend.error} />
       {spend.loading && !spend.data ? <Loading what="usage" /> : null}
       {spend.data && rows.length === 0 ? <Empty>No traffic reported in this range.</Empty> : null}
-      {totals.length ? <Chart days={days} series={totals} label={`${metric} per ${by} and day`} /> : null}
+      {totals.length ? <Chart days={buckets} series={totals} label={`${metric} per ${by} and ${hourly ? "hour" : "day"}`} /> : null}
       {rows.length ? (
         <table>
-          <caption className="visually-hidden">Usage per {by} and day</caption>
+          <caption className="visually-hidden">
+            Usage per {by} and {hourly ? "hour" : "day"}
+          </caption>
           <thead>
             <tr>
-              <th>Day</th>
+              <th>{hourly ? "Hour (UTC)" : "Day"}</th>
               <th>{by === "proxy" ? "Proxy" : "Key"}</th>
               <th>Requests</th>
               <th>Input tokens</th>
@@ -67,7 +85,7 @@ export function Usage() {
           <tbody>
             {rows.map((r, i) => (
               <tr key={i}>
-                <td>{r.day}</td>
+                <td>{bucketOf(r)}</td>
                 <td>{by === "proxy" ? r.proxy_id : r.key_name || r.key_id}</td>
                 <td>{r.requests}</td>
                 <td>{r.input_tokens}</td>
@@ -106,9 +124,9 @@ function Chart({ days, series, label }: { days: string[]; series: { name: string
                   </rect>
                 );
               })}
-              {days.length <= 10 ? (
+              {i % Math.ceil(days.length / 8) === 0 ? (
                 <text x={i * (w / days.length) + 3} y={h + 14} fontSize="10" fill="currentColor">
-                  {d.slice(5)}
+                  {d.length > 10 ? d.slice(11, 16) : d.slice(5)}
                 </text>
               ) : null}
             </g>
