@@ -260,7 +260,7 @@ def main():
             page.get_by_label("Per", exact=True).select_option("proxy")
         expect(page.get_by_role("cell", name="console-chat")).to_be_visible()
         # By hour (the default range): the try-it requests ran this hour.
-        expect(page.get_by_test_id("this-hour")).not_to_have_text(re.compile(r"^0 requests"))
+        expect(page.get_by_test_id("this-hour")).not_to_have_text(re.compile(r"^0 request"))
         shot(page, "usage")
         page.get_by_label("Range").select_option("7")
         expect(page.get_by_role("cell", name="console-chat")).to_be_visible()

@@ -35,8 +35,20 @@ export interface Proxy {
   }[];
 }
 
-export const INBOUND = ["openai", "anthropic", "gemini"];
-export const RESOURCES = ["chat/completions", "embeddings", "models"];
+/** The inbound formats and resources a proxy may offer, as admin's
+ * OpenAPI document lists them (so a new one shows up without a console
+ * change); these until it has loaded. */
+const INBOUND = ["openai", "anthropic", "gemini"];
+const RESOURCES = ["chat/completions", "embeddings", "models"];
+
+export function useProxyEnums() {
+  const doc = useLoad(() => get<any>("/openapi.json"), []);
+  const props = doc.data?.components?.schemas?.ProxyInput?.properties;
+  return {
+    inbound: (props?.inbound?.items?.enum as string[] | undefined) ?? INBOUND,
+    resources: (props?.resources?.items?.enum as string[] | undefined) ?? RESOURCES,
+  };
+}
 
 export function Proxies() {
   const list = useLoad(() => get<{ items: Proxy[] }>("/proxies"), []);
@@ -105,6 +117,7 @@ export function NewProxy() {
     () => (isAdmin(me) ? get<{ items: { id: string; name: string; type: string }[] }>("/providers") : Promise.resolve({ items: [] })),
     [],
   );
+  const enums = useProxyEnums();
   const [step, setStep] = useState(0);
   const [name, setName] = useState("");
   const [version, setVersion] = useState("v1.0");
@@ -195,8 +208,8 @@ export function NewProxy() {
             ) : (
               <Field label="Provider id" value={provider} onChange={setProvider} error={errorFor(error, "provider")} hint="Empty: the most recently updated provider." />
             )}
-            <Checks legend="Inbound formats" options={INBOUND} value={inbound} onChange={setInbound} error={errorFor(error, "inbound")} />
-            <Checks legend="Resources" options={RESOURCES} value={resources} onChange={setResources} error={errorFor(error, "resources")} />
+            <Checks legend="Inbound formats" options={enums.inbound} value={inbound} onChange={setInbound} error={errorFor(error, "inbound")} />
+            <Checks legend="Resources" options={enums.resources} value={resources} onChange={setResources} error={errorFor(error, "resources")} />
           </div>
         ) : null}
         {step === 2 ? (

@@ -4,8 +4,8 @@
 import { useState } from "react";
 import { ApiError, del, get, patch, when } from "../api";
 import { go, href } from "../router";
-import { Alert, Field, Loading, Status, Tabs, errorFor, toApiError, useLoad, Head } from "../ui";
-import { Proxy, proxyPath } from "./Proxies";
+import { Alert, Checks, Field, Loading, Status, Tabs, errorFor, toApiError, useLoad, Head } from "../ui";
+import { Proxy, proxyPath, useProxyEnums } from "./Proxies";
 import { Routes } from "./Routes";
 import { Attachments } from "./Attachments";
 import { Keys } from "./Keys";
@@ -71,6 +71,9 @@ function Overview({ proxy, onSaved }: { proxy: Proxy; onSaved: (p: Proxy) => voi
   const [version, setVersion] = useState(proxy.version);
   const [description, setDescription] = useState(proxy.description ?? "");
   const [context, setContext] = useState(proxy.context);
+  const [inbound, setInbound] = useState(proxy.inbound);
+  const [resources, setResources] = useState(proxy.resources);
+  const enums = useProxyEnums();
   const [error, setError] = useState<ApiError | null>(null);
   const [saved, setSaved] = useState(false);
   const save = async (e: React.FormEvent) => {
@@ -79,6 +82,8 @@ function Overview({ proxy, onSaved }: { proxy: Proxy; onSaved: (p: Proxy) => voi
       const p = await patch<Proxy>(proxyPath(proxy.id), {
         version,
         context,
+        inbound,
+        resources,
         description: description.trim() ? description : null,
       });
       setError(null);
@@ -135,7 +140,9 @@ function Overview({ proxy, onSaved }: { proxy: Proxy; onSaved: (p: Proxy) => voi
         <Field label="Version" value={version} onChange={setVersion} error={errorFor(error, "version")} />
         <Field label="Context (base path)" value={context} onChange={setContext} error={errorFor(error, "context")} />
         <Field label="Description" value={description} onChange={setDescription} multiline error={errorFor(error, "description")} />
-        <Alert error={error} shown={["version", "context", "description"]} />
+        <Checks legend="Inbound formats" options={enums.inbound} value={inbound} onChange={setInbound} error={errorFor(error, "inbound")} />
+        <Checks legend="Resources" options={enums.resources} value={resources} onChange={setResources} error={errorFor(error, "resources")} />
+        <Alert error={error} shown={["version", "context", "description", "inbound", "resources"]} />
         {saved && !error ? <p role="status">Saved as revision {proxy.revision}. Deploy it to put it live.</p> : null}
         <div className="buttons">
           <button type="submit" className="primary">

@@ -59,7 +59,7 @@ export function Usage() {
         {hourly ? (
           <>
             {" "}
-            This hour so far: <strong data-testid="this-hour">{thisHour.reduce((a, r) => a + r.requests, 0)} requests, {thisHour.reduce((a, r) => a + r.input_tokens + r.output_tokens, 0)} tokens</strong>.
+            This hour so far: <strong data-testid="this-hour">{thisHour.reduce((a, r) => a + r.requests, 0)} request(s), {thisHour.reduce((a, r) => a + r.input_tokens + r.output_tokens, 0)} tokens</strong>.
           </>
         ) : null}
       </p>
