@@ -558,6 +558,7 @@ pub async fn create(
             Resource::ChatCompletions,
             Resource::Embeddings,
             Resource::Models,
+            Resource::Responses,
         ],
         routes: Vec::new(),
         routing: None,

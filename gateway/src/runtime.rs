@@ -398,6 +398,7 @@ fn build(
                         Resource::ChatCompletions,
                         Resource::Embeddings,
                         Resource::Models,
+                        Resource::Responses,
                     ]
                 })
                 .into_iter()

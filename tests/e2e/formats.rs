@@ -197,3 +197,197 @@ async fn gemini_clients_reach_any_provider() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
 }
+
+/// `POST {proxy}/v1/responses` with the test key.
+async fn post_responses(gateway: &str, proxy: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(format!("{gateway}/{proxy}/v1/responses"))
+        .bearer_auth(KEY)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The usage a Responses answer reports, against what the mock counted.
+fn assert_responses_usage(usage: &Value, mock: &Value, what: &str) {
+    let input = mock["usage"]["input_tokens"].as_u64().unwrap();
+    let output = mock["usage"]["output_tokens"].as_u64().unwrap();
+    assert_eq!(usage["input_tokens"], input, "{what}: {usage}");
+    assert_eq!(usage["output_tokens"], output, "{what}: {usage}");
+    assert_eq!(usage["total_tokens"], input + output, "{what}");
+    assert_eq!(usage["input_tokens_details"]["cached_tokens"], 0, "{what}");
+    assert_eq!(
+        usage["output_tokens_details"]["reasoning_tokens"], 0,
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn responses_clients_reach_any_provider() {
+    let (mock, gw) = setup("").await;
+    for (proxy, provider, model) in [
+        ("openai", "openai", "gpt-5-mini"),
+        ("azure", "azure", "gpt-4o"),
+        ("anthropic", "anthropic", "claude-sonnet-4-5"),
+        ("gemini", "gemini", "gemini-2.5-flash"),
+        (
+            "bedrock",
+            "bedrock",
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        ),
+        ("mistral", "mistral", "mistral-small-latest"),
+    ] {
+        let body = json!({
+            "model": model, "instructions": "Be brief.", "input": "Hi from Responses",
+            "max_output_tokens": 200, "reasoning": {"effort": "low"}
+        });
+        let r = post_responses(&gw.url, proxy, &body).await;
+        assert_eq!(r.status(), 200, "{proxy}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["object"], "response", "{proxy}: {v}");
+        assert_eq!(v["status"], "completed", "{proxy}");
+        assert!(v["id"].as_str().unwrap().starts_with("resp_"), "{proxy}");
+        let item = &v["output"][0];
+        assert_eq!(item["type"], "message", "{proxy}: {v}");
+        assert_eq!(item["content"][0]["type"], "output_text");
+        let text = item["content"][0]["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(&format!("Mock reply from {provider} model "))
+                && text.ends_with(": Hi from Responses"),
+            "{proxy}: {text}"
+        );
+        let journal = mock.journal().await;
+        let call = journal.last().unwrap();
+        assert_responses_usage(&v["usage"], call, proxy);
+        // The instructions reached the provider as its system prompt, and
+        // the effort where the provider's format has it.
+        let sent = call["body"].to_string();
+        assert!(sent.contains("Be brief."), "{proxy}: {sent}");
+        if matches!(proxy, "openai" | "azure") {
+            assert_eq!(call["body"]["reasoning_effort"], "low", "{proxy}");
+            assert_eq!(call["body"]["max_completion_tokens"], 200, "{proxy}");
+        }
+
+        // Streamed: OpenAI's typed events, the usage in response.completed.
+        let mut sbody = body.clone();
+        sbody["stream"] = json!(true);
+        let r = post_responses(&gw.url, proxy, &sbody).await;
+        assert_eq!(r.status(), 200, "{proxy}");
+        let stream = r.text().await.unwrap();
+        let events = sse_events(&stream);
+        let mut out = String::new();
+        let mut completed = None;
+        for (i, (e, d)) in events.iter().enumerate() {
+            let v: Value = serde_json::from_str(d).unwrap();
+            assert_eq!(e.as_deref(), v["type"].as_str(), "{proxy}: {d}");
+            assert_eq!(v["sequence_number"], i as u64, "{proxy}");
+            match e.as_deref() {
+                Some("response.output_text.delta") => out.push_str(v["delta"].as_str().unwrap()),
+                Some("response.completed") => completed = Some(v["response"].clone()),
+                _ => {}
+            }
+        }
+        assert_eq!(events[0].0.as_deref(), Some("response.created"), "{proxy}");
+        assert_eq!(out, text, "{proxy}: {stream}");
+        let completed = completed.unwrap_or_else(|| panic!("{proxy}: {stream}"));
+        assert_eq!(completed["output"][0]["content"][0]["text"], text);
+        let journal = mock.journal().await;
+        assert_responses_usage(&completed["usage"], journal.last().unwrap(), proxy);
+    }
+}
+
+#[tokio::test]
+async fn responses_tool_calls_and_errors() {
+    let (mock, gw) = setup("").await;
+    let tools = json!([{"type": "function", "name": "get_weather",
+        "description": "Weather by city", "parameters": {"type": "object"}}]);
+    for proxy in ["openai", "anthropic", "gemini"] {
+        let model = match proxy {
+            "openai" => "gpt-5-mini",
+            "anthropic" => "claude-sonnet-4-5",
+            _ => "gemini-2.5-flash",
+        };
+        let r = post_responses(
+            &gw.url,
+            proxy,
+            &json!({"model": model, "input": "Weather in Rome", "tools": tools}),
+        )
+        .await;
+        let v: Value = r.json().await.unwrap();
+        let call = v["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["type"] == "function_call")
+            .unwrap_or_else(|| panic!("{proxy}: {v}"))
+            .clone();
+        assert_eq!(call["name"], "get_weather", "{proxy}");
+        let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args["input"], "Weather in Rome", "{proxy}");
+
+        // The call and its output go back as input items and reach the
+        // provider as its own tool call and result.
+        let r = post_responses(
+            &gw.url,
+            proxy,
+            &json!({"model": model, "tools": tools, "input": [
+                {"role": "user", "content": "Weather in Rome"},
+                call,
+                {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"}
+            ]}),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{proxy}");
+        let journal = mock.journal().await;
+        let sent = journal.last().unwrap()["body"].to_string();
+        // (Gemini has no call ids: it pairs results with calls by name.)
+        let call_ref = match proxy {
+            "gemini" => "get_weather",
+            _ => call["call_id"].as_str().unwrap(),
+        };
+        assert!(
+            sent.contains("sunny") && sent.contains(call_ref),
+            "{proxy}: {sent}"
+        );
+
+        // Streamed: the call's arguments as function_call_arguments events.
+        let r = post_responses(
+            &gw.url,
+            proxy,
+            &json!({"model": model, "input": "Weather in Rome", "tools": tools, "stream": true}),
+        )
+        .await;
+        let events = sse_events(&r.text().await.unwrap());
+        let done = events
+            .iter()
+            .find(|(e, _)| e.as_deref() == Some("response.function_call_arguments.done"))
+            .unwrap_or_else(|| panic!("{proxy}: {events:?}"));
+        let done: Value = serde_json::from_str(&done.1).unwrap();
+        let args: Value = serde_json::from_str(done["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args["input"], "Weather in Rome", "{proxy}");
+    }
+
+    // Bad input is a 400 in OpenAI's envelope naming the parameter, and
+    // the provider is not called.
+    let before = mock.journal().await.len();
+    for (body, param) in [
+        (json!({"model": "gpt-5-mini"}), "input"),
+        (json!({"model": "gpt-5-mini", "input": 3}), "input"),
+        (
+            json!({"model": "gpt-5-mini", "input": "x", "previous_response_id": "resp_1"}),
+            "previous_response_id",
+        ),
+        (
+            json!({"model": "gpt-5-mini", "input": "x", "tools": [{"type": "web_search"}]}),
+            "tools[0].type",
+        ),
+    ] {
+        let r = post_responses(&gw.url, "openai", &body).await;
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        assert_eq!(v["error"]["param"], param, "{v}");
+    }
+    assert_eq!(mock.journal().await.len(), before);
+}

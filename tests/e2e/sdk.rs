@@ -38,4 +38,29 @@ async fn official_openai_python_client_works_through_the_gateway() {
     assert_eq!(v["auth_error"]["status"], 401);
     assert_eq!(v["auth_error"]["code"], "invalid_api_key");
     assert!(v["embedding_len"].as_u64().unwrap() > 0);
+
+    // client.responses.create, plain and with stream=True, and the
+    // client's stream helper.
+    let r = &v["responses"];
+    assert_eq!(r["plain"], expected);
+    assert_eq!(r["streamed"], expected);
+    assert_eq!(r["helper"], expected);
+    let usage = &r["usage"];
+    let (input, output) = (
+        usage["input"].as_u64().unwrap(),
+        usage["output"].as_u64().unwrap(),
+    );
+    assert!(input > 0 && output > 0, "{usage}");
+    assert_eq!(usage["total"], input + output);
+    assert_eq!(
+        (usage["cached"].as_u64(), usage["reasoning"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(r["stream_total"], usage["total"]);
+    assert_eq!(r["helper_total"], usage["total"]);
+    assert_eq!(r["tool_name"], "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(r["tool_args"].as_str().unwrap()).unwrap()["input"],
+        "Weather in Rome"
+    );
 }

@@ -32,6 +32,33 @@ tool = client.chat.completions.create(
     messages=[{"role": "user", "content": "Weather in Rome"}],
     tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
 )
+# The Responses API, plain, streamed as raw events, and through the
+# client's stream helper (which rebuilds the response from the events).
+resp = client.responses.create(
+    model=model, instructions="Be brief.", input="Hello from Python"
+)
+resp_streamed = ""
+resp_stream_usage = None
+for event in client.responses.create(
+    model=model, instructions="Be brief.", input="Hello from Python", stream=True
+):
+    if event.type == "response.output_text.delta":
+        resp_streamed += event.delta
+    if event.type == "response.completed":
+        resp_stream_usage = event.response.usage.total_tokens
+with client.responses.stream(
+    model=model, instructions="Be brief.", input="Hello from Python"
+) as stream:
+    for _ in stream:
+        pass
+    resp_helper = stream.get_final_response()
+resp_tool = client.responses.create(
+    model=model,
+    input=[{"role": "user", "content": "Weather in Rome"}],
+    tools=[{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+)
+resp_call = next(item for item in resp_tool.output if item.type == "function_call")
+
 models = [m.id for m in client.models.list()]
 emb = client.embeddings.create(model=model, input="hello world")
 
@@ -53,4 +80,20 @@ print(json.dumps({
     "models": models,
     "embedding_len": len(emb.data[0].embedding),
     "auth_error": error,
+    "responses": {
+        "plain": resp.output_text,
+        "usage": {
+            "input": resp.usage.input_tokens,
+            "cached": resp.usage.input_tokens_details.cached_tokens,
+            "output": resp.usage.output_tokens,
+            "reasoning": resp.usage.output_tokens_details.reasoning_tokens,
+            "total": resp.usage.total_tokens,
+        },
+        "streamed": resp_streamed,
+        "stream_total": resp_stream_usage,
+        "helper": resp_helper.output_text,
+        "helper_total": resp_helper.usage.total_tokens,
+        "tool_name": resp_call.name,
+        "tool_args": resp_call.arguments,
+    },
 }))

@@ -717,12 +717,11 @@ impl StreamEncoder for AnthropicStreamEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inbound::test_chunks::{chunk, text, tool};
     use crate::providers::anthropic::AnthropicProvider;
     use crate::providers::{Provider, ProviderSettings, UpstreamCall};
     use crate::sse::{SseEvent, SseParser};
-    use portcullis_types::{
-        Choice, ChunkChoice, Delta, FunctionCallDelta, PromptTokensDetails, ToolCallDelta,
-    };
+    use portcullis_types::{Choice, Delta, PromptTokensDetails};
 
     fn parse(v: Value) -> Result<ChatRequest, GatewayError> {
         parse_request(&serde_json::to_vec(&v).unwrap())
@@ -1125,45 +1124,6 @@ mod tests {
         let mut forbidden = GatewayError::unauthorized("x");
         forbidden.status = 403;
         assert_eq!(ty(forbidden), "permission_error");
-    }
-
-    fn chunk(delta: Delta, finish: Option<FinishReason>) -> ChatChunk {
-        let mut c = ChatChunk::new("chatcmpl-1", "gpt-5-mini", 1);
-        c.choices.push(ChunkChoice {
-            index: 0,
-            delta,
-            finish_reason: finish,
-            logprobs: None,
-        });
-        c
-    }
-
-    fn text(t: &str) -> ChatChunk {
-        chunk(
-            Delta {
-                content: Some(t.into()),
-                ..Default::default()
-            },
-            None,
-        )
-    }
-
-    fn tool(index: u32, id: Option<&str>, name: Option<&str>, args: &str) -> ChatChunk {
-        chunk(
-            Delta {
-                tool_calls: Some(vec![ToolCallDelta {
-                    index,
-                    id: id.map(Into::into),
-                    kind: id.map(|_| "function".into()),
-                    function: Some(FunctionCallDelta {
-                        name: name.map(Into::into),
-                        arguments: Some(args.into()),
-                    }),
-                }]),
-                ..Default::default()
-            },
-            None,
-        )
     }
 
     fn events(bytes: &[u8]) -> Vec<(String, Value)> {

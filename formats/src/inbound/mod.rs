@@ -8,9 +8,10 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 
 use bytes::BytesMut;
-use portcullis_types::gateway_config::InboundKind;
+use portcullis_types::gateway_config::{InboundKind, Resource};
 use portcullis_types::{ChatChunk, ChatRequest, ChatResponse, FinishReason, Usage};
 
 use crate::error::GatewayError;
@@ -65,6 +66,16 @@ pub struct ChatPath {
 /// once (`client_format`) and never matches on the kind again.
 pub trait ClientFormat: Sync {
     fn kind(&self) -> InboundKind;
+    /// The resource its chat endpoint is, as proxies' `resources` and key
+    /// scopes name it.
+    fn resource(&self) -> Resource {
+        Resource::ChatCompletions
+    }
+    /// Whether its answers are the canonical (Chat Completions) JSON, so
+    /// an OpenAI-format provider's answer can be forwarded as it came.
+    fn answers_canonical(&self) -> bool {
+        false
+    }
     /// The request's path facts when `rest` (the path after the proxy's
     /// base path and API version) is this format's chat endpoint.
     fn chat_path(&self, rest: &str) -> Option<ChatPath>;
@@ -78,7 +89,9 @@ pub trait ClientFormat: Sync {
     fn stream_encoder(&self, req: &ChatRequest) -> Box<dyn StreamEncoder>;
 }
 
-/// The format a client of the given kind speaks.
+/// The format a client of the given kind speaks at its chat endpoint.
+/// OpenAI clients have a second one, the Responses API
+/// ([`responses::Responses`]), which the gateway offers beside it.
 pub fn client_format(kind: InboundKind) -> &'static dyn ClientFormat {
     match kind {
         InboundKind::Openai => &openai::OpenAi,
@@ -102,6 +115,56 @@ pub trait StreamEncoder: Send {
     );
     /// Appends an error event for a failure after the stream started.
     fn error(&mut self, err: &GatewayError, out: &mut BytesMut);
+}
+
+/// Canonical stream chunks for the stream encoders' tests.
+#[cfg(test)]
+pub(crate) mod test_chunks {
+    use portcullis_types::{
+        ChatChunk, ChunkChoice, Delta, FinishReason, FunctionCallDelta, ToolCallDelta,
+    };
+
+    /// A chunk of choice 0.
+    pub fn chunk(delta: Delta, finish: Option<FinishReason>) -> ChatChunk {
+        let mut c = ChatChunk::new("chatcmpl-1", "gpt-5-mini", 1);
+        c.choices.push(ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish,
+            logprobs: None,
+        });
+        c
+    }
+
+    /// A text delta.
+    pub fn text(t: &str) -> ChatChunk {
+        chunk(
+            Delta {
+                content: Some(t.into()),
+                ..Default::default()
+            },
+            None,
+        )
+    }
+
+    /// A tool-call delta (`id` and `name` open a call).
+    pub fn tool(index: u32, id: Option<&str>, name: Option<&str>, args: &str) -> ChatChunk {
+        chunk(
+            Delta {
+                tool_calls: Some(vec![ToolCallDelta {
+                    index,
+                    id: id.map(Into::into),
+                    kind: id.map(|_| "function".into()),
+                    function: Some(FunctionCallDelta {
+                        name: name.map(Into::into),
+                        arguments: Some(args.into()),
+                    }),
+                }]),
+                ..Default::default()
+            },
+            None,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +212,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_responses_format_is_openai_at_its_own_resource() {
+        let r = &responses::Responses;
+        assert_eq!(r.chat_path("/responses"), Some(ChatPath::default()));
+        for other in ["/chat/completions", "/responses/resp_1", "/messages"] {
+            assert_eq!(r.chat_path(other), None, "{other}");
+        }
+        assert_eq!(
+            (r.kind(), r.resource()),
+            (InboundKind::Openai, Resource::Responses)
+        );
+        // Its answers are not Chat Completions JSON: an OpenAI provider's
+        // answer is never forwarded to it as it came.
+        assert!(!r.answers_canonical() && client_format(InboundKind::Openai).answers_canonical());
     }
 
     #[test]

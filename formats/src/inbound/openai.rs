@@ -40,6 +40,10 @@ impl ClientFormat for OpenAi {
         InboundKind::Openai
     }
 
+    fn answers_canonical(&self) -> bool {
+        true
+    }
+
     fn chat_path(&self, rest: &str) -> Option<ChatPath> {
         (rest == "/chat/completions").then(ChatPath::default)
     }

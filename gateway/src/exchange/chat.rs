@@ -14,7 +14,6 @@ use super::egress::{answer_headers, policy_headers};
 use super::egress::{stream_header, write_json, write_piece};
 use super::ingress::provider_key;
 use super::stream::StreamRelay;
-use crate::config::InboundKind;
 use crate::error::GatewayError;
 use crate::inbound::ClientFormat;
 use crate::policy::{ChainRun, RequestOutcome};
@@ -186,7 +185,7 @@ impl Whole<'_> {
             body,
             headers,
         } = self;
-        let openai_client = format.kind() == InboundKind::Openai;
+        let openai_client = format.answers_canonical();
         // An OpenAI provider's answer to an OpenAI client is already the
         // canonical JSON.
         let provider_bytes = openai_client && speaks_openai(route.kind);

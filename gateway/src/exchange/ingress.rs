@@ -102,10 +102,22 @@ pub(super) fn match_endpoint(
     for kind in &proxy.inbound {
         let format = client_format(*kind);
         if let Some(path) = format.chat_path(rest) {
-            return post(Endpoint::Chat { format, path }, Resource::ChatCompletions);
+            return post(Endpoint::Chat { format, path }, format.resource());
         }
     }
     let openai = proxy.inbound.contains(&crate::config::InboundKind::Openai);
+    // OpenAI's Responses API is the OpenAI format's second chat endpoint:
+    // it comes with the `openai` inbound format (docs/gateway.md).
+    let responses: &'static dyn ClientFormat = &crate::inbound::responses::Responses;
+    if openai && let Some(path) = responses.chat_path(rest) {
+        return post(
+            Endpoint::Chat {
+                format: responses,
+                path,
+            },
+            responses.resource(),
+        );
+    }
     match rest {
         "/embeddings" if openai => post(Endpoint::Embeddings, Resource::Embeddings),
         "/models" => {
@@ -212,7 +224,7 @@ pub(super) fn check_endpoint_scope(
     let resource = match endpoint {
         Endpoint::Models | Endpoint::Model(_) => Resource::Models,
         Endpoint::Embeddings => Resource::Embeddings,
-        Endpoint::Chat { .. } => Resource::ChatCompletions,
+        Endpoint::Chat { format, .. } => format.resource(),
     };
     if !scope.resources.is_empty() && !scope.resources.contains(&resource) {
         let name = serde_json::to_value(resource)

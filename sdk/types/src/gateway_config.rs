@@ -337,7 +337,7 @@ pub struct ProxyFile {
     /// Inbound formats accepted (default `[openai]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound: Option<Vec<InboundKind>>,
-    /// Resources enabled (default all three).
+    /// Resources enabled (default all of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Vec<Resource>>,
     /// Count tokens of streamed responses (default true).
@@ -379,6 +379,10 @@ pub enum Resource {
     Embeddings,
     #[serde(rename = "models")]
     Models,
+    /// OpenAI's Responses API (`POST /responses`), a chat endpoint of the
+    /// `openai` inbound format.
+    #[serde(rename = "responses")]
+    Responses,
 }
 
 /// A route to a provider.
