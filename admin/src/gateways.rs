@@ -799,45 +799,44 @@ pub async fn heartbeat(
         if r.day.len() != 10 || !r.cost.is_finite() || r.cost < 0.0 {
             continue;
         }
-        sqlx::query(
-            "INSERT INTO spend_hours (gateway_id, proxy_id, key_id, model, day, hour, requests, input_tokens, output_tokens, cost) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
-             WHERE EXISTS (SELECT 1 FROM deployments WHERE gateway_id = $1 AND proxy_id = $2) \
-             ON CONFLICT (gateway_id, proxy_id, key_id, model, hour) DO UPDATE SET \
-             requests = spend_hours.requests + excluded.requests, input_tokens = spend_hours.input_tokens + excluded.input_tokens, \
-             output_tokens = spend_hours.output_tokens + excluded.output_tokens, cost = spend_hours.cost + excluded.cost",
-        )
-        .bind(gw.id.clone())
-        .bind(r.proxy_id.clone())
-        .bind(r.key_id.clone())
-        .bind(r.model.clone())
-        .bind(r.day.clone())
-        .bind(hour.clone())
-        .bind(r.requests.min(i64::MAX as u64) as i64)
-        .bind(r.input_tokens.min(i64::MAX as u64) as i64)
-        .bind(r.output_tokens.min(i64::MAX as u64) as i64)
-        .bind(r.cost)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO spend (gateway_id, proxy_id, key_id, model, day, requests, input_tokens, output_tokens, cost) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
-             WHERE EXISTS (SELECT 1 FROM deployments WHERE gateway_id = $1 AND proxy_id = $2) \
-             ON CONFLICT (gateway_id, proxy_id, key_id, model, day) DO UPDATE SET \
-             requests = spend.requests + excluded.requests, input_tokens = spend.input_tokens + excluded.input_tokens, \
-             output_tokens = spend.output_tokens + excluded.output_tokens, cost = spend.cost + excluded.cost",
-        )
-        .bind(gw.id.clone())
-        .bind(r.proxy_id.clone())
-        .bind(r.key_id.clone())
-        .bind(r.model.clone())
-        .bind(r.day.clone())
-        .bind(r.requests.min(i64::MAX as u64) as i64)
-        .bind(r.input_tokens.min(i64::MAX as u64) as i64)
-        .bind(r.output_tokens.min(i64::MAX as u64) as i64)
-        .bind(r.cost)
-        .execute(&mut *tx)
-        .await?;
+        // The same row into the daily table and, with the hour after the
+        // day ($6), into the hourly one.
+        for (sql, hourly) in [
+            (
+                "INSERT INTO spend (gateway_id, proxy_id, key_id, model, day, requests, input_tokens, output_tokens, cost) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+                 WHERE EXISTS (SELECT 1 FROM deployments WHERE gateway_id = $1 AND proxy_id = $2) \
+                 ON CONFLICT (gateway_id, proxy_id, key_id, model, day) DO UPDATE SET \
+                 requests = spend.requests + excluded.requests, input_tokens = spend.input_tokens + excluded.input_tokens, \
+                 output_tokens = spend.output_tokens + excluded.output_tokens, cost = spend.cost + excluded.cost",
+                false,
+            ),
+            (
+                "INSERT INTO spend_hours (gateway_id, proxy_id, key_id, model, day, hour, requests, input_tokens, output_tokens, cost) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+                 WHERE EXISTS (SELECT 1 FROM deployments WHERE gateway_id = $1 AND proxy_id = $2) \
+                 ON CONFLICT (gateway_id, proxy_id, key_id, model, hour) DO UPDATE SET \
+                 requests = spend_hours.requests + excluded.requests, input_tokens = spend_hours.input_tokens + excluded.input_tokens, \
+                 output_tokens = spend_hours.output_tokens + excluded.output_tokens, cost = spend_hours.cost + excluded.cost",
+                true,
+            ),
+        ] {
+            let mut q = sqlx::query(sql)
+                .bind(gw.id.clone())
+                .bind(r.proxy_id.clone())
+                .bind(r.key_id.clone())
+                .bind(r.model.clone())
+                .bind(r.day.clone());
+            if hourly {
+                q = q.bind(hour.clone());
+            }
+            q.bind(r.requests.min(i64::MAX as u64) as i64)
+                .bind(r.input_tokens.min(i64::MAX as u64) as i64)
+                .bind(r.output_tokens.min(i64::MAX as u64) as i64)
+                .bind(r.cost)
+                .execute(&mut *tx)
+                .await?;
+        }
     }
     tx.commit().await?;
     if let Some(e) = &hb.error {
