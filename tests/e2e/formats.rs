@@ -368,6 +368,48 @@ async fn responses_tool_calls_and_errors() {
         assert_eq!(args["input"], "Weather in Rome", "{proxy}");
     }
 
+    // Structured output and images reach the provider in its own terms.
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+    let image = "data:image/png;base64,iVBORw0KGgo=";
+    for proxy in ["openai", "anthropic", "gemini"] {
+        let model = match proxy {
+            "openai" => "gpt-5-mini",
+            "anthropic" => "claude-sonnet-4-5",
+            _ => "gemini-2.5-flash",
+        };
+        let body = json!({"model": model,
+            "text": {"format": {"type": "json_schema", "name": "place", "schema": schema}},
+            "input": [{"role": "user", "content": [
+                {"type": "input_text", "text": "Where is this?"},
+                {"type": "input_image", "image_url": image}]}]});
+        let r = post_responses(&gw.url, proxy, &body).await;
+        assert_eq!(r.status(), 200, "{proxy}");
+        let journal = mock.journal().await;
+        let sent = &journal.last().unwrap()["body"];
+        let text = sent.to_string();
+        assert!(text.contains("iVBORw0KGgo="), "{proxy}: {text}");
+        match proxy {
+            "openai" => {
+                assert_eq!(sent["response_format"]["type"], "json_schema");
+                assert_eq!(sent["response_format"]["json_schema"]["schema"], schema);
+                assert_eq!(sent["messages"][0]["content"][1]["image_url"]["url"], image);
+            }
+            "gemini" => {
+                assert_eq!(
+                    sent["generationConfig"]["responseMimeType"], "application/json",
+                    "{text}"
+                )
+            }
+            _ => {
+                let system = sent["system"].as_str().unwrap_or_default();
+                assert!(
+                    system.contains("JSON Schema") && system.contains("\"city\""),
+                    "{proxy}: the schema is in the system prompt: {text}"
+                )
+            }
+        }
+    }
+
     // Bad input is a 400 in OpenAI's envelope naming the parameter, and
     // the provider is not called.
     let before = mock.journal().await.len();
@@ -390,4 +432,64 @@ async fn responses_tool_calls_and_errors() {
         assert_eq!(v["error"]["param"], param, "{v}");
     }
     assert_eq!(mock.journal().await.len(), before);
+}
+
+/// `responses` is a resource of its own: a proxy offers it unless its
+/// `resources` leave it out, and a key's scope may allow or refuse it.
+#[tokio::test]
+async fn the_responses_resource_follows_proxy_resources_and_key_scopes() {
+    let mock = crate::harness::Mock::start().await;
+    let mut config = crate::all_providers_config(&mock, "");
+    config.push_str(concat!(
+        "  - { name: chatonly, resources: [\"chat/completions\"], routes: [{ provider: openai }], keys: [{ name: tester, env: PC_KEY }] }\n",
+        "  - { name: scoped, routes: [{ provider: openai }], keys: [",
+        "{ name: chat-key, env: PC_CHAT_KEY, scope: { resources: [\"chat/completions\"] } }, ",
+        "{ name: responses-key, env: PC_RESPONSES_KEY, scope: { resources: [responses] } }] }\n",
+    ));
+    let mut env = crate::ALL_PROVIDERS_ENV.to_vec();
+    env.extend([
+        ("PC_CHAT_KEY", "pk-chat-only"),
+        ("PC_RESPONSES_KEY", "pk-responses-only"),
+    ]);
+    let gw = crate::harness::Gateway::start_with_env(&config, &env).await;
+    let body = json!({"model": "gpt-5-mini", "input": "hi"});
+    let chat = json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let call = async |path: &str, key: &str, body: &Value| {
+        let r = client()
+            .post(format!("{}{path}", gw.url))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap())
+    };
+    let (status, v) = call("/chatonly/responses", KEY, &body).await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(call("/chatonly/chat/completions", KEY, &chat).await.0, 200);
+    let (status, v) = call("/scoped/responses", "pk-chat-only", &body).await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"]["code"], "resource_not_allowed");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`responses`"),
+        "{v}"
+    );
+    assert_eq!(
+        call("/scoped/chat/completions", "pk-chat-only", &chat)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call("/scoped/responses", "pk-responses-only", &body)
+            .await
+            .0,
+        200
+    );
+    let (status, v) = call("/scoped/chat/completions", "pk-responses-only", &chat).await;
+    assert_eq!(status, 403, "{v}");
 }

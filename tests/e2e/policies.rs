@@ -1472,3 +1472,81 @@ async fn two_keys_with_one_name_do_not_share_a_limit() {
     );
     assert_eq!(call("pk-key-b").await, 429);
 }
+
+/// A Responses request is the chat request it becomes for policies: PII is
+/// masked before the provider and restored in the Responses object and in
+/// its typed stream, and a cache hit is served in the Responses shape.
+#[tokio::test]
+async fn policies_see_responses_requests_as_chat_requests() {
+    let s = start(
+        "",
+        &[
+            ("pii", "[{ name: pii-masking }]"),
+            ("cached", "[{ name: cache, settings: { ttl_seconds: 60 } }]"),
+        ],
+    )
+    .await;
+    let responses = async |proxy: &str, body: Value| {
+        client()
+            .post(format!("{}/{proxy}/responses", s.gw.url))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    };
+    let text = "I am jane.doe@example.com";
+    let expected = "Mock reply from openai model gpt-5-mini: I am jane.doe@example.com";
+    let body = json!({"model": "gpt-5-mini", "input": text});
+    let v: Value = responses("pii", body.clone()).await.json().await.unwrap();
+    assert_eq!(v["output"][0]["content"][0]["text"], expected, "{v}");
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let stream = responses("pii", streamed.clone())
+        .await
+        .text()
+        .await
+        .unwrap();
+    let deltas: String = sse_events(&stream)
+        .into_iter()
+        .filter(|(e, _)| e.as_deref() == Some("response.output_text.delta"))
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(&d).unwrap()["delta"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(deltas, expected, "{stream}");
+    for b in chat_bodies(&s.mock.journal().await) {
+        assert_eq!(b["messages"][0]["content"], "I am [EMAIL_1]", "{b}");
+    }
+
+    // The cache: the second call is a hit in the Responses shape, plain
+    // and streamed, and only the first reached the provider.
+    let first: Value = responses("cached", body.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = responses("cached", body.clone()).await;
+    assert_eq!(header(&r, "x-cache").as_deref(), Some("HIT"));
+    let hit: Value = r.json().await.unwrap();
+    assert_eq!(hit["object"], "response");
+    assert_eq!(
+        hit["output"][0]["content"][0]["text"],
+        first["output"][0]["content"][0]["text"]
+    );
+    let r = responses("cached", streamed).await;
+    assert_eq!(header(&r, "x-cache").as_deref(), Some("HIT"));
+    let events = sse_events(&r.text().await.unwrap());
+    assert_eq!(
+        events.first().unwrap().0.as_deref(),
+        Some("response.created")
+    );
+    assert_eq!(
+        events.last().unwrap().0.as_deref(),
+        Some("response.completed")
+    );
+    assert_eq!(chat_bodies(&s.mock.journal().await).len(), 3);
+}
