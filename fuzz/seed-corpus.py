@@ -53,6 +53,21 @@ anthropic = [
                       {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "sunny"}]},
                       {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}]},
 ]
+responses = [
+    {"model": "gpt-5", "input": "Say hello", "instructions": "Be brief."},
+    {"model": "gpt-5", "stream": True, "max_output_tokens": 64, "reasoning": {"effort": "low"},
+     "text": {"format": {"type": "json_schema", "name": "w", "schema": TOOL["parameters"], "strict": True}},
+     "input": [{"role": "user", "content": [
+         {"type": "input_text", "text": "What is this?"},
+         {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"},
+         {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBE"}]}]},
+    {"model": "gpt-5", "tools": [dict(TOOL, type="function")], "tool_choice": {"type": "function", "name": "get_weather"},
+     "input": [{"type": "message", "role": "user", "content": "Weather in Paris?"},
+               {"type": "reasoning", "id": "rs_1", "summary": []},
+               {"type": "function_call", "call_id": "call_1", "name": "get_weather",
+                "arguments": "{\"city\":\"Paris\"}"},
+               {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}]},
+]
 gemini = [
     {"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}],
      "systemInstruction": {"parts": [{"text": "Be brief."}]},
@@ -99,7 +114,7 @@ def post(path, body, behaviour=None):
 
 
 for target, bodies in [("inbound_openai", openai), ("inbound_anthropic", anthropic),
-                       ("inbound_gemini", gemini)]:
+                       ("inbound_gemini", gemini), ("inbound_responses", responses)]:
     for i, b in enumerate(bodies):
         write(target, f"request-{i}", json.dumps(b))
 

@@ -18,7 +18,7 @@ use portcullis_config::{
     names, parse_file, proxy_rules, url_origin,
 };
 use portcullis_formats::eventstream::{EventMessage, EventStreamDecoder};
-use portcullis_formats::inbound::{check_model, client_format, openai};
+use portcullis_formats::inbound::{ClientFormat, check_model, client_format, openai, responses};
 use portcullis_formats::providers::{
     self, AwsCredentials, Provider, ProviderSettings, StreamEvent, UpstreamCall,
 };
@@ -30,11 +30,15 @@ use portcullis_types::policy::{
 };
 use portcullis_types::{ChatRequest, FinishReason, Usage};
 
-const INBOUND: [InboundKind; 3] = [
-    InboundKind::Openai,
-    InboundKind::Anthropic,
-    InboundKind::Gemini,
-];
+/// Every client format: one per inbound kind, and OpenAI's Responses.
+fn client_formats() -> [&'static dyn ClientFormat; 4] {
+    [
+        client_format(InboundKind::Openai),
+        client_format(InboundKind::Anthropic),
+        client_format(InboundKind::Gemini),
+        &responses::Responses,
+    ]
+}
 
 const PROVIDERS: [ProviderKind; 4] = [
     ProviderKind::Openai,
@@ -88,9 +92,28 @@ fn call(model: &str, stream: bool) -> UpstreamCall<'_> {
 /// gateway checks a model name and turned into every provider's request;
 /// what does not is rendered as the client's error.
 pub fn inbound(kind: InboundKind, body: &[u8]) {
-    let format = client_format(kind);
+    inbound_chat(client_format(kind), chat_path_of(kind), body);
+    if kind == InboundKind::Openai
+        && let Ok(req) = openai::parse_embeddings(body)
+    {
+        for provider in [ProviderKind::Openai, ProviderKind::Gemini] {
+            let _ = adapter(provider).embeddings_request(&req, &call(&req.model, false));
+        }
+    }
+}
+
+/// An OpenAI Responses body, as a proxy receives it on `/responses`:
+/// driven as the other client formats are.
+pub fn inbound_responses(body: &[u8]) {
+    inbound_chat(&responses::Responses, "/responses", body);
+}
+
+/// A body for `format`'s chat endpoint at `rest`: what parses goes through
+/// the model check to every provider's request, what does not is
+/// rendered as the client's error.
+fn inbound_chat(format: &dyn ClientFormat, rest: &str, body: &[u8]) {
     let path = format
-        .chat_path(chat_path_of(kind))
+        .chat_path(rest)
         .expect("the fuzzed path is the format's chat endpoint");
     match format.parse(body, &path) {
         Ok(req) => {
@@ -102,13 +125,6 @@ pub fn inbound(kind: InboundKind, body: &[u8]) {
         }
         Err(e) => {
             let _ = format.render_error(&e);
-        }
-    }
-    if kind == InboundKind::Openai
-        && let Ok(req) = openai::parse_embeddings(body)
-    {
-        for provider in [ProviderKind::Openai, ProviderKind::Gemini] {
-            let _ = adapter(provider).embeddings_request(&req, &call(&req.model, false));
         }
     }
 }
@@ -129,8 +145,8 @@ fn chat_path_of(kind: InboundKind) -> &'static str {
 pub fn provider_response(kind: ProviderKind, body: &[u8]) {
     let provider = adapter(kind);
     if let Ok(resp) = provider.chat_response(body, &call("fuzz-model", false)) {
-        for inbound in INBOUND {
-            let _ = client_format(inbound).render_response(&resp);
+        for format in client_formats() {
+            let _ = format.render_response(&resp);
         }
     }
     let _ = provider.error_response(429, body);
@@ -164,8 +180,8 @@ pub fn provider_stream(kind: ProviderKind, body: &[u8]) {
     decoder.finish(&mut events);
     let _ = decoder.is_complete();
 
-    for inbound in INBOUND {
-        let mut encoder = client_format(inbound).stream_encoder(&STREAM_REQUEST);
+    for format in client_formats() {
+        let mut encoder = format.stream_encoder(&STREAM_REQUEST);
         let mut out = BytesMut::new();
         let mut usage: Option<Usage> = None;
         let mut finish: Option<FinishReason> = None;
