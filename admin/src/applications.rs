@@ -784,6 +784,28 @@ pub async fn list_subscriptions(
     Ok(Json(json!({ "items": subscriptions_of(&st, &app).await? })))
 }
 
+/// `GET /proxies/{id}/subscriptions` (the proxy's owner or an admin): who
+/// subscribes to the proxy and in which state, so its owner can approve
+/// pending subscriptions without knowing the applications (which stay
+/// private to their owners: only their ids are shown).
+pub async fn list_proxy_subscriptions(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(proxy): Path<String>,
+) -> ApiResult<Json<Value>> {
+    authorize(&st, &caller, &proxy, "subscription.list").await?;
+    let rows =
+        sqlx::query("SELECT * FROM subscriptions WHERE proxy_id = $1 ORDER BY created_at, id")
+            .bind(proxy)
+            .fetch_all(&st.pool)
+            .await?;
+    let items = rows
+        .iter()
+        .map(subscription_json)
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(json!({ "items": items })))
+}
+
 /// `POST /subscriptions/{id}/{action}`: `approve` (pending to active),
 /// `suspend` (active to suspended), `resume` (suspended to active) by the
 /// proxy's owner or an admin; `close` (any state but closed) also by the

@@ -293,6 +293,11 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         ),
         (
             "get",
+            "/api/v1/proxies/{id}/subscriptions",
+            get(applications::list_proxy_subscriptions),
+        ),
+        (
+            "get",
             "/api/v1/proxies/{id}/plans",
             get(applications::list_plans),
         ),

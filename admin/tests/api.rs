@@ -2389,3 +2389,103 @@ async fn spend_by_hour_for_the_last_hours() {
     })
     .await;
 }
+
+// ------------------------------------------------------------ consumers
+
+#[tokio::test]
+async fn a_proxys_subscriptions_are_listed_for_its_owner_and_admins_only() {
+    on_each_db(async |app| {
+        app.provider("OpenAI").await;
+        let owner = app.token("developer").await;
+        let subscriber = app.token("developer").await;
+        let (s, v) = app
+            .call(
+                "POST",
+                "/api/v1/proxies",
+                Some(&owner),
+                Some(json!({"name": "Shared Chat"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) = app
+            .call(
+                "POST",
+                "/api/v1/proxies/shared-chat/plans",
+                Some(&owner),
+                Some(json!({"name": "gold", "needs_approval": true})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) = app
+            .call(
+                "POST",
+                "/api/v1/applications",
+                Some(&subscriber),
+                Some(json!({"name": "Billing Bot"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, sub) = app
+            .call(
+                "POST",
+                "/api/v1/applications/billing-bot/subscriptions",
+                Some(&subscriber),
+                Some(json!({"proxy": "shared-chat", "plan": "gold"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{sub}");
+        assert_eq!(sub["status"], "pending");
+
+        // The proxy's owner and an admin see the pending subscription...
+        for token in [&owner, &app.admin] {
+            let (s, v) = app
+                .call(
+                    "GET",
+                    "/api/v1/proxies/shared-chat/subscriptions",
+                    Some(token),
+                    None,
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            let items = v["items"].as_array().unwrap();
+            assert_eq!(items.len(), 1, "{v}");
+            assert_eq!(items[0]["id"], sub["id"]);
+            assert_eq!(items[0]["application_id"], "billing-bot");
+            assert_eq!(items[0]["status"], "pending");
+        }
+        // ...the subscriber does not (another owner's proxy is not named).
+        let (s, v) = app
+            .call(
+                "GET",
+                "/api/v1/proxies/shared-chat/subscriptions",
+                Some(&subscriber),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+
+        // Approved, it shows active.
+        let (s, v) = app
+            .call(
+                "POST",
+                &format!(
+                    "/api/v1/subscriptions/{}/approve",
+                    sub["id"].as_str().unwrap()
+                ),
+                Some(&owner),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (_, v) = app
+            .call(
+                "GET",
+                "/api/v1/proxies/shared-chat/subscriptions",
+                Some(&owner),
+                None,
+            )
+            .await;
+        assert_eq!(v["items"][0]["status"], "active", "{v}");
+    })
+    .await;
+}
