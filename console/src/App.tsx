@@ -12,6 +12,7 @@ import { Catalogue } from "./pages/Catalogue";
 import { Gateways } from "./pages/Gateways";
 import { Usage } from "./pages/Usage";
 import { Audit } from "./pages/Audit";
+import { Applications, ApplicationPage } from "./pages/Applications";
 
 const MeContext = createContext<Me | null>(null);
 export const useMe = () => useContext(MeContext)!;
@@ -118,6 +119,7 @@ function Shell({ onSignOut }: { onSignOut: () => void }) {
     ["proxies", "Proxies", true],
     ["providers", "Providers", isAdmin(me)],
     ["policies", "Policy hub", true],
+    ["applications", "Applications", true],
     ["gateways", "Gateways", true],
     ["usage", "Usage", true],
     ["audit", "Audit log", isAdmin(me)],
@@ -133,6 +135,9 @@ function Shell({ onSignOut }: { onSignOut: () => void }) {
       break;
     case "gateways":
       page = <Gateways />;
+      break;
+    case "applications":
+      page = route[1] ? <ApplicationPage id={route[1]} /> : <Applications />;
       break;
     case "usage":
       page = <Usage />;

@@ -68,6 +68,8 @@ interface FieldProps {
   multiline?: boolean;
   name?: string;
   autoComplete?: string;
+  /** The id of a <datalist> of suggestions. */
+  list?: string;
 }
 
 export function Field(p: FieldProps) {
@@ -92,7 +94,7 @@ export function Field(p: FieldProps) {
       {p.multiline ? (
         <textarea rows={4} {...common} />
       ) : (
-        <input type={p.type ?? "text"} autoComplete={p.autoComplete ?? "off"} {...common} />
+        <input type={p.type ?? "text"} autoComplete={p.autoComplete ?? "off"} list={p.list} {...common} />
       )}
       {p.error ? (
         <div className="error-text" id={id + "-err"} role="alert">

@@ -4,7 +4,9 @@
 //! Playwright from PyPI): sign in, create a provider and a proxy, attach
 //! a guardrail through its schema form (a bad value shows the field
 //! error), create a key and see it once, deploy, call the invoke URL from
-//! the Get Started box and see the answer, stop the deployment.
+//! the Get Started box and see the answer, stop the deployment; an
+//! application with a key subscribes under a plan with a quota of one
+//! request an hour (200, then 429 on the gateway) and its spend shows.
 //!
 //! Missing prerequisites fail the test with the command that installs
 //! them, unless `PORTCULLIS_SKIP_BROWSER=1` says to skip it.

@@ -249,6 +249,117 @@ def main():
         expect(page.locator(".docs")).to_contain_text("regex deny/allow lists")
         shot(page, "policy-detail")
 
+        step("applications: create one and a key, shown once")
+        page.get_by_role("link", name="Applications").click()
+        page.get_by_role("button", name="Create application").click()
+        page.get_by_label("Name").fill("Console App")
+        page.get_by_label("Description").fill("subscribes from the browser")
+        page.get_by_role("button", name="Create application").click()
+        expect(page.get_by_role("heading", name="Console App")).to_be_visible()
+        page.get_by_label("Key name").fill("console-app-key")
+        page.get_by_role("button", name="Create key").click()
+        app_key = page.get_by_test_id("new-key").inner_text()
+        assert app_key.startswith("pc-"), app_key
+        expect(page.get_by_text("it will not be shown again")).to_be_visible()
+        page.get_by_role("button", name="I have copied it").click()
+        expect(page.get_by_test_id("new-key")).to_have_count(0)
+        expect(page.get_by_role("row").filter(has_text="console-app-key")).to_contain_text(app_key[:10])
+
+        step("plans: a negative quota is refused on its row, then 1 request an hour")
+        page.goto(CONSOLE + "/#/proxies/demo/plans")
+        page.get_by_role("button", name="Create plan").click()
+        page.get_by_label("Plan name").fill("hourly-one")
+        page.get_by_role("textbox", name="Models").fill("gpt-5-mini, gpt-4o-mini")
+        page.get_by_role("button", name="Add quota").click()
+        page.get_by_role("button", name="Add quota").click()
+        rows = [page.get_by_test_id("limit-row-0"), page.get_by_test_id("limit-row-1")]
+        rows[0].get_by_label("Limit").fill("1000")
+        rows[0].get_by_label("Metric").select_option("total_tokens")
+        rows[1].get_by_label("Limit").fill("-1")
+        page.get_by_role("button", name="Create plan").click()
+        # Admin's 422 names `limits[1].limit`: the second row says so.
+        expect(rows[1].locator(".error-text")).to_contain_text("minimum")
+        expect(rows[1].get_by_label("Limit")).to_have_attribute("aria-invalid", "true")
+        expect(rows[0].locator(".error-text")).to_have_count(0)
+        shot(page, "proxy-plan-field-error")
+        rows[0].get_by_role("button", name="Remove quota 1").click()
+        row = page.get_by_test_id("limit-row-0")
+        expect(row.get_by_label("Limit")).to_have_value("-1")
+        row.get_by_label("Limit").fill("1")
+        page.get_by_role("button", name="Create plan").click()
+        expect(page.get_by_test_id("plan-hourly-one")).to_contain_text("1 requests / hour")
+        expect(page.get_by_test_id("plan-hourly-one")).to_contain_text("gpt-5-mini")
+
+        step("subscribe the application under the plan")
+        page.get_by_role("link", name="Applications").click()
+        page.get_by_role("link", name="Console App").click()
+        page.get_by_label("Proxy id").fill("demo")
+        page.get_by_label("Plan").select_option(label="hourly-one")
+        page.get_by_role("button", name="Subscribe").click()
+        expect(page.get_by_test_id("subscription-demo")).to_contain_text("active")
+        expect(page.get_by_test_id("subscription-demo")).to_contain_text("hourly-one")
+        shot(page, "application")
+
+        step("the application's key on the demo proxy: 200, then the plan's 429")
+        invoke = api("GET", "/proxies/demo")["deployed_gateways"][0]["invoke_url"]
+
+        def chat():
+            req = urllib.request.Request(
+                invoke,
+                method="POST",
+                data=json.dumps({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+                headers={"Authorization": f"Bearer {app_key}", "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(req) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        # The key reaches the gateway with the next configuration (a
+        # second or two after subscribing): until then it is unknown.
+        deadline = time.time() + 20
+        status = chat()
+        while status in (401, 403) and time.time() < deadline:
+            time.sleep(0.5)
+            status = chat()
+        assert status == 200, status
+        assert chat() == 429
+
+        step("the proxy's owner sees the subscription; the plan cannot go while it is open")
+        page.goto(CONSOLE + "/#/proxies/demo/plans")
+        sub = page.get_by_test_id("proxy-subscription-console-app")
+        expect(sub).to_contain_text("active")
+        page.get_by_role("button", name="Suspend subscription of console-app").click()
+        expect(sub).to_contain_text("suspended")
+        page.get_by_role("button", name="Resume subscription of console-app").click()
+        expect(sub).to_contain_text("active")
+        page.get_by_role("button", name="Delete plan hourly-one").click()
+        expect(page.get_by_role("alert")).to_contain_text("close those subscriptions")
+        shot(page, "proxy-plans")
+
+        step("spend per application on the usage page, and its CSV")
+        page.get_by_role("link", name="Usage").click()
+        spend = page.get_by_test_id("app-spend").get_by_role("cell", name="Console App")
+        deadline = time.time() + 30
+        while time.time() < deadline and not spend.count():
+            time.sleep(2)
+            page.reload()
+            expect(page.get_by_role("heading", name="Spend per application")).to_be_visible()
+        expect(spend).to_be_visible()
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download CSV").click()
+        with open(download.value.path()) as f:
+            csv = f.read()
+        assert "console-app" in csv, csv
+        assert TOKEN not in page.url
+
+        step("close the subscription")
+        page.get_by_role("link", name="Console App").click()
+        page.get_by_role("button", name="Close subscription to demo").click()
+        expect(page.get_by_test_id("subscription-demo")).to_contain_text("closed")
+        expect(page.get_by_role("button", name="Close subscription to demo")).to_have_count(0)
+
         step("usage: the try-it requests, reported by heartbeats")
         page.get_by_role("link", name="Usage").click()
         deadline = time.time() + 20
@@ -297,8 +408,10 @@ def main():
         with open(utterances, "w") as f:
             f.write("# billing questions\nwhere is my refund\ncharge on my card\n")
         page.get_by_label("Upload utterances file for billing").set_input_files(utterances)
-        os.remove(utterances)
+        # The page reads the file after the change event: it is removed
+        # only once the upload is done.
         expect(page.get_by_role("status").filter(has_text="Uploaded the utterances of billing")).to_be_visible()
+        os.remove(utterances)
         expect(page.get_by_label("Utterances (one per line)")).to_have_value("where is my refund\ncharge on my card")
         # Admin stored it: the topic's utterances over REST.
         spec = api("GET", "/proxies/demo-mistral")

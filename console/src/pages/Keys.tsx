@@ -1,5 +1,6 @@
-// The proxy's API keys. A new key is shown once, right after it is made:
-// admin keeps only its SHA-256 and prefix, so it cannot be shown again.
+// API keys of a proxy or of an application. A new key is shown once,
+// right after it is made: admin keeps only its SHA-256 and prefix, so it
+// cannot be shown again.
 import { useState } from "react";
 import { ApiError, enc, get, post, when } from "../api";
 import { Alert, CopyButton, Empty, Field, Loading, Status, errorFor, toApiError, useLoad, Head } from "../ui";
@@ -17,7 +18,13 @@ interface Key {
 }
 
 export function Keys({ proxy }: { proxy: Proxy }) {
-  const list = useLoad(() => get<{ items: Key[] }>(`${proxyPath(proxy.id)}/keys`), [proxy.id]);
+  return <KeyManager path={`${proxyPath(proxy.id)}/keys`} />;
+}
+
+/** Keys under `path` (a proxy's or an application's: the same API), with
+ * `note` said of a new key beside "it will not be shown again". */
+export function KeyManager({ path, note }: { path: string; note?: string }) {
+  const list = useLoad(() => get<{ items: Key[] }>(path), [path]);
   const [name, setName] = useState("");
   const [expires, setExpires] = useState("");
   const [error, setError] = useState<ApiError | null>(null);
@@ -29,7 +36,7 @@ export function Keys({ proxy }: { proxy: Proxy }) {
     // datetime-local is the user's local time; admin takes RFC 3339.
     if (expires) body.expires_at = new Date(expires).toISOString();
     try {
-      const k = await post<{ key: string; name: string }>(`${proxyPath(proxy.id)}/keys`, body);
+      const k = await post<{ key: string; name: string }>(path, body);
       setCreated({ name: k.name, key: k.key });
       setName("");
       setExpires("");
@@ -42,7 +49,7 @@ export function Keys({ proxy }: { proxy: Proxy }) {
   const revoke = async (k: Key) => {
     if (!confirm(`Revoke key ${k.name} (${k.prefix}…)? It stops working on every gateway within seconds.`)) return;
     try {
-      await post(`${proxyPath(proxy.id)}/keys/${enc(k.id)}/revoke`);
+      await post(`${path}/${enc(k.id)}/revoke`);
       list.reload();
     } catch (err) {
       setError(toApiError(err));
@@ -69,6 +76,7 @@ export function Keys({ proxy }: { proxy: Proxy }) {
           <h3>Key {created.name} created</h3>
           <p>
             Copy it now: <strong>it will not be shown again.</strong>
+            {note ? ` ${note}` : null}
           </p>
           <div className="secret">
             <code data-testid="new-key">{created.key}</code> <CopyButton text={created.key} label="Copy key" />

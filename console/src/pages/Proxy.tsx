@@ -9,6 +9,7 @@ import { Proxy, proxyPath, useProxyEnums } from "./Proxies";
 import { Routes } from "./Routes";
 import { Attachments } from "./Attachments";
 import { Keys } from "./Keys";
+import { Plans } from "./Plans";
 import { Deploy } from "./Deploy";
 import { GetStarted } from "./GetStarted";
 
@@ -17,6 +18,7 @@ const TABS: [string, string][] = [
   ["routes", "Routes"],
   ["policies", "Policies"],
   ["keys", "Keys"],
+  ["plans", "Plans"],
   ["deploy", "Deploy"],
   ["revisions", "Revisions"],
   ["get-started", "Get Started"],
@@ -37,6 +39,9 @@ export function ProxyPage({ id, tab }: { id: string; tab: string }) {
       break;
     case "keys":
       body = <Keys proxy={p} />;
+      break;
+    case "plans":
+      body = <Plans proxy={p} />;
       break;
     case "deploy":
       body = <Deploy proxy={p} onChanged={proxy.reload} />;

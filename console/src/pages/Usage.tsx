@@ -2,8 +2,9 @@
 // hours (by UTC hour) or days (by UTC day), from what managed gateways
 // report in their heartbeats (GET /spend?group_by=hour|day,...).
 import { useState } from "react";
-import { get } from "../api";
-import { Alert, Empty, Loading, Select, useLoad } from "../ui";
+import { ApiError, api, get } from "../api";
+import { Alert, Empty, Loading, Select, toApiError, useLoad } from "../ui";
+import { href } from "../router";
 
 interface Row {
   day?: string;
@@ -87,6 +88,86 @@ export function Usage() {
               <tr key={i}>
                 <td>{bucketOf(r)}</td>
                 <td>{by === "proxy" ? r.proxy_id : r.key_name || r.key_id}</td>
+                <td>{r.requests}</td>
+                <td>{r.input_tokens}</td>
+                <td>{r.output_tokens}</td>
+                <td>{r.cost.toFixed(6)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
+      <AppSpend from={hourly ? day(new Date(now.getTime() - 86400_000)) : from} to={day(now)} />
+    </section>
+  );
+}
+
+interface AppRow {
+  application_id: string | null;
+  application_name: string | null;
+  requests: number;
+  input_tokens: number;
+  output_tokens: number;
+  cost: number;
+}
+
+/** Spend per application over the range's days (GET /spend?group_by=
+ * application), with the same query as a CSV download. Rows without an
+ * application are the proxies' own keys. */
+function AppSpend({ from, to }: { from: string; to: string }) {
+  const query = `/spend?group_by=application&from=${from}&to=${to}`;
+  const spend = useLoad(() => get<{ items: AppRow[]; currency: string }>(query), [query]);
+  const [error, setError] = useState<ApiError | null>(null);
+  // The token must not go in a URL (a link would carry it into history
+  // and logs), so the CSV is fetched with the Authorization header and
+  // handed to the browser as a Blob.
+  const download = async () => {
+    try {
+      const csv = await api<string>("GET", `${query}&format=csv`, undefined, { raw: true });
+      const url = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
+      const a = document.createElement("a");
+      a.href = url;
+      a.download = `spend-by-application-${from}-${to}.csv`;
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 1000);
+      setError(null);
+    } catch (err) {
+      setError(toApiError(err));
+    }
+  };
+  const rows = spend.data?.items ?? [];
+  return (
+    <section aria-labelledby="app-spend-title">
+      <div className="page-head">
+        <h2 id="app-spend-title">Spend per application</h2>
+        <button type="button" className="primary" onClick={download}>
+          Download CSV
+        </button>
+      </div>
+      <p className="muted">
+        UTC days {from} to {to}, by the application whose key made the requests.
+      </p>
+      <Alert error={spend.error ?? error} />
+      {spend.loading && !spend.data ? <Loading what="spend per application" /> : null}
+      {spend.data && rows.length === 0 ? <Empty>No traffic reported in this range.</Empty> : null}
+      {rows.length ? (
+        <table data-testid="app-spend">
+          <caption className="visually-hidden">Spend per application</caption>
+          <thead>
+            <tr>
+              <th>Application</th>
+              <th>Requests</th>
+              <th>Input tokens</th>
+              <th>Output tokens</th>
+              <th>Cost ({spend.data?.currency})</th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map((r) => (
+              <tr key={r.application_id ?? ""}>
+                <td>{r.application_id ? <a href={href("applications", r.application_id)}>{r.application_name ?? r.application_id}</a> : <span className="muted">proxies' own keys</span>}</td>
                 <td>{r.requests}</td>
                 <td>{r.input_tokens}</td>
                 <td>{r.output_tokens}</td>
