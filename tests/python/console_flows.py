@@ -287,7 +287,7 @@ def main():
         expect(row.get_by_label("Limit")).to_have_value("-1")
         row.get_by_label("Limit").fill("1")
         page.get_by_role("button", name="Create plan").click()
-        expect(page.get_by_test_id("plan-hourly-one")).to_contain_text("1 requests / hour")
+        expect(page.get_by_test_id("plan-hourly-one")).to_contain_text("requests: 1 / hour")
         expect(page.get_by_test_id("plan-hourly-one")).to_contain_text("gpt-5-mini")
 
         step("subscribe the application under the plan")
@@ -336,6 +336,13 @@ def main():
         expect(sub).to_contain_text("active")
         page.get_by_role("button", name="Delete plan hourly-one").click()
         expect(page.get_by_role("alert")).to_contain_text("close those subscriptions")
+        # Edited in place: new subscriptions will wait for approval.
+        page.get_by_role("button", name="Edit plan hourly-one").click()
+        expect(page.get_by_role("textbox", name="Models")).to_have_value("gpt-5-mini\ngpt-4o-mini")
+        page.get_by_label("Subscriptions need my approval").check()
+        page.get_by_role("button", name="Save plan").click()
+        expect(page.get_by_test_id("plan-hourly-one")).to_contain_text("needed")
+        expect(page.get_by_test_id("plan-hourly-one")).to_contain_text("requests: 1 / hour")
         shot(page, "proxy-plans")
 
         step("spend per application on the usage page, and its CSV")
@@ -436,6 +443,10 @@ def main():
         sign_in(page, dev)
         expect(page.get_by_role("link", name="Providers")).to_have_count(0)
         expect(page.get_by_role("link", name="Audit log")).to_have_count(0)
+        # Applications are their owner's: the admin's is not listed.
+        page.get_by_role("link", name="Applications").click()
+        expect(page.get_by_text("No applications yet.")).to_be_visible()
+        expect(page.get_by_role("link", name="Console App")).to_have_count(0)
         page.get_by_role("link", name="Gateways").click()
         expect(page.get_by_role("button", name="Register gateway")).to_have_count(0)
 

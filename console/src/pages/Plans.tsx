@@ -36,7 +36,7 @@ export interface Plan {
 /** token-rate-limit's metrics (docs/cost.md). */
 const METRICS = ["requests", "total_tokens", "prompt_tokens", "completion_tokens"];
 
-const quota = (l: Limit) => `${l.limit} ${l.metric.replace("_", " ")} / ${l.window}`;
+const quota = (l: Limit) => `${l.metric.replace("_", " ")}: ${l.limit} / ${l.window}`;
 const budget = (b: Budget, currency = "") => `${b.amount}${currency ? " " + currency : ""} / ${b.period}`;
 
 /** One line saying what a plan allows, for pickers and subscription rows. */
@@ -71,7 +71,7 @@ export function Plans({ proxy }: { proxy: Proxy }) {
       <div className="page-head">
         <h2>Plans</h2>
         {editing === null ? (
-          <button type="button" className="primary" onClick={() => setEditing("new")}>
+          <button type="button" className="primary" onClick={() => { setError(null); setEditing("new"); }}>
             Create plan
           </button>
         ) : null}
@@ -122,7 +122,7 @@ export function Plans({ proxy }: { proxy: Proxy }) {
                 <td>{p.needs_approval ? "needed" : "automatic"}</td>
                 <td>
                   <div className="actions">
-                    <button type="button" className="small" onClick={() => setEditing(p)} aria-label={`Edit plan ${p.name}`}>
+                    <button type="button" className="small" onClick={() => { setError(null); setEditing(p); }} aria-label={`Edit plan ${p.name}`}>
                       Edit
                     </button>
                     <button type="button" className="small danger" onClick={() => remove(p)} aria-label={`Delete plan ${p.name}`}>
