@@ -367,6 +367,19 @@ def main():
         expect(page.get_by_test_id("subscription-demo")).to_contain_text("closed")
         expect(page.get_by_role("button", name="Close subscription to demo")).to_have_count(0)
 
+        step("subscribe again: the plan now needs approval, given on the proxy's Plans tab")
+        page.get_by_label("Proxy id").fill("demo")
+        page.get_by_label("Plan").select_option(label="hourly-one (needs approval)")
+        page.get_by_role("button", name="Subscribe").click()
+        pending = page.get_by_role("row").filter(has_text="pending")
+        expect(pending).to_contain_text("hourly-one")
+        page.goto(CONSOLE + "/#/proxies/demo/plans")
+        expect(page.get_by_text("1 pending")).to_be_visible()
+        sub = page.get_by_role("row").filter(has_text="console-app").filter(has_text="pending")
+        sub.get_by_role("button", name="Approve subscription of console-app").click()
+        expect(page.get_by_role("row").filter(has_text="console-app").filter(has_text="active")).to_have_count(1)
+        expect(page.get_by_text("1 pending")).to_have_count(0)
+
         step("usage: the try-it requests, reported by heartbeats")
         page.get_by_role("link", name="Usage").click()
         deadline = time.time() + 20
@@ -447,6 +460,14 @@ def main():
         page.get_by_role("link", name="Applications").click()
         expect(page.get_by_text("No applications yet.")).to_be_visible()
         expect(page.get_by_role("link", name="Console App")).to_have_count(0)
+        # Its own application, subscribed to the admin's demo proxy: it may
+        # close the subscription, not approve it (the proxy's side does).
+        api("POST", "/applications", {"name": "Dev App"}, token=dev)
+        api("POST", "/applications/dev-app/subscriptions", {"proxy": "demo", "plan": "hourly-one"}, token=dev)
+        page.goto(CONSOLE + "/#/applications/dev-app")
+        expect(page.get_by_test_id("subscription-demo")).to_contain_text("pending")
+        expect(page.get_by_role("button", name="Close subscription to demo")).to_be_visible()
+        expect(page.get_by_role("button", name="Approve subscription to demo")).to_have_count(0)
         page.get_by_role("link", name="Gateways").click()
         expect(page.get_by_role("button", name="Register gateway")).to_have_count(0)
 
