@@ -445,6 +445,11 @@ async fn plan_attachments(st: &AppState, limits: &[Value], budgets: &[Value]) ->
                         name.push_str(part);
                     }
                 }
+                // The schema's words, under the plan's field name rather
+                // than the policy's settings pointer.
+                if let Some((_, why)) = e.message.split_once("`: ") {
+                    e.message = format!("{name}: {why}");
+                }
                 e.field = Some(name);
             }
             e

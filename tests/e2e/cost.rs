@@ -885,6 +885,12 @@ async fn a_plans_quota_and_budget_bind_its_subscribers_only() {
             (422, Some(field)),
             "{body}: {v}"
         );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&format!("{field}: "))),
+            "{v}"
+        );
     }
     let free = admin
         .ok(
@@ -913,7 +919,7 @@ async fn a_plans_quota_and_budget_bind_its_subscribers_only() {
         .call(
             "POST",
             "/api/v1/proxies/tiered/plans",
-            Some(json!({"name": "bad", "resources": ["completions"]})),
+            Some(json!({"name": "bad", "resources": ["audio/speech"]})),
         )
         .await;
     assert_eq!(s, 422, "{v}");
