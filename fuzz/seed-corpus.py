@@ -39,6 +39,14 @@ openai = [
                   {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]},
     {"model": "text-embedding-3-small", "input": ["one", "two"], "dimensions": 8},
 ]
+# The OpenAI bodies the gateway forwards as they came: legacy completions
+# and moderations (after the embeddings body, which `openai[3]` names).
+legacy = {"model": "gpt-3.5-turbo-instruct", "prompt": ["Say", "hello"], "suffix": "!",
+          "echo": True, "logprobs": 2, "best_of": 2, "max_tokens": 16}
+openai += [legacy, dict(legacy, prompt=[[1, 2, 3]], stream=True, stream_options={"include_usage": True}),
+           {"model": "omni-moderation-latest", "input": [
+               {"type": "text", "text": "I will kill it"},
+               {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]
 anthropic = [
     {"model": "claude-sonnet-4-5", "max_tokens": 256, "system": "Be brief.",
      "messages": [{"role": "user", "content": "Say hello"}]},
@@ -149,6 +157,11 @@ for name, (path, stream_path, plain, tools, streamed) in calls.items():
     write(f"provider_{name}_stream", "cut", post(stream_path, streamed(plain),
                                                  {"cut_after_chunks": 2, "times": 1}))
 write("provider_openai_response", "embeddings", post("/v1/embeddings", openai[3]))
+write("provider_openai_response", "completions", post("/v1/completions", legacy))
+write("provider_openai_response", "moderations", post("/v1/moderations", openai[-1]))
+write("provider_openai_stream", "completions",
+      post("/v1/completions", dict(legacy, prompt="Say hello", stream=True,
+                                   stream_options={"include_usage": True})))
 write("provider_gemini_response", "embeddings",
       post("/v1beta/models/text-embedding-004:batchEmbedContents",
            {"requests": [{"model": "models/text-embedding-004", "content": {"parts": [{"text": "one"}]}}]}))

@@ -559,6 +559,8 @@ pub async fn create(
             Resource::Embeddings,
             Resource::Models,
             Resource::Responses,
+            Resource::Completions,
+            Resource::Moderations,
         ],
         routes: Vec::new(),
         routing: None,

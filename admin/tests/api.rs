@@ -597,7 +597,7 @@ async fn proxies_defaults_revisions_and_rejections() {
         assert_eq!(p["provider"], "newer", "defaults to the most recently updated provider");
         assert_eq!(p["track_stream_tokens"], true);
         assert_eq!(p["revision"], 1);
-        assert_eq!(p["resources"], json!(["chat/completions", "embeddings", "models", "responses"]));
+        assert_eq!(p["resources"], json!(["chat/completions", "embeddings", "models", "responses", "completions", "moderations"]));
 
         let q = app.ok("POST", "/api/v1/proxies", Some(json!({"name": "llm test", "context": "llmtest/", "provider": "older",
             "inbound": ["openai", "anthropic"], "resources": ["chat/completions"], "track_stream_tokens": false,

@@ -20,7 +20,7 @@ use portcullis_config::{
 use portcullis_formats::eventstream::{EventMessage, EventStreamDecoder};
 use portcullis_formats::inbound::{ClientFormat, check_model, client_format, openai, responses};
 use portcullis_formats::providers::{
-    self, AwsCredentials, Provider, ProviderSettings, StreamEvent, UpstreamCall,
+    self, AwsCredentials, Provider, ProviderSettings, StreamEvent, UpstreamCall, forwarded,
 };
 use portcullis_formats::sse::{SseEvent, SseParser};
 use portcullis_types::gateway_config::InboundKind;
@@ -100,6 +100,25 @@ pub fn inbound(kind: InboundKind, body: &[u8]) {
             let _ = adapter(provider).embeddings_request(&req, &call(&req.model, false));
         }
     }
+    // The OpenAI bodies the gateway forwards: legacy completions and
+    // moderations, to the providers that take them and to one that
+    // refuses.
+    if kind == InboundKind::Openai {
+        if let Ok(req) = openai::parse_completions(body) {
+            let _ = check_model(&req.model);
+            let _ = (req.prompt.texts(), req.wants_stream_usage());
+            for provider in [ProviderKind::Openai, ProviderKind::Anthropic] {
+                let _ = adapter(provider).completions_request(&req, &call(&req.model, req.stream));
+            }
+        }
+        if let Ok(req) = openai::parse_moderations(body) {
+            let _ = (check_model(req.routed_model()), req.texts());
+            for provider in [ProviderKind::Openai, ProviderKind::Gemini] {
+                let _ =
+                    adapter(provider).moderations_request(&req, &call(req.routed_model(), false));
+            }
+        }
+    }
 }
 
 /// An OpenAI Responses body, as a proxy receives it on `/responses`:
@@ -151,6 +170,9 @@ pub fn provider_response(kind: ProviderKind, body: &[u8]) {
     }
     let _ = provider.error_response(429, body);
     let _ = provider.embeddings_response(body, &call("fuzz-model", false));
+    if kind == ProviderKind::Openai {
+        let _ = forwarded::completions_answer(kind, body);
+    }
 }
 
 /// The request every client stream encoder is made for.
@@ -179,6 +201,9 @@ pub fn provider_stream(kind: ProviderKind, body: &[u8]) {
     decoder.feed(second, &mut events);
     decoder.finish(&mut events);
     let _ = decoder.is_complete();
+    if kind == ProviderKind::Openai {
+        completions_stream(kind, first, second);
+    }
 
     for format in client_formats() {
         let mut encoder = format.stream_encoder(&STREAM_REQUEST);
@@ -202,6 +227,30 @@ pub fn provider_stream(kind: ProviderKind, body: &[u8]) {
             }
         }
         encoder.finish(usage.as_ref(), finish, &mut out);
+    }
+}
+
+/// A legacy completions stream relayed as the gateway relays it, in two
+/// reads, with and without the usage chunk shown: what it relays is SSE
+/// that parses again into no more events than it read.
+fn completions_stream(kind: ProviderKind, first: &[u8], second: &[u8]) {
+    for show_usage in [false, true] {
+        let mut stream = forwarded::CompletionsStream::new(kind, show_usage);
+        let mut out = BytesMut::new();
+        let fed = stream
+            .feed(first, &mut out)
+            .and_then(|()| stream.feed(second, &mut out))
+            .and_then(|()| stream.finish(&mut out));
+        let _ = (
+            fed,
+            stream.take_texts(),
+            stream.usage(),
+            stream.is_complete(),
+        );
+        let (relayed, err) = sse_events(SseParser::default, &[&out]);
+        assert!(err.is_none(), "relayed SSE must parse: {err:?}");
+        let (read, _) = sse_events(SseParser::default, &[first, second]);
+        assert!(relayed.len() <= read.len(), "the relay adds no events");
     }
 }
 

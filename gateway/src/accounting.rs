@@ -62,9 +62,21 @@ pub fn charged_stream_usage(
     req: &ChatRequest,
     generated: &WordCount,
 ) -> Usage {
+    charged_usage(reported, || prompt_estimate(req), generated)
+}
+
+/// What a stream the client left is charged, the prompt estimated by
+/// `prompt_words` when the provider had not reported it: the rule of
+/// `charged_stream_usage` for requests that are not chats (legacy
+/// completions).
+pub fn charged_usage(
+    reported: Option<&Usage>,
+    prompt_words: impl FnOnce() -> u64,
+    generated: &WordCount,
+) -> Usage {
     let mut u = reported.cloned().unwrap_or_default();
     if u.prompt_tokens == 0 {
-        u.prompt_tokens = prompt_estimate(req);
+        u.prompt_tokens = prompt_words().max(1);
     }
     u.completion_tokens = u.completion_tokens.max(generated.words());
     u.total_tokens = u

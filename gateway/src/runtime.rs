@@ -399,6 +399,8 @@ fn build(
                         Resource::Embeddings,
                         Resource::Models,
                         Resource::Responses,
+                        Resource::Completions,
+                        Resource::Moderations,
                     ]
                 })
                 .into_iter()

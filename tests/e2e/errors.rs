@@ -36,7 +36,7 @@ async fn client_errors_are_openai_envelopes() {
     envelope(r).await;
     // Unknown resource on a known proxy.
     let r = client()
-        .post(format!("{}/openai/completions", gw.url))
+        .post(format!("{}/openai/audio/speech", gw.url))
         .bearer_auth(KEY)
         .json(&hello("gpt-5-mini"))
         .send()

@@ -493,3 +493,193 @@ async fn the_responses_resource_follows_proxy_resources_and_key_scopes() {
     let (status, v) = call("/scoped/chat/completions", "pk-responses-only", &chat).await;
     assert_eq!(status, 403, "{v}");
 }
+
+/// `POST {base}/completions` (legacy text completions) and
+/// `POST {base}/moderations` are forwarded as they came to OpenAI-format
+/// routes, with the usage counted; other provider kinds refuse them
+/// clearly, and key scopes restrict them as resources of their own.
+#[tokio::test]
+async fn legacy_completions_and_moderations_reach_openai_format_routes() {
+    let mock = crate::harness::Mock::start().await;
+    let mut config = crate::all_providers_config(&mock, "");
+    config.push_str(concat!(
+        "  - { name: scoped, routes: [{ provider: openai }], keys: [",
+        "{ name: chat-key, env: PC_CHAT_KEY, scope: { resources: [\"chat/completions\"] } }, ",
+        "{ name: completions-key, env: PC_COMPLETIONS_KEY, scope: { resources: [completions] } }] }\n",
+    ));
+    let mut env = crate::ALL_PROVIDERS_ENV.to_vec();
+    env.extend([
+        ("PC_CHAT_KEY", "pk-chat-only"),
+        ("PC_COMPLETIONS_KEY", "pk-completions-only"),
+    ]);
+    let gw = crate::harness::Gateway::start_with_env(&config, &env).await;
+    let post = async |path: &str, key: &str, body: &Value| {
+        let r = client()
+            .post(format!("{}{path}", gw.url))
+            .bearer_auth(key)
+            .header("x-upstream-key", "sk-local")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let expected = "Mock reply from openai model gpt-5-mini: hello world";
+    let plain =
+        json!({"model": "gpt-5-mini", "prompt": "hello world", "suffix": "!", "echo": false});
+
+    // Whole: the provider's answer as it came, the routed model, the
+    // legacy parameters passed through.
+    for proxy in ["openai", "local"] {
+        let (status, text) = post(&format!("/{proxy}/v1/completions"), KEY, &plain).await;
+        assert_eq!(status, 200, "{proxy}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["object"], "text_completion", "{v}");
+        assert_eq!(v["choices"][0]["text"], expected);
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 2, "completion_tokens": 8, "total_tokens": 10})
+        );
+        let journal = mock.journal().await;
+        let call = journal.last().unwrap();
+        assert_eq!(call["path"], "/v1/completions");
+        assert_eq!(
+            (&call["body"]["suffix"], &call["body"]["echo"]),
+            (&json!("!"), &json!(false))
+        );
+    }
+
+    // Streamed, with and without the usage chunk the client asks for: the
+    // gateway always asks for it, and shows it only when asked.
+    for include_usage in [true, false] {
+        let mut body = plain.clone();
+        body["stream"] = json!(true);
+        if include_usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let (status, text) = post("/openai/completions", KEY, &body).await;
+        assert_eq!(status, 200, "{text}");
+        let events = sse_events(&text);
+        assert_eq!(events.last().unwrap().1, "[DONE]", "{text}");
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|(_, d)| serde_json::from_str(d).unwrap())
+            .collect();
+        let joined: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["text"].as_str())
+            .collect();
+        assert_eq!(joined, expected);
+        let usage: Vec<&Value> = chunks.iter().filter(|c| c["usage"].is_object()).collect();
+        if include_usage {
+            assert_eq!(usage.len(), 1, "{text}");
+            assert_eq!(usage[0]["usage"]["total_tokens"], 10);
+        } else {
+            assert!(usage.is_empty(), "{text}");
+        }
+        let journal = mock.journal().await;
+        assert_eq!(
+            journal.last().unwrap()["body"]["stream_options"]["include_usage"],
+            true
+        );
+    }
+
+    // Provider kinds without the endpoint: a 400 naming why, no provider call.
+    let before = mock.journal().await.len();
+    for (proxy, model) in [
+        ("anthropic", "claude-sonnet-4-5"),
+        ("gemini", "gemini-2.5-flash"),
+        ("bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
+        ("mistral", "mistral-small-latest"),
+    ] {
+        let body = json!({"model": model, "prompt": "hello world"});
+        let (status, text) = post(&format!("/{proxy}/completions"), KEY, &body).await;
+        assert_eq!(status, 400, "{proxy}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("does not offer the legacy `/completions` API"),
+            "{v}"
+        );
+    }
+
+    // Moderations: the OpenAI-compatible server's answer as it came (the
+    // `openai` provider lists its models, and no moderation model); Azure
+    // and Mistral refuse.
+    let moderation = json!({"input": ["I will kill the process", "hello"]});
+    let (status, text) = post("/local/moderations", KEY, &moderation).await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["model"], "omni-moderation-latest");
+    assert_eq!(
+        (&v["results"][0]["flagged"], &v["results"][1]["flagged"]),
+        (&json!(true), &json!(false))
+    );
+    assert_eq!(v["results"][0]["categories"]["violence"], true);
+    for (proxy, model) in [
+        ("azure", "omni-moderation-latest"),
+        ("mistral", "mistral-small-latest"),
+        ("anthropic", "claude-sonnet-4-5"),
+    ] {
+        let mut body = moderation.clone();
+        body["model"] = json!(model);
+        let (status, text) = post(&format!("/{proxy}/moderations"), KEY, &body).await;
+        assert_eq!(status, 400, "{proxy}: {text}");
+        assert!(
+            text.contains("does not offer OpenAI's `/moderations` API"),
+            "{text}"
+        );
+    }
+    assert_eq!(mock.journal().await.len(), before + 1);
+
+    // Key scopes: each endpoint is a resource of its own.
+    let (status, text) = post("/scoped/completions", "pk-chat-only", &plain).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("resource_not_allowed") && text.contains("`completions`"),
+        "{text}"
+    );
+    assert_eq!(
+        post("/scoped/completions", "pk-completions-only", &plain)
+            .await
+            .0,
+        200
+    );
+    let mut body = moderation.clone();
+    body["model"] = json!("gpt-5-mini");
+    let (status, text) = post("/scoped/moderations", "pk-completions-only", &body).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("`moderations`"), "{text}");
+
+    // Tokens and spend: three completions through `openai` (whole and two
+    // streams), each 2 in and 8 out, the stream without the usage chunk
+    // counted too; gpt-5-mini's shipped price (0.25 in, 2.00 out per
+    // million).
+    let m = crate::harness::metrics_when(
+        &gw.ops_url,
+        &[
+            "portcullis_tokens_total{",
+            "proxy=\"openai\"",
+            "type=\"output\"",
+        ],
+        24.0,
+    )
+    .await;
+    let tokens = |kind: &str| {
+        crate::harness::sum_of(
+            &m,
+            &[
+                "portcullis_tokens_total{",
+                "proxy=\"openai\"",
+                &format!("type=\"{kind}\""),
+            ],
+        )
+    };
+    assert_eq!((tokens("input"), tokens("output")), (6.0, 24.0), "{m}");
+    let cost = crate::harness::sum_of(&m, &["portcullis_cost_total{", "proxy=\"openai\""]);
+    let want = (6.0 * 0.25 + 24.0 * 2.0) / 1e6;
+    assert!((cost - want).abs() < 1e-12, "{cost} != {want}\n{m}");
+}

@@ -1190,6 +1190,84 @@ async fn embeddings_are_masked_and_rate_limited() {
     );
 }
 
+/// Legacy `/completions` and `/moderations` run the request phase of the
+/// chain on their texts: PII is masked before the provider, and
+/// token-rate-limit settles with the completion's usage (whole or
+/// streamed) and rejects past the limit before any provider call.
+#[tokio::test]
+async fn legacy_completions_and_moderations_are_masked_and_rate_limited() {
+    let s = start(
+        "",
+        &[(
+            "legacy",
+            "[{ name: pii-masking }, { name: token-rate-limit, settings: { limits: [{ metric: total_tokens, limit: 80, window: hour }] } }]",
+        )],
+    )
+    .await;
+    let send = |path: &'static str, body: Value| {
+        let url = format!("{}/legacy/{path}", s.gw.url);
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let prompt = "mail jane.doe@example.com please";
+    let r = send("moderations", json!({"input": [prompt, "two words"]})).await;
+    assert_eq!(r.status(), 200);
+    let r = send(
+        "completions",
+        json!({"model": "gpt-5-mini", "prompt": prompt, "max_tokens": 20, "stream": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    let mut allowed = 1;
+    let rejected = loop {
+        let r = send(
+            "completions",
+            json!({"model": "gpt-5-mini", "prompt": prompt, "max_tokens": 20}),
+        )
+        .await;
+        if r.status() == 429 {
+            break r;
+        }
+        assert_eq!(r.status(), 200);
+        assert!(header(&r, "x-ratelimit-remaining-tokens").is_some());
+        allowed += 1;
+        assert!(allowed < 10, "the limit never tripped");
+    };
+    let body: Value = rejected.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    let journal = s.mock.journal().await;
+    let prompts: Vec<&Value> = journal
+        .iter()
+        .filter(|e| e["path"] == "/v1/completions")
+        .map(|e| &e["body"]["prompt"])
+        .collect();
+    assert_eq!(
+        prompts.len(),
+        allowed,
+        "the refused request never reached the provider"
+    );
+    assert!(
+        prompts.iter().all(|p| *p == "mail [EMAIL_1] please"),
+        "{prompts:?}"
+    );
+    let moderated = journal
+        .iter()
+        .find(|e| e["path"] == "/v1/moderations")
+        .unwrap();
+    assert_eq!(
+        moderated["body"]["input"],
+        json!(["mail [EMAIL_1] please", "two words"])
+    );
+}
+
 /// Proxies attaching the same module with the same settings share one
 /// attachment (settings validated and `init` run once), and a reload
 /// reuses the attachments of proxies whose policies did not change; a

@@ -39,6 +39,20 @@ async fn official_openai_python_client_works_through_the_gateway() {
     assert_eq!(v["auth_error"]["code"], "invalid_api_key");
     assert!(v["embedding_len"].as_u64().unwrap() > 0);
 
+    // client.completions.create (legacy), plain and streamed with its usage
+    // chunk, and client.moderations.create.
+    let c = &v["completions"];
+    assert_eq!(c["plain"], expected);
+    assert_eq!(c["streamed"], expected);
+    assert_eq!(c["finish"], "stop");
+    assert_eq!(
+        (c["prompt"].as_u64(), c["total"].as_u64()),
+        (Some(3), Some(12))
+    );
+    assert_eq!(c["stream_total"], c["total"]);
+    assert_eq!(v["moderations"], serde_json::json!([true, false]));
+    assert_eq!(v["moderation_violence"], true);
+
     // client.responses.create, plain and with stream=True, and the
     // client's stream helper.
     let r = &v["responses"];

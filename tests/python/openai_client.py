@@ -59,6 +59,24 @@ resp_tool = client.responses.create(
 )
 resp_call = next(item for item in resp_tool.output if item.type == "function_call")
 
+# Legacy text completions, plain and streamed (forwarded to the OpenAI
+# route as they came), and moderations (the proxy's provider lists its
+# models, so the moderation call names one of them).
+legacy = client.completions.create(model=model, prompt="Hello from Python", max_tokens=50)
+legacy_streamed = ""
+legacy_stream_total = None
+for chunk in client.completions.create(
+    model=model,
+    prompt="Hello from Python",
+    stream=True,
+    stream_options={"include_usage": True},
+):
+    if chunk.choices:
+        legacy_streamed += chunk.choices[0].text
+    if chunk.usage:
+        legacy_stream_total = chunk.usage.total_tokens
+moderation = client.moderations.create(model=model, input=["I will kill it", "Hello"])
+
 models = [m.id for m in client.models.list()]
 emb = client.embeddings.create(model=model, input="hello world")
 
@@ -80,6 +98,16 @@ print(json.dumps({
     "models": models,
     "embedding_len": len(emb.data[0].embedding),
     "auth_error": error,
+    "completions": {
+        "plain": legacy.choices[0].text,
+        "finish": legacy.choices[0].finish_reason,
+        "prompt": legacy.usage.prompt_tokens,
+        "total": legacy.usage.total_tokens,
+        "streamed": legacy_streamed,
+        "stream_total": legacy_stream_total,
+    },
+    "moderations": [r.flagged for r in moderation.results],
+    "moderation_violence": moderation.results[0].categories.violence,
     "responses": {
         "plain": resp.output_text,
         "usage": {

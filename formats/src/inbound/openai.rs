@@ -4,7 +4,8 @@
 use bytes::BytesMut;
 use portcullis_types::gateway_config::InboundKind;
 use portcullis_types::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, FinishReason, Usage,
+    ChatChunk, ChatRequest, ChatResponse, CompletionsRequest, EmbeddingsRequest, FinishReason,
+    ModerationsRequest, Usage,
 };
 
 use super::{ChatPath, ClientFormat, StreamEncoder};
@@ -83,6 +84,16 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, GatewayError> {
 
 /// Parses and checks an embeddings request.
 pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, GatewayError> {
+    parse_json(body)
+}
+
+/// Parses a legacy text completions request (forwarded, not translated).
+pub fn parse_completions(body: &[u8]) -> Result<CompletionsRequest, GatewayError> {
+    parse_json(body)
+}
+
+/// Parses a moderations request (forwarded, not translated).
+pub fn parse_moderations(body: &[u8]) -> Result<ModerationsRequest, GatewayError> {
     parse_json(body)
 }
 

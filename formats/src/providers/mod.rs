@@ -7,13 +7,15 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod forwarded;
 pub mod gemini;
 pub mod openai;
 pub mod sigv4;
 
 use bytes::Bytes;
 use portcullis_types::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse,
+    ChatChunk, ChatRequest, ChatResponse, CompletionsRequest, EmbeddingsRequest,
+    EmbeddingsResponse, ModerationsRequest,
 };
 
 use crate::error::GatewayError;
@@ -166,6 +168,39 @@ pub trait Provider: Send + Sync {
     ) -> Result<EmbeddingsResponse, GatewayError> {
         Err(GatewayError::internal(
             "embeddings are not supported by this provider",
+        ))
+    }
+
+    /// Builds the upstream legacy text completions request (forwarded as
+    /// sent, with the routed model; see `forwarded`). Only OpenAI-format
+    /// providers have the endpoint.
+    fn completions_request(
+        &self,
+        _req: &CompletionsRequest,
+        _call: &UpstreamCall<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        Err(GatewayError::invalid_param(
+            "model",
+            format!(
+                "This model is served by a {} route, which does not offer the legacy `/completions` API; use `/chat/completions`.",
+                self.kind().label()
+            ),
+        ))
+    }
+
+    /// Builds the upstream moderations request (forwarded as sent, with the
+    /// routed model). Only OpenAI and OpenAI-compatible providers have it.
+    fn moderations_request(
+        &self,
+        _req: &ModerationsRequest,
+        _call: &UpstreamCall<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        Err(GatewayError::invalid_param(
+            "model",
+            format!(
+                "This model is served by a {} route, which does not offer OpenAI's `/moderations` API.",
+                self.kind().label()
+            ),
         ))
     }
 

@@ -13,8 +13,9 @@
 //!   the client sees it.
 
 use portcullis_types::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, ErrorEnvelope,
-    Message, ResponseFormat, Stop, StreamOptions, Tool, ToolChoice,
+    ChatChunk, ChatRequest, ChatResponse, CompletionsRequest, EmbeddingsRequest,
+    EmbeddingsResponse, ErrorEnvelope, Message, ModerationsRequest, ResponseFormat, Stop,
+    StreamOptions, Tool, ToolChoice,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -223,6 +224,73 @@ impl Provider for OpenAiProvider {
     ) -> Result<EmbeddingsResponse, GatewayError> {
         parse_upstream_json(self.kind, body)
     }
+
+    fn completions_request(
+        &self,
+        req: &CompletionsRequest,
+        call: &UpstreamCall<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        // Mistral's only completions endpoint is fill-in-the-middle
+        // (`/fim/completions`), another API.
+        if self.kind == ProviderKind::Mistral {
+            return Err(GatewayError::invalid_param(
+                "model",
+                "This model is served by a Mistral route, which does not offer the legacy `/completions` API; use `/chat/completions`.",
+            ));
+        }
+        let mut v = to_json(req)?;
+        v["model"] = Value::String(call.model.to_owned());
+        // As for chat: the gateway always asks a stream for its usage and
+        // shows the usage chunk only to a client that asked for it.
+        if call.stream && call.track_usage {
+            let opts = v.as_object_mut().map(|o| {
+                o.entry("stream_options")
+                    .or_insert_with(|| Value::Object(Map::new()))
+            });
+            if let Some(Value::Object(o)) = opts {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
+        let bytes = serde_json::to_vec(&v)
+            .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
+        let mut up = UpstreamRequest::post_json(self.path("completions", call.model), bytes);
+        self.auth_headers(call, &mut up.headers);
+        Ok(up)
+    }
+
+    fn moderations_request(
+        &self,
+        req: &ModerationsRequest,
+        call: &UpstreamCall<'_>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        // Azure OpenAI has no moderations endpoint (its content filter runs
+        // on every call); Mistral's `/moderations` takes and answers other
+        // shapes (its own categories), so it is not passed off as OpenAI's.
+        if !matches!(
+            self.kind,
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible
+        ) {
+            return Err(GatewayError::invalid_param(
+                "model",
+                format!(
+                    "This model is served by a {} route, which does not offer OpenAI's `/moderations` API.",
+                    self.kind.label()
+                ),
+            ));
+        }
+        let mut v = to_json(req)?;
+        v["model"] = Value::String(call.model.to_owned());
+        let bytes = serde_json::to_vec(&v)
+            .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
+        let mut up = UpstreamRequest::post_json(self.path("moderations", call.model), bytes);
+        self.auth_headers(call, &mut up.headers);
+        Ok(up)
+    }
+}
+
+fn to_json(req: &impl Serialize) -> Result<Value, GatewayError> {
+    serde_json::to_value(req)
+        .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))
 }
 
 /// Decodes an OpenAI-style SSE stream of `chat.completion.chunk` objects.
@@ -491,6 +559,56 @@ mod tests {
         assert!(
             matches!(out.last(), Some(StreamEvent::Error(e)) if e.message.contains("overloaded"))
         );
+    }
+
+    #[test]
+    fn completions_are_forwarded_with_the_routed_model_and_asked_for_usage() {
+        let req: CompletionsRequest = serde_json::from_str(
+            r#"{"model":"client","prompt":"Say","suffix":"!","echo":true,"stream":true}"#,
+        )
+        .unwrap();
+        let p = OpenAiProvider::new(ProviderKind::OpenaiCompatible, settings("/v1"));
+        let up = p.completions_request(&req, &call(true)).unwrap();
+        assert_eq!(up.path, "/v1/completions");
+        let body: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(body["model"], call(true).model);
+        assert_eq!(
+            (&body["suffix"], &body["echo"]),
+            (&Value::from("!"), &Value::from(true))
+        );
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        let azure = OpenAiProvider::new(ProviderKind::AzureOpenai, settings(""));
+        assert!(
+            azure
+                .completions_request(&req, &call(false))
+                .unwrap()
+                .path
+                .starts_with("/openai/deployments/")
+        );
+        let mistral = OpenAiProvider::new(ProviderKind::Mistral, settings("/v1"));
+        assert_eq!(
+            mistral
+                .completions_request(&req, &call(true))
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn moderations_go_only_to_openai_and_compatible_servers() {
+        let req: ModerationsRequest = serde_json::from_str(r#"{"input":["a","b"]}"#).unwrap();
+        let p = OpenAiProvider::new(ProviderKind::Openai, settings("/v1"));
+        let up = p.moderations_request(&req, &call(false)).unwrap();
+        assert_eq!(up.path, "/v1/moderations");
+        let body: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(body["input"], serde_json::json!(["a", "b"]));
+        for kind in [ProviderKind::AzureOpenai, ProviderKind::Mistral] {
+            let e = OpenAiProvider::new(kind, settings(""))
+                .moderations_request(&req, &call(false))
+                .unwrap_err();
+            assert!(e.message.contains("moderations"), "{}", e.message);
+        }
     }
 
     #[test]

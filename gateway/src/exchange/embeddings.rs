@@ -12,7 +12,6 @@ use super::context::RequestCtx;
 use super::egress::write_json;
 use super::egress::{answer_headers, policy_headers};
 use super::ingress::provider_key;
-use crate::config::InboundKind;
 use crate::error::GatewayError;
 use crate::policy::ChainRun;
 use crate::providers::UpstreamCall;
@@ -29,15 +28,11 @@ impl Gateway {
         mut req: EmbeddingsRequest,
     ) -> Result<(), GatewayError> {
         ctx.request.operation = "embeddings";
-        let mut policies = None;
-        if let Some(chain) = &proxy.policies {
-            let mut run = chain.start(Some(self.metrics.clone())).await?;
-            let meta = super::request_meta(session, ctx, proxy, InboundKind::Openai);
-            let outcome = run.on_embeddings_request(&mut req, &meta);
-            self.note_policy_signals(proxy, &run, outcome.as_ref().err());
-            outcome?;
-            policies = Some(run);
-        }
+        let mut policies = self
+            .request_phase(session, ctx, proxy, |run, meta| {
+                run.on_embeddings_request(&mut req, meta)
+            })
+            .await?;
         let mut walk = self.plan_routes(ctx, rt, proxy, &req.model, None).await?;
         loop {
             let next = walk.next(ctx);

@@ -26,6 +26,10 @@ pub(super) enum Endpoint {
         path: ChatPath,
     },
     Embeddings,
+    /// OpenAI's legacy text completions, forwarded to OpenAI-format routes.
+    Completions,
+    /// OpenAI's moderations, forwarded to OpenAI-format routes.
+    Moderations,
     Models,
     Model(String),
 }
@@ -120,6 +124,8 @@ pub(super) fn match_endpoint(
     }
     match rest {
         "/embeddings" if openai => post(Endpoint::Embeddings, Resource::Embeddings),
+        "/completions" if openai => post(Endpoint::Completions, Resource::Completions),
+        "/moderations" if openai => post(Endpoint::Moderations, Resource::Moderations),
         "/models" => {
             if !proxy.resources.contains(&Resource::Models) {
                 return Err(GatewayError::not_found(
@@ -224,6 +230,8 @@ pub(super) fn check_endpoint_scope(
     let resource = match endpoint {
         Endpoint::Models | Endpoint::Model(_) => Resource::Models,
         Endpoint::Embeddings => Resource::Embeddings,
+        Endpoint::Completions => Resource::Completions,
+        Endpoint::Moderations => Resource::Moderations,
         Endpoint::Chat { format, .. } => format.resource(),
     };
     if !scope.resources.is_empty() && !scope.resources.contains(&resource) {

@@ -20,7 +20,9 @@
 //!   parse, render the answer, the stream and errors;
 //! - `chat` and `embeddings`: the policies' request phase, then one
 //!   attempt per route (`routes`, the walk through the planned routes)
-//!   until one answers;
+//!   until one answers; `forwarded` does the same for the OpenAI endpoints
+//!   passed to OpenAI-format providers as they came (legacy completions,
+//!   moderations);
 //! - `attempt`: one provider call, sent while the client is watched, and
 //!   its reply classified;
 //! - `stream`: a streamed answer relayed as a type (`StreamRelay`);
@@ -35,6 +37,7 @@ mod chat;
 mod context;
 mod egress;
 mod embeddings;
+mod forwarded;
 mod ingress;
 mod report;
 mod routes;
@@ -254,6 +257,26 @@ impl Gateway {
                 )?;
                 self.embeddings(session, ctx, &rt, &proxy, req).await
             }
+            Endpoint::Completions => {
+                let body = ingress::read_body(session, &rt).await?;
+                let req = inbound::openai::parse_completions(&body)?;
+                inbound::check_model(&req.model)?;
+                ingress::check_model_scope(
+                    scope.as_deref(),
+                    strip_proxy_prefix(&proxy, &req.model),
+                )?;
+                self.completions(session, ctx, &rt, &proxy, req).await
+            }
+            Endpoint::Moderations => {
+                let body = ingress::read_body(session, &rt).await?;
+                let req = inbound::openai::parse_moderations(&body)?;
+                inbound::check_model(req.routed_model())?;
+                ingress::check_model_scope(
+                    scope.as_deref(),
+                    strip_proxy_prefix(&proxy, req.routed_model()),
+                )?;
+                self.moderations(session, ctx, &rt, &proxy, req).await
+            }
             Endpoint::Chat { format, path } => {
                 // A model named in the path is checked before the body is read.
                 if let Some(model) = &path.model {
@@ -291,6 +314,32 @@ impl Gateway {
     pub async fn fail(&self, session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError) {
         ctx.tally.status = err.status;
         write_json(session, ctx, err.status, err.to_openai_json(), &[]).await;
+    }
+}
+
+impl Gateway {
+    /// Starts the proxy's policy chain, if it has one, and runs `phase` (a
+    /// request phase of a request that is not a chat: embeddings, legacy
+    /// completions, moderations) on it, noting what it signals.
+    async fn request_phase(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        proxy: &Proxy,
+        phase: impl FnOnce(
+            &mut crate::policy::ChainRun,
+            &crate::policy::RequestMeta<'_>,
+        ) -> Result<(), GatewayError>,
+    ) -> Result<Option<crate::policy::ChainRun>, GatewayError> {
+        let Some(chain) = &proxy.policies else {
+            return Ok(None);
+        };
+        let mut run = chain.start(Some(self.metrics.clone())).await?;
+        let meta = request_meta(session, ctx, proxy, InboundKind::Openai);
+        let outcome = phase(&mut run, &meta);
+        self.note_policy_signals(proxy, &run, outcome.as_ref().err());
+        outcome?;
+        Ok(Some(run))
     }
 }
 

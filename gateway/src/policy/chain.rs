@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 
 use portcullis_types::policy::Capability;
 use portcullis_types::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta,
-    EmbeddingInput, EmbeddingsRequest, FinishReason, Message, Role, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionsRequest, Content,
+    ContentPart, Delta, EmbeddingInput, EmbeddingsRequest, FinishReason, Message,
+    ModerationsRequest, Role, Usage,
 };
 use wasmtime::Store;
 
@@ -640,6 +641,46 @@ impl ChainRun {
         Ok(())
     }
 
+    /// The request phase for a legacy completions request, seen as a chat
+    /// request (`texts_as_chat`); edits to the prompt's texts and the model
+    /// are carried back. The response phase does not run for it (its answer
+    /// is forwarded as it came); `complete` settles it with its usage.
+    pub fn on_completions_request(
+        &mut self,
+        req: &mut CompletionsRequest,
+        meta: &RequestMeta<'_>,
+    ) -> Result<(), GatewayError> {
+        let texts = req.prompt.texts().unwrap_or_default();
+        let mut chat = texts_as_chat(&req.model, &texts, req.max_tokens, req.stream)?;
+        self.request_phase(&mut chat, meta, false)?;
+        req.model = chat.model.clone();
+        apply_chat_texts(&chat, &mut req.prompt);
+        Ok(())
+    }
+
+    /// The request phase for a moderations request, seen as a chat request
+    /// of its texts that generates nothing; edits to the model and to a
+    /// text or list of texts are carried back (multimodal input is seen,
+    /// not edited).
+    pub fn on_moderations_request(
+        &mut self,
+        req: &mut ModerationsRequest,
+        meta: &RequestMeta<'_>,
+    ) -> Result<(), GatewayError> {
+        let routed = req.routed_model().to_owned();
+        let mut chat = texts_as_chat(&routed, &req.texts(), Some(0), false)?;
+        self.request_phase(&mut chat, meta, false)?;
+        if chat.model != routed {
+            req.model = Some(chat.model.clone());
+        }
+        let plain: Option<EmbeddingInput> = serde_json::from_value(req.input.clone()).ok();
+        if let Some(mut input @ (EmbeddingInput::One(_) | EmbeddingInput::Many(_))) = plain {
+            apply_chat_texts(&chat, &mut input);
+            req.input = serde_json::to_value(input).unwrap_or_default();
+        }
+        Ok(())
+    }
+
     fn request_phase(
         &mut self,
         req: &mut ChatRequest,
@@ -1223,31 +1264,54 @@ pub fn request_view(req: &ChatRequest, meta: &RequestMeta<'_>) -> wit::Request {
 /// one user message per input text (none for token-id input), no output
 /// (`max_tokens: 0`), not streamed.
 pub fn embeddings_as_chat(req: &EmbeddingsRequest) -> Result<ChatRequest, GatewayError> {
-    let messages: Vec<serde_json::Value> = req
-        .input
-        .texts()
-        .unwrap_or_default()
-        .into_iter()
+    texts_as_chat(
+        &req.model,
+        &req.input.texts().unwrap_or_default(),
+        Some(0),
+        false,
+    )
+}
+
+/// The chat request policies see for a request that is not a chat (one
+/// user message per text): how embeddings, legacy completions and
+/// moderations reach the policies' request phase.
+fn texts_as_chat(
+    model: &str,
+    texts: &[&str],
+    max_tokens: Option<u32>,
+    stream: bool,
+) -> Result<ChatRequest, GatewayError> {
+    let messages: Vec<serde_json::Value> = texts
+        .iter()
         .map(|t| serde_json::json!({"role": "user", "content": t}))
         .collect();
-    serde_json::from_value(serde_json::json!({
-        "model": req.model,
+    let mut view = serde_json::json!({
+        "model": model,
         "messages": messages,
-        "max_tokens": 0,
-    }))
-    .map_err(|e| GatewayError::internal(format!("embeddings request view: {e}")))
+        "stream": stream,
+    });
+    if let Some(n) = max_tokens {
+        view["max_tokens"] = n.into();
+    }
+    serde_json::from_value(view).map_err(|e| GatewayError::internal(format!("request view: {e}")))
 }
 
 /// Carries the policies' edits of an embeddings request's chat view back:
-/// the model, and the texts (one input per message, in order). Token-id
-/// input, which has no text, is left as it is.
+/// the model, and the texts.
 fn apply_chat_to_embeddings(chat: ChatRequest, req: &mut EmbeddingsRequest) {
+    apply_chat_texts(&chat, &mut req.input);
     req.model = chat.model;
+}
+
+/// Carries the texts of a chat view back into the input it was made of
+/// (one input per message, in order). Token-id input, which has no text,
+/// is left as it is.
+fn apply_chat_texts(chat: &ChatRequest, input: &mut EmbeddingInput) {
     if chat.messages.is_empty() {
         return;
     }
     let mut texts: Vec<String> = chat.messages.iter().map(Message::text_content).collect();
-    req.input = match (&req.input, texts.len()) {
+    *input = match (&*input, texts.len()) {
         (EmbeddingInput::One(_), 1) => EmbeddingInput::One(texts.remove(0)),
         _ => EmbeddingInput::Many(texts),
     };

@@ -383,6 +383,14 @@ pub enum Resource {
     /// `openai` inbound format.
     #[serde(rename = "responses")]
     Responses,
+    /// OpenAI's legacy text completions (`POST /completions`), forwarded
+    /// to OpenAI-format routes only (docs/gateway.md).
+    #[serde(rename = "completions")]
+    Completions,
+    /// OpenAI's moderations (`POST /moderations`), forwarded to OpenAI and
+    /// OpenAI-compatible routes only.
+    #[serde(rename = "moderations")]
+    Moderations,
 }
 
 /// A route to a provider.

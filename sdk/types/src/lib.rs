@@ -8,6 +8,7 @@
 //! gateway release to pass.
 
 pub mod chat;
+pub mod completions;
 pub mod embeddings;
 pub mod error;
 pub mod gateway_config;
@@ -20,6 +21,7 @@ pub mod proxy_rules;
 pub mod usage;
 
 pub use chat::*;
+pub use completions::*;
 pub use embeddings::*;
 pub use error::{ErrorBody, ErrorEnvelope};
 pub use models::{ModelEntry, ModelList};

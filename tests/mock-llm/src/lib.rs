@@ -67,6 +67,8 @@ impl MockLlm {
             // OpenAI
             .route("/v1/chat/completions", post(openai_chat))
             .route("/v1/embeddings", post(openai_embeddings))
+            .route("/v1/completions", post(openai_completions))
+            .route("/v1/moderations", post(openai_moderations))
             .route("/v1/models", get(openai_models))
             // Azure OpenAI
             .route(
@@ -180,6 +182,32 @@ async fn openai_embeddings(
         openai::embeddings(ex, None)
     })
     .await
+}
+
+async fn openai_completions(
+    State(s): SharedState,
+    m: Method,
+    u: Uri,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    run(
+        &s,
+        Provider::OpenAi,
+        (m, u, h, b),
+        openai::legacy_completion,
+    )
+    .await
+}
+
+async fn openai_moderations(
+    State(s): SharedState,
+    m: Method,
+    u: Uri,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    run(&s, Provider::OpenAi, (m, u, h, b), openai::moderation).await
 }
 
 async fn openai_models(State(s): SharedState, m: Method, u: Uri, h: HeaderMap) -> Response {

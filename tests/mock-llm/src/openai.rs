@@ -14,7 +14,8 @@
 //!   arrive whole in one chunk, not as argument fragments.
 //!
 //! Endpoints: chat completions (streamed or not), embeddings and, for OpenAI
-//! and Mistral, the model list.
+//! and Mistral, the model list; for OpenAI also the legacy text
+//! completions (`/v1/completions`) and moderations (`/v1/moderations`).
 
 use axum::http::StatusCode;
 use base64::Engine as _;
@@ -98,6 +99,168 @@ pub(crate) fn chat(ex: &mut Exchange, deployment: Option<String>) -> Outcome {
         Outcome::stream("text/event-stream", frames, &reply)
     } else {
         Outcome::json(completion(provider, &ids, &model, &reply), &reply)
+    }
+}
+
+/// `POST /v1/completions`, OpenAI's legacy text completions: the prompt
+/// (its first text when it is a list) is answered like a chat's last user
+/// message, as `text_completion` objects; streamed as `data:` chunks and
+/// `[DONE]`, with a usage chunk (`choices: []`) only when
+/// `stream_options.include_usage` is true.
+pub(crate) fn legacy_completion(ex: &mut Exchange) -> Outcome {
+    let provider = ex.provider;
+    if let Err(error) = check_access(ex) {
+        return Outcome::Error(error);
+    }
+    let Some(body) = ex.json_object() else {
+        return Outcome::Error(invalid_json(provider));
+    };
+    ex.stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let model = match model_of(provider, &body, None) {
+        Ok(model) => model,
+        Err(error) => return Outcome::Error(error),
+    };
+    ex.model = Some(model.clone());
+    let prompt = match body.get("prompt") {
+        Some(Value::String(p)) => p.clone(),
+        Some(Value::Array(items)) if items.first().is_some_and(Value::is_string) => {
+            items[0].as_str().unwrap_or_default().to_owned()
+        }
+        _ => {
+            return Outcome::Error(
+                bad_request(provider, "Missing required parameter: 'prompt'.")
+                    .param("prompt")
+                    .code("missing_required_parameter"),
+            );
+        }
+    };
+    let conversation = read_conversation(&body, &[json!({"role": "user", "content": prompt})]);
+    let reply = conversation.reply(provider, &model);
+    let Content::Text(text) = &reply.content else {
+        return Outcome::Error(bad_request(provider, "Tools are not supported here."));
+    };
+    let id = format!("cmpl-mock{:016}", ex.seq);
+    let created = unix_now();
+    let finish = finish_reason(&reply.finish);
+    let usage = json!({
+        "prompt_tokens": reply.input_tokens,
+        "completion_tokens": reply.output_tokens,
+        "total_tokens": reply.input_tokens + reply.output_tokens,
+    });
+    let object = |choices: Value, usage: Option<&Value>| {
+        let mut o = json!({
+            "id": id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        });
+        if let Some(u) = usage {
+            o["usage"] = u.clone();
+        }
+        o
+    };
+    let choice = |text: &str, finish: Option<&str>| json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]);
+    if !ex.stream {
+        return Outcome::json(object(choice(text, Some(finish)), Some(&usage)), &reply);
+    }
+    let include_usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let pieces = reply.stream_pieces();
+    let last = pieces.len().saturating_sub(1);
+    let mut frames: Vec<_> = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| sse_data(&object(choice(piece, (i == last).then_some(finish)), None)))
+        .collect();
+    if include_usage {
+        frames.push(sse_data(&object(json!([]), Some(&usage))));
+    }
+    frames.push(axum::body::Bytes::from_static(b"data: [DONE]\n\n"));
+    Outcome::stream("text/event-stream", frames, &reply)
+}
+
+/// The categories of OpenAI's omni moderation model.
+const MODERATION_CATEGORIES: &[&str] = &[
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+];
+
+/// `POST /v1/moderations`: one result per input text; a text with the word
+/// "kill" is flagged for violence, anything else is clean (deterministic,
+/// so tests can expect either).
+pub(crate) fn moderation(ex: &mut Exchange) -> Outcome {
+    let provider = ex.provider;
+    if let Err(error) = check_access(ex) {
+        return Outcome::Error(error);
+    }
+    let Some(body) = ex.json_object() else {
+        return Outcome::Error(invalid_json(provider));
+    };
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("omni-moderation-latest")
+        .to_owned();
+    ex.model = Some(model.clone());
+    let texts: Vec<String> = match body.get("input") {
+        Some(Value::String(t)) => vec![t.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| i.get("text").and_then(Value::as_str).map(str::to_owned))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if texts.is_empty() {
+        return Outcome::Error(
+            bad_request(provider, "Missing required parameter: 'input'.").param("input"),
+        );
+    }
+    let results: Vec<Value> = texts
+        .iter()
+        .map(|text| {
+            let violent = text
+                .split(|c: char| !c.is_alphanumeric())
+                .any(|w| w.eq_ignore_ascii_case("kill"));
+            let mut categories = Map::new();
+            let mut scores = Map::new();
+            let mut applied = Map::new();
+            for &c in MODERATION_CATEGORIES {
+                let hit = violent && c == "violence";
+                categories.insert(c.into(), json!(hit));
+                scores.insert(c.into(), json!(if hit { 0.91 } else { 0.0001 }));
+                applied.insert(c.into(), json!(["text"]));
+            }
+            json!({
+                "flagged": violent,
+                "categories": categories,
+                "category_scores": scores,
+                "category_applied_input_types": applied,
+            })
+        })
+        .collect();
+    Outcome::Json {
+        body: json!({"id": format!("modr-mock{:016}", ex.seq), "model": model, "results": results}),
+        usage: None,
     }
 }
 
@@ -839,6 +1002,64 @@ mod tests {
         assert_eq!(chunks[5]["usage"]["prompt_tokens"], 4);
         assert_eq!(chunks[5]["usage"]["completion_tokens"], 3);
         assert_eq!(chunks[5]["usage"]["total_tokens"], 7);
+    }
+
+    #[tokio::test]
+    async fn openai_legacy_completions_whole_and_streamed() {
+        let mock = Mock::start().await;
+        let body = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "hello world"});
+        let (status, _, whole) = mock
+            .post_json("/v1/completions", &[BEARER], body.clone())
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(whole["object"], "text_completion");
+        assert_eq!(whole["id"], "cmpl-mock0000000000000001");
+        let text = "Mock reply from openai model gpt-3.5-turbo-instruct: hello world";
+        assert_eq!(
+            whole["choices"],
+            json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": "stop"}])
+        );
+        assert_eq!(
+            whole["usage"],
+            json!({"prompt_tokens": 2, "completion_tokens": 8, "total_tokens": 10})
+        );
+        let mut streamed = body;
+        streamed["stream"] = json!(true);
+        streamed["stream_options"] = json!({"include_usage": true});
+        let (_, _, sse) = mock.post_text("/v1/completions", &[BEARER], streamed).await;
+        let events = sse_data_events(&sse);
+        assert_eq!(events.last().unwrap(), "[DONE]");
+        let chunks: Vec<serde_json::Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        let joined: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["text"].as_str())
+            .collect();
+        assert_eq!(joined, text);
+        let usage = chunks.last().unwrap();
+        assert_eq!(
+            (&usage["choices"], &usage["usage"]["total_tokens"]),
+            (&json!([]), &json!(10))
+        );
+    }
+
+    #[tokio::test]
+    async fn openai_moderations_flag_violence_only() {
+        let mock = Mock::start().await;
+        let (status, _, body) = mock
+            .post_json(
+                "/v1/moderations",
+                &[BEARER],
+                json!({"input": ["I will kill it", "hello"]}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["model"], "omni-moderation-latest");
+        assert_eq!(body["results"][0]["flagged"], true);
+        assert_eq!(body["results"][0]["categories"]["violence"], true);
+        assert_eq!(body["results"][1]["flagged"], false);
     }
 
     fn tool_body(stream: bool) -> serde_json::Value {
