@@ -77,6 +77,23 @@ pub(super) async fn call(
     Ok(Some(OpenAnswer { peer, ex, started }))
 }
 
+/// `call`, then the whole answer read: the attempt of a request whose
+/// answer is never streamed (embeddings, moderations). `None`: the client
+/// left.
+pub(super) async fn call_whole(
+    connector: &Connector,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    rt: &Runtime,
+    route: &Route,
+    up_req: &mut UpstreamRequest,
+) -> Result<Option<Bytes>, GatewayError> {
+    match call(connector, session, ctx, rt, route, up_req).await? {
+        Some(answer) => answer.read_whole(connector, session, ctx).await,
+        None => Ok(None),
+    }
+}
+
 impl OpenAnswer {
     /// Reads the whole answer while the client is watched; `None` when
     /// the client left first (the request is then marked as cancelled).

@@ -75,12 +75,10 @@ impl Gateway {
             track_usage: true,
         };
         let mut up_req = route.provider.embeddings_request(req, &call)?;
-        let answer = attempt::call(&self.connector, session, ctx, rt, route, &mut up_req).await?;
-        let Some(answer) = answer else {
+        let body =
+            attempt::call_whole(&self.connector, session, ctx, rt, route, &mut up_req).await?;
+        let Some(body) = body else {
             return Ok(()); // the client left
-        };
-        let Some(body) = answer.read_whole(&self.connector, session, ctx).await? else {
-            return Ok(());
         };
         let resp = route.provider.embeddings_response(&body, &call)?;
         let input = crate::accounting::embeddings_input_tokens(resp.usage.prompt_tokens, req);

@@ -181,12 +181,10 @@ impl Gateway {
             track_usage: true,
         };
         let mut up_req = route.provider.moderations_request(req, &call)?;
-        let answer = attempt::call(&self.connector, session, ctx, rt, route, &mut up_req).await?;
-        let Some(answer) = answer else {
-            return Ok(());
-        };
-        let Some(body) = answer.read_whole(&self.connector, session, ctx).await? else {
-            return Ok(());
+        let body =
+            attempt::call_whole(&self.connector, session, ctx, rt, route, &mut up_req).await?;
+        let Some(body) = body else {
+            return Ok(()); // the client left
         };
         #[derive(serde::Deserialize)]
         struct ModelOnly {
