@@ -549,6 +549,16 @@ async fn legacy_completions_and_moderations_reach_openai_format_routes() {
         );
     }
 
+    // Azure: the deployment in the path, its `api-key`.
+    let (status, text) = post("/azure/completions", KEY, &plain).await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["model"], "gpt-4o-deploy", "{v}");
+    assert_eq!(v["usage"]["total_tokens"], 10, "{v}");
+    let journal = mock.journal().await;
+    let call = journal.last().unwrap();
+    assert_eq!(call["path"], "/openai/deployments/gpt-4o-deploy/completions");
+
     // Streamed, with and without the usage chunk the client asks for: the
     // gateway always asks for it, and shows it only when asked.
     for include_usage in [true, false] {

@@ -76,6 +76,10 @@ impl MockLlm {
                 post(azure_chat),
             )
             .route(
+                "/openai/deployments/{deployment}/completions",
+                post(azure_completions),
+            )
+            .route(
                 "/openai/deployments/{deployment}/embeddings",
                 post(azure_embeddings),
             )
@@ -191,12 +195,23 @@ async fn openai_completions(
     h: HeaderMap,
     b: Bytes,
 ) -> Response {
-    run(
-        &s,
-        Provider::OpenAi,
-        (m, u, h, b),
-        openai::legacy_completion,
-    )
+    run(&s, Provider::OpenAi, (m, u, h, b), |ex| {
+        openai::legacy_completion(ex, None)
+    })
+    .await
+}
+
+async fn azure_completions(
+    State(s): SharedState,
+    Path(deployment): Path<String>,
+    m: Method,
+    u: Uri,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    run(&s, Provider::Azure, (m, u, h, b), |ex| {
+        openai::legacy_completion(ex, Some(deployment))
+    })
     .await
 }
 

@@ -15,7 +15,9 @@
 //!
 //! Endpoints: chat completions (streamed or not), embeddings and, for OpenAI
 //! and Mistral, the model list; for OpenAI also the legacy text
-//! completions (`/v1/completions`) and moderations (`/v1/moderations`).
+//! completions (`/v1/completions`, and Azure's
+//! `/openai/deployments/{deployment}/completions`) and moderations
+//! (`/v1/moderations`).
 
 use axum::http::StatusCode;
 use base64::Engine as _;
@@ -107,7 +109,9 @@ pub(crate) fn chat(ex: &mut Exchange, deployment: Option<String>) -> Outcome {
 /// message, as `text_completion` objects; streamed as `data:` chunks and
 /// `[DONE]`, with a usage chunk (`choices: []`) only when
 /// `stream_options.include_usage` is true.
-pub(crate) fn legacy_completion(ex: &mut Exchange) -> Outcome {
+/// `deployment` is the Azure path segment (Azure serves the legacy API for
+/// its instruct deployments).
+pub(crate) fn legacy_completion(ex: &mut Exchange, deployment: Option<String>) -> Outcome {
     let provider = ex.provider;
     if let Err(error) = check_access(ex) {
         return Outcome::Error(error);
@@ -116,7 +120,7 @@ pub(crate) fn legacy_completion(ex: &mut Exchange) -> Outcome {
         return Outcome::Error(invalid_json(provider));
     };
     ex.stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let model = match model_of(provider, &body, None) {
+    let model = match model_of(provider, &body, deployment) {
         Ok(model) => model,
         Err(error) => return Outcome::Error(error),
     };
@@ -158,6 +162,9 @@ pub(crate) fn legacy_completion(ex: &mut Exchange) -> Outcome {
         });
         if let Some(u) = usage {
             o["usage"] = u.clone();
+        }
+        if provider == Provider::Azure {
+            o["prompt_filter_results"] = prompt_filter_results();
         }
         o
     };
@@ -1042,6 +1049,18 @@ mod tests {
         assert_eq!(
             (&usage["choices"], &usage["usage"]["total_tokens"]),
             (&json!([]), &json!(10))
+        );
+        let (status, _, azure) = mock
+            .post_json(
+                "/openai/deployments/instruct/completions?api-version=2024-10-21",
+                &[("api-key", "k")],
+                json!({"prompt": "hello world"}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            (&azure["model"], &azure["object"]),
+            (&json!("instruct"), &json!("text_completion"))
         );
     }
 
