@@ -557,7 +557,10 @@ async fn legacy_completions_and_moderations_reach_openai_format_routes() {
     assert_eq!(v["usage"]["total_tokens"], 10, "{v}");
     let journal = mock.journal().await;
     let call = journal.last().unwrap();
-    assert_eq!(call["path"], "/openai/deployments/gpt-4o-deploy/completions");
+    assert_eq!(
+        call["path"],
+        "/openai/deployments/gpt-4o-deploy/completions"
+    );
 
     // Streamed, with and without the usage chunk the client asks for: the
     // gateway always asks for it, and shows it only when asked.
@@ -692,4 +695,54 @@ async fn legacy_completions_and_moderations_reach_openai_format_routes() {
     let cost = crate::harness::sum_of(&m, &["portcullis_cost_total{", "proxy=\"openai\""]);
     let want = (6.0 * 0.25 + 24.0 * 2.0) / 1e6;
     assert!((cost - want).abs() < 1e-12, "{cost} != {want}\n{m}");
+}
+
+/// A legacy completions stream the provider cuts ends with an OpenAI error
+/// event and no `[DONE]` once text reached the client; cut before its
+/// first chunk, another route may take it (failover) as for chat.
+#[tokio::test]
+async fn a_cut_completions_stream_ends_with_an_error_event_or_fails_over() {
+    let mock = crate::harness::Mock::start().await;
+    let mut config = crate::all_providers_config(&mock, "");
+    config.push_str(concat!(
+        "  - { name: failover, routing: { strategy: failover }, keys: [{ name: tester, env: PC_KEY }], routes: [",
+        "{ name: first, provider: openai, priority: 1 }, { name: second, provider: openai, priority: 2 }] }\n",
+    ));
+    let gw = crate::harness::Gateway::start_with_env(&config, &crate::ALL_PROVIDERS_ENV).await;
+    let body = json!({"model": "gpt-5-mini", "prompt": "a long answer please", "stream": true});
+    let post = async |proxy: &str| {
+        let r = client()
+            .post(format!("{}/{proxy}/completions", gw.url))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let route = r
+            .headers()
+            .get("x-portcullis-route")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (r.status().as_u16(), route, r.text().await.unwrap())
+    };
+    mock.behave(json!({"cut_after_chunks": 2, "times": 1}))
+        .await;
+    let (status, _, text) = post("openai").await;
+    assert_eq!(status, 200, "{text}");
+    let events = sse_events(&text);
+    let texts = events
+        .iter()
+        .filter(|(_, d)| d.contains("text_completion"))
+        .count();
+    assert_eq!(texts, 2, "{text}");
+    let (_, last) = events.last().unwrap();
+    assert_ne!(last, "[DONE]", "{text}");
+    let v: Value = serde_json::from_str(last).unwrap();
+    assert!(v["error"]["message"].is_string(), "{text}");
+
+    mock.behave(json!({"cut_after_chunks": 0, "times": 1}))
+        .await;
+    let (status, route, text) = post("failover").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(route.as_deref(), Some("second"));
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
 }
