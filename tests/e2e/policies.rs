@@ -1268,6 +1268,77 @@ async fn legacy_completions_and_moderations_are_masked_and_rate_limited() {
     );
 }
 
+/// A client that leaves a legacy completions stream halfway is charged
+/// what the provider generated until then, as for chat: the prompt and
+/// the text relayed, in words (the provider's usage comes at the end),
+/// counted as a client cancellation.
+#[tokio::test]
+async fn a_client_that_leaves_a_completions_stream_is_charged_what_was_generated() {
+    let s = start(
+        "",
+        &[(
+            "metered",
+            "[{ name: token-rate-limit, settings: { limits: [{ metric: total_tokens, limit: 100000, window: hour }] } }]",
+        )],
+    )
+    .await;
+    s.mock
+        .behave(json!({"chunk_delay_ms": 40, "times": 1, "path_contains": "/completions"}))
+        .await;
+    let prompt = (1..=100)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let full_answer_words = 6 + 100;
+    let mut r = client()
+        .post(format!("{}/metered/completions", s.gw.url))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-5-mini", "prompt": prompt, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text_of = |body: &str| -> String {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| v["choices"][0]["text"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut body = String::new();
+    while text_of(&body).split_whitespace().count() < 10 {
+        let chunk = r.chunk().await.unwrap().expect("the stream goes on");
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let seen = text_of(&body).split_whitespace().count() as f64;
+    drop(r); // the client leaves
+
+    let m = s.gw.metrics_after(1.0).await;
+    let cancelled = [
+        "proxy=\"metered\"",
+        "error_type=\"client_cancelled\"",
+        "status_class=\"4xx\"",
+    ];
+    assert_eq!(
+        sum_metric(&m, "portcullis_requests_total", &cancelled),
+        1.0,
+        "{m}"
+    );
+    let tokens = |kind: &str| {
+        sum_metric(
+            &m,
+            "portcullis_tokens_total",
+            &["proxy=\"metered\"", &format!("type=\"{kind}\"")],
+        )
+    };
+    assert_eq!(tokens("input"), 100.0, "{m}");
+    let output = tokens("output");
+    assert!(
+        output >= seen && output < full_answer_words as f64,
+        "charged {output} output tokens; the client saw {seen} words of {full_answer_words}"
+    );
+}
+
 /// Proxies attaching the same module with the same settings share one
 /// attachment (settings validated and `init` run once), and a reload
 /// reuses the attachments of proxies whose policies did not change; a
