@@ -19,6 +19,7 @@ use portcullis_config::{
 };
 use portcullis_formats::eventstream::{EventMessage, EventStreamDecoder};
 use portcullis_formats::inbound::{ClientFormat, check_model, client_format, openai, responses};
+use portcullis_formats::providers::forwarded::ForwardedStream;
 use portcullis_formats::providers::{
     self, AwsCredentials, Provider, ProviderSettings, StreamEvent, UpstreamCall, forwarded,
 };
@@ -172,6 +173,7 @@ pub fn provider_response(kind: ProviderKind, body: &[u8]) {
     let _ = provider.embeddings_response(body, &call("fuzz-model", false));
     if kind == ProviderKind::Openai {
         let _ = forwarded::completions_answer(kind, body);
+        let _ = forwarded::responses_answer(kind, body);
     }
 }
 
@@ -202,7 +204,14 @@ pub fn provider_stream(kind: ProviderKind, body: &[u8]) {
     decoder.finish(&mut events);
     let _ = decoder.is_complete();
     if kind == ProviderKind::Openai {
-        completions_stream(kind, first, second);
+        for show_usage in [false, true] {
+            forwarded_stream(
+                forwarded::CompletionsStream::new(kind, show_usage),
+                first,
+                second,
+            );
+        }
+        forwarded_stream(forwarded::ResponsesStream::new(kind), first, second);
     }
 
     for format in client_formats() {
@@ -230,28 +239,25 @@ pub fn provider_stream(kind: ProviderKind, body: &[u8]) {
     }
 }
 
-/// A legacy completions stream relayed as the gateway relays it, in two
-/// reads, with and without the usage chunk shown: what it relays is SSE
+/// A stream relayed as the gateway forwards it (a legacy completions
+/// stream, a Responses API stream), in two reads: what it relays is SSE
 /// that parses again into no more events than it read.
-fn completions_stream(kind: ProviderKind, first: &[u8], second: &[u8]) {
-    for show_usage in [false, true] {
-        let mut stream = forwarded::CompletionsStream::new(kind, show_usage);
-        let mut out = BytesMut::new();
-        let fed = stream
-            .feed(first, &mut out)
-            .and_then(|()| stream.feed(second, &mut out))
-            .and_then(|()| stream.finish(&mut out));
-        let _ = (
-            fed,
-            stream.take_texts(),
-            stream.usage(),
-            stream.is_complete(),
-        );
-        let (relayed, err) = sse_events(SseParser::default, &[&out]);
-        assert!(err.is_none(), "relayed SSE must parse: {err:?}");
-        let (read, _) = sse_events(SseParser::default, &[first, second]);
-        assert!(relayed.len() <= read.len(), "the relay adds no events");
-    }
+fn forwarded_stream(mut stream: impl ForwardedStream, first: &[u8], second: &[u8]) {
+    let mut out = BytesMut::new();
+    let fed = stream
+        .feed(first, &mut out)
+        .and_then(|()| stream.feed(second, &mut out))
+        .and_then(|()| stream.finish(&mut out));
+    let _ = (
+        fed,
+        stream.take_texts(),
+        stream.usage(),
+        stream.is_complete(),
+    );
+    let (relayed, err) = sse_events(SseParser::default, &[&out]);
+    assert!(err.is_none(), "relayed SSE must parse: {err:?}");
+    let (read, _) = sse_events(SseParser::default, &[first, second]);
+    assert!(relayed.len() <= read.len(), "the relay adds no events");
 }
 
 /// Runs an SSE parser over `data` in the given reads.

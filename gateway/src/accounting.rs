@@ -86,7 +86,7 @@ pub fn charged_usage(
 }
 
 /// The request's input text in words (every message's text), at least 1.
-fn prompt_estimate(req: &ChatRequest) -> u64 {
+pub fn prompt_estimate(req: &ChatRequest) -> u64 {
     let texts: Vec<String> = req.messages.iter().map(|m| m.text_content()).collect();
     estimate_tokens_as_words(texts.iter().map(String::as_str)).max(1)
 }

@@ -251,6 +251,71 @@ async fn token_reservation_is_corrected_with_streamed_usage() {
     );
 }
 
+/// A Responses request to an OpenAI route goes as it was sent when the
+/// proxy's policies only count its tokens: the provider's own answer and
+/// events reach the client, and the token limit is settled with the usage
+/// read from them (the same numbers as the chat request above).
+#[tokio::test]
+async fn a_responses_request_goes_as_it_came_when_policies_only_count_its_tokens() {
+    let s = start(
+        "",
+        &[(
+            "tokens",
+            "[{ name: token-rate-limit, settings: { limits: [{ metric: total_tokens, limit: 1000, window: hour }], default_completion_tokens: 20 } }]",
+        )],
+    )
+    .await;
+    let responses = async |body: Value| {
+        client()
+            .post(format!("{}/tokens/responses", s.gw.url))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    };
+    let body =
+        json!({"model": "gpt-5-mini", "input": "hello world", "temperature": 0.25, "stream": true});
+    let r = responses(body.clone()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "x-ratelimit-remaining-tokens").as_deref(),
+        Some("976")
+    );
+    let events = sse_events(&r.text().await.unwrap());
+    let last: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+    assert_eq!(last["type"], "response.completed");
+    // The provider's own response: it echoes the request's settings, which
+    // the gateway's translation does not know.
+    assert_eq!(last["response"]["temperature"], 0.25, "{last}");
+    assert_eq!(last["response"]["usage"]["total_tokens"], 10);
+    let journal = s.mock.journal().await;
+    let sent = journal.last().unwrap();
+    assert_eq!(sent["path"], "/v1/responses");
+    assert_eq!(sent["body"], body);
+    // Reserved 24, corrected to the 10 the stream reported.
+    let mut whole = body.clone();
+    whole["stream"] = json!(false);
+    let r = responses(whole).await;
+    assert_eq!(
+        header(&r, "x-ratelimit-remaining-tokens").as_deref(),
+        Some("966")
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (
+            v["temperature"].as_f64(),
+            v["usage"]["total_tokens"].as_u64()
+        ),
+        (Some(0.25), Some(10))
+    );
+    // The gateway counted the forwarded usage like any other.
+    let metrics = s.gw.metrics_after(2.0).await;
+    let tokens =
+        crate::harness::sum_of(&metrics, &["portcullis_tokens_total{", "proxy=\"tokens\""]);
+    assert_eq!(tokens, 20.0, "{metrics}");
+}
+
 #[tokio::test]
 async fn pii_is_masked_before_the_provider_and_restored_after() {
     let s = start("", &[("pii", "[{ name: pii-masking }]")]).await;

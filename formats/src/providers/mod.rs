@@ -204,6 +204,18 @@ pub trait Provider: Send + Sync {
         ))
     }
 
+    /// Builds the upstream request for a Responses API request the client
+    /// sent (`body`, forwarded as it came with the routed model), when this
+    /// provider serves that API itself; `None` when it does not, and the
+    /// gateway translates the request to a chat request instead.
+    fn responses_request(
+        &self,
+        _body: &Bytes,
+        _call: &UpstreamCall<'_>,
+    ) -> Option<Result<UpstreamRequest, GatewayError>> {
+        None
+    }
+
     /// Turns a non-2xx answer into an error, keeping the provider's message.
     fn error_response(&self, status: u16, body: &[u8]) -> GatewayError {
         GatewayError::upstream_status(status, upstream_error_message(self.kind(), status, body))

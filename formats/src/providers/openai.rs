@@ -12,6 +12,7 @@
 //!   always asks (`stream_options.include_usage`) and decides later whether
 //!   the client sees it.
 
+use bytes::Bytes;
 use portcullis_types::{
     ChatChunk, ChatRequest, ChatResponse, CompletionsRequest, EmbeddingsRequest,
     EmbeddingsResponse, ErrorEnvelope, Message, ModerationsRequest, ResponseFormat, Stop,
@@ -225,6 +226,28 @@ impl Provider for OpenAiProvider {
         parse_upstream_json(self.kind, body)
     }
 
+    /// OpenAI's `/responses`, and Azure's at its v1 surface
+    /// (`/openai/v1/responses`, the deployment in the body's `model`, no
+    /// `api-version`). Mistral and OpenAI-compatible servers are not
+    /// assumed to have it: their requests are translated.
+    fn responses_request(
+        &self,
+        body: &Bytes,
+        call: &UpstreamCall<'_>,
+    ) -> Option<Result<UpstreamRequest, GatewayError>> {
+        let path = match self.kind {
+            ProviderKind::Openai => format!("{}/responses", self.settings.base_path),
+            ProviderKind::AzureOpenai => format!("{}/openai/v1/responses", self.settings.base_path),
+            _ => return None,
+        };
+        Some(routed_body(body, call.model).map(|body| {
+            let mut up = UpstreamRequest::post_json(path, Vec::new());
+            up.body = body;
+            self.auth_headers(call, &mut up.headers);
+            up
+        }))
+    }
+
     fn completions_request(
         &self,
         req: &CompletionsRequest,
@@ -364,6 +387,30 @@ impl StreamDecoder for OpenAiStreamDecoder {
     }
 }
 
+/// A client's request body with `model` set to the routed one: the bytes
+/// as they came when the model is already that one (no copy), else the
+/// body re-serialised with the model replaced.
+fn routed_body(body: &Bytes, model: &str) -> Result<Bytes, GatewayError> {
+    #[derive(serde::Deserialize)]
+    struct ModelOnly<'a> {
+        #[serde(borrow, default)]
+        model: Option<std::borrow::Cow<'a, str>>,
+    }
+    let seen: ModelOnly<'_> = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::invalid_request(format!("The request body is not valid JSON: {e}"))
+    })?;
+    if seen.model.as_deref() == Some(model) {
+        return Ok(body.clone());
+    }
+    let mut v: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::invalid_request(format!("The request body is not a JSON object: {e}"))
+    })?;
+    v.insert("model".into(), Value::String(model.to_owned()));
+    serde_json::to_vec(&v)
+        .map(Bytes::from)
+        .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +433,43 @@ mod tests {
         ProviderSettings {
             base_path: base_path.into(),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn responses_requests_go_as_they_came_to_openai_and_azure_only() {
+        let body = Bytes::from_static(br#"{"model":"gpt-5-mini","input":"hi","store":false}"#);
+        let openai = OpenAiProvider::new(ProviderKind::Openai, settings("/v1"));
+        let up = openai
+            .responses_request(&body, &call(false))
+            .unwrap()
+            .unwrap();
+        assert_eq!(up.path, "/v1/responses");
+        // The routed model is the one sent: the very same bytes.
+        assert_eq!(up.body.as_ptr(), body.as_ptr());
+        assert!(
+            up.headers
+                .contains(&("authorization", "Bearer sk-test".to_owned()))
+        );
+        let azure = OpenAiProvider::new(ProviderKind::AzureOpenai, settings(""));
+        let aliased = Bytes::from_static(br#"{"model":"proxy:alias","input":"hi","store":false}"#);
+        let up = azure
+            .responses_request(&aliased, &call(true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(up.path, "/openai/v1/responses");
+        let sent: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({"model": "gpt-5-mini", "input": "hi", "store": false})
+        );
+        assert!(up.headers.contains(&("api-key", "sk-test".to_owned())));
+        for kind in [ProviderKind::Mistral, ProviderKind::OpenaiCompatible] {
+            let p = OpenAiProvider::new(kind, settings("/v1"));
+            assert!(
+                p.responses_request(&body, &call(false)).is_none(),
+                "{kind:?}"
+            );
         }
     }
 

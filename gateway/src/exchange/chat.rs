@@ -24,6 +24,9 @@ use crate::upstream::Route;
 impl Gateway {
     /// Routes a chat request (prompt guard, strategy, fallback) and tries
     /// its candidate routes in turn until one answers; see `routing`.
+    /// `sent` is the body of a Responses API request, which routes whose
+    /// provider speaks that API get as it came (see `forwardable`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn chat(
         &self,
         session: &mut Session,
@@ -32,6 +35,7 @@ impl Gateway {
         proxy: &Proxy,
         format: &dyn ClientFormat,
         mut req: ChatRequest,
+        sent: Option<Bytes>,
     ) -> Result<(), GatewayError> {
         ctx.request.stream = req.stream;
         // The proxy's policy chain sees the request before routing; it may
@@ -50,6 +54,7 @@ impl Gateway {
                 }
             }
         }
+        let sent = sent.filter(|_| forwardable(&policies));
         let mut walk = self
             .plan_routes(ctx, rt, proxy, &req.model, Some(&req))
             .await?;
@@ -61,7 +66,7 @@ impl Gateway {
                     ctx,
                     rt,
                     proxy,
-                    format,
+                    (format, sent.as_ref()),
                     &req,
                     next.route,
                     &next.model,
@@ -80,6 +85,8 @@ impl Gateway {
 
     /// One attempt on one route. Returns `Err` only when nothing has been
     /// written to the client, so the caller may still try another route.
+    /// `(format, sent)`: the client's format, and the body it sent when
+    /// that may go to the provider as it came.
     #[allow(clippy::too_many_arguments)]
     async fn chat_once(
         &self,
@@ -87,7 +94,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         rt: &Runtime,
         proxy: &Proxy,
-        format: &dyn ClientFormat,
+        (format, sent): (&dyn ClientFormat, Option<&Bytes>),
         req: &ChatRequest,
         route: &Route,
         upstream_model: &str,
@@ -100,6 +107,14 @@ impl Gateway {
             stream: req.stream,
             track_usage: !req.stream || proxy.track_stream_tokens,
         };
+        if let Some(body) = sent
+            && let Some(up_req) = route.provider.responses_request(body, &call)
+        {
+            let how = super::forwarded::Forwarded::responses(req, route.kind);
+            return self
+                .forward_once(session, ctx, rt, proxy, route, up_req?, how, policies)
+                .await;
+        }
         let mut up_req = route.provider.chat_request(req, &call)?;
         let answer = attempt::call(&self.connector, session, ctx, rt, route, &mut up_req).await?;
         let Some(answer) = answer else {
@@ -300,6 +315,18 @@ async fn respond_direct(
         &resp.model,
         ctx.tally.price,
     );
+}
+
+/// Whether a Responses API request may go to a provider that speaks that
+/// API as the client sent it: when no policy changed it (a masked text
+/// must not reach the provider unmasked) and none reads more of the answer
+/// than its usage (the forwarded answer is never parsed into the canonical
+/// one those policies read). Otherwise it is translated like any chat
+/// request, which every provider takes.
+fn forwardable(policies: &Option<ChainRun>) -> bool {
+    policies
+        .as_ref()
+        .is_none_or(|run| !run.request_edited() && !run.reads_answers())
 }
 
 /// Whether the provider answers in the OpenAI Chat Completions format (the

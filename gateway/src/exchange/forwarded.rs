@@ -4,11 +4,16 @@
 //! and its attempts, the answer relayed untranslated with its usage
 //! counted. Other provider kinds refuse them with a 400 naming why
 //! (`Provider::completions_request`); docs/gateway.md, "Decisions".
+//!
+//! A Responses API request goes the chat way (`chat`), and one attempt of
+//! it is forwarded here as it came (`forward_once`) when the route's
+//! provider speaks that API itself and nothing the policies do needs the
+//! translation (see `chat::forwardable`).
 
 use bytes::BytesMut;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use portcullis_types::{CompletionsRequest, ModerationsRequest, Usage};
+use portcullis_types::{ChatRequest, CompletionsRequest, ModerationsRequest, Usage};
 use tracing::Instrument;
 
 use super::Gateway;
@@ -16,11 +21,13 @@ use super::attempt::{self, OpenAnswer};
 use super::context::RequestCtx;
 use super::egress::{answer_headers, policy_headers, stream_header, write_json, write_piece};
 use super::ingress::provider_key;
-use crate::accounting::{WordCount, charged_usage, estimate_tokens_as_words};
+use crate::accounting::{WordCount, charged_usage, estimate_tokens_as_words, prompt_estimate};
 use crate::error::GatewayError;
 use crate::policy::ChainRun;
-use crate::providers::UpstreamCall;
-use crate::providers::forwarded::{CompletionsStream, completions_answer};
+use crate::providers::forwarded::{
+    CompletionsStream, ForwardedStream, ResponsesStream, completions_answer, responses_answer,
+};
+use crate::providers::{ProviderKind, UpstreamCall, UpstreamRequest};
 use crate::runtime::{Proxy, Runtime};
 use crate::upstream::{self, Route};
 
@@ -84,44 +91,16 @@ impl Gateway {
             stream: req.stream,
             track_usage: !req.stream || proxy.track_stream_tokens,
         };
-        let mut up_req = route.provider.completions_request(req, &call)?;
-        let answer = attempt::call(&self.connector, session, ctx, rt, route, &mut up_req).await?;
-        let Some(answer) = answer else {
-            return Ok(()); // the client left
+        let up_req = route.provider.completions_request(req, &call)?;
+        let how = Forwarded {
+            prompt: Prompt::Completions(req),
+            stream: req
+                .stream
+                .then(|| CompletionsStream::new(route.provider.kind(), req.wants_stream_usage())),
+            whole: completions_answer,
         };
-        let policy_headers = policy_headers(policies);
-        let headers = answer_headers(route, &policy_headers);
-        if req.stream {
-            let mut header = stream_header(200, ctx, &headers);
-            let _ = header.insert_header("transfer-encoding", "chunked");
-            let relay = CompletionsRelay {
-                req,
-                stream: CompletionsStream::new(route.provider.kind(), req.wants_stream_usage()),
-                header: Some(header),
-                track: proxy.track_stream_tokens,
-                generated: WordCount::default(),
-            };
-            return relay
-                .run(&self.connector, session, ctx, answer, policies)
-                .await;
-        }
-        let Some(body) = answer.read_whole(&self.connector, session, ctx).await? else {
-            return Ok(());
-        };
-        let (model, usage) = completions_answer(route.provider.kind(), &body)?;
-        ctx.tally.response_model = Some(model.clone());
-        // The answer goes to the client as the provider sent it; `complete`
-        // settles the policies first, so the client's next request sees the
-        // settled count.
-        if let Some(run) = policies.as_mut() {
-            run.complete(200, None, false, Some(&usage), &model, ctx.tally.price);
-        }
-        ctx.tally.usage = Some(usage);
-        ctx.tally.status = 200;
-        if !write_json(session, ctx, 200, body, &headers).await {
-            ctx.tally.client_left();
-        }
-        Ok(())
+        self.forward_once(session, ctx, rt, proxy, route, up_req, how, policies)
+            .await
     }
 
     pub(super) async fn moderations(
@@ -207,12 +186,90 @@ impl Gateway {
     }
 }
 
-/// A completions stream on its way to the client: the provider's events
-/// relayed as they came (`CompletionsStream`), the header with the first
+/// How a forwarded attempt's answer is read.
+pub(super) struct Forwarded<'a, S> {
+    /// The request, for what a client that leaves mid-stream is charged.
+    prompt: Prompt<'a>,
+    /// The relay of a streamed answer; `None` when the client asked for a
+    /// whole one.
+    stream: Option<S>,
+    /// The model and usage of a whole answer.
+    whole: fn(ProviderKind, &[u8]) -> Result<(String, Usage), GatewayError>,
+}
+
+impl<'a> Forwarded<'a, ResponsesStream> {
+    /// A Responses API request sent as it came to a provider that speaks
+    /// that API (`Provider::responses_request`; see `chat::forwardable`).
+    pub(super) fn responses(req: &'a ChatRequest, kind: ProviderKind) -> Self {
+        Forwarded {
+            prompt: Prompt::Chat(req),
+            stream: req.stream.then(|| ResponsesStream::new(kind)),
+            whole: responses_answer,
+        }
+    }
+}
+
+impl Gateway {
+    /// One attempt whose request went to the provider as the client sent
+    /// it (`up_req`): the answer relayed untranslated, whole or streamed,
+    /// its model and usage read for accounting and the policies'
+    /// `complete`, which settles them before the client's next request.
+    /// `Err` means nothing was sent to the client.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn forward_once<S: ForwardedStream>(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+        proxy: &Proxy,
+        route: &Route,
+        mut up_req: UpstreamRequest,
+        how: Forwarded<'_, S>,
+        policies: &mut Option<ChainRun>,
+    ) -> Result<(), GatewayError> {
+        let answer = attempt::call(&self.connector, session, ctx, rt, route, &mut up_req).await?;
+        let Some(answer) = answer else {
+            return Ok(()); // the client left
+        };
+        let policy_headers = policy_headers(policies);
+        let headers = answer_headers(route, &policy_headers);
+        if let Some(stream) = how.stream {
+            let mut header = stream_header(200, ctx, &headers);
+            let _ = header.insert_header("transfer-encoding", "chunked");
+            let relay = ForwardedRelay {
+                prompt: how.prompt,
+                stream,
+                header: Some(header),
+                track: proxy.track_stream_tokens,
+                generated: WordCount::default(),
+            };
+            return relay
+                .run(&self.connector, session, ctx, answer, policies)
+                .await;
+        }
+        let Some(body) = answer.read_whole(&self.connector, session, ctx).await? else {
+            return Ok(());
+        };
+        let (model, usage) = (how.whole)(route.provider.kind(), &body)?;
+        ctx.tally.response_model = Some(model.clone());
+        if let Some(run) = policies.as_mut() {
+            run.complete(200, None, false, Some(&usage), &model, ctx.tally.price);
+        }
+        ctx.tally.usage = Some(usage);
+        ctx.tally.status = 200;
+        if !write_json(session, ctx, 200, body, &headers).await {
+            ctx.tally.client_left();
+        }
+        Ok(())
+    }
+}
+
+/// A forwarded stream on its way to the client: the provider's events
+/// relayed as they came (`ForwardedStream`), the header with the first
 /// piece, usage counted; the same states as the chat `StreamRelay`.
-struct CompletionsRelay<'a> {
-    req: &'a CompletionsRequest,
-    stream: CompletionsStream,
+struct ForwardedRelay<'a, S> {
+    prompt: Prompt<'a>,
+    stream: S,
     /// The response header, until it goes out with the first piece.
     header: Option<ResponseHeader>,
     track: bool,
@@ -221,7 +278,25 @@ struct CompletionsRelay<'a> {
     generated: WordCount,
 }
 
-impl CompletionsRelay<'_> {
+/// The request a forwarded stream answers, for the prompt a client that
+/// leaves before the provider's usage is charged.
+pub(super) enum Prompt<'a> {
+    Completions(&'a CompletionsRequest),
+    Chat(&'a ChatRequest),
+}
+
+impl Prompt<'_> {
+    fn words(&self) -> u64 {
+        match self {
+            Prompt::Completions(req) => {
+                estimate_tokens_as_words(req.prompt.texts().unwrap_or_default())
+            }
+            Prompt::Chat(req) => prompt_estimate(req),
+        }
+    }
+}
+
+impl<S: ForwardedStream> ForwardedRelay<'_, S> {
     /// Relays the stream to its end. `Err` only when nothing reached the
     /// client, so the caller may still try another route.
     async fn run(
@@ -285,9 +360,7 @@ impl CompletionsRelay<'_> {
             Some(e) if self.header.is_some() => return Err(e),
             Some(e) => {
                 ctx.tally.error = Some(e.kind);
-                // OpenAI reports errors inside a stream as a data event
-                // carrying the error envelope, without `[DONE]`.
-                crate::sse::write_data(&mut out, &e.to_openai_json());
+                self.stream.error(&e, &mut out);
                 self.settle(ctx, policies, e.status, self.stream.usage());
                 ctx.tally.usage = self.track.then(|| self.stream.usage().cloned()).flatten();
                 self.write(session, ctx, &mut out, true).await;
@@ -321,8 +394,7 @@ impl CompletionsRelay<'_> {
 
     /// What a client that left mid-stream is charged.
     fn charged(&self) -> Usage {
-        let prompt = || estimate_tokens_as_words(self.req.prompt.texts().unwrap_or_default());
-        charged_usage(self.stream.usage(), prompt, &self.generated)
+        charged_usage(self.stream.usage(), || self.prompt.words(), &self.generated)
     }
 
     /// The policies' `on-complete` (rate limits settle their reservation).

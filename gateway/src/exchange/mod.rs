@@ -51,7 +51,7 @@ use tracing::Instrument;
 
 pub use context::{RequestCtx, RequestInfo, Tally};
 
-use crate::config::InboundKind;
+use crate::config::{InboundKind, Resource};
 use crate::error::GatewayError;
 use crate::inbound::{self, ClientFormat, client_format};
 use crate::key_usage::KeyUsage;
@@ -289,7 +289,11 @@ impl Gateway {
                     scope.as_deref(),
                     strip_proxy_prefix(&proxy, &req.model),
                 )?;
-                self.chat(session, ctx, &rt, &proxy, format, req).await
+                // A Responses request may reach a provider that speaks the
+                // Responses API as it came (`chat::forwardable`).
+                let sent = (format.resource() == Resource::Responses).then_some(body);
+                self.chat(session, ctx, &rt, &proxy, format, req, sent)
+                    .await
             }
         }
     }

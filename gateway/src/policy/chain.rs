@@ -392,6 +392,7 @@ impl Chain {
             completed: false,
             caller: CallerIds::default(),
             answer_raw: None,
+            request_edited: false,
             _permit: permit,
         })
     }
@@ -485,6 +486,8 @@ pub struct ChainRun {
     caller: CallerIds,
     /// See [`ChainRun::know_answer_raw`].
     answer_raw: Option<String>,
+    /// Whether a policy changed the request (see [`ChainRun::request_edited`]).
+    request_edited: bool,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -498,6 +501,13 @@ impl ChainRun {
     /// (see [`Attached::reads_answers`]).
     pub fn reads_answers(&self) -> bool {
         self.chain.reads_answers
+    }
+
+    /// Whether a policy of the request phase changed the request (masked
+    /// a text, swapped the model): what the client sent is then no longer
+    /// what goes to the provider.
+    pub fn request_edited(&self) -> bool {
+        self.request_edited
     }
 
     /// Whether this stream must be held back whole.
@@ -723,6 +733,7 @@ impl ChainRun {
                 Some(wit::RequestVerdict::Continue(h)) => self.add_headers(h),
                 Some(wit::RequestVerdict::Modify(edit)) => {
                     apply_request_edit(req, &edit)?;
+                    self.request_edited = true;
                     self.add_headers(edit.response_headers);
                     view = None;
                 }

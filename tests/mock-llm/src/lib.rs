@@ -26,6 +26,7 @@ mod gemini;
 mod journal;
 mod openai;
 mod reply;
+mod responses;
 
 use std::sync::Arc;
 
@@ -70,6 +71,7 @@ impl MockLlm {
             .route("/v1/completions", post(openai_completions))
             .route("/v1/moderations", post(openai_moderations))
             .route("/v1/models", get(openai_models))
+            .route("/v1/responses", post(openai_responses))
             // Azure OpenAI
             .route(
                 "/openai/deployments/{deployment}/chat/completions",
@@ -83,6 +85,7 @@ impl MockLlm {
                 "/openai/deployments/{deployment}/embeddings",
                 post(azure_embeddings),
             )
+            .route("/openai/v1/responses", post(azure_responses))
             // Mistral
             .route("/mistral/v1/chat/completions", post(mistral_chat))
             .route("/mistral/v1/embeddings", post(mistral_embeddings))
@@ -223,6 +226,26 @@ async fn openai_moderations(
     b: Bytes,
 ) -> Response {
     run(&s, Provider::OpenAi, (m, u, h, b), openai::moderation).await
+}
+
+async fn openai_responses(
+    State(s): SharedState,
+    m: Method,
+    u: Uri,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    run(&s, Provider::OpenAi, (m, u, h, b), responses::create).await
+}
+
+async fn azure_responses(
+    State(s): SharedState,
+    m: Method,
+    u: Uri,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    run(&s, Provider::Azure, (m, u, h, b), responses::create).await
 }
 
 async fn openai_models(State(s): SharedState, m: Method, u: Uri, h: HeaderMap) -> Response {

@@ -17,7 +17,7 @@
 //! and Mistral, the model list; for OpenAI also the legacy text
 //! completions (`/v1/completions`, and Azure's
 //! `/openai/deployments/{deployment}/completions`) and moderations
-//! (`/v1/moderations`).
+//! (`/v1/moderations`). The Responses API is in `responses`.
 
 use axum::http::StatusCode;
 use base64::Engine as _;
@@ -428,7 +428,7 @@ fn check_access(ex: &Exchange) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn bad_request(provider: Provider, message: impl Into<String>) -> ApiError {
+pub(crate) fn bad_request(provider: Provider, message: impl Into<String>) -> ApiError {
     let error = ApiError::new(StatusCode::BAD_REQUEST, message);
     match provider {
         Provider::Mistral => error.kind("invalid_request_error"),
@@ -436,7 +436,7 @@ fn bad_request(provider: Provider, message: impl Into<String>) -> ApiError {
     }
 }
 
-fn invalid_json(provider: Provider) -> ApiError {
+pub(crate) fn invalid_json(provider: Provider) -> ApiError {
     match provider {
         Provider::Mistral => bad_request(provider, "Invalid JSON body: expected a JSON object"),
         _ => bad_request(
@@ -522,7 +522,7 @@ fn role_of(message: &Value) -> &str {
 
 /// Text of a message's `content`: a string, or the text parts of an array
 /// joined by newlines (images and audio carry no text).
-fn content_text(content: Option<&Value>) -> String {
+pub(crate) fn content_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(text)) => text.clone(),
         Some(Value::Array(parts)) => parts
