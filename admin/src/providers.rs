@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use portcullis_config::{ProviderFile, ProviderKind};
+use portcullis_config::{DiscoverModelsFile, ProviderFile, ProviderKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -28,6 +28,12 @@ pub struct ProviderSpec {
     pub base_url: Option<String>,
     #[serde(default)]
     pub models: Vec<String>,
+    /// List the provider's own models too (the gateway's `discover_models`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discover_models: Option<DiscoverModelsFile>,
+    /// Client-facing names of provider models.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +90,10 @@ pub struct ProviderInput {
     pub kind: Option<ProviderKind>,
     pub base_url: Option<String>,
     pub models: Option<Vec<String>>,
+    /// `true`, `false` or `{"refresh_s": N}`.
+    pub discover_models: Option<DiscoverModelsFile>,
+    /// Replaces the provider's aliases (`{}` removes them).
+    pub aliases: Option<BTreeMap<String, String>>,
     pub api_version: Option<String>,
     pub anthropic_version: Option<String>,
     pub default_max_tokens: Option<u32>,
@@ -141,6 +151,8 @@ impl Provider {
             "type": self.kind.label(),
             "base_url": self.spec.base_url,
             "models": self.spec.models,
+            "discover_models": self.spec.discover_models,
+            "aliases": self.spec.aliases,
             "api_version": self.spec.api_version,
             "anthropic_version": self.spec.anthropic_version,
             "default_max_tokens": self.spec.default_max_tokens,
@@ -187,6 +199,8 @@ impl Provider {
             api_key_env,
             api_key: None,
             models: self.spec.models.clone(),
+            discover_models: self.spec.discover_models.clone(),
+            aliases: self.spec.aliases.clone(),
             api_version: self.spec.api_version.clone(),
             anthropic_version: self.spec.anthropic_version.clone(),
             default_max_tokens: self.spec.default_max_tokens,
@@ -293,6 +307,14 @@ fn validate(kind: ProviderKind, spec: &ProviderSpec, c: &Credentials) -> ApiResu
             ));
         }
     }
+    portcullis_config::models::check_provider_models(
+        kind,
+        &spec.models,
+        spec.discover_models.as_ref(),
+        &spec.aliases,
+        "",
+    )
+    .map_err(|e| ApiError::invalid(e.path, e.message))?;
     if spec.default_max_tokens == Some(0) {
         return Err(ApiError::invalid(
             "default_max_tokens",
@@ -310,6 +332,12 @@ fn apply(spec: &mut ProviderSpec, input: &ProviderInput) {
     }
     if let Some(v) = &input.models {
         spec.models = v.clone();
+    }
+    if let Some(v) = &input.discover_models {
+        spec.discover_models = Some(v.clone());
+    }
+    if let Some(v) = &input.aliases {
+        spec.aliases = v.clone();
     }
     if let Some(v) = &input.api_version {
         spec.api_version = Some(v.clone());
@@ -492,6 +520,8 @@ pub async fn update(
         ("type", input.kind.is_some()),
         ("base_url", input.base_url.is_some()),
         ("models", input.models.is_some()),
+        ("discover_models", input.discover_models.is_some()),
+        ("aliases", input.aliases.is_some()),
         ("credentials", input.credentials.is_some()),
     ]
     .into_iter()
@@ -562,4 +592,32 @@ pub async fn delete(
     tx.commit().await?;
     st.changed();
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_gets_discovery_and_aliases() {
+        let p = Provider {
+            id: "p".into(),
+            name: "P".into(),
+            kind: ProviderKind::Gemini,
+            spec: ProviderSpec {
+                discover_models: Some(DiscoverModelsFile::Enabled(true)),
+                aliases: [("flash".to_owned(), "gemini-2.5-flash".to_owned())].into(),
+                ..ProviderSpec::default()
+            },
+            credentials: Credentials::default(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let file = p.to_file(&mut BTreeMap::new());
+        assert_eq!(
+            file.discover_models,
+            Some(DiscoverModelsFile::Enabled(true))
+        );
+        assert_eq!(file.aliases["flash"], "gemini-2.5-flash");
+    }
 }

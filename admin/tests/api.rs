@@ -581,6 +581,41 @@ async fn providers_crud_and_rejections() {
     .await;
 }
 
+#[tokio::test]
+async fn providers_take_model_discovery_and_aliases() {
+    on_each_db(async |app| {
+        app.provider("OpenAI Prod").await;
+        let path = "/api/v1/providers/openai-prod";
+        let upd = app
+            .ok("PATCH", path, Some(json!({"models": ["gpt-4o"], "discover_models": {"refresh_s": 300}, "aliases": {"fast": "gpt-4o-mini"}})))
+            .await;
+        assert_eq!(upd["discover_models"], json!({"refresh_s": 300}));
+        assert_eq!(upd["aliases"], json!({"fast": "gpt-4o-mini"}));
+        let got = app.ok("GET", path, None).await;
+        assert_eq!(got["aliases"]["fast"], "gpt-4o-mini");
+        // The same rules as the gateway's, naming the field.
+        app.rejects("PATCH", path, json!({"discover_models": false}), StatusCode::UNPROCESSABLE_ENTITY, "aliases.fast").await;
+        app.rejects("PATCH", path, json!({"discover_models": {"refresh_s": 0}}), StatusCode::UNPROCESSABLE_ENTITY, "discover_models.refresh_s").await;
+        app.rejects("PATCH", path, json!({"aliases": {"gpt-4o": "gpt-4o-mini"}}), StatusCode::UNPROCESSABLE_ENTITY, "aliases.gpt-4o").await;
+        app.rejects("PATCH", path, json!({"discover_models": {"refresh": 1}}), StatusCode::UNPROCESSABLE_ENTITY, "discover_models").await;
+        app.rejects(
+            "POST",
+            "/api/v1/providers",
+            json!({"name": "az", "type": "azure-openai", "base_url": "https://r.openai.azure.com", "discover_models": true}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "discover_models",
+        )
+        .await;
+        // Nothing changed by the rejections; `{}` removes the aliases.
+        let got = app.ok("GET", path, None).await;
+        assert_eq!(got["discover_models"], json!({"refresh_s": 300}));
+        let upd = app.ok("PATCH", path, Some(json!({"aliases": {}, "discover_models": false}))).await;
+        assert_eq!(upd["aliases"], json!({}));
+        assert_eq!(upd["discover_models"], json!(false));
+    })
+    .await;
+}
+
 // ------------------------------------------------------------ proxies
 
 #[tokio::test]

@@ -33,6 +33,7 @@ pub fn cfg_err(path: impl Into<String>, message: impl Into<String>) -> ConfigErr
 
 pub use portcullis_types::gateway_config::*;
 
+pub mod models;
 pub mod pricing;
 pub mod settings;
 pub use portcullis_types::{names, proxy_rules};

@@ -11,6 +11,7 @@ pub use portcullis_formats::{error, inbound, json, providers, sse};
 
 pub mod accounting;
 pub mod background;
+pub mod discovery;
 pub mod exchange;
 pub mod health;
 pub mod key_usage;

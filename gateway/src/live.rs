@@ -111,6 +111,7 @@ impl RuntimeHandle {
         let new = Arc::new(runtime);
         let old = self.current();
         new.carry_health_from(&old);
+        new.adopt_models(&old);
         if new.adopt_semantic(Some(&old)) {
             // The indexer is gone only once the server stops.
             let _ = self.index.send(new.clone());

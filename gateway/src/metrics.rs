@@ -54,6 +54,10 @@ pub struct Metrics {
     pub rate_limit_rejections: IntCounterVec,
     pub cache_lookups: IntCounterVec,
     pub spans_dropped: IntCounter,
+    /// Model list fetches by provider and outcome (`ok`, `error`).
+    pub model_discovery: IntCounterVec,
+    /// Models in each provider's last good discovered list.
+    pub discovered_models: prometheus::IntGaugeVec,
     /// Custom metrics of policies (the `metrics` capability).
     pub policy_custom: IntCounterVec,
     pub policy_custom_value: HistogramVec,
@@ -251,6 +255,19 @@ impl Metrics {
                 TOKEN_BUCKETS,
                 &["policy", "name"],
             ),
+            model_discovery: counter(
+                "portcullis_model_discovery_total",
+                "Fetches of providers' model lists (discover_models) by provider and outcome (ok, error); a failed fetch keeps the last good list.",
+                &["provider", "outcome"],
+            ),
+            discovered_models: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "portcullis_discovered_models",
+                    "Models in each provider's last good discovered list.",
+                ),
+                &["provider"],
+            )
+            .expect("valid metric"),
             policy_custom_names: Mutex::new(HashSet::new()),
             response_models: Mutex::new(HashSet::new()),
             registry,
@@ -274,6 +291,8 @@ impl Metrics {
             Box::new(m.rate_limit_rejections.clone()),
             Box::new(m.cache_lookups.clone()),
             Box::new(m.spans_dropped.clone()),
+            Box::new(m.model_discovery.clone()),
+            Box::new(m.discovered_models.clone()),
             Box::new(m.policy_custom.clone()),
             Box::new(m.policy_custom_value.clone()),
         ];

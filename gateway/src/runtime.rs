@@ -59,6 +59,42 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// The models `GET /models` lists (without the proxy prefix): the
+    /// configured ones and aliases, then those the providers discovered,
+    /// each once.
+    pub fn listed_models(&self) -> Vec<String> {
+        let discovered: Vec<_> = self
+            .routes
+            .iter()
+            .filter_map(|r| r.discovered.as_ref().and_then(|d| d.models()))
+            .collect();
+        if discovered.is_empty() {
+            return self.models.clone();
+        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut out: Vec<String> = Vec::new();
+        for m in self
+            .models
+            .iter()
+            .chain(discovered.iter().flat_map(|d| d.list.iter()))
+        {
+            if seen.insert(m) {
+                out.push(m.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether `model` is one the proxy lists (configured, an alias, or
+    /// discovered): such names become metric label values.
+    pub fn lists_model(&self, model: &str) -> bool {
+        self.models.iter().any(|m| m == model)
+            || self
+                .routes
+                .iter()
+                .any(|r| r.discovered.as_ref().is_some_and(|d| d.contains(model)))
+    }
+
     /// What routing reads of this proxy.
     pub fn routed(&self) -> crate::routing::Routed<'_> {
         crate::routing::Routed {
@@ -102,6 +138,13 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// Takes over the discovered model lists of `old` for providers that
+    /// did not change, so a reload never empties them while their next
+    /// fetch is pending.
+    pub fn adopt_models(&self, old: &Runtime) {
+        crate::discovery::adopt(self, old);
     }
 
     /// Takes over the topic indexes of `old` for proxies whose topics did
@@ -223,6 +266,29 @@ fn build(
                 "set api_key_env or api_key, not both",
             ));
         }
+        crate::config::models::check_provider_models(
+            p.kind,
+            &p.models,
+            p.discover_models.as_ref(),
+            &p.aliases,
+            &format!("providers[{i}]"),
+        )?;
+    }
+    // One model source per provider that discovers its models, shared by
+    // its routes (and fetched once, whatever the number of routes).
+    let mut sources = HashMap::new();
+    for (i, p) in file.providers.iter().enumerate() {
+        if p.discover_models
+            .as_ref()
+            .and_then(|d| d.refresh_s())
+            .is_none()
+        {
+            continue;
+        }
+        let (key, aws) = crate::upstream::provider_credentials(p, i, env)?;
+        if let Some(s) = crate::discovery::build_source(p, i, key, aws, &file.egress_allow)? {
+            sources.insert(p.name.as_str(), s);
+        }
     }
 
     if let Some(e) = file
@@ -301,6 +367,7 @@ fn build(
                     &rat,
                     env,
                     &file.egress_allow,
+                    sources.get(prov.name.as_str()),
                 )?);
             }
             let routing =
@@ -378,7 +445,7 @@ fn build(
             for r in &routes {
                 match &r.target_model {
                     Some(m) => models.push(m.clone()),
-                    None => models.extend(r.models.iter().cloned()),
+                    None => models.extend(r.models.iter().chain(r.aliases.keys()).cloned()),
                 }
             }
             let mut seen = HashSet::new();

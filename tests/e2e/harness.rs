@@ -160,6 +160,21 @@ impl Mock {
             .expect("accepted count")
     }
 
+    /// Sets the model lists the providers serve (`PUT /_mock/models`).
+    pub async fn set_models(&self, lists: Value) {
+        let r = crate::client()
+            .put(format!("{}/_mock/models", self.url))
+            .json(&lists)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "model lists rejected: {}",
+            r.text().await.unwrap()
+        );
+    }
+
     /// Queues a behaviour (error status, delay, cut stream).
     pub async fn behave(&self, b: Value) {
         let r = crate::client()
@@ -182,6 +197,8 @@ pub struct Gateway {
     pub url: String,
     pub ops_url: String,
     _dir: TempDir,
+    /// The listen lines the configuration file starts with.
+    head: String,
 }
 
 /// A directory removed when dropped.
@@ -226,6 +243,17 @@ impl Gateway {
         sum_of(&text, needles)
     }
 
+    /// Replaces the configuration file with `config` (the listen lines
+    /// kept) and reloads it (SIGHUP).
+    pub fn reload(&self, config: &str) {
+        std::fs::write(
+            self._dir.0.join("gateway.yaml"),
+            format!("{}{config}\n", self.head),
+        )
+        .unwrap();
+        self._proc.signal("HUP");
+    }
+
     /// What the gateway wrote to stderr so far (its logs).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.0.join("gateway.log")).unwrap_or_default()
@@ -241,12 +269,9 @@ impl Gateway {
         let ops = free_port();
         let dir = TempDir::new();
         let path = dir.0.join("gateway.yaml");
+        let head = format!("listen: 127.0.0.1:{port}\nops_listen: 127.0.0.1:{ops}\n");
         let mut f = std::fs::File::create(&path).unwrap();
-        writeln!(
-            f,
-            "listen: 127.0.0.1:{port}\nops_listen: 127.0.0.1:{ops}\n{config}"
-        )
-        .unwrap();
+        writeln!(f, "{head}{config}").unwrap();
         let mut cmd = Command::new(bin());
         cmd.args(["gateway", "--threads", "1", "--config"])
             .arg(&path);
@@ -264,6 +289,7 @@ impl Gateway {
             url: format!("http://127.0.0.1:{port}"),
             ops_url: format!("http://127.0.0.1:{ops}"),
             _dir: dir,
+            head,
         };
         if !wait_ready(&format!("{}/readyz", g.ops_url)).await {
             let log = std::fs::read_to_string(g._dir.0.join("gateway.log")).unwrap_or_default();

@@ -3,9 +3,10 @@
 
 mod admin;
 mod cli;
-mod console;
 mod connections;
+mod console;
 mod cost;
+mod discovery;
 mod errors;
 mod fleet;
 mod formats;

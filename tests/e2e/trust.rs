@@ -25,7 +25,8 @@ proxies:
     )
 }
 
-async fn chat(gw: &Gateway, proxy: &str, model: &str) -> (u16, Value) {
+/// A one-message chat on `proxy`: the status and the JSON answer.
+pub(crate) async fn chat(gw: &Gateway, proxy: &str, model: &str) -> (u16, Value) {
     let r = client()
         .post(format!("{}/{proxy}/chat/completions", gw.url))
         .bearer_auth(KEY)

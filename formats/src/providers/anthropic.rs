@@ -51,6 +51,23 @@ use super::{
 use crate::error::GatewayError;
 use crate::sse::{SseEvent, SseParser};
 
+/// A page of `GET /v1/models`: `{"data":[{"type":"model","id":...}],
+/// "has_more":true,"first_id":...,"last_id":...}`; the next page is asked
+/// for with `after_id={last_id}`.
+#[derive(Deserialize)]
+struct ModelListPage {
+    data: Vec<ListedModel>,
+    #[serde(default)]
+    has_more: bool,
+    #[serde(default)]
+    last_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ListedModel {
+    id: String,
+}
+
 /// The `anthropic-version` header sent when the provider config sets none.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
@@ -375,6 +392,14 @@ impl AnthropicProvider {
         AnthropicProvider { settings }
     }
 
+    /// The `anthropic-version` header every request carries.
+    fn version(&self) -> String {
+        self.settings
+            .anthropic_version
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_owned())
+    }
+
     fn build_body<'a>(
         &self,
         req: &ChatRequest,
@@ -484,6 +509,44 @@ impl Provider for AnthropicProvider {
         ProviderKind::Anthropic
     }
 
+    fn models_request(
+        &self,
+        api_key: Option<&str>,
+        cursor: Option<&str>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        // 1000 is the largest page the API gives: one request for any
+        // account today, pages followed all the same.
+        let mut path = format!("{}/v1/models?limit=1000", self.settings.base_path);
+        if let Some(after) = cursor {
+            path.push_str("&after_id=");
+            path.push_str(&super::sigv4::uri_encode(after, true));
+        }
+        let mut up = UpstreamRequest::get(path);
+        if let Some(key) = api_key {
+            up.headers.push(("x-api-key", key.to_owned()));
+        }
+        up.headers.push(("anthropic-version", self.version()));
+        Ok(up)
+    }
+
+    fn models_page(&self, body: &[u8]) -> Result<super::ModelPage, GatewayError> {
+        let page: ModelListPage = parse_upstream_json(ProviderKind::Anthropic, body)?;
+        let next = if page.has_more {
+            // `has_more` without `last_id` would ask for page one again.
+            Some(page.last_id.ok_or_else(|| {
+                GatewayError::upstream_protocol(
+                    "anthropic's model list has more pages but no `last_id`",
+                )
+            })?)
+        } else {
+            None
+        };
+        Ok(super::ModelPage {
+            models: page.data.into_iter().map(|m| m.id).collect(),
+            next,
+        })
+    }
+
     fn chat_request(
         &self,
         req: &ChatRequest,
@@ -497,13 +560,7 @@ impl Provider for AnthropicProvider {
         if let Some(key) = call.api_key {
             up.headers.push(("x-api-key", key.to_owned()));
         }
-        up.headers.push((
-            "anthropic-version",
-            self.settings
-                .anthropic_version
-                .clone()
-                .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_owned()),
-        ));
+        up.headers.push(("anthropic-version", self.version()));
         Ok(up)
     }
 
@@ -1082,6 +1139,36 @@ impl StreamDecoder for MessagesStreamDecoder {
 
     fn is_complete(&self) -> bool {
         self.complete
+    }
+}
+
+#[cfg(test)]
+mod model_list_tests {
+    use super::*;
+
+    #[test]
+    fn lists_models_page_by_page() {
+        let p = AnthropicProvider::new(ProviderSettings::default());
+        let up = p.models_request(Some("sk-ant"), None).unwrap();
+        assert_eq!(up.method, http::Method::GET);
+        assert_eq!(up.path, "/v1/models?limit=1000");
+        assert!(up.headers.contains(&("x-api-key", "sk-ant".into())));
+        assert!(
+            up.headers
+                .contains(&("anthropic-version", "2023-06-01".into()))
+        );
+        let page = p
+            .models_page(br#"{"data":[{"type":"model","id":"claude-a","display_name":"A","created_at":"2025-02-19T00:00:00Z"},{"type":"model","id":"claude-b"}],"has_more":true,"first_id":"claude-a","last_id":"claude-b"}"#)
+            .unwrap();
+        assert_eq!(page.models, vec!["claude-a", "claude-b"]);
+        assert_eq!(page.next.as_deref(), Some("claude-b"));
+        let up = p.models_request(Some("sk-ant"), Some("claude b")).unwrap();
+        assert_eq!(up.path, "/v1/models?limit=1000&after_id=claude%20b");
+        let last = p
+            .models_page(br#"{"data":[{"type":"model","id":"claude-c"}],"has_more":false,"first_id":"claude-c","last_id":"claude-c"}"#)
+            .unwrap();
+        assert_eq!(last.next, None);
+        assert!(p.models_page(br#"{"data":[],"has_more":true}"#).is_err());
     }
 }
 

@@ -47,6 +47,25 @@ use crate::error::GatewayError;
 /// The SigV4 signing name of Bedrock Runtime.
 const SIGNING_SERVICE: &str = "bedrock";
 
+/// `GET /foundation-models` of the Bedrock control plane:
+/// `{"modelSummaries":[{"modelId":...,"outputModalities":["TEXT"],
+/// "inferenceTypesSupported":["ON_DEMAND"],...}]}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FoundationModels {
+    model_summaries: Vec<FoundationModel>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FoundationModel {
+    model_id: String,
+    #[serde(default)]
+    output_modalities: Vec<String>,
+    #[serde(default)]
+    inference_types_supported: Option<Vec<String>>,
+}
+
 /// Adapter for Amazon Bedrock's Converse and ConverseStream operations.
 pub struct BedrockProvider {
     settings: ProviderSettings,
@@ -58,6 +77,36 @@ impl BedrockProvider {
         BedrockProvider { settings }
     }
 
+    /// The control plane's `ListFoundationModels` at a given signing
+    /// time. The adapter must be built for the control-plane host
+    /// (`bedrock.{region}`), which signs under the same service name.
+    fn models_request_at(&self, now: SystemTime) -> Result<UpstreamRequest, GatewayError> {
+        let creds = self.credentials()?;
+        let mut up = UpstreamRequest::get(format!("{}/foundation-models", self.settings.base_path));
+        let signed = sigv4::sign(
+            creds,
+            &SignRequest {
+                service: SIGNING_SERVICE,
+                method: "GET",
+                host: &self.settings.host,
+                path_and_query: &up.path,
+                headers: &[],
+                payload: &[],
+            },
+            now,
+        )?;
+        up.headers.extend(signed);
+        Ok(up)
+    }
+
+    fn credentials(&self) -> Result<&super::AwsCredentials, GatewayError> {
+        self.settings.aws.as_ref().ok_or_else(|| {
+            GatewayError::internal(
+                "the bedrock provider has no AWS credentials (access key, secret and region) configured",
+            )
+        })
+    }
+
     /// `chat_request` at a given signing time.
     fn chat_request_at(
         &self,
@@ -65,11 +114,7 @@ impl BedrockProvider {
         call: &UpstreamCall<'_>,
         now: SystemTime,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let creds = self.settings.aws.as_ref().ok_or_else(|| {
-            GatewayError::internal(
-                "the bedrock provider has no AWS credentials (access key, secret and region) configured",
-            )
-        })?;
+        let creds = self.credentials()?;
         let body = converse_body(req)?;
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
@@ -113,6 +158,38 @@ impl BedrockProvider {
 impl Provider for BedrockProvider {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Bedrock
+    }
+
+    fn models_request(
+        &self,
+        _api_key: Option<&str>,
+        _cursor: Option<&str>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        self.models_request_at(SystemTime::now())
+    }
+
+    fn models_page(&self, body: &[u8]) -> Result<super::ModelPage, GatewayError> {
+        let list: FoundationModels = parse_upstream_json(ProviderKind::Bedrock, body)?;
+        let models = list
+            .model_summaries
+            .into_iter()
+            .filter(|m| {
+                // Models reachable only through an inference profile or
+                // provisioned throughput fail when called by their id.
+                let on_demand = m
+                    .inference_types_supported
+                    .as_ref()
+                    .is_none_or(|t| t.iter().any(|t| t == "ON_DEMAND"));
+                let speaks = m
+                    .output_modalities
+                    .iter()
+                    .any(|o| o == "TEXT" || o == "EMBEDDING");
+                on_demand && speaks
+            })
+            .map(|m| m.model_id)
+            .collect();
+        // ListFoundationModels answers in one piece.
+        Ok(super::ModelPage { models, next: None })
     }
 
     fn chat_request(
@@ -1678,5 +1755,48 @@ mod tests {
             panic!("{events:?}")
         };
         assert_eq!(err.kind, ErrorKind::UpstreamProtocol);
+    }
+
+    #[test]
+    fn lists_on_demand_text_models_from_the_control_plane() {
+        let p = BedrockProvider::new(ProviderSettings {
+            host: "bedrock.us-east-1.amazonaws.com".into(),
+            ..settings()
+        });
+        let up = p
+            .models_request_at(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+            .unwrap();
+        assert_eq!(up.method, http::Method::GET);
+        assert_eq!(up.path, "/foundation-models");
+        let auth = header(&up, "authorization").unwrap();
+        assert!(
+            auth.contains("/20231114/us-east-1/bedrock/aws4_request"),
+            "{auth}"
+        );
+        assert!(
+            auth.contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date"),
+            "{auth}"
+        );
+        // The hash of the empty body.
+        assert_eq!(
+            header(&up, "x-amz-content-sha256"),
+            Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        );
+        let page = p
+            .models_page(br#"{"modelSummaries":[
+                {"modelArn":"arn:a","modelId":"amazon.titan-embed-text-v2:0","outputModalities":["EMBEDDING"],"inferenceTypesSupported":["ON_DEMAND"]},
+                {"modelId":"anthropic.claude-3-5-sonnet-20240620-v1:0","outputModalities":["TEXT"],"inferenceTypesSupported":["ON_DEMAND","PROVISIONED"]},
+                {"modelId":"anthropic.claude-sonnet-4-v1:0","outputModalities":["TEXT"],"inferenceTypesSupported":["INFERENCE_PROFILE"]},
+                {"modelId":"stability.sd3","outputModalities":["IMAGE"],"inferenceTypesSupported":["ON_DEMAND"]}]}"#)
+            .unwrap();
+        assert_eq!(
+            page.models,
+            vec![
+                "amazon.titan-embed-text-v2:0",
+                "anthropic.claude-3-5-sonnet-20240620-v1:0"
+            ]
+        );
+        assert_eq!(page.next, None);
+        assert!(p.models_page(br#"{"models":[]}"#).is_err());
     }
 }

@@ -1250,9 +1250,72 @@ pub fn estimate_tokens_as_words<'a>(texts: impl IntoIterator<Item = &'a str>) ->
         .sum()
 }
 
+/// A page of `GET /v1beta/models`: `{"models":[{"name":"models/gemini-…",
+/// "supportedGenerationMethods":[...]}],"nextPageToken":"…"}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ModelListPage {
+    #[serde(default)]
+    models: Vec<ListedModel>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedModel {
+    name: String,
+    #[serde(default)]
+    supported_generation_methods: Vec<String>,
+}
+
+/// The methods of the models the gateway can call: chat (streamed or
+/// not) and embeddings. The list also holds models for other APIs
+/// (image generation, live audio) that would fail behind the gateway.
+const CALLABLE_METHODS: [&str; 3] = ["generateContent", "embedContent", "batchEmbedContents"];
+
 impl Provider for GeminiProvider {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Gemini
+    }
+
+    fn models_request(
+        &self,
+        api_key: Option<&str>,
+        cursor: Option<&str>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        // 1000 is the largest page the API serves.
+        let mut path = format!("{}/v1beta/models?pageSize=1000", self.settings.base_path);
+        if let Some(token) = cursor {
+            path.push_str("&pageToken=");
+            path.push_str(&super::sigv4::uri_encode(token, true));
+        }
+        let mut up = UpstreamRequest::get(path);
+        if let Some(key) = api_key {
+            up.headers.push(("x-goog-api-key", key.to_owned()));
+        }
+        Ok(up)
+    }
+
+    fn models_page(&self, body: &[u8]) -> Result<super::ModelPage, GatewayError> {
+        let page: ModelListPage = parse_upstream_json(ProviderKind::Gemini, body)?;
+        let models = page
+            .models
+            .into_iter()
+            .filter(|m| {
+                m.supported_generation_methods
+                    .iter()
+                    .any(|g| CALLABLE_METHODS.contains(&g.as_str()))
+            })
+            .map(|m| match m.name.strip_prefix("models/") {
+                Some(bare) => bare.to_owned(),
+                None => m.name,
+            })
+            .collect();
+        Ok(super::ModelPage {
+            models,
+            next: page.next_page_token.filter(|t| !t.is_empty()),
+        })
     }
 
     fn chat_request(
@@ -1352,6 +1415,41 @@ impl Provider for GeminiProvider {
     fn error_response(&self, status: u16, body: &[u8]) -> GatewayError {
         let parsed: Option<ErrorEnvelope> = serde_json::from_slice(body).ok();
         gemini_error(status, parsed.as_ref().map(|e| &e.error))
+    }
+}
+
+#[cfg(test)]
+mod model_list_tests {
+    use super::*;
+
+    #[test]
+    fn lists_callable_models_page_by_page() {
+        let p = GeminiProvider::new(ProviderSettings::default());
+        let up = p.models_request(Some("AIza"), None).unwrap();
+        assert_eq!(up.method, http::Method::GET);
+        assert_eq!(up.path, "/v1beta/models?pageSize=1000");
+        assert!(up.headers.contains(&("x-goog-api-key", "AIza".into())));
+        let page = p
+            .models_page(br#"{"models":[
+                {"name":"models/gemini-2.5-flash","version":"001","supportedGenerationMethods":["generateContent","countTokens"]},
+                {"name":"models/gemini-embedding-001","supportedGenerationMethods":["embedContent"]},
+                {"name":"models/imagen-4","supportedGenerationMethods":["predict"]}],
+                "nextPageToken":"Cg+x/y="}"#)
+            .unwrap();
+        assert_eq!(
+            page.models,
+            vec!["gemini-2.5-flash", "gemini-embedding-001"]
+        );
+        assert_eq!(page.next.as_deref(), Some("Cg+x/y="));
+        let up = p.models_request(Some("AIza"), Some("Cg+x/y=")).unwrap();
+        assert_eq!(
+            up.path,
+            "/v1beta/models?pageSize=1000&pageToken=Cg%2Bx%2Fy%3D"
+        );
+        let last = p
+            .models_page(br#"{"models":[],"nextPageToken":""}"#)
+            .unwrap();
+        assert_eq!(last, super::super::ModelPage::default());
     }
 }
 

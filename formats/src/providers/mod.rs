@@ -103,6 +103,28 @@ impl UpstreamRequest {
     }
 }
 
+impl UpstreamRequest {
+    /// A GET without a body (model lists).
+    pub fn get(path: String) -> Self {
+        UpstreamRequest {
+            method: http::Method::GET,
+            path,
+            headers: vec![("accept", "application/json".to_owned())],
+            body: Bytes::new(),
+        }
+    }
+}
+
+/// One page of a provider's model list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelPage {
+    /// Model names as requests send them (Gemini's without `models/`).
+    pub models: Vec<String>,
+    /// The cursor of the next page, when there is one: what
+    /// `models_request` takes to fetch it.
+    pub next: Option<String>,
+}
+
 /// What a stream decoder yields.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
@@ -214,6 +236,27 @@ pub trait Provider: Send + Sync {
         _call: &UpstreamCall<'_>,
     ) -> Option<Result<UpstreamRequest, GatewayError>> {
         None
+    }
+
+    /// Builds the request for one page of the provider's own model list
+    /// (model discovery); `cursor` is the previous page's `next`.
+    fn models_request(
+        &self,
+        _api_key: Option<&str>,
+        _cursor: Option<&str>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        Err(GatewayError::internal(format!(
+            "provider type `{}` has no model list to discover",
+            self.kind().label()
+        )))
+    }
+
+    /// Parses a successful (2xx) page of the model list.
+    fn models_page(&self, _body: &[u8]) -> Result<ModelPage, GatewayError> {
+        Err(GatewayError::internal(format!(
+            "provider type `{}` has no model list to discover",
+            self.kind().label()
+        )))
     }
 
     /// Turns a non-2xx answer into an error, keeping the provider's message.

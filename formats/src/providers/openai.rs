@@ -112,9 +112,52 @@ struct Body<'a> {
     extra: &'a Map<String, Value>,
 }
 
+/// `GET /models` of OpenAI and the servers that copy it:
+/// `{"object":"list","data":[{"id":"gpt-4o",...}]}`. Unpaginated.
+#[derive(serde::Deserialize)]
+struct ModelList {
+    data: Vec<ModelId>,
+}
+
+#[derive(serde::Deserialize)]
+struct ModelId {
+    id: String,
+}
+
 impl Provider for OpenAiProvider {
     fn kind(&self) -> ProviderKind {
         self.kind
+    }
+
+    fn models_request(
+        &self,
+        api_key: Option<&str>,
+        _cursor: Option<&str>,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        if self.kind == ProviderKind::AzureOpenai {
+            // Refused at load (config::models::AZURE_DISCOVERY); kept an
+            // error here so no caller lists base models as deployments.
+            return Err(GatewayError::internal(
+                "azure-openai deployments cannot be listed with an api key",
+            ));
+        }
+        let mut up = UpstreamRequest::get(format!("{}/models", self.settings.base_path));
+        let call = UpstreamCall {
+            model: "",
+            api_key,
+            stream: false,
+            track_usage: false,
+        };
+        self.auth_headers(&call, &mut up.headers);
+        Ok(up)
+    }
+
+    fn models_page(&self, body: &[u8]) -> Result<super::ModelPage, GatewayError> {
+        let list: ModelList = parse_upstream_json(self.kind, body)?;
+        Ok(super::ModelPage {
+            models: list.data.into_iter().map(|m| m.id).collect(),
+            next: None,
+        })
     }
 
     fn chat_request(
@@ -409,6 +452,50 @@ fn routed_body(body: &Bytes, model: &str) -> Result<Bytes, GatewayError> {
     serde_json::to_vec(&v)
         .map(Bytes::from)
         .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))
+}
+
+#[cfg(test)]
+mod model_list_tests {
+    use super::*;
+
+    fn provider(kind: ProviderKind) -> OpenAiProvider {
+        OpenAiProvider::new(
+            kind,
+            ProviderSettings {
+                base_path: "/v1".into(),
+                ..ProviderSettings::default()
+            },
+        )
+    }
+
+    #[test]
+    fn lists_models_with_the_bearer_key() {
+        let p = provider(ProviderKind::OpenaiCompatible);
+        let up = p.models_request(Some("sk-1"), None).unwrap();
+        assert_eq!(up.method, http::Method::GET);
+        assert_eq!(up.path, "/v1/models");
+        assert!(
+            up.headers
+                .contains(&("authorization", "Bearer sk-1".into()))
+        );
+        let page = p
+            .models_page(br#"{"object":"list","data":[{"id":"gpt-4o","object":"model","created":1,"owned_by":"openai"},{"id":"o3"}]}"#)
+            .unwrap();
+        assert_eq!(page.models, vec!["gpt-4o", "o3"]);
+        assert_eq!(page.next, None);
+        // A body without `data` names what is missing.
+        let e = p.models_page(br#"{"object":"list"}"#).unwrap_err();
+        assert!(e.message.contains("data"), "{}", e.message);
+    }
+
+    #[test]
+    fn azure_lists_nothing() {
+        assert!(
+            provider(ProviderKind::AzureOpenai)
+                .models_request(Some("k"), None)
+                .is_err()
+        );
+    }
 }
 
 #[cfg(test)]

@@ -361,7 +361,7 @@ pub(super) fn model_list(proxy: &Proxy) -> ModelList {
     ModelList {
         object: "list".into(),
         data: proxy
-            .models
+            .listed_models()
             .iter()
             .map(|m| ModelEntry {
                 id: format!("{}:{m}", proxy.id),

@@ -99,8 +99,14 @@ impl Gateway {
         if runtime.adopt_semantic(None) {
             let _ = index.send(runtime.clone());
         }
+        let slot = crate::live::slot(runtime);
+        // Runs whatever the configuration: a reload may turn discovery on.
+        background.push(crate::background::service(
+            "model-discovery",
+            crate::discovery::refresher(slot.clone(), metrics.clone()),
+        ));
         Gateway {
-            runtime: crate::live::slot(runtime),
+            runtime: slot,
             connector: Connector::new(None),
             routing_metrics: RoutingMetrics::new(&metrics.registry),
             metrics,

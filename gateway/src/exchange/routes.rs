@@ -82,7 +82,7 @@ impl<'p> RouteWalk<'p> {
         // Only configured names become label values: a client sending
         // random model names must not create new series.
         let bare = strip_proxy_prefix(self.proxy, self.requested);
-        tally.model_label = if self.proxy.models.iter().any(|m| m == bare) {
+        tally.model_label = if self.proxy.lists_model(bare) {
             bare.to_owned()
         } else {
             crate::metrics::OTHER.to_owned()

@@ -143,6 +143,14 @@ fn lookup(
     if let Some((ri, up)) = exact.get(model) {
         return Some((*ri, up.clone()));
     }
+    // A model a provider discovered: the first route (in file order)
+    // whose provider lists it. Configured names above win over it.
+    if let Some(ri) = routes
+        .iter()
+        .position(|r| r.discovered.as_ref().is_some_and(|d| d.contains(model)))
+    {
+        return Some((ri, model.to_owned()));
+    }
     let (prefix, rest) = model.split_once('/')?;
     if rest.is_empty() {
         return None;
@@ -150,16 +158,22 @@ fn lookup(
     let list = prefixes.get(prefix)?;
     // A route whose target is exactly the model asked for, else a route
     // without a target that serves it.
-    list.iter()
+    if let Some(ri) = list
+        .iter()
         .find(|ri| routes[**ri].target_model.as_deref() == Some(rest))
-        .or_else(|| {
-            list.iter().find(|ri| {
-                let r = &routes[**ri];
-                r.target_model.is_none()
-                    && (r.models.is_empty() || r.models.iter().any(|m| m == rest))
-            })
-        })
-        .map(|ri| (*ri, rest.to_owned()))
+    {
+        return Some((*ri, rest.to_owned()));
+    }
+    list.iter().find_map(|ri| {
+        let r = &routes[*ri];
+        if r.target_model.is_some() {
+            return None;
+        }
+        match r.aliases.get(rest) {
+            Some(real) => Some((*ri, real.clone())),
+            None => r.serves(rest).then(|| (*ri, rest.to_owned())),
+        }
+    })
 }
 
 /// The model sent to `route` for a request for `model` (after aliases),
@@ -172,7 +186,10 @@ pub fn model_for(route: &Route, model: &str) -> Option<String> {
     if model.is_empty() {
         return None;
     }
-    (route.models.is_empty() || route.models.iter().any(|m| m == model)).then(|| model.to_owned())
+    if let Some(real) = route.aliases.get(model) {
+        return Some(real.clone());
+    }
+    route.serves(model).then(|| model.to_owned())
 }
 
 fn cfg_err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -273,6 +290,13 @@ pub fn build(
                         };
                         (m.clone(), m.clone(), path)
                     })
+                    // The provider's aliases go to this route too, as
+                    // the model they stand for.
+                    .chain(
+                        r.aliases
+                            .iter()
+                            .map(|(a, real)| (a.clone(), real.clone(), rat(ri, "provider"))),
+                    )
                     .collect(),
             };
             for (key, upstream, path) in keys {
@@ -301,8 +325,11 @@ pub fn build(
     }
 
     if strategy == RoutingStrategy::ModelBased {
+        // A discovered model is known only once fetched: a target may be
+        // one when a route discovers.
+        let discovering = routes.iter().any(|r| r.discovered.is_some());
         for (alias, target) in &aliases {
-            if lookup(&exact, &prefixes, routes, target).is_none() {
+            if !discovering && lookup(&exact, &prefixes, routes, target).is_none() {
                 return Err(cfg_err(
                     at(&format!("routing.aliases.{alias}")),
                     format!("no route serves `{target}`"),
@@ -430,7 +457,7 @@ pub fn build(
                 priority: None,
                 topics: Vec::new(),
             };
-            let route = crate::upstream::build_route(&rf, prov, prov_i, &sat, env, egress)?;
+            let route = crate::upstream::build_route(&rf, prov, prov_i, &sat, env, egress, None)?;
             Some(Semantic::new(
                 SemanticService {
                     route,

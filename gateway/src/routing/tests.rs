@@ -57,7 +57,16 @@ pub(crate) fn dummy_route(name: &str) -> Route {
         topics: Vec::new(),
     };
     let file = parse_file(&format!("{PROVIDERS}proxies: []")).unwrap();
-    crate::upstream::build_route(&rf, &file.providers[2], 2, &|f| f.to_owned(), &env, &[]).unwrap()
+    crate::upstream::build_route(
+        &rf,
+        &file.providers[2],
+        2,
+        &|f| f.to_owned(),
+        &env,
+        &[],
+        None,
+    )
+    .unwrap()
 }
 
 fn names(p: &Proxy, c: &[(usize, String)]) -> Vec<String> {

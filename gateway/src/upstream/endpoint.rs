@@ -40,7 +40,15 @@ impl PeerOptions {
         &self,
         route: &Route,
     ) -> Result<pingora::upstreams::peer::HttpPeer, GatewayError> {
-        let u = &route.upstream;
+        self.peer_for(&route.upstream).await
+    }
+
+    /// The Pingora peer for an endpoint (a route's, or a provider's model
+    /// list).
+    pub async fn peer_for(
+        &self,
+        u: &Upstream,
+    ) -> Result<pingora::upstreams::peer::HttpPeer, GatewayError> {
         let addr = u.addr().await?;
         let mut peer = pingora::upstreams::peer::HttpPeer::new(addr, u.tls, u.sni.clone());
         peer.options.connection_timeout = Some(self.connect_timeout);

@@ -7,8 +7,9 @@
 mod endpoint;
 mod route;
 
+pub(crate) use endpoint::{CaSource, parse_base_url};
 pub use endpoint::{PeerOptions, Upstream};
-pub use route::{KeySource, Route, build_route};
+pub use route::{KeySource, Route, adapter_settings, build_route, provider_credentials};
 
 use std::time::Duration;
 

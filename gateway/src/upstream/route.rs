@@ -24,11 +24,25 @@ pub struct Route {
     pub key: KeySource,
     /// Models the provider declares (empty: any model is passed on).
     pub models: Vec<String>,
+    /// The provider's aliases (client name to provider model), on routes
+    /// that take the provider's model list (no `model`, no `models`).
+    pub aliases: Arc<std::collections::BTreeMap<String, String>>,
+    /// The provider's discovered models, on the same routes: they widen
+    /// `models` (docs/gateway.md, model discovery).
+    pub discovered: Option<Arc<crate::discovery::ModelSource>>,
     /// The provider's own prices (`prices`), over the shipped table of its type.
     pub prices: Arc<[PriceEntry]>,
 }
 
 impl Route {
+    /// Whether the route passes `model` on as it is: its model list is
+    /// open (empty), names it, or the provider's discovered list does.
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.is_empty()
+            || self.models.iter().any(|m| m == model)
+            || self.discovered.as_ref().is_some_and(|d| d.contains(model))
+    }
+
     /// What `model` costs on this route: the provider's own price for
     /// it, else the shipped table's; `None` when neither knows the model
     /// (its requests then have no cost).
@@ -54,6 +68,7 @@ pub fn build_route(
     rat: &dyn Fn(&str) -> String,
     env: &dyn Fn(&str) -> Option<String>,
     egress: &[String],
+    source: Option<&Arc<crate::discovery::ModelSource>>,
 ) -> Result<Route, ConfigError> {
     let pat = |field: &str| format!("providers[{prov_i}].{field}");
     let region = prov.region.clone();
@@ -115,16 +130,7 @@ pub fn build_route(
         }
     }
 
-    let provider_key = match (&prov.api_key_env, &prov.api_key) {
-        (Some(var), _) => Some(env(var).ok_or_else(|| {
-            cfg_err(
-                pat("api_key_env"),
-                format!("environment variable {var} is not set"),
-            )
-        })?),
-        (None, Some(k)) => Some(k.clone()),
-        (None, None) => None,
-    };
+    let (provider_key, aws) = provider_credentials(prov, prov_i, env)?;
     let key = match &rf.api_key {
         Some(KeySourceFile {
             env: Some(var),
@@ -146,6 +152,58 @@ pub fn build_route(
         None => provider_key
             .map(KeySource::Static)
             .unwrap_or(KeySource::None),
+    };
+    if prov.kind == ProviderKind::AzureOpenai && rf.model.is_none() && prov.models.is_empty() {
+        return Err(cfg_err(
+            rat("model"),
+            "azure-openai routes need a target model (the deployment name) or provider models",
+        ));
+    }
+    // The provider's aliases and discovered models belong to its model
+    // list: a route with its own `model` or `models` does not take them.
+    let inherits = rf.model.is_none() && rf.models.is_none();
+    let settings = adapter_settings(prov, base_path, &upstream, aws);
+    Ok(Route {
+        name: match (&rf.name, &rf.model) {
+            (Some(n), _) => n.clone(),
+            (None, Some(m)) => format!("{}/{m}", prov.name),
+            (None, None) => prov.name.clone(),
+        },
+        provider_name: prov.name.clone(),
+        provider: providers::build(prov.kind, settings),
+        kind: prov.kind,
+        upstream,
+        target_model: rf.model.clone(),
+        key,
+        models: rf.models.clone().unwrap_or_else(|| prov.models.clone()),
+        aliases: Arc::new(if inherits {
+            prov.aliases.clone()
+        } else {
+            Default::default()
+        }),
+        discovered: source.filter(|_| inherits).cloned(),
+        prices: prov.prices.clone().into(),
+    })
+}
+
+/// A provider's own credentials, read from the environment: its API key
+/// and, for Bedrock, its AWS credentials. Errors name the provider field.
+pub fn provider_credentials(
+    prov: &ProviderFile,
+    prov_i: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Option<String>, Option<AwsCredentials>), ConfigError> {
+    let pat = |field: &str| format!("providers[{prov_i}].{field}");
+    let region = prov.region.clone();
+    let provider_key = match (&prov.api_key_env, &prov.api_key) {
+        (Some(var), _) => Some(env(var).ok_or_else(|| {
+            cfg_err(
+                pat("api_key_env"),
+                format!("environment variable {var} is not set"),
+            )
+        })?),
+        (None, Some(k)) => Some(k.clone()),
+        (None, None) => None,
     };
     let aws = if prov.kind == ProviderKind::Bedrock {
         let region = region.ok_or_else(|| cfg_err(pat("region"), "required for bedrock"))?;
@@ -186,33 +244,23 @@ pub fn build_route(
     } else {
         None
     };
-    if prov.kind == ProviderKind::AzureOpenai && rf.model.is_none() && prov.models.is_empty() {
-        return Err(cfg_err(
-            rat("model"),
-            "azure-openai routes need a target model (the deployment name) or provider models",
-        ));
-    }
-    let settings = ProviderSettings {
+    Ok((provider_key, aws))
+}
+
+/// The settings a provider's adapter is built with, for the endpoint
+/// `upstream` (a route's, or the provider's model list).
+pub fn adapter_settings(
+    prov: &ProviderFile,
+    base_path: String,
+    upstream: &Upstream,
+    aws: Option<AwsCredentials>,
+) -> ProviderSettings {
+    ProviderSettings {
         base_path,
         host: upstream.host_header.clone(),
         api_version: prov.api_version.clone(),
         anthropic_version: prov.anthropic_version.clone(),
         default_max_tokens: prov.default_max_tokens.unwrap_or(4096),
         aws,
-    };
-    Ok(Route {
-        name: match (&rf.name, &rf.model) {
-            (Some(n), _) => n.clone(),
-            (None, Some(m)) => format!("{}/{m}", prov.name),
-            (None, None) => prov.name.clone(),
-        },
-        provider_name: prov.name.clone(),
-        provider: providers::build(prov.kind, settings),
-        kind: prov.kind,
-        upstream,
-        target_model: rf.model.clone(),
-        key,
-        models: rf.models.clone().unwrap_or_else(|| prov.models.clone()),
-        prices: prov.prices.clone().into(),
-    })
+    }
 }

@@ -63,6 +63,36 @@ pub fn effective_base_url(
     }
 }
 
+/// Where model discovery lists a provider's models: its base URL, except
+/// for Bedrock, whose model list is on the control-plane host
+/// (`bedrock.{region}.amazonaws.com`), not on the runtime host requests
+/// go to. A Bedrock `base_url` on the runtime host is moved to its
+/// control-plane twin; any other `base_url` (a private endpoint, a test
+/// server) serves both.
+pub fn model_list_base_url(
+    kind: ProviderKind,
+    base_url: Option<&str>,
+    region: Option<&str>,
+) -> Option<String> {
+    match (kind, base_url, region) {
+        (ProviderKind::Bedrock, None, Some(r)) => {
+            Some(format!("https://bedrock.{r}.amazonaws.com"))
+        }
+        (ProviderKind::Bedrock, Some(u), _) => {
+            let (scheme, rest) = u.split_once("://")?;
+            let rest = match rest.strip_prefix("bedrock-runtime-fips.") {
+                Some(host) => format!("bedrock-fips.{host}"),
+                None => match rest.strip_prefix("bedrock-runtime.") {
+                    Some(host) => format!("bedrock.{host}"),
+                    None => rest.to_owned(),
+                },
+            };
+            Some(format!("{scheme}://{rest}"))
+        }
+        _ => effective_base_url(kind, base_url, region),
+    }
+}
+
 /// The origin of an `http://` or `https://` URL: scheme, lowercased host
 /// (IPv6 without brackets) and port (defaulted). `None` for anything else.
 /// Admin and gateway compare origins to decide where a provider's
@@ -289,6 +319,16 @@ pub struct ProviderFile {
     /// Models this provider serves (listed by `GET /models`).
     #[serde(default)]
     pub models: Vec<String>,
+    /// Also list the models the provider itself serves, fetched from its
+    /// model list endpoint and refreshed in the background: `true`, or
+    /// `{refresh_s: N}` (default every 600 s). Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discover_models: Option<DiscoverModelsFile>,
+    /// Client-facing model names and the provider model each one stands
+    /// for (`fast: gpt-4o-mini`): a client sends the alias, the provider
+    /// gets the model. Listed by `GET /models`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub aliases: std::collections::BTreeMap<String, String>,
     /// Azure OpenAI `api-version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
@@ -321,6 +361,41 @@ pub struct ProviderFile {
     /// this provider's type: a self-hosted server's, a negotiated rate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prices: Vec<crate::pricing::PriceEntry>,
+}
+
+/// `discover_models`: `true`/`false`, or its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DiscoverModelsFile {
+    Enabled(bool),
+    Settings(DiscoverModelsSettings),
+}
+
+/// Settings of model discovery.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverModelsSettings {
+    /// Seconds between two fetches of the provider's model list (default
+    /// 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_s: Option<u64>,
+}
+
+/// Default of `discover_models.refresh_s`: model lists change with
+/// releases, not by the minute, and some providers rate-limit listing.
+pub const DEFAULT_DISCOVERY_REFRESH_S: u64 = 600;
+
+impl DiscoverModelsFile {
+    /// Seconds between fetches, or `None` when discovery is off.
+    pub fn refresh_s(&self) -> Option<u64> {
+        match self {
+            DiscoverModelsFile::Enabled(false) => None,
+            DiscoverModelsFile::Enabled(true) => Some(DEFAULT_DISCOVERY_REFRESH_S),
+            DiscoverModelsFile::Settings(s) => {
+                Some(s.refresh_s.unwrap_or(DEFAULT_DISCOVERY_REFRESH_S))
+            }
+        }
+    }
 }
 
 /// A proxy: one base path with its keys and routes.
@@ -843,6 +918,31 @@ mod tests {
         assert!(glob("exact", "exact") && !glob("exact", "exactly"));
         assert!(glob("*", "anything"));
         assert!(!glob("ab*ab", "ab"));
+    }
+
+    #[test]
+    fn bedrock_lists_models_on_its_control_plane_host() {
+        let at = |u: Option<&str>| model_list_base_url(ProviderKind::Bedrock, u, Some("eu-west-1"));
+        assert_eq!(
+            at(None).as_deref(),
+            Some("https://bedrock.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(
+            at(Some("https://bedrock-runtime.eu-west-1.amazonaws.com")).as_deref(),
+            Some("https://bedrock.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(
+            at(Some("https://bedrock-runtime-fips.us-east-1.amazonaws.com")).as_deref(),
+            Some("https://bedrock-fips.us-east-1.amazonaws.com")
+        );
+        assert_eq!(
+            at(Some("http://127.0.0.1:9")).as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        assert_eq!(
+            model_list_base_url(ProviderKind::Anthropic, None, None).as_deref(),
+            Some("https://api.anthropic.com")
+        );
     }
 
     #[test]

@@ -106,8 +106,8 @@ pub(crate) fn count_tokens(ex: &mut Exchange) -> Outcome {
     }
 }
 
-/// Checks the headers and parses the body as a JSON object.
-fn read_request(ex: &Exchange) -> Result<Map<String, Value>, ApiError> {
+/// Checks the headers every Anthropic request needs.
+pub(crate) fn check_headers(ex: &Exchange) -> Result<(), ApiError> {
     if ex.header("x-api-key").is_none() {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -117,6 +117,12 @@ fn read_request(ex: &Exchange) -> Result<Map<String, Value>, ApiError> {
     if ex.header("anthropic-version").is_none() {
         return Err(invalid("anthropic-version: header is required"));
     }
+    Ok(())
+}
+
+/// Checks the headers and parses the body as a JSON object.
+fn read_request(ex: &Exchange) -> Result<Map<String, Value>, ApiError> {
+    check_headers(ex)?;
     ex.json_object().ok_or_else(|| {
         invalid("There was an issue with your request body: it must be a JSON object.")
     })

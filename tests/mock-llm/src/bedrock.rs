@@ -72,7 +72,7 @@ fn unknown_operation() -> ApiError {
 
 /// Presence checks for a SigV4-signed request, with the exceptions AWS
 /// answers when they fail.
-fn check_signature(ex: &Exchange) -> Result<(), ApiError> {
+pub(crate) fn check_signature(ex: &Exchange) -> Result<(), ApiError> {
     let Some(authorization) = ex.header("authorization") else {
         return Err(
             ApiError::new(StatusCode::FORBIDDEN, "Missing Authentication Token")

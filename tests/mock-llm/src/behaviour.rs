@@ -44,6 +44,10 @@ pub struct Behaviour {
     /// Only requests whose path contains this string match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_contains: Option<String>,
+    /// Only requests with this method match (`GET` tells a model list
+    /// from the calls under the same path, e.g. Gemini's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
 }
 
 impl Behaviour {
@@ -67,11 +71,15 @@ impl Behaviour {
         self.status.filter(|s| *s >= 400)
     }
 
-    /// Whether the behaviour applies to a request for `path`.
-    fn matches(&self, path: &str) -> bool {
+    /// Whether the behaviour applies to a `method` request for `path`.
+    fn matches(&self, method: &str, path: &str) -> bool {
         self.path_contains
             .as_deref()
             .is_none_or(|needle| path.contains(needle))
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
     }
 }
 
@@ -97,9 +105,10 @@ impl Behaviours {
         self.queue.clear();
     }
 
-    /// The behaviour for a request to `path`, using up one of its `times`.
-    pub(crate) fn take_for(&mut self, path: &str) -> Option<Behaviour> {
-        let index = self.queue.iter().position(|b| b.matches(path))?;
+    /// The behaviour for a `method` request to `path`, using up one of
+    /// its `times`.
+    pub(crate) fn take_for(&mut self, method: &str, path: &str) -> Option<Behaviour> {
+        let index = self.queue.iter().position(|b| b.matches(method, path))?;
         let behaviour = self.queue[index].clone();
         if let Some(times) = &mut self.queue[index].times {
             *times -= 1;
@@ -145,14 +154,36 @@ mod tests {
                 ..Behaviour::default()
             },
         ]);
-        let status = |b: &mut Behaviours, path: &str| b.take_for(path).and_then(|b| b.status);
+        let status =
+            |b: &mut Behaviours, path: &str| b.take_for("POST", path).and_then(|b| b.status);
         assert_eq!(status(&mut behaviours, "/v1/chat/completions"), Some(500));
         assert_eq!(status(&mut behaviours, "/v1/messages"), Some(429));
         assert_eq!(status(&mut behaviours, "/v1/messages"), Some(429));
         assert_eq!(status(&mut behaviours, "/v1/messages"), Some(500));
         assert_eq!(behaviours.list().len(), 1);
         behaviours.clear();
-        assert_eq!(behaviours.take_for("/v1/messages"), None);
+        assert_eq!(behaviours.take_for("POST", "/v1/messages"), None);
+    }
+
+    #[test]
+    fn a_method_narrows_the_match() {
+        let mut behaviours = Behaviours::default();
+        behaviours.extend(vec![Behaviour {
+            status: Some(503),
+            method: Some("GET".into()),
+            path_contains: Some("/v1beta/models".into()),
+            ..Behaviour::default()
+        }]);
+        assert_eq!(
+            behaviours.take_for("POST", "/v1beta/models/gemini-2.5-flash:generateContent"),
+            None
+        );
+        assert_eq!(
+            behaviours
+                .take_for("GET", "/v1beta/models")
+                .and_then(|b| b.status),
+            Some(503)
+        );
     }
 
     #[test]

@@ -26,6 +26,8 @@ use crate::reply::{Provider, Reply};
 pub(crate) struct Shared {
     journal: Mutex<Journal>,
     behaviours: Mutex<Behaviours>,
+    /// The model lists the providers serve.
+    model_lists: Mutex<crate::models::ModelLists>,
     /// Last sequence number handed out; requests are numbered from 1.
     last_seq: AtomicU64,
     /// TCP connections accepted: tests tell from it whether the gateway
@@ -48,6 +50,10 @@ impl Shared {
 
     pub(crate) fn behaviours(&self) -> MutexGuard<'_, Behaviours> {
         lock(&self.behaviours)
+    }
+
+    pub(crate) fn model_lists(&self) -> MutexGuard<'_, crate::models::ModelLists> {
+        lock(&self.model_lists)
     }
 
     pub(crate) fn connection_accepted(&self) {
@@ -170,7 +176,10 @@ impl Exchange {
         body: Bytes,
     ) -> Self {
         let seq = shared.next_seq();
-        let behaviour = shared.behaviours().take_for(uri.path()).unwrap_or_default();
+        let behaviour = shared
+            .behaviours()
+            .take_for(method.as_str(), uri.path())
+            .unwrap_or_default();
         tracing::debug!(seq, provider = provider.name(), %method, %uri, "mock LLM request");
         Self {
             shared: Arc::clone(shared),
@@ -184,6 +193,11 @@ impl Exchange {
             stream: false,
             behaviour,
         }
+    }
+
+    /// The model lists as the test set them.
+    pub(crate) fn model_lists(&self) -> crate::models::ModelLists {
+        self.shared.model_lists().clone()
     }
 
     /// The request path, still percent-encoded.

@@ -27,6 +27,17 @@ use crate::reply::{
 };
 
 /// `POST /v1beta/models/{model}:{action}`; `model_action` is the last path
+/// The API key, in the `x-goog-api-key` header or the `key` parameter.
+pub(crate) fn check_key(ex: &Exchange) -> Result<(), ApiError> {
+    if ex.header("x-goog-api-key").is_none() && ex.query_param("key").is_none_or(|k| k.is_empty()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+        ));
+    }
+    Ok(())
+}
+
 /// segment, already percent-decoded.
 pub(crate) fn dispatch(ex: &mut Exchange, model_action: &str) -> Outcome {
     let Some((model, action)) = model_action.rsplit_once(':') else {
@@ -34,11 +45,8 @@ pub(crate) fn dispatch(ex: &mut Exchange, model_action: &str) -> Outcome {
     };
     let model = model.strip_prefix("models/").unwrap_or(model).to_owned();
     ex.model = Some(model.clone());
-    if ex.header("x-goog-api-key").is_none() && ex.query_param("key").is_none_or(|k| k.is_empty()) {
-        return Outcome::Error(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
-        ));
+    if let Err(e) = check_key(ex) {
+        return Outcome::Error(e);
     }
     let Some(body) = ex.json_object() else {
         return Outcome::Error(invalid(

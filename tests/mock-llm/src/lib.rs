@@ -24,6 +24,7 @@ mod errors;
 mod exchange;
 mod gemini;
 mod journal;
+mod models;
 mod openai;
 mod reply;
 mod responses;
@@ -40,6 +41,7 @@ use serde_json::json;
 
 pub use behaviour::Behaviour;
 pub use journal::{JournalEntry, JournalUsage, MAX_ENTRIES as MAX_JOURNAL_ENTRIES};
+pub use models::ModelLists;
 
 use exchange::{Exchange, Shared};
 use reply::Provider;
@@ -70,7 +72,9 @@ impl MockLlm {
             .route("/v1/embeddings", post(openai_embeddings))
             .route("/v1/completions", post(openai_completions))
             .route("/v1/moderations", post(openai_moderations))
-            .route("/v1/models", get(openai_models))
+            // OpenAI's list, or Anthropic's (same path, told apart by the
+            // `anthropic-version` header).
+            .route("/v1/models", get(v1_models))
             .route("/v1/responses", post(openai_responses))
             // Azure OpenAI
             .route(
@@ -94,14 +98,21 @@ impl MockLlm {
             .route("/v1/messages", post(anthropic_messages))
             .route("/v1/messages/count_tokens", post(anthropic_count_tokens))
             // Gemini
+            .route("/v1beta/models", get(gemini_models))
             .route("/v1beta/models/{model_action}", post(gemini))
             .route("/v1/models/{model_action}", post(gemini))
             // Bedrock: the model id may hold an unencoded '/', so take the rest.
             .route("/model/{*rest}", post(bedrock))
+            // Bedrock's control plane (`bedrock.{region}`, beside the runtime).
+            .route("/foundation-models", get(bedrock_models))
             // Control and observation
             .route("/_mock/health", get(health))
             .route("/_mock/requests", get(list_requests).delete(clear_requests))
             .route("/_mock/connections", get(connections))
+            .route(
+                "/_mock/models",
+                get(list_models).put(put_models).delete(reset_models),
+            )
             .route(
                 "/_mock/behaviour",
                 get(list_behaviours)
@@ -126,6 +137,12 @@ impl MockLlm {
     /// Queues a behaviour (`POST /_mock/behaviour`).
     pub fn push_behaviour(&self, behaviour: Behaviour) {
         self.shared.behaviours().extend(vec![behaviour]);
+    }
+
+    /// Sets model lists (`PUT /_mock/models`): the providers `lists`
+    /// names get its lists, the others keep theirs.
+    pub fn set_models(&self, lists: ModelLists) {
+        self.shared.model_lists().merge(lists);
     }
 
     /// Removes all behaviours (`DELETE /_mock/behaviour`).
@@ -248,12 +265,42 @@ async fn azure_responses(
     run(&s, Provider::Azure, (m, u, h, b), responses::create).await
 }
 
-async fn openai_models(State(s): SharedState, m: Method, u: Uri, h: HeaderMap) -> Response {
+async fn v1_models(State(s): SharedState, m: Method, u: Uri, h: HeaderMap) -> Response {
+    if h.contains_key("anthropic-version") {
+        run(
+            &s,
+            Provider::Anthropic,
+            (m, u, h, Bytes::new()),
+            models::anthropic,
+        )
+        .await
+    } else {
+        run(
+            &s,
+            Provider::OpenAi,
+            (m, u, h, Bytes::new()),
+            models::openai,
+        )
+        .await
+    }
+}
+
+async fn gemini_models(State(s): SharedState, m: Method, u: Uri, h: HeaderMap) -> Response {
     run(
         &s,
-        Provider::OpenAi,
+        Provider::Gemini,
         (m, u, h, Bytes::new()),
-        openai::models,
+        models::gemini,
+    )
+    .await
+}
+
+async fn bedrock_models(State(s): SharedState, m: Method, u: Uri, h: HeaderMap) -> Response {
+    run(
+        &s,
+        Provider::Bedrock,
+        (m, u, h, Bytes::new()),
+        models::bedrock,
     )
     .await
 }
@@ -317,7 +364,7 @@ async fn mistral_models(State(s): SharedState, m: Method, u: Uri, h: HeaderMap) 
         &s,
         Provider::Mistral,
         (m, u, h, Bytes::new()),
-        openai::models,
+        models::openai,
     )
     .await
 }
@@ -411,6 +458,32 @@ async fn add_behaviours(State(s): SharedState, body: Bytes) -> Response {
         )
             .into_response(),
     }
+}
+
+async fn list_models(State(s): SharedState) -> Response {
+    let view = models::view(&s.model_lists());
+    axum::Json(view).into_response()
+}
+
+/// Sets the lists the body names; answers them all.
+async fn put_models(State(s): SharedState, body: Bytes) -> Response {
+    match models::parse_update(&body) {
+        Ok(update) => {
+            let mut lists = s.model_lists();
+            lists.merge(update);
+            axum::Json(models::view(&lists)).into_response()
+        }
+        Err(message) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": message})),
+        )
+            .into_response(),
+    }
+}
+
+async fn reset_models(State(s): SharedState) -> StatusCode {
+    *s.model_lists() = ModelLists::default();
+    StatusCode::NO_CONTENT
 }
 
 async fn reset_behaviours(State(s): SharedState) -> StatusCode {
@@ -573,6 +646,17 @@ pub(crate) mod testkit {
                 headers,
                 serde_json::from_str(&text).unwrap_or(Value::Null),
             )
+        }
+
+        /// Sets model lists through the control endpoint.
+        pub(crate) async fn put_models(&self, lists: Value) {
+            let response = self
+                .request(reqwest::Method::PUT, "/_mock/models", &[])
+                .body(lists.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 200);
         }
 
         /// Queues a behaviour through the control endpoint.

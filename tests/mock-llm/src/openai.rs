@@ -31,24 +31,6 @@ use crate::reply::{
     Reply, embed, words,
 };
 
-/// Models listed by `GET /v1/models`; any model name is accepted anyway.
-const OPENAI_MODELS: &[&str] = &[
-    "gpt-4o",
-    "gpt-4o-mini",
-    "gpt-4.1",
-    "gpt-4.1-mini",
-    "o4-mini",
-    "text-embedding-3-small",
-    "text-embedding-3-large",
-];
-/// Models listed by `GET /mistral/v1/models`.
-const MISTRAL_MODELS: &[&str] = &[
-    "mistral-large-latest",
-    "mistral-small-latest",
-    "codestral-latest",
-    "mistral-embed",
-];
-
 const SYSTEM_FINGERPRINT: &str = "fp_mock";
 
 /// `POST .../chat/completions`. `deployment` is the Azure path segment.
@@ -377,27 +359,8 @@ pub(crate) fn embeddings(ex: &mut Exchange, deployment: Option<String>) -> Outco
     }
 }
 
-/// `GET /v1/models` and `GET /mistral/v1/models`.
-pub(crate) fn models(ex: &mut Exchange) -> Outcome {
-    if let Err(error) = check_access(ex) {
-        return Outcome::Error(error);
-    }
-    let (names, owner) = match ex.provider {
-        Provider::Mistral => (MISTRAL_MODELS, "mistralai"),
-        _ => (OPENAI_MODELS, "openai"),
-    };
-    let data: Vec<Value> = names
-        .iter()
-        .map(|id| json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": owner}))
-        .collect();
-    Outcome::Json {
-        body: json!({"object": "list", "data": data}),
-        usage: None,
-    }
-}
-
 /// Authentication (and Azure's `api-version`), checked before the body.
-fn check_access(ex: &Exchange) -> Result<(), ApiError> {
+pub(crate) fn check_access(ex: &Exchange) -> Result<(), ApiError> {
     match ex.provider {
         Provider::Azure => {
             // Azure routes on api-version: without it the URL does not exist.
