@@ -3,25 +3,26 @@
 //! the request: `Provider::models_request`, `models_page`), refreshed in
 //! the background and merged with the configured ones.
 //!
-//! Each provider with discovery on gets one [`ModelSource`] per runtime,
-//! shared by the routes that inherit the provider's model list. Requests
-//! read its current list from a lock-free cell; one background service of
-//! the gateway (`refresher`) fetches the lists that are due, reading the
-//! runtime in force each round, so a reload adds no task and a source
-//! that no runtime holds is simply no longer fetched. A reload hands a
-//! source's list to its successor when the provider did not change
-//! (`Runtime::adopt_models`), so requests never see it vanish.
+//! Each provider with discovery on has one [`ModelSource`], shared by
+//! every runtime built with the same provider settings and credentials
+//! (a registry keyed by their digest): a reload, or a managed deployment
+//! that keeps some proxies as they were, finds the source, its list and
+//! its schedule as they were, with nothing to copy and nothing fetched
+//! again. Routes that take the provider's model list read the list from a
+//! lock-free cell (`upstream::DiscoveredModels`); one background service of
+//! the gateway (`live::discovery_refresher`) fetches the lists of the
+//! runtime in force that are due, so a reload adds no task, and a source
+//! no runtime holds any more is dropped and never fetched again.
 //!
 //! A failed fetch keeps the last good list (configured models are always
 //! served), is logged at WARN and counted in
 //! `portcullis_model_discovery_total{outcome="error"}`, and is retried
 //! sooner than the refresh interval.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use pingora::connectors::http::Connector;
 use sha2::{Digest, Sha256};
 
@@ -29,7 +30,7 @@ use crate::config::{ConfigError, ProviderFile, cfg_err, egress_allows, model_lis
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::providers::{self, AwsCredentials, Provider};
-use crate::upstream::{self, PeerOptions, Upstream};
+use crate::upstream::{self, DiscoveredModels, PeerOptions, Upstream};
 
 /// Most pages followed in one fetch: a provider that keeps answering
 /// `has_more` (or repeats its cursor) must not hold the refresher forever.
@@ -40,72 +41,27 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
 /// How often the refresher looks for due sources: a reloaded runtime's
 /// new provider is fetched within this long.
-const TICK: Duration = Duration::from_millis(250);
+pub const TICK: Duration = Duration::from_millis(250);
 /// Largest model list body read.
 const MAX_LIST_BODY: usize = 16 * 1024 * 1024;
-
-/// The models a provider listed, in its order and as a set.
-#[derive(Debug, Default)]
-pub struct ModelSet {
-    pub list: Vec<String>,
-    set: HashSet<String>,
-}
-
-impl ModelSet {
-    fn new(models: Vec<String>) -> Self {
-        let mut set = HashSet::with_capacity(models.len());
-        let list = models
-            .into_iter()
-            .filter(|m| !m.is_empty() && set.insert(m.clone()))
-            .collect();
-        ModelSet { list, set }
-    }
-
-    pub fn contains(&self, model: &str) -> bool {
-        self.set.contains(model)
-    }
-}
 
 /// One provider's discovered models and how to fetch them.
 pub struct ModelSource {
     /// The provider's name (metric label, logs).
     pub provider: String,
-    /// Digest of everything the list depends on (the provider's settings
-    /// and credentials): a reload keeps the list of a source whose
-    /// identity did not change.
-    identity: [u8; 32],
     adapter: Arc<dyn Provider>,
     upstream: Upstream,
     key: Option<String>,
     refresh: Duration,
-    /// The last good list; `None` until a fetch succeeded.
-    models: ArcSwapOption<ModelSet>,
+    /// The last good list, which routes read.
+    pub models: Arc<DiscoveredModels>,
     /// When the next fetch is due; `None`: now.
     due: Mutex<Option<Instant>>,
 }
 
 impl ModelSource {
-    /// The last good list, if any fetch succeeded yet.
-    pub fn models(&self) -> Option<Arc<ModelSet>> {
-        self.models.load_full()
-    }
-
-    /// Whether the provider listed `model` at its last good fetch.
-    pub fn contains(&self, model: &str) -> bool {
-        (*self.models.load())
-            .as_ref()
-            .is_some_and(|s| s.contains(model))
-    }
-
-    /// Makes `models` the current list.
-    pub(crate) fn store(&self, models: Vec<String>) -> usize {
-        let set = ModelSet::new(models);
-        let n = set.list.len();
-        self.models.store(Some(Arc::new(set)));
-        n
-    }
-
-    fn is_due(&self, now: Instant) -> bool {
+    /// Whether the list is to be fetched at `now`.
+    pub fn is_due(&self, now: Instant) -> bool {
         self.due
             .lock()
             .map(|d| d.is_none_or(|at| at <= now))
@@ -115,16 +71,6 @@ impl ModelSource {
     fn set_due(&self, at: Instant) {
         if let Ok(mut d) = self.due.lock() {
             *d = Some(at);
-        }
-    }
-
-    /// Takes over the list and schedule of `old`, the same provider in
-    /// the runtime a reload replaces.
-    fn adopt(&self, old: &ModelSource) {
-        self.models.store(old.models.load_full());
-        let due = old.due.lock().ok().and_then(|d| *d);
-        if let Ok(mut d) = self.due.lock() {
-            *d = due;
         }
     }
 
@@ -165,7 +111,7 @@ impl ModelSource {
     }
 
     /// One fetch, its outcome stored, logged and counted.
-    async fn refresh(&self, connector: &Connector, peers: &PeerOptions, metrics: &Metrics) {
+    pub async fn refresh(&self, connector: &Connector, peers: &PeerOptions, metrics: &Metrics) {
         let result = match tokio::time::timeout(FETCH_TIMEOUT, self.fetch(connector, peers)).await {
             Ok(r) => r,
             Err(_) => Err(GatewayError::upstream_protocol(format!(
@@ -176,7 +122,7 @@ impl ModelSource {
         let now = Instant::now();
         match result {
             Ok(models) => {
-                let n = self.store(models);
+                let n = self.models.store(models);
                 tracing::debug!(provider = %self.provider, models = n, "model list fetched");
                 metrics
                     .discovered_models
@@ -192,7 +138,7 @@ impl ModelSource {
                 tracing::warn!(
                     provider = %self.provider,
                     reason = %e.message,
-                    kept = (*self.models.load()).as_ref().map_or(0, |s| s.list.len()),
+                    kept = self.models.len(),
                     "model discovery failed; keeping the last good list"
                 );
                 self.set_due(now + self.refresh.min(RETRY_AFTER_FAILURE));
@@ -255,81 +201,52 @@ pub fn build_source(
         digest.update(part.unwrap_or_default());
     }
     let settings = crate::upstream::adapter_settings(prov, base_path, &upstream, aws);
-    Ok(Some(Arc::new(ModelSource {
+    let identity: [u8; 32] = digest.finalize().into();
+    let mut registry = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+    registry.retain(|_, s| s.strong_count() > 0);
+    if let Some(same) = registry.get(&identity).and_then(Weak::upgrade) {
+        return Ok(Some(same));
+    }
+    // Keyed by a digest of everything the list depends on (settings and
+    // credentials): a runtime built with the same provider shares it.
+    let source = Arc::new(ModelSource {
         provider: prov.name.clone(),
-        identity: digest.finalize().into(),
         adapter: providers::build(prov.kind, settings),
         upstream,
         key,
         refresh: Duration::from_secs(refresh_s),
-        models: ArcSwapOption::empty(),
+        models: Arc::default(),
         due: Mutex::new(None),
-    })))
+    });
+    registry.insert(identity, Arc::downgrade(&source));
+    Ok(Some(source))
 }
 
-/// The distinct sources of a runtime's routes, one per identity.
-pub fn sources(rt: &crate::runtime::Runtime) -> Vec<Arc<ModelSource>> {
-    let mut seen = HashSet::new();
-    rt.proxies
-        .values()
-        .flat_map(|p| p.routes.iter())
-        .filter_map(|r| r.discovered.clone())
-        .filter(|s| seen.insert(Arc::as_ptr(s)))
-        .collect()
-}
+/// The sources alive, by identity: what a new runtime's providers are
+/// looked up in.
+static REGISTRY: LazyLock<Mutex<HashMap<[u8; 32], Weak<ModelSource>>>> =
+    LazyLock::new(Mutex::default);
 
-/// Gives the sources of `new` the lists of the same providers in `old`.
-pub fn adopt(new: &crate::runtime::Runtime, old: &crate::runtime::Runtime) {
-    let before: HashMap<[u8; 32], Arc<ModelSource>> =
-        sources(old).into_iter().map(|s| (s.identity, s)).collect();
-    for s in sources(new) {
-        if let Some(prev) = before.get(&s.identity)
-            && !Arc::ptr_eq(prev, &s)
-        {
-            s.adopt(prev);
-        }
-    }
-}
-
-/// The background refresher: fetches the due model lists of the runtime
-/// in force, for as long as the gateway runs.
-pub fn refresher(
-    slot: crate::live::Slot,
-    metrics: Arc<Metrics>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let connector = Connector::new(None);
-        loop {
-            let (due, peers) = {
-                let rt = slot.load();
-                let now = Instant::now();
-                let mut by_identity: HashMap<[u8; 32], Vec<Arc<ModelSource>>> = HashMap::new();
-                for s in sources(&rt).into_iter().filter(|s| s.is_due(now)) {
-                    by_identity.entry(s.identity).or_default().push(s);
-                }
-                (by_identity, rt.peers)
-            };
-            // One fetch per provider, all providers at once: a slow one
-            // does not hold back the others.
-            let fetches = due.into_values().map(|group| {
-                let (connector, metrics, peers) = (&connector, &metrics, &peers);
-                async move {
-                    if let Some((first, rest)) = group.split_first() {
-                        first.refresh(connector, peers, metrics).await;
-                        for other in rest {
-                            other.adopt(first);
-                        }
-                    }
-                }
-            });
-            futures_util::future::join_all(fetches).await;
-            tokio::time::sleep(TICK).await;
-        }
-    }
+/// Fetches the lists of `sources` that are due, all at once: a slow
+/// provider does not hold back the others.
+pub async fn refresh_due(
+    sources: &[Arc<ModelSource>],
+    connector: &Connector,
+    peers: PeerOptions,
+    metrics: &Metrics,
+) {
+    let now = Instant::now();
+    let fetches = sources
+        .iter()
+        .filter(|s| s.is_due(now))
+        .map(|s| s.refresh(connector, &peers, metrics));
+    futures_util::future::join_all(fetches).await;
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use crate::config::parse_file;
     use crate::runtime::build_runtime;
 
@@ -361,8 +278,9 @@ proxies:
 
     #[test]
     fn discovered_models_widen_the_routes_that_take_the_providers_list() {
-        let rt = build_runtime(&parse_file(FILE).unwrap(), &env("k1")).unwrap();
-        let sources = super::sources(&rt);
+        // Keys of their own: runtimes with the same provider share a source.
+        let rt = build_runtime(&parse_file(FILE).unwrap(), &env("k-widen")).unwrap();
+        let sources = &rt.model_sources;
         assert_eq!(sources.len(), 1, "one source for the provider");
         let open = &rt.proxies["/open"];
         let route = &open.routes[0];
@@ -373,7 +291,7 @@ proxies:
             crate::routing::table::model_for(route, "fast").as_deref(),
             Some("gpt-4o-mini")
         );
-        sources[0].store(vec![
+        sources[0].models.store(vec![
             "gpt-5-mini".into(),
             "o4-mini".into(),
             "o4-mini".into(),
@@ -416,23 +334,37 @@ proxies:
     }
 
     #[test]
-    fn a_reload_keeps_the_list_of_an_unchanged_provider_only() {
+    fn runtimes_share_the_source_of_an_unchanged_provider_while_one_holds_it() {
         let file = parse_file(FILE).unwrap();
-        let old = build_runtime(&file, &env("k1")).unwrap();
-        super::sources(&old)[0].store(vec!["o4-mini".into()]);
-        let same = build_runtime(&file, &env("k1")).unwrap();
-        same.adopt_models(&old);
-        assert_eq!(
-            same.proxies["/open"].listed_models(),
-            ["gpt-5-mini", "fast", "o4-mini"]
-        );
-        // Another key may see other models: fetched anew.
-        let rekeyed = build_runtime(&file, &env("k2")).unwrap();
-        rekeyed.adopt_models(&old);
-        assert_eq!(
-            rekeyed.proxies["/open"].listed_models(),
-            ["gpt-5-mini", "fast"]
-        );
+        let listed = |rt: &crate::runtime::Runtime| rt.proxies["/open"].listed_models();
+        let old = build_runtime(&file, &env("k-reload")).unwrap();
+        old.model_sources[0].models.store(vec!["o4-mini".into()]);
+        // A reload of the same provider: the same source, list and schedule.
+        let same = build_runtime(&file, &env("k-reload")).unwrap();
+        assert!(Arc::ptr_eq(&old.model_sources[0], &same.model_sources[0]));
+        assert_eq!(listed(&same), ["gpt-5-mini", "fast", "o4-mini"]);
+        // Another key may see other models: a source of its own.
+        let rekeyed = build_runtime(&file, &env("k-reload-2")).unwrap();
+        assert_eq!(listed(&rekeyed), ["gpt-5-mini", "fast"]);
+        // Once no runtime holds a source it is gone, never fetched again.
+        let weak = Arc::downgrade(&old.model_sources[0]);
+        drop((old, same));
+        assert!(weak.upgrade().is_none());
+        let later = build_runtime(&file, &env("k-reload")).unwrap();
+        assert_eq!(listed(&later), ["gpt-5-mini", "fast"]);
+    }
+
+    #[test]
+    fn only_providers_whose_routes_take_their_list_are_fetched() {
+        let pinned_only = FILE
+            .replace("  - name: open\n    routes: [{ provider: oa }]\n", "")
+            .replace(
+                "    routes: [{ provider: oa, name: a }, { provider: oa, name: b, models: [other] }]\n    routing: { strategy: model-based, aliases: { best: o3 } }\n",
+                "    routes: [{ provider: oa, name: b, models: [other] }]\n",
+            );
+        let rt = build_runtime(&parse_file(&pinned_only).unwrap(), &env("k-pinned")).unwrap();
+        assert_eq!(rt.proxies.len(), 3);
+        assert!(rt.model_sources.is_empty());
     }
 
     #[test]

@@ -52,6 +52,30 @@ pub fn indexer() -> (
     (tx, work)
 }
 
+/// The model discovery refresher: fetches the due model lists of the
+/// runtime in force, for as long as the gateway runs (a background
+/// service). Reading the slot each round follows reloads without a task
+/// per configuration.
+pub fn discovery_refresher(
+    slot: Slot,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let connector = Connector::new(None);
+        loop {
+            let (sources, peers) = {
+                let rt = slot.load();
+                (rt.model_sources.clone(), rt.peers)
+            };
+            crate::discovery::refresh_due(&sources, &connector, peers, &metrics).await;
+            // The runtime's sources are let go before the wait, so a
+            // replaced configuration's are freed.
+            drop(sources);
+            tokio::time::sleep(crate::discovery::TICK).await;
+        }
+    }
+}
+
 /// Swaps the configuration of a running gateway, and reads which keys it
 /// authenticated.
 #[derive(Clone)]
@@ -111,7 +135,6 @@ impl RuntimeHandle {
         let new = Arc::new(runtime);
         let old = self.current();
         new.carry_health_from(&old);
-        new.adopt_models(&old);
         if new.adopt_semantic(Some(&old)) {
             // The indexer is gone only once the server stops.
             let _ = self.index.send(new.clone());

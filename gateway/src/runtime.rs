@@ -37,6 +37,9 @@ pub struct Runtime {
     /// Client connection limits (applied by the listener at start).
     pub connections: ConnLimits,
     pub telemetry: Telemetry,
+    /// The model sources of the providers routes use that discover their
+    /// models; the gateway's refresher fetches them.
+    pub model_sources: Vec<Arc<crate::discovery::ModelSource>>,
 }
 
 /// A validated proxy.
@@ -138,13 +141,6 @@ impl Runtime {
                 }
             }
         }
-    }
-
-    /// Takes over the discovered model lists of `old` for providers that
-    /// did not change, so a reload never empties them while their next
-    /// fetch is pending.
-    pub fn adopt_models(&self, old: &Runtime) {
-        crate::discovery::adopt(self, old);
     }
 
     /// Takes over the topic indexes of `old` for proxies whose topics did
@@ -367,7 +363,7 @@ fn build(
                     &rat,
                     env,
                     &file.egress_allow,
-                    sources.get(prov.name.as_str()),
+                    sources.get(prov.name.as_str()).map(|s| &s.models),
                 )?);
             }
             let routing =
@@ -503,6 +499,19 @@ fn build(
         }
     }
 
+    // Only the providers some route takes its model list from are fetched.
+    let model_sources = sources
+        .into_values()
+        .filter(|s| {
+            proxies.values().any(|p: &Arc<Proxy>| {
+                p.routes.iter().any(|r| {
+                    r.discovered
+                        .as_ref()
+                        .is_some_and(|d| Arc::ptr_eq(d, &s.models))
+                })
+            })
+        })
+        .collect();
     let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
     let runtime = Runtime {
         proxies,
@@ -529,6 +538,7 @@ fn build(
             body: ms(file.timeouts.client_body_ms, 60_000),
         },
         telemetry: build_telemetry(&file.telemetry)?,
+        model_sources,
     };
     Ok((runtime, failures))
 }

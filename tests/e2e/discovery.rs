@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Mock, metrics_when};
+use crate::harness::{Gateway, Mock, TempDir, metrics_when, run_cli};
 use crate::trust::chat;
 use crate::{KEY, client};
 
@@ -360,4 +360,42 @@ async fn a_reload_keeps_the_lists_of_unchanged_providers_and_refetches_changed_o
         .find(|e| e["provider"] == "anthropic" && e["method"] == "GET")
         .unwrap();
     assert_eq!(last["headers"]["x-api-key"], "ant-other");
+}
+
+/// Azure cannot discover (its api key lists no deployments): the file is
+/// refused naming the field; its aliases are accepted, and a bad alias is
+/// named too.
+#[test]
+fn azure_discovery_and_bad_aliases_are_refused_naming_the_field() {
+    let dir = TempDir::new();
+    let check = |provider: &str| {
+        let path = dir.0.join("gateway.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "providers:\n  - {provider}\nproxies:\n  - {{ name: p, routes: [{{ provider: a }}] }}\n"
+            ),
+        )
+        .unwrap();
+        let (code, _out, err) =
+            run_cli(&["gateway", "--validate", "--config", path.to_str().unwrap()]);
+        (code, err)
+    };
+    let azure = "{ name: a, type: azure-openai, base_url: \"https://r.openai.azure.com\", api_key: k, models: [dep] }";
+    let (code, err) = check(azure);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) =
+        check(&azure.replace("models: [dep]", "models: [dep], discover_models: true"));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("providers[0].discover_models") && err.contains("deployments"),
+        "{err}"
+    );
+    let (code, err) =
+        check(&azure.replace("models: [dep]", "models: [dep], aliases: { gpt: other }"));
+    assert_eq!(code, 2);
+    assert!(err.contains("providers[0].aliases.gpt"), "{err}");
+    let (code, err) =
+        check(&azure.replace("models: [dep]", "models: [dep], aliases: { gpt: dep }"));
+    assert_eq!(code, 0, "{err}");
 }

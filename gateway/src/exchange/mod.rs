@@ -103,7 +103,7 @@ impl Gateway {
         // Runs whatever the configuration: a reload may turn discovery on.
         background.push(crate::background::service(
             "model-discovery",
-            crate::discovery::refresher(slot.clone(), metrics.clone()),
+            crate::live::discovery_refresher(slot.clone(), metrics.clone()),
         ));
         Gateway {
             runtime: slot,

@@ -5,10 +5,12 @@
 //! back to the pool.
 
 mod endpoint;
+mod models;
 mod route;
 
 pub(crate) use endpoint::{CaSource, parse_base_url};
 pub use endpoint::{PeerOptions, Upstream};
+pub use models::{DiscoveredModels, ModelSet};
 pub use route::{KeySource, Route, adapter_settings, build_route, provider_credentials};
 
 use std::time::Duration;

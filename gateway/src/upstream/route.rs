@@ -29,7 +29,7 @@ pub struct Route {
     pub aliases: Arc<std::collections::BTreeMap<String, String>>,
     /// The provider's discovered models, on the same routes: they widen
     /// `models` (docs/gateway.md, model discovery).
-    pub discovered: Option<Arc<crate::discovery::ModelSource>>,
+    pub discovered: Option<Arc<super::DiscoveredModels>>,
     /// The provider's own prices (`prices`), over the shipped table of its type.
     pub prices: Arc<[PriceEntry]>,
 }
@@ -68,7 +68,7 @@ pub fn build_route(
     rat: &dyn Fn(&str) -> String,
     env: &dyn Fn(&str) -> Option<String>,
     egress: &[String],
-    source: Option<&Arc<crate::discovery::ModelSource>>,
+    discovered: Option<&Arc<super::DiscoveredModels>>,
 ) -> Result<Route, ConfigError> {
     let pat = |field: &str| format!("providers[{prov_i}].{field}");
     let region = prov.region.clone();
@@ -181,7 +181,7 @@ pub fn build_route(
         } else {
             Default::default()
         }),
-        discovered: source.filter(|_| inherits).cloned(),
+        discovered: discovered.filter(|_| inherits).cloned(),
         prices: prov.prices.clone().into(),
     })
 }
