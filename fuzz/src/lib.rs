@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use bytes::BytesMut;
 use portcullis_config::{
     FileConfig, ProviderKind, build_telemetry, check_positive, effective_base_url, egress_allows,
-    names, parse_file, proxy_rules, url_origin,
+    model_list_base_url, models, names, parse_file, proxy_rules, url_origin,
 };
 use portcullis_formats::eventstream::{EventMessage, EventStreamDecoder};
 use portcullis_formats::inbound::{ClientFormat, check_model, client_format, openai, responses};
@@ -171,6 +171,13 @@ pub fn provider_response(kind: ProviderKind, body: &[u8]) {
     }
     let _ = provider.error_response(429, body);
     let _ = provider.embeddings_response(body, &call("fuzz-model", false));
+    // A page of the provider's model list (discovery), and the request for
+    // the next page with whatever cursor it gave.
+    if let Ok(page) = provider.models_page(body)
+        && let Some(next) = page.next
+    {
+        let _ = provider.models_request(Some("fuzz-key"), Some(&next));
+    }
     if kind == ProviderKind::Openai {
         let _ = forwarded::completions_answer(kind, body);
         let _ = forwarded::responses_answer(kind, body);
@@ -351,6 +358,14 @@ pub fn check_file_config(file: &FileConfig) {
         {
             let _ = egress_allows(&file.egress_allow, &host, port);
         }
+        let _ = model_list_base_url(p.kind, p.base_url.as_deref(), p.region.as_deref());
+        let _ = models::check_provider_models(
+            p.kind,
+            &p.models,
+            p.discover_models.as_ref(),
+            &p.aliases,
+            "providers[0]",
+        );
     }
     for pf in &file.proxies {
         let _ = proxy_rules::check(pf);
