@@ -102,17 +102,20 @@ fn expected() -> Vec<(&'static str, Vec<&'static str>)> {
     ]
 }
 
-/// The models `GET {proxy}/models` lists, without the proxy prefix.
-async fn listed(gw: &Gateway, proxy: &str) -> Vec<String> {
+/// The models `GET {proxy}/models` lists, without the proxy prefix; the
+/// status when it is not 200 (a proxy a reload has not added yet).
+async fn try_listed(gw: &Gateway, proxy: &str) -> Result<Vec<String>, u16> {
     let r = client()
         .get(format!("{}/{proxy}/models", gw.url))
         .bearer_auth(KEY)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200, "{proxy}");
+    if r.status() != 200 {
+        return Err(r.status().as_u16());
+    }
     let v: Value = r.json().await.unwrap();
-    v["data"]
+    Ok(v["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -122,15 +125,22 @@ async fn listed(gw: &Gateway, proxy: &str) -> Vec<String> {
                 .unwrap_or_else(|| panic!("{id} without the proxy prefix"))
                 .to_owned()
         })
-        .collect()
+        .collect())
+}
+
+/// The models `GET {proxy}/models` lists, which must answer 200.
+async fn listed(gw: &Gateway, proxy: &str) -> Vec<String> {
+    try_listed(gw, proxy)
+        .await
+        .unwrap_or_else(|status| panic!("{proxy}: GET /models answered {status}"))
 }
 
 /// Polls `GET {proxy}/models` until it lists `want`; panics after 15 s.
 async fn wait_listed(gw: &Gateway, proxy: &str, want: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let got = listed(gw, proxy).await;
-        if got == want {
+        let got = try_listed(gw, proxy).await;
+        if got.as_deref().is_ok_and(|g| g == want) {
             return;
         }
         assert!(
