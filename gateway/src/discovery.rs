@@ -227,20 +227,22 @@ pub fn build_source(
 static REGISTRY: LazyLock<Mutex<HashMap<[u8; 32], Weak<ModelSource>>>> =
     LazyLock::new(Mutex::default);
 
-/// Fetches the lists of `sources` that are due, all at once: a slow
-/// provider does not hold back the others.
-pub async fn refresh_due(
+/// Starts a fetch of each list of `sources` that is due, each a task of
+/// its own: a slow provider holds back neither the others nor a source a
+/// reload just added. A source is not due again while its fetch runs
+/// (its fetch is bounded by `FETCH_TIMEOUT`, and sets the next time).
+pub fn refresh_due(
     sources: &[Arc<ModelSource>],
-    connector: &Connector,
+    connector: &Arc<Connector>,
     peers: PeerOptions,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
 ) {
     let now = Instant::now();
-    let fetches = sources
-        .iter()
-        .filter(|s| s.is_due(now))
-        .map(|s| s.refresh(connector, &peers, metrics));
-    futures_util::future::join_all(fetches).await;
+    for s in sources.iter().filter(|s| s.is_due(now)) {
+        s.set_due(now + FETCH_TIMEOUT + FETCH_TIMEOUT);
+        let (s, connector, metrics) = (s.clone(), connector.clone(), metrics.clone());
+        tokio::spawn(async move { s.refresh(&connector, &peers, &metrics).await });
+    }
 }
 
 #[cfg(test)]

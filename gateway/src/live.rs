@@ -61,16 +61,12 @@ pub fn discovery_refresher(
     metrics: Arc<crate::metrics::Metrics>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     async move {
-        let connector = Connector::new(None);
+        let connector = Arc::new(Connector::new(None));
         loop {
-            let (sources, peers) = {
+            {
                 let rt = slot.load();
-                (rt.model_sources.clone(), rt.peers)
-            };
-            crate::discovery::refresh_due(&sources, &connector, peers, &metrics).await;
-            // The runtime's sources are let go before the wait, so a
-            // replaced configuration's are freed.
-            drop(sources);
+                crate::discovery::refresh_due(&rt.model_sources, &connector, rt.peers, &metrics);
+            }
             tokio::time::sleep(crate::discovery::TICK).await;
         }
     }
