@@ -26,6 +26,8 @@ use crate::reply::{Provider, Reply};
 pub(crate) struct Shared {
     journal: Mutex<Journal>,
     behaviours: Mutex<Behaviours>,
+    /// Credentials issued by the identity endpoints (`identity`).
+    identity: Mutex<crate::identity::Identity>,
     /// Last sequence number handed out; requests are numbered from 1.
     last_seq: AtomicU64,
     /// TCP connections accepted: tests tell from it whether the gateway
@@ -48,6 +50,10 @@ impl Shared {
 
     pub(crate) fn behaviours(&self) -> MutexGuard<'_, Behaviours> {
         lock(&self.behaviours)
+    }
+
+    pub(crate) fn identity(&self) -> MutexGuard<'_, crate::identity::Identity> {
+        lock(&self.identity)
     }
 
     pub(crate) fn connection_accepted(&self) {
