@@ -194,6 +194,10 @@ impl Provider {
             aws_access_key_id_env,
             aws_secret_access_key_env,
             aws_session_token_env,
+            // Admin does not store refreshed-credential settings yet: its
+            // providers carry static keys only.
+            auth: None,
+            vertex: None,
             ca_file: None,
             // Set per gateway from its settings (`provider_ca`).
             ca_pem: None,

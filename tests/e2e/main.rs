@@ -3,8 +3,8 @@
 
 mod admin;
 mod cli;
-mod console;
 mod connections;
+mod console;
 mod cost;
 mod errors;
 mod fleet;
@@ -13,6 +13,7 @@ mod harness;
 mod hub;
 mod observability;
 mod policies;
+mod provider_auth;
 mod providers;
 mod resilience;
 mod routing;

@@ -39,7 +39,7 @@ use serde_json::{Map, Value};
 
 use super::sigv4::{self, SignRequest};
 use super::{
-    Provider, ProviderKind, ProviderSettings, StreamDecoder, StreamEvent, UpstreamCall,
+    Provider, ProviderKind, ProviderSettings, Secret, StreamDecoder, StreamEvent, UpstreamCall,
     UpstreamRequest, parse_upstream_json, unix_now,
 };
 use crate::error::GatewayError;
@@ -65,11 +65,25 @@ impl BedrockProvider {
         call: &UpstreamCall<'_>,
         now: SystemTime,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let creds = self.settings.aws.as_ref().ok_or_else(|| {
-            GatewayError::internal(
-                "the bedrock provider has no AWS credentials (access key, secret and region) configured",
-            )
-        })?;
+        // The refreshed keys of the AWS credential chain, read (never
+        // awaited) per call; else the keys read from the environment at load.
+        let live = match &self.settings.live {
+            Some(live) => Some(live.0.current()?),
+            None => None,
+        };
+        let creds = match live.as_deref() {
+            Some(Secret::Aws(c)) => c,
+            Some(Secret::Bearer(_)) => {
+                return Err(GatewayError::internal(
+                    "the bedrock provider's credential is a bearer token, not AWS keys",
+                ));
+            }
+            None => self.settings.aws.as_ref().ok_or_else(|| {
+                GatewayError::internal(
+                    "the bedrock provider has no AWS credentials (access key, secret and region) configured",
+                )
+            })?,
+        };
         let body = converse_body(req)?;
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
@@ -1225,6 +1239,39 @@ mod tests {
                 .as_deref(),
             Some("n")
         );
+    }
+
+    #[test]
+    fn refreshed_keys_sign_in_place_of_the_static_ones() {
+        let mut settings = settings();
+        settings.live = Some(super::super::test_credential(Ok(Secret::Aws(
+            AwsCredentials {
+                access_key_id: "ASIAREFRESHED".into(),
+                secret_access_key: "s".into(),
+                session_token: Some("SESSION2".into()),
+                region: "us-west-2".into(),
+            },
+        ))));
+        let req = request(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        );
+        let up = BedrockProvider::new(settings.clone())
+            .chat_request(&req, &call(false))
+            .unwrap();
+        let auth = header(&up, "authorization").unwrap();
+        assert!(
+            auth.contains("Credential=ASIAREFRESHED/") && auth.contains("/us-west-2/bedrock/"),
+            "{auth}"
+        );
+        assert_eq!(header(&up, "x-amz-security-token"), Some("SESSION2"));
+        settings.live = Some(super::super::test_credential(Err(
+            GatewayError::provider_auth("bedrock", "no credentials in the chain"),
+        )));
+        let err = BedrockProvider::new(settings)
+            .chat_request(&req, &call(false))
+            .unwrap_err();
+        assert_eq!(err.status, 503);
+        assert_eq!(err.code.as_deref(), Some("provider_auth_unavailable"));
     }
 
     #[test]

@@ -4,13 +4,15 @@
 
 use std::sync::Arc;
 
+use super::auth;
 use super::endpoint::{CaSource, Upstream, parse_base_url};
+use crate::config::ProviderAuthFile;
 use crate::config::pricing::{Price, PriceEntry, find, shipped_for};
 use crate::config::{
     ConfigError, KeySourceFile, ProviderFile, ProviderKind, RouteFile, cfg_err, effective_base_url,
     egress_allows, url_origin,
 };
-use crate::providers::{self, AwsCredentials, Provider, ProviderSettings};
+use crate::providers::{self, AwsCredentials, Provider, ProviderSettings, VertexLocation};
 
 /// A validated route.
 pub struct Route {
@@ -57,7 +59,15 @@ pub fn build_route(
 ) -> Result<Route, ConfigError> {
     let pat = |field: &str| format!("providers[{prov_i}].{field}");
     let region = prov.region.clone();
-    let provider_url = effective_base_url(prov.kind, prov.base_url.as_deref(), region.as_deref());
+    let vertex = vertex_location(prov, prov_i)?;
+    let provider_url = match (&vertex, &prov.base_url) {
+        // Vertex AI's regional endpoint (or its global one).
+        (Some(v), None) if v.location == "global" => {
+            Some("https://aiplatform.googleapis.com".to_owned())
+        }
+        (Some(v), None) => Some(format!("https://{}-aiplatform.googleapis.com", v.location)),
+        _ => effective_base_url(prov.kind, prov.base_url.as_deref(), region.as_deref()),
+    };
     let base_url = match (&rf.base_url, &provider_url) {
         (Some(u), _) => u.clone(),
         (None, Some(u)) => u.clone(),
@@ -99,6 +109,7 @@ pub fn build_route(
         && rf.api_key.is_none()
         && (prov.api_key.is_some()
             || prov.api_key_env.is_some()
+            || prov.auth.is_some()
             || prov.kind == ProviderKind::Bedrock)
     {
         let here = url_origin(route_url);
@@ -147,7 +158,25 @@ pub fn build_route(
             .map(KeySource::Static)
             .unwrap_or(KeySource::None),
     };
-    let aws = if prov.kind == ProviderKind::Bedrock {
+    let live = auth::live_credential(prov, prov_i, env, egress)?;
+    if live.is_some() {
+        for (field, set) in [
+            ("aws_access_key_id_env", &prov.aws_access_key_id_env),
+            ("aws_secret_access_key_env", &prov.aws_secret_access_key_env),
+            ("aws_session_token_env", &prov.aws_session_token_env),
+        ] {
+            if set.is_some() {
+                return Err(cfg_err(
+                    pat(field),
+                    "the credential comes from `auth`; remove this field",
+                ));
+            }
+        }
+    }
+    let aws = if prov.kind == ProviderKind::Bedrock && live.is_some() {
+        // Checked with the credential chain's settings (`auth`).
+        None
+    } else if prov.kind == ProviderKind::Bedrock {
         let region = region.ok_or_else(|| cfg_err(pat("region"), "required for bedrock"))?;
         let var = |field: &str,
                    given: &Option<String>,
@@ -199,6 +228,8 @@ pub fn build_route(
         anthropic_version: prov.anthropic_version.clone(),
         default_max_tokens: prov.default_max_tokens.unwrap_or(4096),
         aws,
+        live,
+        vertex,
     };
     Ok(Route {
         name: match (&rf.name, &rf.model) {
@@ -215,4 +246,54 @@ pub fn build_route(
         models: rf.models.clone().unwrap_or_else(|| prov.models.clone()),
         prices: prov.prices.clone().into(),
     })
+}
+
+/// A Gemini provider's Vertex AI project and location (`vertex`), which
+/// needs a service account (`auth`) since Vertex AI takes OAuth2 tokens.
+fn vertex_location(
+    prov: &ProviderFile,
+    prov_i: usize,
+) -> Result<Option<VertexLocation>, ConfigError> {
+    let Some(v) = &prov.vertex else {
+        return Ok(None);
+    };
+    let at = |field: &str| format!("providers[{prov_i}].vertex.{field}");
+    if prov.kind != ProviderKind::Gemini {
+        return Err(cfg_err(
+            format!("providers[{prov_i}].vertex"),
+            "only a gemini provider runs on Vertex AI",
+        ));
+    }
+    if !matches!(
+        prov.auth,
+        Some(ProviderAuthFile::GoogleServiceAccount { .. })
+    ) {
+        return Err(cfg_err(
+            format!("providers[{prov_i}].auth"),
+            "Vertex AI needs `auth: {type: google-service-account, ...}`",
+        ));
+    }
+    // Both end up in the URL's host or path: keep them to what Google
+    // accepts (project ids and region names).
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    if !plain(&v.project) {
+        return Err(cfg_err(
+            at("project"),
+            "lowercase letters, digits and hyphens",
+        ));
+    }
+    if !plain(&v.location) {
+        return Err(cfg_err(
+            at("location"),
+            "a region such as us-central1, or global",
+        ));
+    }
+    Ok(Some(VertexLocation {
+        project: v.project.clone(),
+        location: v.location.clone(),
+    }))
 }
