@@ -146,9 +146,8 @@ proxies:
 
 #[tokio::test]
 async fn entra_token_is_fetched_used_and_refreshed_before_expiry() {
-    let (mock, gw) = entra_setup(json!({"lifetime_s": 3})).await;
+    let (mock, gw) = entra_setup(json!({"lifetime_s": 4})).await;
     refreshes(&gw, "azure", "ok", 1.0).await;
-    let fetched = Instant::now();
 
     let (status, body) = chat(&gw, "azure", "gpt-4o", false).await;
     assert_eq!(status, 200, "{body}");
@@ -156,12 +155,15 @@ async fn entra_token_is_fetched_used_and_refreshed_before_expiry() {
     assert_eq!(first.len(), 1);
     assert_eq!(last_credential(&mock).await, first[0]);
 
-    // Refreshed at 80% of the 3 s lifetime, before the first expires.
+    // Refreshed at 80% of the lifetime, before the first token expired
+    // (by the mock's clock: when it issued the second, the first was
+    // still valid).
     refreshes(&gw, "azure", "ok", 2.0).await;
+    let times = get_json(&format!("{}/_mock/identity", mock.url)).await;
+    let (one, two) = (&times["issued"][0], &times["issued"][1]);
     assert!(
-        fetched.elapsed() < Duration::from_secs(3),
-        "refreshed only after {:?}",
-        fetched.elapsed()
+        two["issued_at_ms"].as_u64().unwrap() < one["expires_at_ms"].as_u64().unwrap(),
+        "refreshed only after the first token expired: {times}"
     );
     let (status, body) = chat(&gw, "azure", "gpt-4o", true).await;
     assert_eq!(status, 200, "{body}");

@@ -250,11 +250,11 @@ impl Provider for OpenAiProvider {
             ProviderKind::AzureOpenai => format!("{}/openai/v1/responses", self.settings.base_path),
             _ => return None,
         };
-        Some(routed_body(body, call.model).map(|body| {
+        Some(routed_body(body, call.model).and_then(|body| {
             let mut up = UpstreamRequest::post_json(path, Vec::new());
             up.body = body;
-            self.auth_headers(call, &mut up.headers);
-            up
+            self.auth_headers(call, &mut up.headers)?;
+            Ok(up)
         }))
     }
 
@@ -540,6 +540,18 @@ mod tests {
                 .contains(&("authorization", "Bearer entra-token".into()))
         );
         assert!(!up.headers.iter().any(|(n, _)| *n == "api-key"));
+        // Azure's Responses API (forwarded as sent) carries it too.
+        let up = p
+            .responses_request(
+                &Bytes::from_static(br#"{"model":"x","input":"hi"}"#),
+                &no_key,
+            )
+            .unwrap()
+            .unwrap();
+        assert!(
+            up.headers
+                .contains(&("authorization", "Bearer entra-token".into()))
+        );
         // A route's own key still wins.
         let up = p.chat_request(&r, &call(false)).unwrap();
         assert!(up.headers.contains(&("api-key", "sk-test".into())));

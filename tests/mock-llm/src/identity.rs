@@ -73,8 +73,18 @@ pub(crate) struct Issued {
     pub session_token: Option<String>,
     /// Unix seconds.
     pub expires_at: u64,
+    /// Unix milliseconds: when it was issued and when it expires, so a
+    /// test can tell a refresh came before the expiry.
+    pub issued_at_ms: u64,
+    pub expires_at_ms: u64,
     #[serde(skip)]
     expires: SystemTime,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Body of `POST /_mock/identity`.
@@ -117,7 +127,8 @@ impl Identity {
     fn issue(&mut self, by: &'static str, aws: bool) -> Issued {
         self.next += 1;
         let n = self.next;
-        let expires = SystemTime::now() + self.lifetime;
+        let now = SystemTime::now();
+        let expires = now + self.lifetime;
         let (id, session_token) = if aws {
             (
                 format!("{AWS_KEY_PREFIX}{n:012}"),
@@ -131,6 +142,8 @@ impl Identity {
             id,
             session_token,
             expires_at: unix_s(expires),
+            issued_at_ms: unix_ms(now),
+            expires_at_ms: unix_ms(expires),
             expires,
         };
         self.issued.push(issued.clone());
