@@ -231,6 +231,23 @@ impl Gateway {
         std::fs::read_to_string(self._dir.0.join("gateway.log")).unwrap_or_default()
     }
 
+    /// Replaces the configuration file with `config` (as given to
+    /// `start`), sends SIGHUP and waits until the gateway logged the
+    /// reload (up to 10 s).
+    pub async fn reload(&self, config: &str) {
+        let path = self._dir.0.join("gateway.yaml");
+        let old = std::fs::read_to_string(&path).unwrap();
+        let listen: String = old.lines().take(2).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, format!("{listen}{config}")).unwrap();
+        let before = self.log().matches("configuration reloaded").count();
+        self._proc.signal("HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches("configuration reloaded").count() == before {
+            assert!(Instant::now() < deadline, "no reload:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Starts a gateway with `config` (YAML without the listen lines; they are added).
     pub async fn start(config: &str) -> Gateway {
         Self::start_with_env(config, &[]).await

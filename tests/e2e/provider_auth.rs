@@ -121,6 +121,12 @@ async fn start(config: &str, env: &[(String, String)]) -> Gateway {
 /// A mock whose identity endpoints are set up with `settings`, and a
 /// gateway whose Azure provider authenticates with Entra ID against it.
 async fn entra_setup(settings: Value) -> (Mock, Gateway) {
+    let (mock, gw, _) = entra_setup_with_config(settings).await;
+    (mock, gw)
+}
+
+/// `entra_setup`, with the configuration the gateway was started with.
+async fn entra_setup_with_config(settings: Value) -> (Mock, Gateway, String) {
     let mock = Mock::start().await;
     identity(&mock, settings).await;
     let config = format!(
@@ -141,7 +147,7 @@ proxies:
         ("AZ_SECRET".to_owned(), "s3cret".to_owned()),
     ];
     let gw = start(&config, &env).await;
-    (mock, gw)
+    (mock, gw, config)
 }
 
 #[tokio::test]
@@ -184,6 +190,31 @@ async fn entra_token_is_fetched_used_and_refreshed_before_expiry() {
         "{text}"
     );
     assert_eq!(refresh_count(&gw, "azure", "error").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_provider_credential() {
+    let (mock, gw, config) = entra_setup_with_config(json!({"lifetime_s": 60})).await;
+    refreshes(&gw, "azure", "ok", 1.0).await;
+    // The same provider settings: the token in hand serves at once, and
+    // nothing is fetched again.
+    gw.reload(&config.replace("name: tester", "name: tester-2"))
+        .await;
+    let (status, body) = chat(&gw, "azure", "gpt-4o", false).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(issued(&mock, "entra").await.len(), 1);
+    assert_eq!(refresh_count(&gw, "azure", "ok").await, 1.0);
+    // A new client id is a new credential, fetched for the new settings.
+    gw.reload(&config.replace("client_id: gw-client", "client_id: gw-client-2"))
+        .await;
+    refreshes(&gw, "azure", "ok", 2.0).await;
+    let (status, body) = chat(&gw, "azure", "gpt-4o", false).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(issued(&mock, "entra").await.len(), 2);
+    assert_eq!(
+        last_credential(&mock).await,
+        issued(&mock, "entra").await[1]
+    );
 }
 
 #[tokio::test]
