@@ -297,3 +297,56 @@ fn vertex_location(
         location: v.location.clone(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route_of(provider: &str) -> Result<Route, ConfigError> {
+        let prov: ProviderFile = serde_yaml::from_str(provider).unwrap();
+        let rf: RouteFile = serde_yaml::from_str("{provider: p}").unwrap();
+        build_route(&rf, &prov, 0, &|f| format!("routes[0].{f}"), &|_| None, &[])
+    }
+
+    const SA: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/mock-llm/testdata/test-service-account.json"
+    );
+
+    #[test]
+    fn vertex_needs_a_gemini_provider_with_a_service_account() {
+        let ok = format!(
+            "{{name: p, type: gemini, vertex: {{project: my-proj, location: europe-west4}}, auth: {{type: google-service-account, credentials_file: '{SA}'}}}}"
+        );
+        let r = route_of(&ok).unwrap();
+        assert_eq!(r.upstream.host, "europe-west4-aiplatform.googleapis.com");
+        let e = route_of(
+            "{name: p, type: gemini, vertex: {project: x, location: us-central1}, api_key: k}",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.path, "providers[0].auth");
+        let e = route_of(&ok.replace("my-proj", "My Proj")).err().unwrap();
+        assert_eq!(e.path, "providers[0].vertex.project");
+        let e = route_of(&ok.replace(SA, "/nonexistent/sa.json"))
+            .err()
+            .unwrap();
+        assert_eq!(e.path, "providers[0].auth.credentials_file");
+    }
+
+    #[test]
+    fn bedrock_on_the_chain_reads_no_aws_variables() {
+        // Without `auth` the keys come from the environment (none here).
+        let e = route_of("{name: p, type: bedrock, region: us-east-1}")
+            .err()
+            .unwrap();
+        assert_eq!(e.path, "providers[0].aws_access_key_id_env");
+        assert!(route_of("{name: p, type: bedrock, region: us-east-1, auth: {type: aws}}").is_ok());
+        let e = route_of(
+            "{name: p, type: bedrock, region: us-east-1, aws_access_key_id_env: K, auth: {type: aws}}",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.path, "providers[0].aws_access_key_id_env");
+    }
+}
