@@ -8,7 +8,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use portcullis_config::{DiscoverModelsFile, ProviderFile, ProviderKind};
+use portcullis_config::{
+    DiscoverModelsFile, ProviderAuthFile, ProviderFile, ProviderKind, VertexFile,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -45,6 +47,13 @@ pub struct ProviderSpec {
     /// Prices over the shipped table for this provider's type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prices: Vec<PriceEntry>,
+    /// How gateways fetch the provider's credential, without its secret
+    /// (`credentials.client_secret`, `credentials.service_account_json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ProviderAuthFile>,
+    /// Gemini on Vertex AI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertex: Option<VertexFile>,
 }
 
 /// Provider credentials (sealed at rest).
@@ -59,6 +68,13 @@ pub struct Credentials {
     pub aws_secret_access_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_session_token: Option<String>,
+    /// Entra ID client secret (`auth: {type: entra}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// A Google service account key's JSON (`auth: {type:
+    /// google-service-account}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_json: Option<String>,
 }
 
 impl Credentials {
@@ -75,6 +91,12 @@ impl Credentials {
         }
         if self.aws_session_token.is_some() {
             out.push("aws_session_token");
+        }
+        if self.client_secret.is_some() {
+            out.push("client_secret");
+        }
+        if self.service_account_json.is_some() {
+            out.push("service_account_json");
         }
         out
     }
@@ -100,6 +122,9 @@ pub struct ProviderInput {
     pub region: Option<String>,
     /// Model prices per million tokens, replacing the provider's list.
     pub prices: Option<Vec<PriceEntry>>,
+    /// Replaces the provider's `auth` (`null` or absent keeps it on PATCH).
+    pub auth: Option<ProviderAuthFile>,
+    pub vertex: Option<VertexFile>,
     pub credentials: Option<Credentials>,
 }
 
@@ -158,6 +183,8 @@ impl Provider {
             "default_max_tokens": self.spec.default_max_tokens,
             "region": self.spec.region,
             "prices": self.spec.prices,
+            "auth": self.spec.auth,
+            "vertex": self.spec.vertex,
             "credentials_set": self.credentials.set_fields(),
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
@@ -188,9 +215,38 @@ impl Provider {
         let aws_session_token_env = match put("AWS_SESSION_TOKEN", &c.aws_session_token) {
             Some(n) => Some(n),
             // Without this the gateway would fall back to its own
-            // AWS_SESSION_TOKEN, mixing credentials of two accounts.
-            None if self.kind == ProviderKind::Bedrock => Some(var("AWS_SESSION_TOKEN")),
+            // AWS_SESSION_TOKEN, mixing credentials of two accounts (the
+            // credential chain of `auth` has no such fallback).
+            None if self.kind == ProviderKind::Bedrock && self.spec.auth.is_none() => {
+                Some(var("AWS_SESSION_TOKEN"))
+            }
             None => None,
+        };
+        // The secret of `auth` travels like the other secrets: by name.
+        let auth = match self.spec.auth.clone() {
+            Some(ProviderAuthFile::Entra {
+                tenant_id,
+                client_id,
+                authority_url,
+                scope,
+                ..
+            }) => Some(ProviderAuthFile::Entra {
+                tenant_id,
+                client_id,
+                client_secret_env: put("ENTRA_CLIENT_SECRET", &c.client_secret),
+                client_secret: None,
+                authority_url,
+                scope,
+            }),
+            Some(ProviderAuthFile::GoogleServiceAccount { token_uri, .. }) => {
+                Some(ProviderAuthFile::GoogleServiceAccount {
+                    credentials_file: None,
+                    credentials_env: put("GOOGLE_SERVICE_ACCOUNT", &c.service_account_json),
+                    credentials_json: None,
+                    token_uri,
+                })
+            }
+            other => other,
         };
         ProviderFile {
             name: self.id.clone(),
@@ -208,6 +264,8 @@ impl Provider {
             aws_access_key_id_env,
             aws_secret_access_key_env,
             aws_session_token_env,
+            auth,
+            vertex: self.spec.vertex.clone(),
             ca_file: None,
             // Set per gateway from its settings (`provider_ca`).
             ca_pem: None,
@@ -271,13 +329,13 @@ fn validate(kind: ProviderKind, spec: &ProviderSpec, c: &Credentials) -> ApiResu
                     "bedrock signs with AWS credentials: set aws_access_key_id and aws_secret_access_key",
                 ));
             }
-            if c.aws_access_key_id.is_none() {
+            if c.aws_access_key_id.is_none() && spec.auth.is_none() {
                 return Err(ApiError::invalid(
                     "credentials.aws_access_key_id",
-                    "required for bedrock",
+                    "required for bedrock (or `auth: {type: aws}`)",
                 ));
             }
-            if c.aws_secret_access_key.is_none() {
+            if c.aws_secret_access_key.is_none() && spec.auth.is_none() {
                 return Err(ApiError::invalid(
                     "credentials.aws_secret_access_key",
                     "required for bedrock",
@@ -315,6 +373,18 @@ fn validate(kind: ProviderKind, spec: &ProviderSpec, c: &Credentials) -> ApiResu
         "",
     )
     .map_err(|e| ApiError::invalid(e.path, e.message))?;
+    if spec.vertex.is_some()
+        && spec
+            .discover_models
+            .as_ref()
+            .and_then(|d| d.refresh_s())
+            .is_some()
+    {
+        return Err(ApiError::invalid(
+            "discover_models",
+            "model discovery does not cover Gemini on Vertex AI yet: list its models in `models`",
+        ));
+    }
     if spec.default_max_tokens == Some(0) {
         return Err(ApiError::invalid(
             "default_max_tokens",
@@ -323,6 +393,104 @@ fn validate(kind: ProviderKind, spec: &ProviderSpec, c: &Credentials) -> ApiResu
     }
     portcullis_config::pricing::check_prices(&spec.prices, "prices")
         .map_err(|e| ApiError::invalid(e.path, e.message))?;
+    validate_auth(kind, spec, c)
+}
+
+/// `auth` and `vertex` as admin stores them: the settings in the spec,
+/// the secret in the sealed credentials, and never both a key and `auth`.
+fn validate_auth(kind: ProviderKind, spec: &ProviderSpec, c: &Credentials) -> ApiResult<()> {
+    if spec.vertex.is_some()
+        && !matches!(
+            spec.auth,
+            Some(ProviderAuthFile::GoogleServiceAccount { .. })
+        )
+    {
+        return Err(ApiError::invalid(
+            "vertex",
+            "Vertex AI needs `auth: {type: google-service-account}`",
+        ));
+    }
+    if spec.vertex.is_some() && kind != ProviderKind::Gemini {
+        return Err(ApiError::invalid(
+            "vertex",
+            "only a gemini provider runs on Vertex AI",
+        ));
+    }
+    let Some(auth) = &spec.auth else {
+        if c.client_secret.is_some() || c.service_account_json.is_some() {
+            return Err(ApiError::invalid(
+                "credentials",
+                "client_secret and service_account_json go with `auth`",
+            ));
+        }
+        return Ok(());
+    };
+    let fits = matches!(
+        (auth, kind),
+        (ProviderAuthFile::Entra { .. }, ProviderKind::AzureOpenai)
+            | (ProviderAuthFile::Aws { .. }, ProviderKind::Bedrock)
+            | (
+                ProviderAuthFile::GoogleServiceAccount { .. },
+                ProviderKind::Gemini
+            )
+    );
+    if !fits {
+        return Err(ApiError::invalid(
+            "auth.type",
+            format!(
+                "`{}` does not authenticate provider type `{}`",
+                auth.label(),
+                kind.label()
+            ),
+        ));
+    }
+    if c.api_key.is_some() || c.aws_access_key_id.is_some() || c.aws_secret_access_key.is_some() {
+        return Err(ApiError::invalid(
+            "credentials",
+            "a provider with `auth` takes no API key or AWS keys",
+        ));
+    }
+    match auth {
+        ProviderAuthFile::Entra {
+            client_secret,
+            client_secret_env,
+            ..
+        } => {
+            if client_secret.is_some() || client_secret_env.is_some() {
+                return Err(ApiError::invalid(
+                    "auth.client_secret",
+                    "the secret goes in credentials.client_secret (sealed, never returned)",
+                ));
+            }
+            if c.client_secret.is_none() {
+                return Err(ApiError::invalid(
+                    "credentials.client_secret",
+                    "required for `auth: {type: entra}`",
+                ));
+            }
+        }
+        ProviderAuthFile::GoogleServiceAccount {
+            credentials_file,
+            credentials_env,
+            credentials_json,
+            ..
+        } => {
+            if credentials_file.is_some() || credentials_env.is_some() || credentials_json.is_some()
+            {
+                return Err(ApiError::invalid(
+                    "auth.credentials_json",
+                    "the key goes in credentials.service_account_json (sealed, never returned)",
+                ));
+            }
+            if c.service_account_json.is_none() {
+                return Err(ApiError::invalid(
+                    "credentials.service_account_json",
+                    "required for `auth: {type: google-service-account}`",
+                ));
+            }
+        }
+        ProviderAuthFile::Aws { .. } => {}
+    }
     Ok(())
 }
 
@@ -353,6 +521,12 @@ fn apply(spec: &mut ProviderSpec, input: &ProviderInput) {
     }
     if let Some(v) = &input.prices {
         spec.prices = v.clone();
+    }
+    if let Some(v) = &input.auth {
+        spec.auth = Some(v.clone());
+    }
+    if let Some(v) = &input.vertex {
+        spec.vertex = Some(v.clone());
     }
 }
 
@@ -619,5 +793,70 @@ mod tests {
             Some(DiscoverModelsFile::Enabled(true))
         );
         assert_eq!(file.aliases["flash"], "gemini-2.5-flash");
+    }
+
+    fn provider(kind: ProviderKind, auth: ProviderAuthFile, c: Credentials) -> Provider {
+        Provider {
+            id: "p1".into(),
+            name: "p1".into(),
+            kind,
+            spec: ProviderSpec {
+                auth: Some(auth),
+                region: Some("us-east-1".into()),
+                ..Default::default()
+            },
+            credentials: c,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn auth_secrets_reach_gateways_by_name() {
+        let p = provider(
+            ProviderKind::AzureOpenai,
+            ProviderAuthFile::Entra {
+                tenant_id: "t".into(),
+                client_id: "c".into(),
+                client_secret_env: None,
+                client_secret: None,
+                authority_url: None,
+                scope: None,
+            },
+            Credentials {
+                client_secret: Some("shh".into()),
+                ..Default::default()
+            },
+        );
+        let mut secrets = BTreeMap::new();
+        let file = p.to_file(&mut secrets);
+        let Some(ProviderAuthFile::Entra {
+            client_secret_env: Some(var),
+            client_secret: None,
+            ..
+        }) = &file.auth
+        else {
+            panic!("{:?}", file.auth);
+        };
+        assert_eq!(secrets[var], "shh");
+        assert!(!serde_json::to_string(&file).unwrap().contains("shh"));
+
+        // Bedrock on the credential chain: no AWS variables at all (the
+        // gateway refuses them beside `auth`).
+        let b = provider(
+            ProviderKind::Bedrock,
+            ProviderAuthFile::Aws {
+                profile: None,
+                role_arn: Some("arn:aws:iam::1:role/r".into()),
+                role_session_name: None,
+                external_id: None,
+                sts_endpoint: None,
+                imds_endpoint: None,
+            },
+            Credentials::default(),
+        );
+        let file = b.to_file(&mut secrets);
+        assert!(file.aws_session_token_env.is_none() && file.aws_access_key_id_env.is_none());
+        assert!(validate(b.kind, &b.spec, &b.credentials).is_ok());
     }
 }

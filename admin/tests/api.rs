@@ -553,6 +553,18 @@ async fn providers_crud_and_rejections() {
         app.rejects("POST", path, json!({"name": "b", "type": "bedrock", "credentials": {"aws_access_key_id": "a", "aws_secret_access_key": "s"}}), StatusCode::UNPROCESSABLE_ENTITY, "region").await;
         app.rejects("POST", path, json!({"name": "OpenAI  prod", "type": "openai"}), StatusCode::CONFLICT, "name").await;
         app.rejects("POST", path, json!({"name": "x", "type": "openai", "models": [""]}), StatusCode::UNPROCESSABLE_ENTITY, "models[0]").await;
+        // A credential gateways fetch themselves (`auth`): its secret is
+        // sealed with the other credentials, never inline, never returned.
+        let entra = json!({"type": "entra", "tenant_id": "t", "client_id": "c"});
+        app.rejects("POST", path, json!({"name": "az", "type": "azure-openai", "base_url": "https://r.openai.azure.com", "auth": entra}), StatusCode::UNPROCESSABLE_ENTITY, "credentials.client_secret").await;
+        app.rejects("POST", path, json!({"name": "az", "type": "azure-openai", "base_url": "https://r.openai.azure.com", "auth": {"type": "entra", "tenant_id": "t", "client_id": "c", "client_secret": "inline"}, "credentials": {"client_secret": "s"}}), StatusCode::UNPROCESSABLE_ENTITY, "auth.client_secret").await;
+        app.rejects("POST", path, json!({"name": "az", "type": "openai", "auth": entra, "credentials": {"client_secret": "s"}}), StatusCode::UNPROCESSABLE_ENTITY, "auth.type").await;
+        let az = app.ok("POST", path, Some(json!({"name": "Azure Entra", "type": "azure-openai", "base_url": "https://r.openai.azure.com", "auth": entra, "credentials": {"client_secret": "entra-secret-value"}}))).await;
+        assert_eq!(az["credentials_set"], json!(["client_secret"]));
+        assert_eq!(az["auth"]["tenant_id"], "t");
+        assert!(!az.to_string().contains("entra-secret-value"));
+        let (s, _) = app.call("DELETE", "/api/v1/providers/azure-entra", Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
         let (s, _) = app.call("GET", "/api/v1/providers/nope", Some(&app.admin), None).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         // Nothing half-written by the rejections.

@@ -281,6 +281,26 @@ impl GatewayError {
         e
     }
 
+    /// 503: the gateway holds no valid credential for a provider (its
+    /// token exchange or credential chain failed, or has not answered
+    /// yet). The operator's problem, not the client's; another route may
+    /// still serve the request, so it is retryable.
+    pub fn provider_auth(provider: &str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            503,
+            ErrorKind::UpstreamConnect,
+            ErrorSource::Upstream,
+            "api_error",
+            format!(
+                "The gateway has no valid credential for provider `{provider}`: {}",
+                message.into()
+            ),
+        );
+        e.retryable = true;
+        e.code = Some("provider_auth_unavailable".into());
+        e
+    }
+
     /// 500: a gateway bug; the details go to the log, not the client.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{ConfigError, ProviderFile, cfg_err, egress_allows, model_list_base_url};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::providers::{self, AwsCredentials, Provider};
+use crate::providers::{self, AwsCredentials, LiveCredential, Provider};
 use crate::upstream::{self, DiscoveredModels, PeerOptions, Upstream};
 
 /// Most pages followed in one fetch: a provider that keeps answering
@@ -158,6 +158,7 @@ pub fn build_source(
     prov_i: usize,
     key: Option<String>,
     aws: Option<AwsCredentials>,
+    live: Option<LiveCredential>,
     egress: &[String],
 ) -> Result<Option<Arc<ModelSource>>, ConfigError> {
     let at = format!("providers[{prov_i}].discover_models");
@@ -200,7 +201,9 @@ pub fn build_source(
         digest.update([0]);
         digest.update(part.unwrap_or_default());
     }
-    let settings = crate::upstream::adapter_settings(prov, base_path, &upstream, aws);
+    // A Bedrock provider on the AWS credential chain signs its list
+    // requests with the chain's refreshed keys (`live`), like its routes.
+    let settings = crate::upstream::adapter_settings(prov, base_path, &upstream, aws, live, None);
     let identity: [u8; 32] = digest.finalize().into();
     let mut registry = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     registry.retain(|_, s| s.strong_count() > 0);

@@ -58,6 +58,10 @@ pub struct Metrics {
     pub model_discovery: IntCounterVec,
     /// Models in each provider's last good discovered list.
     pub discovered_models: prometheus::IntGaugeVec,
+    /// Refreshes of providers' fetched credentials (`auth:`), by outcome.
+    pub auth_refresh: IntCounterVec,
+    /// When each provider's current fetched credential expires (Unix s).
+    pub auth_expiry: prometheus::GaugeVec,
     /// Custom metrics of policies (the `metrics` capability).
     pub policy_custom: IntCounterVec,
     pub policy_custom_value: HistogramVec,
@@ -244,6 +248,19 @@ impl Metrics {
                 "Trace spans dropped because the exporter could not keep up or failed.",
             )
             .expect("valid metric"),
+            auth_refresh: counter(
+                "portcullis_provider_auth_refresh_total",
+                "Fetches and refreshes of providers' credentials (OAuth2 tokens, AWS keys), by outcome (ok, error).",
+                &["provider", "outcome"],
+            ),
+            auth_expiry: prometheus::GaugeVec::new(
+                Opts::new(
+                    "portcullis_provider_auth_expiry_timestamp_seconds",
+                    "When the provider credential in use expires (Unix time, seconds).",
+                ),
+                &["provider"],
+            )
+            .expect("valid metric"),
             policy_custom: counter(
                 "portcullis_policy_custom_total",
                 "Counters that policies define, by policy and name.",
@@ -293,6 +310,8 @@ impl Metrics {
             Box::new(m.spans_dropped.clone()),
             Box::new(m.model_discovery.clone()),
             Box::new(m.discovered_models.clone()),
+            Box::new(m.auth_refresh.clone()),
+            Box::new(m.auth_expiry.clone()),
             Box::new(m.policy_custom.clone()),
             Box::new(m.policy_custom_value.clone()),
         ];

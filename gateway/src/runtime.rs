@@ -281,8 +281,17 @@ fn build(
         {
             continue;
         }
-        let (key, aws) = crate::upstream::provider_credentials(p, i, env)?;
-        if let Some(s) = crate::discovery::build_source(p, i, key, aws, &file.egress_allow)? {
+        if p.vertex.is_some() {
+            // Vertex AI lists publisher models under another API than
+            // the Gemini API's `models`: not supported yet.
+            return Err(cfg_err(
+                format!("providers[{i}].discover_models"),
+                "model discovery does not cover Gemini on Vertex AI yet: list its models in `models`",
+            ));
+        }
+        let (key, aws, live) =
+            crate::upstream::provider_credentials(p, i, env, &file.egress_allow)?;
+        if let Some(s) = crate::discovery::build_source(p, i, key, aws, live, &file.egress_allow)? {
             sources.insert(p.name.as_str(), s);
         }
     }

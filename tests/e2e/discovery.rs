@@ -341,7 +341,8 @@ async fn a_reload_keeps_the_lists_of_unchanged_providers_and_refetches_changed_o
     let base = config(&mock, 600);
     gw.reload(&format!(
         "{base}  - {{ name: extra, routes: [{{ provider: gemini }}], keys: [{{ name: t, env: PC_KEY }}] }}\n"
-    ));
+    ))
+    .await;
     wait_listed(
         &gw,
         "extra",
@@ -356,7 +357,8 @@ async fn a_reload_keeps_the_lists_of_unchanged_providers_and_refetches_changed_o
 
     // A changed provider (another key) fetches its list again at once.
     mock.set_models(json!({"anthropic": ["claude-z"]})).await;
-    gw.reload(&base.replace("api_key: ant-mock", "api_key: ant-other"));
+    gw.reload(&base.replace("api_key: ant-mock", "api_key: ant-other"))
+        .await;
     wait_listed(
         &gw,
         "anthropic",

@@ -197,8 +197,6 @@ pub struct Gateway {
     pub url: String,
     pub ops_url: String,
     _dir: TempDir,
-    /// The listen lines the configuration file starts with.
-    head: String,
 }
 
 /// A directory removed when dropped.
@@ -243,20 +241,27 @@ impl Gateway {
         sum_of(&text, needles)
     }
 
-    /// Replaces the configuration file with `config` (the listen lines
-    /// kept) and reloads it (SIGHUP).
-    pub fn reload(&self, config: &str) {
-        std::fs::write(
-            self._dir.0.join("gateway.yaml"),
-            format!("{}{config}\n", self.head),
-        )
-        .unwrap();
-        self._proc.signal("HUP");
-    }
 
     /// What the gateway wrote to stderr so far (its logs).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.0.join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Replaces the configuration file with `config` (as given to
+    /// `start`), sends SIGHUP and waits until the gateway logged the
+    /// reload (up to 10 s).
+    pub async fn reload(&self, config: &str) {
+        let path = self._dir.0.join("gateway.yaml");
+        let old = std::fs::read_to_string(&path).unwrap();
+        let listen: String = old.lines().take(2).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, format!("{listen}{config}")).unwrap();
+        let before = self.log().matches("configuration reloaded").count();
+        self._proc.signal("HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches("configuration reloaded").count() == before {
+            assert!(Instant::now() < deadline, "no reload:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Starts a gateway with `config` (YAML without the listen lines; they are added).
@@ -289,7 +294,6 @@ impl Gateway {
             url: format!("http://127.0.0.1:{port}"),
             ops_url: format!("http://127.0.0.1:{ops}"),
             _dir: dir,
-            head,
         };
         if !wait_ready(&format!("{}/readyz", g.ops_url)).await {
             let log = std::fs::read_to_string(g._dir.0.join("gateway.log")).unwrap_or_default();

@@ -14,6 +14,7 @@ mod harness;
 mod hub;
 mod observability;
 mod policies;
+mod provider_auth;
 mod providers;
 mod resilience;
 mod routing;

@@ -39,7 +39,7 @@ use serde_json::{Map, Value};
 
 use super::sigv4::{self, SignRequest};
 use super::{
-    Provider, ProviderKind, ProviderSettings, StreamDecoder, StreamEvent, UpstreamCall,
+    Provider, ProviderKind, ProviderSettings, Secret, StreamDecoder, StreamEvent, UpstreamCall,
     UpstreamRequest, parse_upstream_json, unix_now,
 };
 use crate::error::GatewayError;
@@ -84,7 +84,7 @@ impl BedrockProvider {
         let creds = self.credentials()?;
         let mut up = UpstreamRequest::get(format!("{}/foundation-models", self.settings.base_path));
         let signed = sigv4::sign(
-            creds,
+            &creds,
             &SignRequest {
                 service: SIGNING_SERVICE,
                 method: "GET",
@@ -99,12 +99,27 @@ impl BedrockProvider {
         Ok(up)
     }
 
-    fn credentials(&self) -> Result<&super::AwsCredentials, GatewayError> {
-        self.settings.aws.as_ref().ok_or_else(|| {
-            GatewayError::internal(
-                "the bedrock provider has no AWS credentials (access key, secret and region) configured",
-            )
-        })
+    /// The keys to sign with: the AWS credential chain's refreshed keys,
+    /// read (never awaited) per call; else the keys read from the
+    /// environment at load.
+    fn credentials(&self) -> Result<std::borrow::Cow<'_, super::AwsCredentials>, GatewayError> {
+        if let Some(live) = &self.settings.live {
+            return match &*live.0.current()? {
+                Secret::Aws(c) => Ok(std::borrow::Cow::Owned(c.clone())),
+                Secret::Bearer(_) => Err(GatewayError::internal(
+                    "the bedrock provider's credential is a bearer token, not AWS keys",
+                )),
+            };
+        }
+        self.settings
+            .aws
+            .as_ref()
+            .map(std::borrow::Cow::Borrowed)
+            .ok_or_else(|| {
+                GatewayError::internal(
+                    "the bedrock provider has no AWS credentials (access key, secret and region) configured",
+                )
+            })
     }
 
     /// `chat_request` at a given signing time.
@@ -130,7 +145,7 @@ impl BedrockProvider {
         );
         let mut up = UpstreamRequest::post_json(path, bytes);
         let signed = sigv4::sign(
-            creds,
+            &creds,
             &SignRequest {
                 service: SIGNING_SERVICE,
                 method: "POST",
@@ -1302,6 +1317,39 @@ mod tests {
                 .as_deref(),
             Some("n")
         );
+    }
+
+    #[test]
+    fn refreshed_keys_sign_in_place_of_the_static_ones() {
+        let mut settings = settings();
+        settings.live = Some(super::super::test_credential(Ok(Secret::Aws(
+            AwsCredentials {
+                access_key_id: "ASIAREFRESHED".into(),
+                secret_access_key: "s".into(),
+                session_token: Some("SESSION2".into()),
+                region: "us-west-2".into(),
+            },
+        ))));
+        let req = request(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        );
+        let up = BedrockProvider::new(settings.clone())
+            .chat_request(&req, &call(false))
+            .unwrap();
+        let auth = header(&up, "authorization").unwrap();
+        assert!(
+            auth.contains("Credential=ASIAREFRESHED/") && auth.contains("/us-west-2/bedrock/"),
+            "{auth}"
+        );
+        assert_eq!(header(&up, "x-amz-security-token"), Some("SESSION2"));
+        settings.live = Some(super::super::test_credential(Err(
+            GatewayError::provider_auth("bedrock", "no credentials in the chain"),
+        )));
+        let err = BedrockProvider::new(settings)
+            .chat_request(&req, &call(false))
+            .unwrap_err();
+        assert_eq!(err.status, 503);
+        assert_eq!(err.code.as_deref(), Some("provider_auth_unavailable"));
     }
 
     #[test]

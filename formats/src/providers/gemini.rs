@@ -1217,26 +1217,41 @@ impl GeminiProvider {
 
     /// `{base}/v1beta/models/{model}:{method}`; a model given as
     /// `models/x` (Gemini's resource name) is accepted too.
+    /// The Gemini API's model URL, or Vertex AI's (a publisher model of
+    /// the configured project and location) when the provider has one.
     fn model_path(&self, model: &str, method: &str) -> String {
         let model = model.strip_prefix("models/").unwrap_or(model);
         // One path segment, whatever the client sent.
         let model = super::sigv4::uri_encode(model, true);
-        format!("{}/v1beta/models/{model}:{method}", self.settings.base_path)
+        match &self.settings.vertex {
+            Some(v) => format!(
+                "{}/v1/projects/{}/locations/{}/publishers/google/models/{model}:{method}",
+                self.settings.base_path,
+                super::sigv4::uri_encode(&v.project, true),
+                super::sigv4::uri_encode(&v.location, true),
+            ),
+            None => format!("{}/v1beta/models/{model}:{method}", self.settings.base_path),
+        }
     }
 
+    /// A JSON POST with the call's API key (`x-goog-api-key`), or else the
+    /// provider's refreshed OAuth2 token (Vertex AI takes only those).
     fn post(
         &self,
         path: String,
         body: &impl Serialize,
         call: &UpstreamCall<'_>,
-    ) -> UpstreamRequest {
+    ) -> Result<UpstreamRequest, GatewayError> {
         // Serialising these plain structs cannot fail.
         let bytes = serde_json::to_vec(body).unwrap_or_default();
         let mut req = UpstreamRequest::post_json(path, bytes);
         if let Some(key) = call.api_key {
             req.headers.push(("x-goog-api-key", key.to_owned()));
+        } else if let Some(live) = &self.settings.live {
+            req.headers
+                .push(("authorization", format!("Bearer {}", live.bearer()?)));
         }
-        req
+        Ok(req)
     }
 }
 
@@ -1329,7 +1344,7 @@ impl Provider for GeminiProvider {
         } else {
             "generateContent"
         };
-        Ok(self.post(self.model_path(call.model, method), &body, call))
+        self.post(self.model_path(call.model, method), &body, call)
     }
 
     fn chat_response(
@@ -1356,6 +1371,14 @@ impl Provider for GeminiProvider {
                 "Gemini embeds text only; token-array input is not supported.",
             ));
         };
+        if self.settings.vertex.is_some() {
+            // Vertex AI embeds through its own `:predict` shape, which
+            // this adapter does not speak.
+            return Err(GatewayError::invalid_param(
+                "model",
+                "Embeddings are not offered for Gemini on Vertex AI through this gateway; use a Gemini API provider.",
+            ));
+        }
         let model = call.model.strip_prefix("models/").unwrap_or(call.model);
         let body = BatchEmbedContentsRequest {
             requests: texts
@@ -1370,7 +1393,7 @@ impl Provider for GeminiProvider {
                 })
                 .collect(),
         };
-        Ok(self.post(self.model_path(model, "batchEmbedContents"), &body, call))
+        self.post(self.model_path(model, "batchEmbedContents"), &body, call)
     }
 
     /// Gemini's embeddings answer has no usage. The adapter cannot see the
@@ -1574,6 +1597,59 @@ mod tests {
             "frequencyPenalty": 0.25
         });
         assert_eq!(body_json(&up), expected);
+    }
+
+    #[test]
+    fn vertex_uses_its_model_url_and_the_oauth_token() {
+        let p = GeminiProvider::new(ProviderSettings {
+            base_path: String::new(),
+            host: "us-central1-aiplatform.googleapis.com".into(),
+            live: Some(super::super::test_credential(Ok(
+                super::super::Secret::Bearer("ya29.token".into()),
+            ))),
+            vertex: Some(super::super::VertexLocation {
+                project: "my-project".into(),
+                location: "us-central1".into(),
+            }),
+            ..Default::default()
+        });
+        let no_key = UpstreamCall {
+            api_key: None,
+            ..call(true)
+        };
+        let req = chat(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
+        let up = p.chat_request(&req, &no_key).unwrap();
+        assert_eq!(
+            up.path,
+            "/v1/projects/my-project/locations/us-central1/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        );
+        assert!(
+            up.headers
+                .contains(&("authorization", "Bearer ya29.token".into()))
+        );
+        assert!(!up.headers.iter().any(|(n, _)| *n == "x-goog-api-key"));
+        let up = p
+            .chat_request(
+                &req,
+                &UpstreamCall {
+                    stream: false,
+                    ..no_key
+                },
+            )
+            .unwrap();
+        assert!(
+            up.path
+                .ends_with("/models/gemini-2.5-flash:generateContent")
+        );
+        let emb: types::EmbeddingsRequest =
+            serde_json::from_value(json!({"model": "text-embedding-004", "input": "x"})).unwrap();
+        assert_eq!(
+            p.embeddings_request(&emb, &no_key)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("model")
+        );
     }
 
     #[test]

@@ -31,6 +31,66 @@ pub struct AwsCredentials {
     pub region: String,
 }
 
+/// A credential as it stands now: what the provider's refresher last
+/// fetched (an OAuth2 access token, AWS keys from the default chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// Sent as `authorization: Bearer ...` (Entra ID, Google OAuth2).
+    Bearer(String),
+    /// Signs with SigV4 (Bedrock).
+    Aws(AwsCredentials),
+}
+
+/// Where an adapter reads a credential that changes while the gateway
+/// runs. Implemented by the gateway's refreshed credential cells: reading
+/// never waits for a refresh, and fails with a 503 naming the provider
+/// when no unexpired credential is held.
+pub trait CredentialSource: Send + Sync {
+    fn current(&self) -> Result<std::sync::Arc<Secret>, GatewayError>;
+}
+
+/// A provider's refreshed credential, shared by its adapters.
+#[derive(Clone)]
+pub struct LiveCredential(pub std::sync::Arc<dyn CredentialSource>);
+
+impl LiveCredential {
+    /// The current bearer token.
+    pub fn bearer(&self) -> Result<String, GatewayError> {
+        match &*self.0.current()? {
+            Secret::Bearer(t) => Ok(t.clone()),
+            Secret::Aws(_) => Err(GatewayError::internal(
+                "this provider's credential is AWS keys, not a bearer token",
+            )),
+        }
+    }
+}
+
+impl std::fmt::Debug for LiveCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveCredential")
+    }
+}
+
+/// The same cell, not an equal value: two adapters are configured alike
+/// when they read the same credential.
+impl PartialEq for LiveCredential {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// A credential source for adapter tests: always this secret or error.
+#[cfg(test)]
+pub(crate) fn test_credential(v: Result<Secret, GatewayError>) -> LiveCredential {
+    struct Fixed(Result<std::sync::Arc<Secret>, GatewayError>);
+    impl CredentialSource for Fixed {
+        fn current(&self) -> Result<std::sync::Arc<Secret>, GatewayError> {
+            self.0.clone()
+        }
+    }
+    LiveCredential(std::sync::Arc::new(Fixed(v.map(std::sync::Arc::new))))
+}
+
 /// Load-time settings of one configured provider, handed to its adapter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderSettings {
@@ -46,8 +106,21 @@ pub struct ProviderSettings {
     /// Output token limit sent to providers that require one (Anthropic)
     /// when the client gave none.
     pub default_max_tokens: u32,
-    /// Bedrock signing credentials.
+    /// Bedrock signing credentials read from the environment at load.
     pub aws: Option<AwsCredentials>,
+    /// A credential refreshed in the background (`auth:` in the provider's
+    /// config): a bearer token (Azure Entra ID, Vertex AI) or AWS keys
+    /// (Bedrock); it takes the place of `aws` and of a static API key.
+    pub live: Option<LiveCredential>,
+    /// Gemini on Vertex AI: the project and location of its URLs.
+    pub vertex: Option<VertexLocation>,
+}
+
+/// Where Vertex AI serves a project's Gemini models.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VertexLocation {
+    pub project: String,
+    pub location: String,
 }
 
 impl Default for ProviderSettings {
@@ -59,6 +132,8 @@ impl Default for ProviderSettings {
             anthropic_version: None,
             default_max_tokens: 4096,
             aws: None,
+            live: None,
+            vertex: None,
         }
     }
 }

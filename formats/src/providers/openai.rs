@@ -56,13 +56,23 @@ impl OpenAiProvider {
         }
     }
 
-    fn auth_headers(&self, call: &UpstreamCall<'_>, headers: &mut Vec<(&'static str, String)>) {
+    /// The call's key (Azure's `api-key` header, else a bearer token), or
+    /// else the provider's refreshed token (Entra ID), which Azure takes
+    /// as a bearer token.
+    fn auth_headers(
+        &self,
+        call: &UpstreamCall<'_>,
+        headers: &mut Vec<(&'static str, String)>,
+    ) -> Result<(), GatewayError> {
         if let Some(key) = call.api_key {
             match self.kind {
                 ProviderKind::AzureOpenai => headers.push(("api-key", key.to_owned())),
                 _ => headers.push(("authorization", format!("Bearer {key}"))),
             }
+        } else if let Some(live) = &self.settings.live {
+            headers.push(("authorization", format!("Bearer {}", live.bearer()?)));
         }
+        Ok(())
     }
 }
 
@@ -148,7 +158,7 @@ impl Provider for OpenAiProvider {
             stream: false,
             track_usage: false,
         };
-        self.auth_headers(&call, &mut up.headers);
+        self.auth_headers(&call, &mut up.headers)?;
         Ok(up)
     }
 
@@ -213,7 +223,7 @@ impl Provider for OpenAiProvider {
         if call.stream {
             up.headers.push(("accept", "text/event-stream".to_owned()));
         }
-        self.auth_headers(call, &mut up.headers);
+        self.auth_headers(call, &mut up.headers)?;
         Ok(up)
     }
 
@@ -257,7 +267,7 @@ impl Provider for OpenAiProvider {
         let bytes = serde_json::to_vec(&v)
             .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
         let mut up = UpstreamRequest::post_json(self.path("embeddings", call.model), bytes);
-        self.auth_headers(call, &mut up.headers);
+        self.auth_headers(call, &mut up.headers)?;
         Ok(up)
     }
 
@@ -283,11 +293,11 @@ impl Provider for OpenAiProvider {
             ProviderKind::AzureOpenai => format!("{}/openai/v1/responses", self.settings.base_path),
             _ => return None,
         };
-        Some(routed_body(body, call.model).map(|body| {
+        Some(routed_body(body, call.model).and_then(|body| {
             let mut up = UpstreamRequest::post_json(path, Vec::new());
             up.body = body;
-            self.auth_headers(call, &mut up.headers);
-            up
+            self.auth_headers(call, &mut up.headers)?;
+            Ok(up)
         }))
     }
 
@@ -320,7 +330,7 @@ impl Provider for OpenAiProvider {
         let bytes = serde_json::to_vec(&v)
             .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
         let mut up = UpstreamRequest::post_json(self.path("completions", call.model), bytes);
-        self.auth_headers(call, &mut up.headers);
+        self.auth_headers(call, &mut up.headers)?;
         Ok(up)
     }
 
@@ -349,7 +359,7 @@ impl Provider for OpenAiProvider {
         let bytes = serde_json::to_vec(&v)
             .map_err(|e| GatewayError::internal(format!("serialising request: {e}")))?;
         let mut up = UpstreamRequest::post_json(self.path("moderations", call.model), bytes);
-        self.auth_headers(call, &mut up.headers);
+        self.auth_headers(call, &mut up.headers)?;
         Ok(up)
     }
 }
@@ -597,6 +607,51 @@ mod tests {
         let body: Value =
             serde_json::from_slice(&p.chat_request(&r, &untracked).unwrap().body).unwrap();
         assert_eq!(body["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn azure_sends_the_entra_token_as_bearer_or_its_absence_as_503() {
+        let mut s = settings("");
+        s.live = Some(super::super::test_credential(Ok(
+            super::super::Secret::Bearer("entra-token".into()),
+        )));
+        let p = OpenAiProvider::new(ProviderKind::AzureOpenai, s.clone());
+        let r = req(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#);
+        let no_key = UpstreamCall {
+            api_key: None,
+            ..call(false)
+        };
+        let up = p.chat_request(&r, &no_key).unwrap();
+        assert!(
+            up.headers
+                .contains(&("authorization", "Bearer entra-token".into()))
+        );
+        assert!(!up.headers.iter().any(|(n, _)| *n == "api-key"));
+        // Azure's Responses API (forwarded as sent) carries it too.
+        let up = p
+            .responses_request(
+                &Bytes::from_static(br#"{"model":"x","input":"hi"}"#),
+                &no_key,
+            )
+            .unwrap()
+            .unwrap();
+        assert!(
+            up.headers
+                .contains(&("authorization", "Bearer entra-token".into()))
+        );
+        // A route's own key still wins.
+        let up = p.chat_request(&r, &call(false)).unwrap();
+        assert!(up.headers.contains(&("api-key", "sk-test".into())));
+        assert!(!up.headers.iter().any(|(n, _)| *n == "authorization"));
+
+        s.live = Some(super::super::test_credential(Err(
+            GatewayError::provider_auth("azure", "token endpoint answered 503"),
+        )));
+        let p = OpenAiProvider::new(ProviderKind::AzureOpenai, s);
+        let err = p.chat_request(&r, &no_key).unwrap_err();
+        assert_eq!(err.status, 503);
+        assert!(err.retryable);
+        assert!(err.message.contains("`azure`"), "{}", err.message);
     }
 
     #[test]

@@ -94,6 +94,12 @@ impl Gateway {
         let (tracer, exporter) = Tracer::new(dropped);
         tracer.configure(&runtime.telemetry);
         background.push(crate::background::service("otlp-exporter", exporter));
+        // Fetches and refreshes providers' credentials (`auth:`) for this
+        // and every later configuration.
+        background.push(crate::background::service(
+            "provider-auth",
+            crate::upstream::auth::refresher(metrics.clone()),
+        ));
         let tracer = Arc::new(tracer);
         let runtime = Arc::new(runtime);
         if runtime.adopt_semantic(None) {

@@ -4,6 +4,7 @@
 //! Pingora's pooled connector, reading its answer, handing the connection
 //! back to the pool.
 
+pub mod auth;
 mod endpoint;
 mod models;
 mod route;

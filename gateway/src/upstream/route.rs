@@ -4,13 +4,17 @@
 
 use std::sync::Arc;
 
+use super::auth;
 use super::endpoint::{CaSource, Upstream, parse_base_url};
+use crate::config::ProviderAuthFile;
 use crate::config::pricing::{Price, PriceEntry, find, shipped_for};
 use crate::config::{
     ConfigError, KeySourceFile, ProviderFile, ProviderKind, RouteFile, cfg_err, effective_base_url,
     egress_allows, url_origin,
 };
-use crate::providers::{self, AwsCredentials, Provider, ProviderSettings};
+use crate::providers::{
+    self, AwsCredentials, LiveCredential, Provider, ProviderSettings, VertexLocation,
+};
 
 /// A validated route.
 pub struct Route {
@@ -72,7 +76,15 @@ pub fn build_route(
 ) -> Result<Route, ConfigError> {
     let pat = |field: &str| format!("providers[{prov_i}].{field}");
     let region = prov.region.clone();
-    let provider_url = effective_base_url(prov.kind, prov.base_url.as_deref(), region.as_deref());
+    let vertex = vertex_location(prov, prov_i)?;
+    let provider_url = match (&vertex, &prov.base_url) {
+        // Vertex AI's regional endpoint (or its global one).
+        (Some(v), None) if v.location == "global" => {
+            Some("https://aiplatform.googleapis.com".to_owned())
+        }
+        (Some(v), None) => Some(format!("https://{}-aiplatform.googleapis.com", v.location)),
+        _ => effective_base_url(prov.kind, prov.base_url.as_deref(), region.as_deref()),
+    };
     let base_url = match (&rf.base_url, &provider_url) {
         (Some(u), _) => u.clone(),
         (None, Some(u)) => u.clone(),
@@ -114,6 +126,7 @@ pub fn build_route(
         && rf.api_key.is_none()
         && (prov.api_key.is_some()
             || prov.api_key_env.is_some()
+            || prov.auth.is_some()
             || prov.kind == ProviderKind::Bedrock)
     {
         let here = url_origin(route_url);
@@ -130,7 +143,7 @@ pub fn build_route(
         }
     }
 
-    let (provider_key, aws) = provider_credentials(prov, prov_i, env)?;
+    let (provider_key, aws, live) = provider_credentials(prov, prov_i, env, egress)?;
     let key = match &rf.api_key {
         Some(KeySourceFile {
             env: Some(var),
@@ -162,7 +175,7 @@ pub fn build_route(
     // The provider's aliases and discovered models belong to its model
     // list: a route with its own `model` or `models` does not take them.
     let inherits = rf.model.is_none() && rf.models.is_none();
-    let settings = adapter_settings(prov, base_path, &upstream, aws);
+    let settings = adapter_settings(prov, base_path, &upstream, aws, live, vertex);
     Ok(Route {
         name: match (&rf.name, &rf.model) {
             (Some(n), _) => n.clone(),
@@ -186,13 +199,23 @@ pub fn build_route(
     })
 }
 
-/// A provider's own credentials, read from the environment: its API key
-/// and, for Bedrock, its AWS credentials. Errors name the provider field.
+/// A provider's own credentials: its API key and, for Bedrock, its AWS
+/// keys, read from the environment; or the credential its `auth` fetches
+/// and refreshes (one cell per provider, shared by its routes and its
+/// model list). Errors name the provider field.
 pub fn provider_credentials(
     prov: &ProviderFile,
     prov_i: usize,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Option<String>, Option<AwsCredentials>), ConfigError> {
+    egress: &[String],
+) -> Result<
+    (
+        Option<String>,
+        Option<AwsCredentials>,
+        Option<LiveCredential>,
+    ),
+    ConfigError,
+> {
     let pat = |field: &str| format!("providers[{prov_i}].{field}");
     let region = prov.region.clone();
     let provider_key = match (&prov.api_key_env, &prov.api_key) {
@@ -205,7 +228,25 @@ pub fn provider_credentials(
         (None, Some(k)) => Some(k.clone()),
         (None, None) => None,
     };
-    let aws = if prov.kind == ProviderKind::Bedrock {
+    let live = auth::live_credential(prov, prov_i, env, egress)?;
+    if live.is_some() {
+        for (field, set) in [
+            ("aws_access_key_id_env", &prov.aws_access_key_id_env),
+            ("aws_secret_access_key_env", &prov.aws_secret_access_key_env),
+            ("aws_session_token_env", &prov.aws_session_token_env),
+        ] {
+            if set.is_some() {
+                return Err(cfg_err(
+                    pat(field),
+                    "the credential comes from `auth`; remove this field",
+                ));
+            }
+        }
+    }
+    let aws = if prov.kind == ProviderKind::Bedrock && live.is_some() {
+        // Checked with the credential chain's settings (`auth`).
+        None
+    } else if prov.kind == ProviderKind::Bedrock {
         let region = region.ok_or_else(|| cfg_err(pat("region"), "required for bedrock"))?;
         let var = |field: &str,
                    given: &Option<String>,
@@ -244,7 +285,7 @@ pub fn provider_credentials(
     } else {
         None
     };
-    Ok((provider_key, aws))
+    Ok((provider_key, aws, live))
 }
 
 /// The settings a provider's adapter is built with, for the endpoint
@@ -254,6 +295,8 @@ pub fn adapter_settings(
     base_path: String,
     upstream: &Upstream,
     aws: Option<AwsCredentials>,
+    live: Option<LiveCredential>,
+    vertex: Option<VertexLocation>,
 ) -> ProviderSettings {
     ProviderSettings {
         base_path,
@@ -262,5 +305,110 @@ pub fn adapter_settings(
         anthropic_version: prov.anthropic_version.clone(),
         default_max_tokens: prov.default_max_tokens.unwrap_or(4096),
         aws,
+        live,
+        vertex,
+    }
+}
+
+/// A Gemini provider's Vertex AI project and location (`vertex`), which
+/// needs a service account (`auth`) since Vertex AI takes OAuth2 tokens.
+fn vertex_location(
+    prov: &ProviderFile,
+    prov_i: usize,
+) -> Result<Option<VertexLocation>, ConfigError> {
+    let Some(v) = &prov.vertex else {
+        return Ok(None);
+    };
+    let at = |field: &str| format!("providers[{prov_i}].vertex.{field}");
+    if prov.kind != ProviderKind::Gemini {
+        return Err(cfg_err(
+            format!("providers[{prov_i}].vertex"),
+            "only a gemini provider runs on Vertex AI",
+        ));
+    }
+    if !matches!(
+        prov.auth,
+        Some(ProviderAuthFile::GoogleServiceAccount { .. })
+    ) {
+        return Err(cfg_err(
+            format!("providers[{prov_i}].auth"),
+            "Vertex AI needs `auth: {type: google-service-account, ...}`",
+        ));
+    }
+    // Both end up in the URL's host or path: keep them to what Google
+    // accepts (project ids and region names).
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    if !plain(&v.project) {
+        return Err(cfg_err(
+            at("project"),
+            "lowercase letters, digits and hyphens",
+        ));
+    }
+    if !plain(&v.location) {
+        return Err(cfg_err(
+            at("location"),
+            "a region such as us-central1, or global",
+        ));
+    }
+    Ok(Some(VertexLocation {
+        project: v.project.clone(),
+        location: v.location.clone(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route_of(provider: &str) -> Result<Route, ConfigError> {
+        let prov: ProviderFile = serde_yaml::from_str(provider).unwrap();
+        let rf: RouteFile = serde_yaml::from_str("{provider: p}").unwrap();
+        build_route(&rf, &prov, 0, &|f| format!("routes[0].{f}"), &|_| None, &[], None)
+    }
+
+    const SA: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/mock-llm/testdata/test-service-account.json"
+    );
+
+    #[test]
+    fn vertex_needs_a_gemini_provider_with_a_service_account() {
+        let ok = format!(
+            "{{name: p, type: gemini, vertex: {{project: my-proj, location: europe-west4}}, auth: {{type: google-service-account, credentials_file: '{SA}'}}}}"
+        );
+        let r = route_of(&ok).unwrap();
+        assert_eq!(r.upstream.host, "europe-west4-aiplatform.googleapis.com");
+        let e = route_of(
+            "{name: p, type: gemini, vertex: {project: x, location: us-central1}, api_key: k}",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.path, "providers[0].auth");
+        let e = route_of(&ok.replace("my-proj", "My Proj")).err().unwrap();
+        assert_eq!(e.path, "providers[0].vertex.project");
+        let e = route_of(&ok.replace(SA, "/nonexistent/sa.json"))
+            .err()
+            .unwrap();
+        assert_eq!(e.path, "providers[0].auth.credentials_file");
+    }
+
+    #[test]
+    fn bedrock_on_the_chain_reads_no_aws_variables() {
+        // Without `auth` the keys come from the environment (none here).
+        let e = route_of("{name: p, type: bedrock, region: us-east-1}")
+            .err()
+            .unwrap();
+        assert_eq!(e.path, "providers[0].aws_access_key_id_env");
+        assert!(route_of("{name: p, type: bedrock, region: us-east-1, auth: {type: aws}}").is_ok());
+        let e = route_of(
+            "{name: p, type: bedrock, region: us-east-1, aws_access_key_id_env: K, auth: {type: aws}}",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.path, "providers[0].aws_access_key_id_env");
     }
 }

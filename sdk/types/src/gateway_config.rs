@@ -350,6 +350,14 @@ pub struct ProviderFile {
     pub aws_secret_access_key_env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_session_token_env: Option<String>,
+    /// A credential the gateway fetches and refreshes itself instead of a
+    /// static key: Entra ID (Azure OpenAI), the AWS credential chain
+    /// (Bedrock), a Google service account (Gemini on Vertex AI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ProviderAuthFile>,
+    /// Gemini on Vertex AI: the project and location its URLs name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertex: Option<VertexFile>,
     /// PEM file with the CA that signed a self-hosted server's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
@@ -396,6 +404,89 @@ impl DiscoverModelsFile {
             }
         }
     }
+}
+
+/// How the gateway obtains a provider's credential (`auth:`), refreshed in
+/// the background before it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ProviderAuthFile {
+    /// Microsoft Entra ID, OAuth2 client credentials (Azure OpenAI).
+    Entra {
+        tenant_id: String,
+        client_id: String,
+        /// Environment variable holding the client secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_secret_env: Option<String>,
+        /// The client secret itself (how admin hands it to a managed
+        /// gateway; prefer `client_secret_env` in files).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_secret: Option<String>,
+        /// Default `https://login.microsoftonline.com`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        authority_url: Option<String>,
+        /// Default `https://cognitiveservices.azure.com/.default`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
+    /// The AWS SDK's default credential chain (environment, shared
+    /// profile, web identity, container and instance metadata), optionally
+    /// assuming a role with what it found (Bedrock).
+    Aws {
+        /// A profile of the shared config files (default: `AWS_PROFILE`,
+        /// else `default`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+        /// A role to assume with the chain's credentials.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role_arn: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role_session_name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        external_id: Option<String>,
+        /// STS endpoint of the role assumption (default: the region's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sts_endpoint: Option<String>,
+        /// Instance metadata endpoint (default `http://169.254.169.254`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        imds_endpoint: Option<String>,
+    },
+    /// A Google service account key (JSON), exchanged for OAuth2 access
+    /// tokens (Gemini on Vertex AI).
+    GoogleServiceAccount {
+        /// Path of the key file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials_file: Option<String>,
+        /// Environment variable holding the key's JSON.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials_env: Option<String>,
+        /// The key's JSON itself (how admin hands it to a managed gateway).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials_json: Option<String>,
+        /// Overrides the key's `token_uri`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_uri: Option<String>,
+    },
+}
+
+impl ProviderAuthFile {
+    /// The `type` value, for messages.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProviderAuthFile::Entra { .. } => "entra",
+            ProviderAuthFile::Aws { .. } => "aws",
+            ProviderAuthFile::GoogleServiceAccount { .. } => "google-service-account",
+        }
+    }
+}
+
+/// Where Vertex AI serves Gemini for a project.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VertexFile {
+    pub project: String,
+    /// A region such as `us-central1`, or `global`.
+    pub location: String,
 }
 
 /// A proxy: one base path with its keys and routes.

@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     behaviours: Mutex<Behaviours>,
     /// The model lists the providers serve.
     model_lists: Mutex<crate::models::ModelLists>,
+    /// Credentials issued by the identity endpoints (`identity`).
+    identity: Mutex<crate::identity::Identity>,
     /// Last sequence number handed out; requests are numbered from 1.
     last_seq: AtomicU64,
     /// TCP connections accepted: tests tell from it whether the gateway
@@ -54,6 +56,10 @@ impl Shared {
 
     pub(crate) fn model_lists(&self) -> MutexGuard<'_, crate::models::ModelLists> {
         lock(&self.model_lists)
+    }
+
+    pub(crate) fn identity(&self) -> MutexGuard<'_, crate::identity::Identity> {
+        lock(&self.identity)
     }
 
     pub(crate) fn connection_accepted(&self) {

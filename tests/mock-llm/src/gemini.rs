@@ -26,7 +26,6 @@ use crate::reply::{
     Reply, embed, words,
 };
 
-/// `POST /v1beta/models/{model}:{action}`; `model_action` is the last path
 /// The API key, in the `x-goog-api-key` header or the `key` parameter.
 pub(crate) fn check_key(ex: &Exchange) -> Result<(), ApiError> {
     if ex.header("x-goog-api-key").is_none() && ex.query_param("key").is_none_or(|k| k.is_empty()) {
@@ -38,14 +37,23 @@ pub(crate) fn check_key(ex: &Exchange) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// segment, already percent-decoded.
-pub(crate) fn dispatch(ex: &mut Exchange, model_action: &str) -> Outcome {
+/// `POST /v1beta/models/{model}:{action}`; `model_action` is the last path
+/// segment, already percent-decoded. With `vertex`, Gemini on Vertex AI
+/// (`/v1/projects/{p}/locations/{l}/publishers/google/models/...`): the
+/// same bodies, with an OAuth2 bearer token instead of an API key.
+pub(crate) fn dispatch(ex: &mut Exchange, model_action: &str, vertex: bool) -> Outcome {
     let Some((model, action)) = model_action.rsplit_once(':') else {
         return Outcome::Error(not_found(model_action));
     };
     let model = model.strip_prefix("models/").unwrap_or(model).to_owned();
     ex.model = Some(model.clone());
-    if let Err(e) = check_key(ex) {
+    if vertex && ex.bearer().is_none() {
+        return Outcome::Error(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+        ));
+    }
+    if !vertex && let Err(e) = check_key(ex) {
         return Outcome::Error(e);
     }
     let Some(body) = ex.json_object() else {

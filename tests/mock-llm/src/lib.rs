@@ -23,6 +23,7 @@ mod behaviour;
 mod errors;
 mod exchange;
 mod gemini;
+mod identity;
 mod journal;
 mod models;
 mod openai;
@@ -40,6 +41,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 pub use behaviour::Behaviour;
+pub use identity::{AWS_KEY_PREFIX, IMDS_ROLE, TEST_SERVICE_ACCOUNT, TOKEN_PREFIX};
 pub use journal::{JournalEntry, JournalUsage, MAX_ENTRIES as MAX_JOURNAL_ENTRIES};
 pub use models::ModelLists;
 
@@ -101,10 +103,29 @@ impl MockLlm {
             .route("/v1beta/models", get(gemini_models))
             .route("/v1beta/models/{model_action}", post(gemini))
             .route("/v1/models/{model_action}", post(gemini))
+            // Gemini on Vertex AI
+            .route(
+                "/v1/projects/{project}/locations/{location}/publishers/google/models/{model_action}",
+                post(vertex),
+            )
             // Bedrock: the model id may hold an unencoded '/', so take the rest.
             .route("/model/{*rest}", post(bedrock))
             // Bedrock's control plane (`bedrock.{region}`, beside the runtime).
             .route("/foundation-models", get(bedrock_models))
+            // Identity: Entra ID, Google OAuth2, AWS STS and IMDSv2
+            .route("/{tenant}/oauth2/v2.0/token", post(entra_token))
+            .route("/token", post(google_token))
+            .route("/", post(sts))
+            .route("/latest/api/token", axum::routing::put(imds_token))
+            .route(
+                "/latest/meta-data/iam/security-credentials/",
+                get(imds_role),
+            )
+            .route(
+                "/latest/meta-data/iam/security-credentials/{role}",
+                get(imds_credentials),
+            )
+            .route("/_mock/identity", get(list_identity).post(set_identity))
             // Control and observation
             .route("/_mock/health", get(health))
             .route("/_mock/requests", get(list_requests).delete(clear_requests))
@@ -183,9 +204,70 @@ async fn run(
     handler: impl FnOnce(&mut Exchange) -> exchange::Outcome,
 ) -> Response {
     let (method, uri, headers, body) = request;
+    // A credential of the identity endpoints' making must be one they
+    // issued and still valid, as the provider would check it.
+    let refused = credential_refusal(shared, provider, &headers);
     Exchange::begin(shared, provider, method, uri, headers, body)
-        .run(handler)
+        .run(|ex| match refused {
+            Some(e) => exchange::Outcome::Error(e),
+            None => handler(ex),
+        })
         .await
+}
+
+/// The provider's answer to an issued credential that is unknown or has
+/// expired; `None` when the request's credential passes (or is not one
+/// the identity endpoints issue).
+fn credential_refusal(
+    shared: &Shared,
+    provider: Provider,
+    headers: &HeaderMap,
+) -> Option<errors::ApiError> {
+    let authorization = headers.get("authorization")?.to_str().ok()?.trim();
+    let identity = shared.identity();
+    if let Some(akid) = authorization
+        .strip_prefix("AWS4-HMAC-SHA256 Credential=")
+        .and_then(|c| c.split('/').next())
+    {
+        let session = headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok());
+        return match identity.check_aws(akid, session) {
+            Ok(()) => None,
+            Err("expired") => Some(
+                errors::ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "The security token included in the request is expired",
+                )
+                .kind("ExpiredTokenException"),
+            ),
+            Err(_) => Some(
+                errors::ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "The security token included in the request is invalid.",
+                )
+                .kind("UnrecognizedClientException"),
+            ),
+        };
+    }
+    let token = authorization
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))?
+        .1
+        .trim();
+    identity.check_bearer(token).err()?;
+    Some(errors::ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        match provider {
+            Provider::Azure => {
+                "Unauthorized. Access token is missing, invalid, audience is incorrect (https://cognitiveservices.azure.com), or have expired."
+            }
+            Provider::Gemini => {
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
+            }
+            _ => "Incorrect API key provided.",
+        },
+    ))
 }
 
 async fn openai_chat(State(s): SharedState, m: Method, u: Uri, h: HeaderMap, b: Bytes) -> Response {
@@ -404,9 +486,80 @@ async fn gemini(
     b: Bytes,
 ) -> Response {
     run(&s, Provider::Gemini, (m, u, h, b), |ex| {
-        gemini::dispatch(ex, &model_action)
+        gemini::dispatch(ex, &model_action, false)
     })
     .await
+}
+
+/// Gemini on Vertex AI: the project and location only route.
+async fn vertex(
+    state: SharedState,
+    Path((_project, _location, model_action)): Path<(String, String, String)>,
+    m: Method,
+    u: Uri,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    let State(s) = state;
+    run(&s, Provider::Gemini, (m, u, h, b), |ex| {
+        gemini::dispatch(ex, &model_action, true)
+    })
+    .await
+}
+
+async fn entra_token(State(s): SharedState, Path(tenant): Path<String>, b: Bytes) -> Response {
+    s.identity().entra_token(&tenant, &b)
+}
+
+async fn google_token(State(s): SharedState, b: Bytes) -> Response {
+    s.identity().google_token(&b)
+}
+
+async fn sts(State(s): SharedState, h: HeaderMap, b: Bytes) -> Response {
+    let authorization = h.get("authorization").and_then(|v| v.to_str().ok());
+    s.identity().sts(authorization, &b)
+}
+
+async fn imds_token(State(s): SharedState, h: HeaderMap) -> Response {
+    let ttl = h
+        .get("x-aws-ec2-metadata-token-ttl-seconds")
+        .and_then(|v| v.to_str().ok());
+    s.identity().imds_token(ttl)
+}
+
+fn imds_session(h: &HeaderMap) -> Option<&str> {
+    h.get("x-aws-ec2-metadata-token")
+        .and_then(|v| v.to_str().ok())
+}
+
+async fn imds_role(State(s): SharedState, h: HeaderMap) -> Response {
+    s.identity().imds_credentials(imds_session(&h), "")
+}
+
+async fn imds_credentials(
+    State(s): SharedState,
+    Path(role): Path<String>,
+    h: HeaderMap,
+) -> Response {
+    s.identity().imds_credentials(imds_session(&h), &role)
+}
+
+async fn list_identity(State(s): SharedState) -> Response {
+    axum::Json(json!({"issued": s.identity().issued()})).into_response()
+}
+
+async fn set_identity(State(s): SharedState, b: Bytes) -> Response {
+    match serde_json::from_slice::<identity::IdentitySettings>(&b) {
+        Ok(settings) => {
+            s.identity().configure(settings);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 async fn bedrock(State(s): SharedState, m: Method, u: Uri, h: HeaderMap, b: Bytes) -> Response {
