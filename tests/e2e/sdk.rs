@@ -8,19 +8,8 @@ use crate::{KEY, setup};
 #[tokio::test]
 async fn official_openai_python_client_works_through_the_gateway() {
     let (_mock, gw) = setup("").await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_client.py");
     let base = format!("{}/openai", gw.url);
-    let out = tokio::process::Command::new("python3")
-        .args([script, &base, KEY, "gpt-5-mini"])
-        .output()
-        .await
-        .expect("python3 must be installed");
-    assert!(
-        out.status.success(),
-        "the OpenAI Python client failed (is it installed? pip install -r tests/python/requirements.txt):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_client(&[&base, KEY, "gpt-5-mini"]).await;
     let expected = "Mock reply from openai model gpt-5-mini: Hello from Python";
     assert_eq!(v["plain"], expected);
     assert_eq!(v["streamed"], expected);
@@ -54,8 +43,22 @@ async fn official_openai_python_client_works_through_the_gateway() {
     assert_eq!(v["moderation_violence"], true);
 
     // client.responses.create, plain and with stream=True, and the
+    // client's stream helper: forwarded as they came to this OpenAI route.
+    assert_responses(&v["responses"], expected);
+
+    // The same calls through the gateway's translation, to Anthropic.
+    let base = format!("{}/anthropic", gw.url);
+    let v = run_client(&[&base, KEY, "claude-sonnet-4-5", "responses"]).await;
+    assert_responses(
+        &v["responses"],
+        "Mock reply from anthropic model claude-sonnet-4-5: Hello from Python",
+    );
+}
+
+/// What the client saw of its Responses API calls.
+fn assert_responses(r: &Value, expected: &str) {
+    // client.responses.create, plain and with stream=True, and the
     // client's stream helper.
-    let r = &v["responses"];
     assert_eq!(r["plain"], expected);
     assert_eq!(r["streamed"], expected);
     assert_eq!(r["helper"], expected);
@@ -77,4 +80,21 @@ async fn official_openai_python_client_works_through_the_gateway() {
         serde_json::from_str::<Value>(r["tool_args"].as_str().unwrap()).unwrap()["input"],
         "Weather in Rome"
     );
+}
+
+/// Runs tests/python/openai_client.py with `args`; what it printed.
+async fn run_client(args: &[&str]) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .expect("python3 must be installed");
+    assert!(
+        out.status.success(),
+        "the OpenAI Python client failed (is it installed? pip install -r tests/python/requirements.txt):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -96,6 +96,31 @@ def main():
         expect(page.get_by_role("alert")).to_contain_text("This provider is still in use")
         shot(page, "providers")
 
+        step("providers: Azure with Entra ID and an alias; admin's 422 on the alias field")
+        page.get_by_role("button", name="Add provider").click()
+        page.get_by_label("Type").select_option("azure-openai")
+        page.get_by_label("Name").fill("console-azure")
+        page.get_by_label("Base URL").fill(MOCK)
+        page.get_by_label("Authentication").select_option("entra")
+        page.get_by_label("Tenant id").fill("contoso")
+        page.get_by_label("Client id").fill("portcullis-app")
+        page.get_by_label("Client secret").fill("entra-secret")
+        page.get_by_label("Aliases").fill("fast=")
+        page.get_by_role("button", name="Create provider").click()
+        expect(page.get_by_label("Aliases")).to_have_attribute("aria-invalid", "true")
+        page.get_by_label("Aliases").fill("fast=gpt-4o-deploy")
+        shot(page, "provider-form-entra")
+        page.get_by_role("button", name="Create provider").click()
+        row = page.get_by_role("row").filter(has_text="console-azure")
+        expect(row).to_contain_text("Client secret: set")
+        expect(row).to_contain_text("auth: entra")
+        expect(row).to_contain_text("fast → gpt-4o-deploy")
+        expect(page.locator("body")).not_to_contain_text("entra-secret")
+        stored = next(p for p in api("GET", "/providers")["items"] if p["name"] == "console-azure")
+        assert stored["auth"] == {"type": "entra", "tenant_id": "contoso", "client_id": "portcullis-app"}, stored
+        assert stored["aliases"] == {"fast": "gpt-4o-deploy"}, stored
+        assert "client_secret" in stored["credentials_set"], stored
+
         step("create a proxy with the wizard")
         page.get_by_role("link", name="Proxies").click()
         page.get_by_role("link", name="Create proxy").click()

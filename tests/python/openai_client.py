@@ -1,7 +1,9 @@
 """Drives a Portcullis proxy with the official OpenAI Python client.
 
-Usage: python3 openai_client.py BASE_URL API_KEY MODEL
-Prints one JSON object with what the client saw.
+Usage: python3 openai_client.py BASE_URL API_KEY MODEL [responses]
+Prints one JSON object with what the client saw; with `responses`, only
+the Responses API calls (for proxies whose provider is reached through
+the gateway's translation).
 """
 import json
 import sys
@@ -9,7 +11,58 @@ import sys
 import openai
 
 base_url, api_key, model = sys.argv[1], sys.argv[2], sys.argv[3]
+only_responses = sys.argv[4:] == ["responses"]
 client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+
+
+def responses_api():
+    """The Responses API, plain, streamed as raw events, and through the
+    client's stream helper (which rebuilds the response from the events)."""
+    resp = client.responses.create(
+        model=model, instructions="Be brief.", input="Hello from Python"
+    )
+    streamed = ""
+    stream_usage = None
+    for event in client.responses.create(
+        model=model, instructions="Be brief.", input="Hello from Python", stream=True
+    ):
+        if event.type == "response.output_text.delta":
+            streamed += event.delta
+        if event.type == "response.completed":
+            stream_usage = event.response.usage.total_tokens
+    with client.responses.stream(
+        model=model, instructions="Be brief.", input="Hello from Python"
+    ) as stream:
+        for _ in stream:
+            pass
+        helper = stream.get_final_response()
+    tool = client.responses.create(
+        model=model,
+        input=[{"role": "user", "content": "Weather in Rome"}],
+        tools=[{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+    )
+    call = next(item for item in tool.output if item.type == "function_call")
+    return {
+        "plain": resp.output_text,
+        "usage": {
+            "input": resp.usage.input_tokens,
+            "cached": resp.usage.input_tokens_details.cached_tokens,
+            "output": resp.usage.output_tokens,
+            "reasoning": resp.usage.output_tokens_details.reasoning_tokens,
+            "total": resp.usage.total_tokens,
+        },
+        "streamed": streamed,
+        "stream_total": stream_usage,
+        "helper": helper.output_text,
+        "helper_total": helper.usage.total_tokens,
+        "tool_name": call.name,
+        "tool_args": call.arguments,
+    }
+
+
+if only_responses:
+    print(json.dumps({"responses": responses_api()}))
+    sys.exit(0)
 
 plain = client.chat.completions.create(
     model=model, messages=[{"role": "user", "content": "Hello from Python"}]
@@ -32,33 +85,6 @@ tool = client.chat.completions.create(
     messages=[{"role": "user", "content": "Weather in Rome"}],
     tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
 )
-# The Responses API, plain, streamed as raw events, and through the
-# client's stream helper (which rebuilds the response from the events).
-resp = client.responses.create(
-    model=model, instructions="Be brief.", input="Hello from Python"
-)
-resp_streamed = ""
-resp_stream_usage = None
-for event in client.responses.create(
-    model=model, instructions="Be brief.", input="Hello from Python", stream=True
-):
-    if event.type == "response.output_text.delta":
-        resp_streamed += event.delta
-    if event.type == "response.completed":
-        resp_stream_usage = event.response.usage.total_tokens
-with client.responses.stream(
-    model=model, instructions="Be brief.", input="Hello from Python"
-) as stream:
-    for _ in stream:
-        pass
-    resp_helper = stream.get_final_response()
-resp_tool = client.responses.create(
-    model=model,
-    input=[{"role": "user", "content": "Weather in Rome"}],
-    tools=[{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
-)
-resp_call = next(item for item in resp_tool.output if item.type == "function_call")
-
 # Legacy text completions, plain and streamed (forwarded to the OpenAI
 # route as they came), and moderations (the proxy's provider lists its
 # models, so the moderation call names one of them).
@@ -108,20 +134,5 @@ print(json.dumps({
     },
     "moderations": [r.flagged for r in moderation.results],
     "moderation_violence": moderation.results[0].categories.violence,
-    "responses": {
-        "plain": resp.output_text,
-        "usage": {
-            "input": resp.usage.input_tokens,
-            "cached": resp.usage.input_tokens_details.cached_tokens,
-            "output": resp.usage.output_tokens,
-            "reasoning": resp.usage.output_tokens_details.reasoning_tokens,
-            "total": resp.usage.total_tokens,
-        },
-        "streamed": resp_streamed,
-        "stream_total": resp_stream_usage,
-        "helper": resp_helper.output_text,
-        "helper_total": resp_helper.usage.total_tokens,
-        "tool_name": resp_call.name,
-        "tool_args": resp_call.arguments,
-    },
+    "responses": responses_api(),
 }))
