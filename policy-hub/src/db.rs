@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "complete_reads",
         include_str!("../migrations/0002_complete_reads.sql"),
     ),
+    (
+        3,
+        "request_reads",
+        include_str!("../migrations/0003_request_reads.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +176,6 @@ impl Store {
         .bind(&m.name)
         .bind(v.publisher)
         .bind(&now)
-        .bind(m.complete_reads.as_str())
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE hub_policies SET name = name WHERE name = $1")
@@ -211,8 +215,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO hub_policy_versions (name, version, category, display_name, description, \
              phases, capabilities, settings_schema, default_settings, docs, digest, size, publisher, \
-             published_at, yanked, complete_reads) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, $15)",
+             published_at, yanked, complete_reads, request_reads) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, $15, $16)",
         )
         .bind(&m.name)
         .bind(&m.version)
@@ -229,6 +233,7 @@ impl Store {
         .bind(v.publisher)
         .bind(&now)
         .bind(m.complete_reads.as_str())
+        .bind(m.request_reads.as_ref().map(to_json).transpose()?)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -385,7 +390,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT name, version, category, display_name, description, phases, capabilities, \
              settings_schema, default_settings, docs, digest, size, publisher, published_at, yanked, \
-             complete_reads FROM hub_policy_versions WHERE name = $1 AND version = $2",
+             complete_reads, request_reads FROM hub_policy_versions WHERE name = $1 AND version = $2",
         )
         .bind(name)
         .bind(version)
@@ -406,6 +411,10 @@ impl Store {
             defaults: from_json(&row.try_get::<String, _>("default_settings")?)?,
             complete_reads: CompleteReads::parse(&row.try_get::<String, _>("complete_reads")?)
                 .unwrap_or_default(),
+            request_reads: row
+                .try_get::<Option<String>, _>("request_reads")?
+                .map(|s| from_json(&s))
+                .transpose()?,
             docs: row.try_get("docs")?,
             sha256,
         };

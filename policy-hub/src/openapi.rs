@@ -143,6 +143,7 @@ pub fn document() -> Value {
                         "phases": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Phase"}},
                         "capabilities": {"type": "array", "items": {"$ref": "#/components/schemas/Capability"}},
                         "complete_reads": {"type": "string", "enum": ["whole", "usage"], "description": "what the complete phase reads of the answer; default whole"},
+                        "request_reads": {"type": "array", "items": {"type": "string", "enum": ["messages", "headers", "raw"]}, "description": "what the request phase reads besides the ids, format, model, stream and max tokens; default all three"},
                         "settings_schema": {"type": ["object", "boolean"], "description": "JSON Schema of the settings"},
                         "defaults": {"description": "valid against settings_schema; default {}"},
                         "docs": {"type": "string", "description": "markdown"},

@@ -102,6 +102,10 @@ pub fn manifest(mut m: PolicyManifest) -> Result<ValidManifest, ApiError> {
     m.phases.dedup();
     m.capabilities.sort();
     m.capabilities.dedup();
+    if let Some(parts) = &mut m.request_reads {
+        parts.sort();
+        parts.dedup();
+    }
     if m.display_name.trim().is_empty() {
         m.display_name = m.name.clone();
     }
@@ -197,6 +201,9 @@ impl host::compute::Host for Refuse {
         refuse()
     }
     fn schema_validate(&mut self, _: u32, _: String) -> wasmtime::Result<Result<(), Vec<String>>> {
+        refuse()
+    }
+    fn sha256(&mut self, _: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
         refuse()
     }
 }

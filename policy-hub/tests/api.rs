@@ -108,6 +108,19 @@ async fn publish_then_read_every_view() {
         assert_eq!(r.status, StatusCode::CREATED, "{url}: {}", r.json());
         let r = get(&hub, "/api/v1/policies/deny-words/versions/1.0.1").await;
         assert_eq!(r.json()["complete_reads"], "usage");
+        // So is what the request phase reads (sorted, once each); a
+        // version that did not say reads everything (no field).
+        assert!(r.json().get("request_reads").is_none(), "{}", r.json());
+        let mut narrow = manifest("deny-words", "1.0.2");
+        narrow["request_reads"] = json!(["raw", "messages", "raw"]);
+        let r = publish(&hub, TOKEN, &publish_body(narrow, &module)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{url}: {}", r.json());
+        let r = get(&hub, "/api/v1/policies/deny-words/versions/1.0.2").await;
+        assert_eq!(r.json()["request_reads"], json!(["messages", "raw"]));
+        let mut bad = manifest("deny-words", "1.0.3");
+        bad["request_reads"] = json!(["body"]);
+        let r = publish(&hub, TOKEN, &publish_body(bad, &module)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.json());
     }
 }
 

@@ -241,7 +241,6 @@ impl Gateway {
         sum_of(&text, needles)
     }
 
-
     /// What the gateway wrote to stderr so far (its logs).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.0.join("gateway.log")).unwrap_or_default()

@@ -84,7 +84,17 @@ async fn start_on(mock: Mock, engine: &str, proxies: &[(&str, &str)]) -> Setup {
 
 /// `start_on` with more top-level configuration (`top`, YAML lines).
 async fn start_with(mock: Mock, top: &str, engine: &str, proxies: &[(&str, &str)]) -> Setup {
-    let dir = policy_dir();
+    start_in(policy_dir(), mock, top, engine, proxies).await
+}
+
+/// `start_with` on the policies of `dir`.
+async fn start_in(
+    dir: TempDir,
+    mock: Mock,
+    top: &str,
+    engine: &str,
+    proxies: &[(&str, &str)],
+) -> Setup {
     let mut cfg = format!(
         "{top}policy_engine: {{ dirs: [\"{}\"]{engine} }}\nproviders:\n  - {{ name: openai, type: openai, base_url: \"{}/v1\", api_key: sk-mock }}\nproxies:\n",
         dir.0.display(),
@@ -668,6 +678,63 @@ async fn answers_pass_through_unparsed_unless_a_policy_reads_them() {
         hit["choices"][0]["message"]["content"], stored["choices"][0]["message"]["content"],
         "the hit replays the stored answer"
     );
+}
+
+/// A policy is shown the parts of the request its manifest's
+/// `request_reads` lists (all of them when absent), the others empty; a
+/// chain none of whose policies reads `raw` does not render it.
+#[tokio::test]
+async fn policies_are_shown_only_the_request_parts_they_read() {
+    let dir = policy_dir();
+    // The fixture again, under manifests that narrow what it reads.
+    for (name, reads) in [
+        ("fixture-blind", json!([])),
+        ("fixture-raw", json!(["raw"])),
+    ] {
+        let src = dir.0.join("fixture");
+        let out = dir.0.join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::copy(src.join("policy.wasm"), out.join("policy.wasm")).unwrap();
+        let mut m: Value =
+            serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+        m["name"] = json!(name);
+        m["request_reads"] = reads;
+        std::fs::write(out.join("manifest.json"), m.to_string()).unwrap();
+    }
+    let s = start_in(
+        dir,
+        Mock::start().await,
+        "",
+        "",
+        &[
+            ("all", "[{ name: fixture }]"),
+            ("blind", "[{ name: fixture-blind }]"),
+            ("raw", "[{ name: fixture-raw }]"),
+        ],
+    )
+    .await;
+    let saw = |r: &reqwest::Response| header(r, "x-fixture-saw").unwrap_or_default();
+    let r = post(&s, "all", &chat("hi")).await;
+    assert_eq!(r.status(), 200);
+    let all = saw(&r);
+    assert!(all.starts_with("messages=1 headers="), "{all}");
+    assert!(
+        !all.contains("headers=0") && !all.ends_with(" raw=0"),
+        "{all}"
+    );
+    let r = post(&s, "blind", &chat("hi")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(saw(&r), "messages=0 headers=0 raw=0");
+    let r = post(&s, "raw", &chat("hi")).await;
+    assert_eq!(r.status(), 200);
+    let raw = saw(&r);
+    assert!(raw.starts_with("messages=0 headers=0 raw="), "{raw}");
+    assert!(!raw.ends_with(" raw=0"), "{raw}");
+    // The provider got the whole request either way.
+    let bodies = s.mock.journal().await;
+    let bodies = chat_bodies(&bodies);
+    assert_eq!(bodies.len(), 3);
+    assert!(bodies.iter().all(|b| b["messages"][0]["content"] == "hi"));
 }
 
 /// A chain of `names` (attached with `settings`), built on `engine`.

@@ -28,7 +28,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use portcullis_types::policy::Capability;
+use portcullis_types::policy::{Capability, RequestPart};
 use portcullis_types::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionsRequest, Content,
     ContentPart, Delta, EmbeddingInput, EmbeddingsRequest, FinishReason, Message,
@@ -55,6 +55,9 @@ pub struct Attached {
     /// `counters` or `cache` on a Redis backend, or `embeddings` with an
     /// endpoint configured. Such calls run off the worker threads.
     waits_on_network: bool,
+    /// What its request phase reads of the request (manifest
+    /// `request_reads`); the other parts are lent to it empty.
+    reads: RequestReads,
     name: Arc<str>,
     version: String,
     namespace: Arc<str>,
@@ -63,6 +66,59 @@ pub struct Attached {
     /// This attachment's metric series, looked up once.
     series: Mutex<Series>,
     engine: Arc<PolicyEngine>,
+}
+
+/// The bulky parts of a request a policy's request phase reads. Each part
+/// it does not read is one copy less into its instance per request: the
+/// record is lowered into every policy's memory, and `raw` alone is as
+/// large as the request (docs/policies.md, What a policy reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RequestReads {
+    messages: bool,
+    headers: bool,
+    raw: bool,
+}
+
+impl RequestReads {
+    fn of(parts: Option<&[RequestPart]>) -> RequestReads {
+        let parts = parts.unwrap_or(&RequestPart::ALL);
+        RequestReads {
+            messages: parts.contains(&RequestPart::Messages),
+            headers: parts.contains(&RequestPart::Headers),
+            raw: parts.contains(&RequestPart::Raw),
+        }
+    }
+
+    /// Moves the parts this policy does not read out of `view`, to be put
+    /// back by [`Unread::restore`] after the call (no copies either way).
+    fn lend(self, view: &mut wit::Request) -> Unread {
+        Unread {
+            messages: (!self.messages).then(|| std::mem::take(&mut view.messages)),
+            headers: (!self.headers).then(|| std::mem::take(&mut view.headers)),
+            raw: (!self.raw).then(|| std::mem::take(&mut view.raw)),
+        }
+    }
+}
+
+/// The parts of a request view taken out for one policy's call.
+struct Unread {
+    messages: Option<Vec<wit::Message>>,
+    headers: Option<Vec<wit::Header>>,
+    raw: Option<String>,
+}
+
+impl Unread {
+    fn restore(self, view: &mut wit::Request) {
+        if let Some(m) = self.messages {
+            view.messages = m;
+        }
+        if let Some(h) = self.headers {
+            view.headers = h;
+        }
+        if let Some(r) = self.raw {
+            view.raw = r;
+        }
+    }
 }
 
 /// The metric series of one attachment (per phase and outcome), resolved
@@ -205,6 +261,9 @@ pub struct Chain {
     /// `complete_reads: usage`. When none does, the gateway may forward
     /// answers unparsed.
     reads_answers: bool,
+    /// Whether any policy's request phase reads the request's `raw` JSON:
+    /// when none does, the view is built without rendering it.
+    reads_raw: bool,
     /// Most bytes of one answer kept for the policies (held-back chunks,
     /// or the text a stream sent, for `on-complete`).
     max_held_bytes: usize,
@@ -243,6 +302,7 @@ impl Chain {
             || (engine.has_embeddings() && caps.contains(&Capability::Embeddings));
         Ok(Attached {
             waits_on_network,
+            reads: RequestReads::of(module.manifest.request_reads.as_deref()),
             version: module.manifest.version.clone(),
             namespace: name.clone(),
             name,
@@ -301,12 +361,14 @@ impl Chain {
             .iter()
             .any(|p| p.info.response == wit::ResponseMode::Buffer);
         let reads_answers = policies.iter().any(|p| p.reads_answers());
+        let reads_raw = policies.iter().any(|p| p.info.on_request && p.reads.raw);
         Chain {
             engine,
             plans: vec![Vec::new(); policies.len()],
             policies,
             hold_stream,
             reads_answers,
+            reads_raw,
             max_held_bytes,
         }
     }
@@ -715,8 +777,10 @@ impl ChainRun {
             if !self.chain.policies[i].info.on_request {
                 continue;
             }
-            // Built once and lent to each policy; rebuilt after an edit.
-            let v: &wit::Request = view.get_or_insert_with(|| request_view(req, meta));
+            // Built once and lent to each policy (without the parts it
+            // does not read); rebuilt after an edit.
+            let v = view.get_or_insert_with(|| request_view(req, meta, self.chain.reads_raw));
+            let unread = self.chain.policies[i].reads.lend(v);
             let verdict = self.call(
                 i,
                 "request",
@@ -727,7 +791,9 @@ impl ChainRun {
                     wit::RequestVerdict::Reject(_) => "rejected",
                     wit::RequestVerdict::Respond(_) => "responded",
                 },
-            )?;
+            );
+            unread.restore(v);
+            let verdict = verdict?;
             match verdict {
                 None => {}
                 Some(wit::RequestVerdict::Continue(h)) => self.add_headers(h),
@@ -1232,8 +1298,9 @@ fn text_parts(content: &Option<Content>) -> Vec<String> {
     }
 }
 
-/// The policies' view of a request.
-pub fn request_view(req: &ChatRequest, meta: &RequestMeta<'_>) -> wit::Request {
+/// The policies' view of a request; `raw` left empty unless `with_raw`
+/// (no policy of the chain reads it).
+pub fn request_view(req: &ChatRequest, meta: &RequestMeta<'_>, with_raw: bool) -> wit::Request {
     let headers = meta
         .headers
         .iter()
@@ -1267,7 +1334,11 @@ pub fn request_view(req: &ChatRequest, meta: &RequestMeta<'_>) -> wit::Request {
             })
             .collect(),
         headers,
-        raw: serde_json::to_string(req).unwrap_or_default(),
+        raw: if with_raw {
+            serde_json::to_string(req).unwrap_or_default()
+        } else {
+            String::new()
+        },
     }
 }
 

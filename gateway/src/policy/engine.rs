@@ -686,6 +686,11 @@ impl portcullis::policy::compute::Host for HostState {
         Ok(self.regexes.len() as u32 - 1)
     }
 
+    fn sha256(&mut self, data: Vec<u8>) -> Vec<u8> {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&data).to_vec()
+    }
+
     fn regex_is_match(&mut self, handle: u32, text: String) -> bool {
         self.regexes
             .get(handle as usize)

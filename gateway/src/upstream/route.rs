@@ -367,7 +367,15 @@ mod tests {
     fn route_of(provider: &str) -> Result<Route, ConfigError> {
         let prov: ProviderFile = serde_yaml::from_str(provider).unwrap();
         let rf: RouteFile = serde_yaml::from_str("{provider: p}").unwrap();
-        build_route(&rf, &prov, 0, &|f| format!("routes[0].{f}"), &|_| None, &[], None)
+        build_route(
+            &rf,
+            &prov,
+            0,
+            &|f| format!("routes[0].{f}"),
+            &|_| None,
+            &[],
+            None,
+        )
     }
 
     const SA: &str = concat!(

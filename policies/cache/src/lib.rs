@@ -7,13 +7,12 @@
 //! an entry (the gateway replays a hit as SSE when the client streams).
 //! With `per_key`, each API key has its own entries.
 
-use portcullis_policy_sdk::host::cache;
+use portcullis_policy_sdk::host::{self, cache};
 use portcullis_policy_sdk::{
     ConfigError, Header, Policy, PolicyInfo, Request, RequestVerdict, Response, ResponseMode,
     export_policy, serde_json, settings,
 };
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Deserialize)]
 struct Settings {
@@ -53,84 +52,76 @@ const KEYED: &[&str] = &[
     "reasoning_effort",
 ];
 
-/// Feeds `v` to the hash as compact JSON with every object's keys sorted,
-/// so that field order does not change a key. Written straight into the
-/// hash: the profile of the four built-ins under load showed a sorted
-/// copy of the request, then rendered to a string, at about a third of
-/// this policy's request phase.
-fn hash_sorted(h: &mut Sha256, v: &serde_json::Value) {
+/// Writes `v` as compact JSON with every object's keys sorted, so that
+/// field order does not change a key. The profile of the four built-ins
+/// under load showed a sorted copy of the request, then rendered to a
+/// string, at about a third of this policy's request phase; writing the
+/// sorted form straight into one buffer needs no copy of the tree.
+fn write_sorted(out: &mut Vec<u8>, v: &serde_json::Value) {
     match v {
         serde_json::Value::Object(m) => {
             let mut entries: Vec<(&String, &serde_json::Value)> = m.iter().collect();
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            h.update(b"{");
+            out.push(b'{');
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    h.update(b",");
+                    out.push(b',');
                 }
-                hash_json(h, k);
-                h.update(b":");
-                hash_sorted(h, v);
+                write_json(out, k);
+                out.push(b':');
+                write_sorted(out, v);
             }
-            h.update(b"}");
+            out.push(b'}');
         }
         serde_json::Value::Array(a) => {
-            h.update(b"[");
+            out.push(b'[');
             for (i, v) in a.iter().enumerate() {
                 if i > 0 {
-                    h.update(b",");
+                    out.push(b',');
                 }
-                hash_sorted(h, v);
+                write_sorted(out, v);
             }
-            h.update(b"]");
+            out.push(b']');
         }
-        leaf => hash_json(h, leaf),
+        leaf => write_json(out, leaf),
     }
 }
 
 /// A string or scalar as JSON (escaped as serde_json writes it).
-fn hash_json<T: serde::Serialize + ?Sized>(h: &mut Sha256, v: &T) {
-    struct Feed<'a>(&'a mut Sha256);
-    impl std::io::Write for Feed<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    // Writing to a hash cannot fail, and these values always serialise.
-    let _ = serde_json::to_writer(Feed(h), v);
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    // Writing to a Vec cannot fail, and these values always serialise.
+    let _ = serde_json::to_writer(out, v);
 }
 
 /// The cache key of a request, or `None` when its JSON is unreadable.
-/// The hash covers the proxy, the key when `per_key`, and the keyed fields
-/// (in `KEYED` order) as one JSON object.
+/// The key is the SHA-256 of the proxy, the key when `per_key`, and the
+/// keyed fields (in `KEYED` order) as one JSON object. The hash is the
+/// host's (`compute::sha256`): in wasm it was the largest part of this
+/// policy's request phase after the parse (docs/benchmarks.md).
 pub fn cache_key(req: &Request, per_key: bool) -> Option<String> {
     let raw: serde_json::Value = serde_json::from_str(&req.raw).ok()?;
-    let mut h = Sha256::new();
-    h.update(req.proxy_id.as_bytes());
-    h.update([0]);
+    let mut buf = Vec::with_capacity(req.raw.len() + req.proxy_id.len() + req.key_id.len() + 4);
+    buf.extend_from_slice(req.proxy_id.as_bytes());
+    buf.push(0);
     if per_key {
-        h.update(req.key_id.as_bytes());
+        buf.extend_from_slice(req.key_id.as_bytes());
     }
-    h.update([0]);
-    h.update(b"{");
+    buf.push(0);
+    buf.push(b'{');
     let mut first = true;
     for k in KEYED {
         if let Some(v) = raw.get(*k) {
             if !first {
-                h.update(b",");
+                buf.push(b',');
             }
             first = false;
-            hash_json(&mut h, *k);
-            h.update(b":");
-            hash_sorted(&mut h, v);
+            write_json(&mut buf, *k);
+            buf.push(b':');
+            write_sorted(&mut buf, v);
         }
     }
-    h.update(b"}");
-    Some(hex::encode(h.finalize()))
+    buf.push(b'}');
+    Some(hex::encode(host::sha256(&buf)))
 }
 
 #[derive(Clone)]
@@ -229,6 +220,8 @@ mod tests {
             "model": "m", "tools": [{"type": "function", "function": {"name": "f", "parameters": {"b": 1, "a": [2.5, null]}}}]
         }));
         let canonical = r#"{"model":"m","messages":[{"content":"hé \"x\"","role":"user"}],"tools":[{"function":{"name":"f","parameters":{"a":[2.5,null],"b":1}},"type":"function"}]}"#;
+        // The digest, as an earlier build computed it in wasm.
+        use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(b"p\0\0");
         h.update(canonical.as_bytes());

@@ -215,6 +215,9 @@ pub fn merge_settings(
 pub struct Harness<P: Policy> {
     template: P,
     policy: P,
+    /// The manifest's `request_reads` (with [`Harness::with_defaults`]):
+    /// parts not listed reach `on_request` empty, as in the gateway.
+    request_reads: Option<Vec<String>>,
 }
 
 impl<P: Policy> Harness<P> {
@@ -225,6 +228,7 @@ impl<P: Policy> Harness<P> {
         Ok(Harness {
             policy: template.clone(),
             template,
+            request_reads: None,
         })
     }
 
@@ -239,7 +243,15 @@ impl<P: Policy> Harness<P> {
             .get("defaults")
             .cloned()
             .unwrap_or(serde_json::json!({}));
-        Self::new(merge_settings(&defaults, &overrides))
+        let mut h = Self::new(merge_settings(&defaults, &overrides))?;
+        h.request_reads = manifest.get("request_reads").and_then(|r| {
+            r.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect()
+            })
+        });
+        Ok(h)
     }
 
     /// Starts a new request: the value `init` built, as in the gateway.
@@ -257,7 +269,23 @@ impl<P: Policy> Harness<P> {
         if let Err(e) = self.next_request() {
             panic!("settings stopped being valid: {e}");
         }
-        self.policy.on_request(req)
+        match &self.request_reads {
+            None => self.policy.on_request(req),
+            Some(reads) => {
+                let reads = |part: &str| reads.iter().any(|r| r == part);
+                let mut seen = req.clone();
+                if !reads("messages") {
+                    seen.messages.clear();
+                }
+                if !reads("headers") {
+                    seen.headers.clear();
+                }
+                if !reads("raw") {
+                    seen.raw.clear();
+                }
+                self.policy.on_request(&seen)
+            }
+        }
     }
 
     /// `on_response` on the current request's policy value.

@@ -93,6 +93,29 @@ impl CompleteReads {
     }
 }
 
+/// A part of the request that a policy's request phase reads, besides
+/// the fields always given (ids, format, model, stream, max tokens):
+/// manifest `request_reads`. The gateway leaves the others empty for that
+/// policy, so it does not copy them into its instance on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestPart {
+    /// `messages`: the text parts of each message.
+    Messages,
+    /// `headers`: the client's request headers.
+    Headers,
+    /// `raw`: the whole request as canonical JSON.
+    Raw,
+}
+
+impl RequestPart {
+    pub const ALL: [RequestPart; 3] = [
+        RequestPart::Messages,
+        RequestPart::Headers,
+        RequestPart::Raw,
+    ];
+}
+
 /// A host capability a policy may import (`sdk/wit/policy.wit`). `compute`
 /// is always granted and is not declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -178,6 +201,11 @@ pub struct PolicyManifest {
     /// What the `complete` phase reads of the answer (default `whole`).
     #[serde(default, skip_serializing_if = "CompleteReads::is_whole")]
     pub complete_reads: CompleteReads,
+    /// What the request phase reads of the request beyond the fields
+    /// always given (default, when absent: all of them). A policy that
+    /// reads a part it did not declare sees it empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_reads: Option<Vec<RequestPart>>,
     /// Markdown shown by the hub and the admin UI.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub docs: String,

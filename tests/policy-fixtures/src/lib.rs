@@ -1,6 +1,8 @@
 //! A policy that misbehaves on purpose, for the engine's isolation tests:
 //! with `mode: loop` it spins forever, `trap` panics (a wasm trap),
-//! `oom` allocates until the memory limit stops it, `ok` adds a header.
+//! `oom` allocates until the memory limit stops it, `ok` adds a header
+//! (and `x-fixture-saw`: how many messages and headers, and how many bytes
+//! of raw JSON, it was shown).
 
 use portcullis_policy_sdk::{
     ConfigError, Header, Policy, PolicyInfo, Request, RequestVerdict, export_policy, serde_json,
@@ -38,7 +40,18 @@ impl Policy for Fixture {
                     std::hint::black_box(&hog);
                 }
             }
-            _ => RequestVerdict::Continue(vec![Header::new("x-fixture", "ok")]),
+            _ => RequestVerdict::Continue(vec![
+                Header::new("x-fixture", "ok"),
+                Header::new(
+                    "x-fixture-saw",
+                    format!(
+                        "messages={} headers={} raw={}",
+                        req.messages.len(),
+                        req.headers.len(),
+                        req.raw.len()
+                    ),
+                ),
+            ]),
         }
     }
 }
