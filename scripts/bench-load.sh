@@ -11,7 +11,7 @@
 #   PERF=1 scripts/bench-load.sh          # perf record the guarded --validate (/tmp/perf-load.data)
 #   PAR=1 scripts/bench-load.sh           # the requests one at a time (default 16 in parallel)
 #   COMPILED=off scripts/bench-load.sh    # no compiled-module store: the gateway compiles at start too
-#   SMAPS=/tmp/smaps scripts/bench-load.sh # keep each variant's /proc/PID/smaps when idle (where memory goes)
+#   SMAPS=/tmp/smaps scripts/bench-load.sh # keep each variant's /proc/PID/smaps, idle and after the requests (where memory goes)
 #
 # By default compiled modules are kept in a fresh directory: `--validate`
 # compiles (a first start) and the gateway started after it maps them
@@ -91,6 +91,10 @@ for variant in none four; do
   done > "$DIR/curl.cfg"
   codes=$(curl -s --no-progress-meter --parallel --parallel-max ${PAR:-16} -K "$DIR/curl.cfg" | sort | uniq -c | tr -s ' ' | tr '\n' ';')
   after=$(rss_kb $GW)
+  if [ -n "${SMAPS:-}" ]; then
+    cp /proc/$GW/smaps "$SMAPS/$variant-after.smaps"
+    curl -s "http://127.0.0.1:$OPS_PORT/metrics" > "$SMAPS/$variant-after.metrics"
+  fi
   kill $GW; wait $GW 2>/dev/null || true; GW=
   printf '{"variant":"%s","proxies":%s,"validate_s":%.3f,"ready_s":%.3f,"rss_idle_mb":%.1f,"rss_after_requests_mb":%.1f,"statuses":"%s"}\n' \
     $variant "$N" "$(calc "$t1 - $t0")" "$(calc "$t2 - $t1")" \
