@@ -11,7 +11,7 @@
 #   PERF=1 scripts/bench-load.sh          # perf record the guarded --validate (/tmp/perf-load.data)
 #   PAR=1 scripts/bench-load.sh           # the requests one at a time (default 16 in parallel)
 #   COMPILED=off scripts/bench-load.sh    # no compiled-module store: the gateway compiles at start too
-#   SMAPS=/tmp/smaps scripts/bench-load.sh # keep each variant's /proc/PID/smaps, idle and after the requests (where memory goes)
+#   SMAPS=/tmp/smaps scripts/bench-load.sh # keep each variant's smaps and /metrics, idle and after the requests (where memory goes)
 #
 # By default compiled modules are kept in a fresh directory: `--validate`
 # compiles (a first start) and the gateway started after it maps them
@@ -79,7 +79,10 @@ for variant in none four; do
   t2=$(now)
   sleep "${IDLE_WAIT:-1}"
   idle=$(rss_kb $GW)
-  if [ -n "${SMAPS:-}" ]; then mkdir -p "$SMAPS"; cp /proc/$GW/smaps "$SMAPS/$variant-idle.smaps"; fi
+  if [ -n "${SMAPS:-}" ]; then
+    mkdir -p "$SMAPS"; cp /proc/$GW/smaps "$SMAPS/$variant-idle.smaps"
+    curl -s "http://127.0.0.1:$OPS_PORT/metrics" > "$SMAPS/$variant-idle.metrics"
+  fi
   for i in $(seq 1 "$N"); do
     [ "$i" = 1 ] || echo "next"
     echo "url = \"http://127.0.0.1:$GW_PORT/p$i/chat/completions\""
