@@ -52,38 +52,127 @@ const KEYED: &[&str] = &[
     "reasoning_effort",
 ];
 
-/// Writes `v` as compact JSON with every object's keys sorted, so that
-/// field order does not change a key. The profile of the four built-ins
-/// under load showed a sorted copy of the request, then rendered to a
-/// string, at about a third of this policy's request phase; writing the
-/// sorted form straight into one buffer needs no copy of the tree.
-fn write_sorted(out: &mut Vec<u8>, v: &serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            let mut entries: Vec<(&String, &serde_json::Value)> = m.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json(out, k);
-                out.push(b':');
-                write_sorted(out, v);
+/// Deserialises one JSON value straight into `out` as compact JSON with
+/// every object's keys sorted, so that field order does not change a key.
+/// No `serde_json::Value` tree is built: with `preserve_order` (on for the
+/// workspace) each object would be an index map, and building them was
+/// most of this policy's request phase once the hash moved to the host.
+struct Canonical<'a>(&'a mut Vec<u8>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Canonical<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Canonical<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        write_json(self.0, &v);
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        write_json(self.0, &v);
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        write_json(self.0, &v);
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        // As serde_json's `Value` writes a float (and `null` for none).
+        write_json(self.0, &serde_json::Number::from_f64(v));
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        write_json(self.0, v);
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.push(b'[');
+        let mut first = true;
+        loop {
+            let mark = self.0.len();
+            if !first {
+                self.0.push(b',');
             }
-            out.push(b'}');
-        }
-        serde_json::Value::Array(a) => {
-            out.push(b'[');
-            for (i, v) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_sorted(out, v);
+            if seq.next_element_seed(Canonical(self.0))?.is_none() {
+                self.0.truncate(mark);
+                break;
             }
-            out.push(b']');
+            first = false;
         }
-        leaf => write_json(out, leaf),
+        self.0.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Each entry rendered on its own, then written in key order; a key
+        // given twice keeps its last value, as a parsed object does.
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let mut v = Vec::new();
+            map.next_value_seed(Canonical(&mut v))?;
+            match entries.iter_mut().find(|(e, _)| *e == *k) {
+                Some(e) => e.1 = v,
+                None => entries.push((k.into_owned(), v)),
+            }
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.0.push(b'{');
+        for (i, (k, v)) in entries.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            write_json(self.0, k);
+            self.0.push(b':');
+            self.0.extend_from_slice(v);
+        }
+        self.0.push(b'}');
+        Ok(())
+    }
+}
+
+/// The request's keyed fields, each already in canonical form.
+struct Keyed([Option<Vec<u8>>; KEYED.len()]);
+
+impl<'de> serde::Deserialize<'de> for Keyed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Top;
+        impl<'de> serde::de::Visitor<'de> for Top {
+            type Value = Keyed;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Keyed, A::Error> {
+                let mut out = Keyed(Default::default());
+                while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match KEYED.iter().position(|f| *f == k) {
+                        Some(i) => {
+                            let mut v = Vec::new();
+                            map.next_value_seed(Canonical(&mut v))?;
+                            out.0[i] = Some(v);
+                        }
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Top)
     }
 }
 
@@ -99,7 +188,7 @@ fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
 /// host's (`compute::sha256`): in wasm it was the largest part of this
 /// policy's request phase after the parse (docs/benchmarks.md).
 pub fn cache_key(req: &Request, per_key: bool) -> Option<String> {
-    let raw: serde_json::Value = serde_json::from_str(&req.raw).ok()?;
+    let keyed: Keyed = serde_json::from_str(&req.raw).ok()?;
     let mut buf = Vec::with_capacity(req.raw.len() + req.proxy_id.len() + req.key_id.len() + 4);
     buf.extend_from_slice(req.proxy_id.as_bytes());
     buf.push(0);
@@ -109,15 +198,15 @@ pub fn cache_key(req: &Request, per_key: bool) -> Option<String> {
     buf.push(0);
     buf.push(b'{');
     let mut first = true;
-    for k in KEYED {
-        if let Some(v) = raw.get(*k) {
+    for (k, v) in KEYED.iter().zip(&keyed.0) {
+        if let Some(v) = v {
             if !first {
                 buf.push(b',');
             }
             first = false;
             write_json(&mut buf, *k);
             buf.push(b':');
-            write_sorted(&mut buf, v);
+            buf.extend_from_slice(v);
         }
     }
     buf.push(b'}');
@@ -228,6 +317,34 @@ mod tests {
         let mut r = r;
         r.proxy_id = "p".into();
         assert_eq!(cache_key(&r, false), Some(hex::encode(h.finalize())));
+    }
+
+    /// The streaming canonical form is the one a parsed `Value` with
+    /// sorted keys gives (how earlier builds computed it), on values that
+    /// exercise escapes in keys, repeated keys, numbers and empty nests.
+    #[test]
+    fn canonical_form_matches_the_sorted_value() {
+        fn sorted(v: &serde_json::Value) -> serde_json::Value {
+            match v {
+                serde_json::Value::Object(m) => {
+                    let mut e: Vec<_> = m.iter().collect();
+                    e.sort_by(|a, b| a.0.cmp(b.0));
+                    serde_json::Value::Object(
+                        e.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect(),
+                    )
+                }
+                serde_json::Value::Array(a) => {
+                    serde_json::Value::Array(a.iter().map(sorted).collect())
+                }
+                leaf => leaf.clone(),
+            }
+        }
+        let text = r#"{"z": [1, -2, 3.25, 1e21, true, null, {}, [], {"b": {"y": 1, "x": [2]}, "a\u00e9\"k": "v\n"}], "a": {"k": 1, "k": 2}, "m": "\ud83d\ude00"}"#;
+        let mut out = Vec::new();
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde::de::DeserializeSeed::deserialize(Canonical(&mut out), &mut de).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), sorted(&v).to_string());
     }
 
     #[test]
