@@ -681,8 +681,8 @@ async fn answers_pass_through_unparsed_unless_a_policy_reads_them() {
 }
 
 /// A policy is shown the parts of the request its manifest's
-/// `request_reads` lists (all of them when absent), the others empty; a
-/// chain none of whose policies reads `raw` does not render it.
+/// `request_reads` lists (all of them when absent), the others empty, and
+/// the provider still gets the whole request.
 #[tokio::test]
 async fn policies_are_shown_only_the_request_parts_they_read() {
     let dir = policy_dir();

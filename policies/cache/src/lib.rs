@@ -115,23 +115,28 @@ impl<'de> serde::de::Visitor<'de> for Canonical<'_> {
         Ok(())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        // Each entry rendered on its own, then written in key order; a key
-        // given twice keeps its last value, as a parsed object does.
+        // Each entry rendered on its own, then written in key order. A key
+        // given twice keeps its last value, as a parsed object does: the
+        // sort is stable, so of equal keys the last one given is written
+        // (no search per key, which a request with thousands of keys in
+        // one object would make quadratic).
         let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
-        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(k) = map.next_key::<String>()? {
             let mut v = Vec::new();
             map.next_value_seed(Canonical(&mut v))?;
-            match entries.iter_mut().find(|(e, _)| *e == *k) {
-                Some(e) => e.1 = v,
-                None => entries.push((k.into_owned(), v)),
-            }
+            entries.push((k, v));
         }
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
         self.0.push(b'{');
+        let mut first = true;
         for (i, (k, v)) in entries.iter().enumerate() {
-            if i > 0 {
+            if entries.get(i + 1).is_some_and(|next| next.0 == *k) {
+                continue;
+            }
+            if !first {
                 self.0.push(b',');
             }
+            first = false;
             write_json(self.0, k);
             self.0.push(b':');
             self.0.extend_from_slice(v);
@@ -157,7 +162,7 @@ impl<'de> serde::Deserialize<'de> for Keyed {
                 mut map: A,
             ) -> Result<Keyed, A::Error> {
                 let mut out = Keyed(Default::default());
-                while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                while let Some(k) = map.next_key::<String>()? {
                     match KEYED.iter().position(|f| *f == k) {
                         Some(i) => {
                             let mut v = Vec::new();
